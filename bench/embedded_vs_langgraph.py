@@ -1,0 +1,94 @@
+"""Embedded engine vs LangGraph in-process: the same graphs, in-memory savers, `sync` durability.
+
+Prints the median time per superstep of each and our/LangGraph ratio (target <= 0.5).
+Usage: python bench/embedded_vs_langgraph.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import statistics
+import time
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict
+
+CHAIN_LENGTH = 100
+FAN_OUT = 100
+
+
+class ChainState(TypedDict):
+    x: int
+
+
+class FanState(TypedDict):
+    n: int
+    results: Annotated[list, operator.add]
+
+
+def load(name: str) -> types.SimpleNamespace:
+    if name == "langgraph":
+        from langgraph.checkpoint.memory import InMemorySaver
+        from langgraph.graph import END, START, StateGraph
+        from langgraph.types import Send
+    else:
+        from graphdef import END, START, InMemorySaver, Send, StateGraph
+    return types.SimpleNamespace(
+        StateGraph=StateGraph, START=START, END=END, Send=Send, InMemorySaver=InMemorySaver
+    )
+
+
+def chain(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
+    graph = api.StateGraph(ChainState)
+    names = [f"n{i}" for i in range(CHAIN_LENGTH)]
+    for name in names:
+        graph.add_node(name, lambda s: {"x": s["x"] + 1})
+    graph.add_edge(api.START, names[0])
+    for a, b in zip(names, names[1:], strict=False):
+        graph.add_edge(a, b)
+    graph.add_edge(names[-1], api.END)
+    app = graph.compile(checkpointer=api.InMemorySaver())
+    return app, {"x": 0}, CHAIN_LENGTH + 1
+
+
+def fan_out(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
+    graph = api.StateGraph(FanState)
+    graph.add_node("work", lambda s: {"results": [s["n"] * 2]})
+    graph.add_conditional_edges(
+        api.START, lambda s: [api.Send("work", {"n": i}) for i in range(s["n"])], ["work"]
+    )
+    graph.add_edge("work", api.END)
+    app = graph.compile(checkpointer=api.InMemorySaver())
+    return app, {"n": FAN_OUT, "results": []}, 2
+
+
+def time_per_step(build: Callable[[Any], tuple[Any, Any, int]], api: Any, runs: int) -> float:
+    app, inp, steps = build(api)
+    samples = []
+    for i in range(runs + 1):
+        config = {"configurable": {"thread_id": f"bench-{i}"}, "recursion_limit": 1000}
+        start = time.perf_counter()
+        app.invoke(inp, config, durability="sync")
+        elapsed = time.perf_counter() - start
+        if i:  # the first run warms imports and caches
+            samples.append(elapsed / steps)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    ours, theirs = load("graphdef"), load("langgraph")
+    print(f"{'workload':<28}{'graphdef':>14}{'langgraph':>14}{'ratio':>9}")
+    workloads = ((f"chain of {CHAIN_LENGTH}", chain), (f"Send fan-out of {FAN_OUT}", fan_out))
+    for label, build in workloads:
+        a = time_per_step(build, ours, args.runs)
+        b = time_per_step(build, theirs, args.runs)
+        print(f"{label:<28}{a * 1e3:>11.3f} ms{b * 1e3:>11.3f} ms{a / b:>9.2f}")
+    print("time per superstep, median of", args.runs, "runs; ratio = graphdef / langgraph")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""The superstep algorithm, free of I/O: plan a step's tasks from a checkpoint, apply their writes.
+
+The in-process runner and the distributed scheduler both call these functions; they differ
+only in where a planned task runs and how its completion is awaited. Everything here is
+deterministic in its inputs, so a re-planned superstep yields the same task ids and a task's
+saved writes are found again after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from graphdef.channels import MISSING, BaseChannel
+from graphdef.checkpoint.base import Checkpoint, PendingWrite
+from graphdef.checkpoint.ids import new_checkpoint_id
+from graphdef.constants import (
+    CONTROL_WRITES,
+    ERROR,
+    INTERRUPT,
+    NO_WRITES,
+    NS_END,
+    NS_SEP,
+    NULL_TASK_ID,
+    PULL,
+    PUSH,
+    RESERVED_WRITES,
+    RESUME,
+    TASKS,
+)
+from graphdef.errors import revive_error
+from graphdef.types import Interrupt, RetryPolicy, Send
+
+Write = tuple[str, Any]
+
+
+@dataclass
+class Node:
+    """A compiled node: what triggers it, what it reads, how it runs and what it writes."""
+
+    name: str
+    triggers: list[str]
+    reads: str | list[str]
+    bound: Callable[[Any, dict[str, Any]], Any]
+    writers: list[Callable[[Any, TaskContext], list[Write]]] = field(default_factory=list)
+    mapper: Callable[[Any], Any] | None = None
+    retry_policy: Sequence[RetryPolicy] = ()
+    subgraph: Any = None
+    hidden: bool = False
+    queue: str | None = None
+
+
+@dataclass
+class TaskContext:
+    """What a writer may look at: the task's own writes and a fresh read of state."""
+
+    task: Task
+    channels: Mapping[str, BaseChannel]
+
+    def read_fresh(self, keys: str | Sequence[str]) -> Any:
+        """State as this task sees it after its own writes (conditional edges read this)."""
+        own: dict[str, list[Any]] = defaultdict(list)
+        for chan, value in self.task.writes:
+            own[chan].append(value)
+        local = {}
+        for k in [keys] if isinstance(keys, str) else keys:
+            if k not in self.channels:
+                continue
+            channel = self.channels[k].copy()
+            if own.get(k):
+                channel.update(own[k])
+            local[k] = channel
+        if isinstance(keys, str):
+            return local[keys].get() if keys in local else None
+        return {k: c.get() for k, c in local.items() if c.is_available()}
+
+
+@dataclass
+class Task:
+    """One planned unit of work of a superstep; `writes` fills in as it runs or is restored."""
+
+    id: str
+    name: str
+    path: tuple[Any, ...]
+    input: Any
+    triggers: tuple[str, ...]
+    checkpoint_ns: str
+    node: Node
+    writes: list[Write] = field(default_factory=list)
+
+    @property
+    def path_key(self) -> str:
+        return task_path_str(self.path)
+
+
+def task_id(checkpoint_id: str, *parts: str) -> str:
+    """A stable id for a task: same checkpoint and position, same id, on any machine."""
+    digest = hashlib.blake2b(
+        "\x00".join((checkpoint_id, *parts)).encode(), digest_size=16
+    ).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
+def interrupt_id(task_ns: str, answered: int) -> str:
+    """An interrupt's id, keyed by the task namespace and the answer slot it waits for."""
+    raw = f"{task_ns}{NS_SEP}{answered}" if answered else task_ns
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def task_path_str(path: Any) -> str:
+    """Sort key for a task's position; pull tasks sort by node name, sends by index."""
+    if isinstance(path, tuple | list):
+        return "~" + ", ".join(task_path_str(p) for p in path)
+    if isinstance(path, int):
+        return f"{path:010d}"
+    return str(path)
+
+
+def read_values(channels: Mapping[str, BaseChannel], keys: str | Sequence[str]) -> Any:
+    if isinstance(keys, str):
+        return channels[keys].get() if channels[keys].is_available() else None
+    return {k: channels[k].get() for k in keys if k in channels and channels[k].is_available()}
+
+
+def channels_from_checkpoint(
+    specs: Mapping[str, BaseChannel], checkpoint: Checkpoint
+) -> dict[str, BaseChannel]:
+    values = checkpoint["channel_values"]
+    return {k: spec.from_checkpoint(values.get(k, MISSING)) for k, spec in specs.items()}
+
+
+def create_checkpoint(
+    checkpoint: Checkpoint,
+    channels: Mapping[str, BaseChannel] | None,
+    updated_channels: Iterable[str] | None,
+    *,
+    checkpoint_id: str | None = None,
+) -> Checkpoint:
+    """Snapshot channels into a new checkpoint; `checkpoint_id` keeps the id (exit mode)."""
+    if channels is None:
+        values = dict(checkpoint["channel_values"])
+    else:
+        values = {}
+        for k, channel in channels.items():
+            stored = channel.checkpoint()
+            if stored is not MISSING:
+                values[k] = stored
+    return Checkpoint(
+        v=1,
+        id=checkpoint_id or new_checkpoint_id(),
+        ts=datetime.now(UTC).isoformat(),
+        channel_values=values,
+        channel_versions=dict(checkpoint["channel_versions"]),
+        versions_seen={k: dict(v) for k, v in checkpoint["versions_seen"].items()},
+        updated_channels=sorted(updated_channels) if updated_channels is not None else None,
+    )
+
+
+def apply_writes(
+    checkpoint: Checkpoint,
+    channels: Mapping[str, BaseChannel],
+    tasks: Iterable[Task | NullTask],
+    trigger_to_nodes: Mapping[str, Sequence[str]],
+) -> set[str]:
+    """Apply one superstep's writes together, in task-path order, and bump versions.
+
+    Returns the channels that changed, which decide the next step's candidate nodes.
+    """
+    tasks = sorted(tasks, key=lambda t: task_path_str(t.path))
+    bump_step = any(t.triggers for t in tasks)
+    versions = checkpoint["channel_versions"]
+    for task in tasks:
+        seen = checkpoint["versions_seen"].setdefault(task.name, {})
+        seen.update({c: versions[c] for c in task.triggers if c in versions})
+
+    next_version = (max(versions.values()) if versions else 0) + 1
+
+    for chan in {c for t in tasks for c in t.triggers if c in channels}:
+        if channels[chan].consume():
+            versions[chan] = next_version
+
+    by_channel: dict[str, list[Any]] = defaultdict(list)
+    for task in tasks:
+        for chan, value in task.writes:
+            if chan in RESERVED_WRITES or chan not in channels:
+                continue
+            by_channel[chan].append(value)
+
+    updated: set[str] = set()
+    for chan, values in by_channel.items():
+        if channels[chan].update(values):
+            versions[chan] = next_version
+            if channels[chan].is_available():
+                updated.add(chan)
+
+    if bump_step:
+        for chan, channel in channels.items():
+            if chan not in updated and channel.is_available() and channel.update(()):
+                versions[chan] = next_version
+                if channel.is_available():
+                    updated.add(chan)
+    return updated
+
+
+@dataclass
+class NullTask:
+    """Writes that belong to no task: run input, `update_state`, a Command's update."""
+
+    name: str
+    writes: list[Write]
+    triggers: tuple[str, ...] = ()
+    path: tuple[Any, ...] = ()
+
+
+def _triggered(node: Node, channels: Mapping[str, BaseChannel], checkpoint: Checkpoint) -> bool:
+    seen = checkpoint["versions_seen"].get(node.name)
+    versions = checkpoint["channel_versions"]
+    for chan in node.triggers:
+        if not channels[chan].is_available():
+            continue
+        if seen is None or versions.get(chan, 0) > seen.get(chan, 0):
+            return True
+    return False
+
+
+def _pull_input(node: Node, channels: Mapping[str, BaseChannel]) -> Any:
+    if isinstance(node.reads, str):
+        if not channels[node.reads].is_available():
+            return MISSING
+        value = channels[node.reads].get()
+    else:
+        value = read_values(channels, node.reads)
+    return node.mapper(value) if node.mapper is not None else value
+
+
+def prepare_next_tasks(
+    checkpoint: Checkpoint,
+    channels: Mapping[str, BaseChannel],
+    nodes: Mapping[str, Node],
+    step: int,
+    *,
+    parent_ns: str = "",
+    updated_channels: set[str] | None = None,
+    trigger_to_nodes: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Task]:
+    """Plan the superstep that follows `checkpoint`: pending sends first, then triggered nodes."""
+    tasks: list[Task] = []
+    sends = channels.get(TASKS)
+    if sends is not None and sends.is_available():
+        for idx, packet in enumerate(sends.get()):
+            if not isinstance(packet, Send) or packet.node not in nodes:
+                continue
+            tasks.append(
+                _make_task(
+                    checkpoint, nodes[packet.node], (PUSH, idx), packet.arg, (PUSH,),
+                    step, parent_ns, str(idx),
+                )
+            )
+    if not checkpoint["channel_versions"]:
+        return {t.id: t for t in tasks}
+    if updated_channels is not None and trigger_to_nodes is not None:
+        candidates: Iterable[str] = sorted(
+            {n for c in updated_channels for n in trigger_to_nodes.get(c, ())}
+        )
+    else:
+        candidates = nodes.keys()
+    for name in candidates:
+        node = nodes[name]
+        if not _triggered(node, channels, checkpoint):
+            continue
+        value = _pull_input(node, channels)
+        if value is MISSING:
+            continue
+        triggers = tuple(sorted(node.triggers))
+        tasks.append(
+            _make_task(checkpoint, node, (PULL, name), value, triggers, step, parent_ns, *triggers)
+        )
+    return {t.id: t for t in tasks}
+
+
+def _make_task(
+    checkpoint: Checkpoint,
+    node: Node,
+    path: tuple[Any, ...],
+    value: Any,
+    triggers: tuple[str, ...],
+    step: int,
+    parent_ns: str,
+    *id_parts: str,
+) -> Task:
+    ns = f"{parent_ns}{NS_SEP}{node.name}" if parent_ns else node.name
+    tid = task_id(checkpoint["id"], ns, str(step), node.name, path[0], *id_parts)
+    return Task(
+        id=tid,
+        name=node.name,
+        path=path,
+        input=value,
+        triggers=triggers,
+        checkpoint_ns=f"{ns}{NS_END}{tid}",
+        node=node,
+    )
+
+
+def should_interrupt(
+    checkpoint: Checkpoint, interrupt_nodes: Sequence[str] | str, tasks: Iterable[Task]
+) -> list[Task]:
+    """Tasks that hit a static breakpoint, unless nothing changed since the last pause."""
+    seen = checkpoint["versions_seen"].get(INTERRUPT, {})
+    changed = any(v > seen.get(c, 0) for c, v in checkpoint["channel_versions"].items())
+    if not changed:
+        return []
+    return [
+        t
+        for t in tasks
+        if (not t.node.hidden if interrupt_nodes == "*" else t.name in interrupt_nodes)
+    ]
+
+
+def mark_interrupt_seen(checkpoint: Checkpoint, channels: Iterable[str]) -> None:
+    """Record that the caller has seen this state, so a breakpoint does not fire twice."""
+    seen = checkpoint["versions_seen"].setdefault(INTERRUPT, {})
+    for chan in channels:
+        if chan in checkpoint["channel_versions"]:
+            seen[chan] = checkpoint["channel_versions"][chan]
+
+
+@dataclass
+class TaskStatus:
+    """What the saved writes say about one task of a superstep."""
+
+    output: list[Write] = field(default_factory=list)
+    interrupts: list[Interrupt] = field(default_factory=list)
+    error: Any = None
+    resume: list[Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.output)
+
+
+def task_statuses(pending_writes: Iterable[PendingWrite]) -> dict[str, TaskStatus]:
+    """Group saved writes by task: finished tasks are skipped on resume, others re-run."""
+    statuses: dict[str, TaskStatus] = {}
+    for tid, chan, value in pending_writes:
+        if tid == NULL_TASK_ID:
+            continue
+        status = statuses.setdefault(tid, TaskStatus())
+        if chan == INTERRUPT:
+            status.interrupts.extend(value if isinstance(value, list | tuple) else [value])
+        elif chan == ERROR:
+            status.error = revive_error(value)
+        elif chan == RESUME:
+            status.resume = value if isinstance(value, list) else [value]
+        elif chan not in CONTROL_WRITES:
+            status.output.append((chan, value))
+    return statuses
+
+
+def pending_interrupts(pending_writes: Iterable[PendingWrite]) -> list[Interrupt]:
+    return [
+        i
+        for s in task_statuses(pending_writes).values()
+        if not s.finished
+        for i in s.interrupts
+    ]
+
+
+def finished_marker(writes: list[Write]) -> list[Write]:
+    """A task that wrote nothing still records that it finished, so it is not re-run."""
+    if all(c in CONTROL_WRITES for c, _ in writes):
+        return [*writes, (NO_WRITES, None)]
+    return writes

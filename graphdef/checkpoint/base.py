@@ -1,0 +1,328 @@
+"""The checkpoint saver contract that the runner, the scheduler and every backend share.
+
+A checkpoint row holds versions, not values: each channel value is stored once per version
+as a blob (see ``delta``), and the row records which blob each channel refers to. Savers
+encode everything a call will store before touching storage, so a value the serde rejects
+leaves storage exactly as it was.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from graphdef.checkpoint.delta import Blob, BlobCodec, BlobRef, PendingBlob, value_root
+from graphdef.checkpoint.ids import new_checkpoint_id
+from graphdef.serde import Serde, SerializerProtocol
+
+Config = dict[str, Any]
+
+
+class Checkpoint(TypedDict):
+    v: int
+    id: str
+    ts: str
+    channel_values: dict[str, Any]
+    channel_versions: dict[str, int]
+    versions_seen: dict[str, dict[str, int]]
+    updated_channels: list[str] | None
+
+
+class CheckpointMetadata(TypedDict, total=False):
+    source: str  # "input" | "loop" | "update" | "fork"
+    step: int
+    parents: dict[str, str]
+
+
+PendingWrite = tuple[str, str, Any]  # (task_id, channel, value)
+
+
+@dataclass(frozen=True)
+class CheckpointTuple:
+    config: Config
+    checkpoint: Checkpoint
+    metadata: CheckpointMetadata
+    parent_config: Config | None
+    pending_writes: list[PendingWrite]
+
+
+ERROR = "__error__"
+SCHEDULED = "__scheduled__"
+INTERRUPT = "__interrupt__"
+RESUME = "__resume__"
+# Special writes get fixed negative indexes so a retry overwrites them instead of adding.
+WRITES_IDX_MAP = {ERROR: -1, SCHEDULED: -2, INTERRUPT: -3, RESUME: -4}
+
+
+def empty_checkpoint() -> Checkpoint:
+    return Checkpoint(
+        v=1,
+        id=new_checkpoint_id(),
+        ts=datetime.now(UTC).isoformat(),
+        channel_values={},
+        channel_versions={},
+        versions_seen={},
+        updated_channels=None,
+    )
+
+
+def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> Config:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """The (thread, namespace, checkpoint id) a config points at."""
+
+    thread_id: str
+    ns: str
+    checkpoint_id: str | None
+
+    @classmethod
+    def of(cls, config: Config) -> Target:
+        configurable = config.get("configurable") or {}
+        thread_id = configurable.get("thread_id")
+        if thread_id is None:
+            raise ValueError("config['configurable']['thread_id'] is required")
+        return cls(
+            str(thread_id),
+            configurable.get("checkpoint_ns") or "",
+            configurable.get("checkpoint_id"),
+        )
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """One checkpoint row as a backend stores it (all payloads already serialized)."""
+
+    thread_id: str
+    ns: str
+    checkpoint_id: str
+    parent_id: str | None
+    checkpoint: bytes
+    metadata: bytes
+    refs: bytes  # channel -> [version, digest] of the blob holding its value
+
+
+StoredWrite = tuple[str, int, str, bytes]  # (task_id, idx, channel, data)
+
+
+@dataclass(frozen=True)
+class PreparedPut:
+    """Everything ``put`` stores, encoded; only the channel refs wait for the transaction."""
+
+    target: Target
+    checkpoint_id: str
+    checkpoint: bytes
+    metadata: bytes
+    blobs: list[PendingBlob]
+    channel_versions: dict[str, int]
+
+    def refs(
+        self,
+        blobs: Sequence[PendingBlob],
+        parent_refs: Mapping[str, BlobRef],
+        latest: Callable[[str, int], str | None],
+    ) -> dict[str, BlobRef]:
+        """Which blob each channel's current version is: written now, the parent's, or else
+        the newest stored blob of that version (a put whose parent was never saved)."""
+        written = {(b.channel, b.version): b.ref for b in blobs}
+        refs: dict[str, BlobRef] = {}
+        for channel, version in self.channel_versions.items():
+            ref = written.get((channel, version))
+            if ref is None:
+                parent = parent_refs.get(channel)
+                if parent is not None and parent[0] == version:
+                    ref = parent
+                else:
+                    digest = latest(channel, version)
+                    ref = None if digest is None else (version, digest)
+            if ref is not None:
+                refs[channel] = ref
+        return refs
+
+
+class BaseCheckpointSaver(ABC):
+    """Stores checkpoints, their channel values and the pending writes of their tasks."""
+
+    serde: SerializerProtocol
+
+    def __init__(self, *, serde: SerializerProtocol | None = None) -> None:
+        self.serde = serde or Serde()
+        self.codec = BlobCodec(self.serde)
+
+    @abstractmethod
+    def get_tuple(self, config: Config) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names, or the newest of its thread and namespace."""
+
+    def get(self, config: Config) -> Checkpoint | None:
+        found = self.get_tuple(config)
+        return None if found is None else found.checkpoint
+
+    @abstractmethod
+    def list(
+        self,
+        config: Config | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: Config | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Newest first. ``config`` None means all threads; a ``checkpoint_ns`` key restricts
+        to that namespace; a ``checkpoint_id`` to that checkpoint. ``filter`` matches
+        metadata keys by equality; ``before`` keeps checkpoints strictly older than it."""
+
+    @abstractmethod
+    def put(
+        self,
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: dict[str, int],
+    ) -> Config:
+        """Store ``checkpoint`` as a child of the checkpoint ``config`` names (if any), with
+        values only for the channels in ``new_versions``; returns the new checkpoint's config."""
+
+    @abstractmethod
+    def put_writes(
+        self,
+        config: Config,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Save a task's writes against the checkpoint ``config`` names. Normal writes keep the
+        first value stored (a re-run task must not change a finished superstep); special
+        writes (``WRITES_IDX_MAP``) are overwritten."""
+
+    @abstractmethod
+    def delete_thread(self, thread_id: str) -> None:
+        """Remove every namespace, checkpoint, blob and write of the thread."""
+
+    @abstractmethod
+    def prune(self, thread_id: str, *, keep_last: int) -> None:
+        """Keep the newest ``keep_last`` (>= 1) checkpoints per namespace, their writes and the
+        blobs they need; drop the rest of the thread's history."""
+
+    @abstractmethod
+    def stored_bytes(self, thread_id: str | None = None) -> int:
+        """Bytes of serialized payload stored (for one thread or all), for storage budgets."""
+
+    def get_next_version(self, current: int | None) -> int:
+        return 1 if current is None else current + 1
+
+    # ------------------------------------------------------------------ helpers for backends
+
+    def _prepare_put(
+        self,
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+    ) -> PreparedPut:
+        target = Target.of(config)
+        values = checkpoint.get("channel_values") or {}
+        blobs = [
+            self.codec.prepare(
+                target.thread_id,
+                target.ns,
+                channel,
+                version,
+                values.get(channel),
+                channel in values,
+            )
+            for channel, version in new_versions.items()
+        ]
+        row = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        return PreparedPut(
+            target=target,
+            checkpoint_id=checkpoint["id"],
+            checkpoint=self.serde.dumps(row, root="checkpoint"),
+            metadata=self.serde.dumps(dict(metadata or {}), root="metadata"),
+            blobs=blobs,
+            channel_versions=dict(checkpoint.get("channel_versions") or {}),
+        )
+
+    def _prepare_writes(self, writes: Sequence[tuple[str, Any]]) -> list[tuple[int, str, bytes]]:
+        return [
+            (
+                WRITES_IDX_MAP.get(channel, i),
+                channel,
+                self.serde.dumps(value, root=value_root(channel)),
+            )
+            for i, (channel, value) in enumerate(writes)
+        ]
+
+    def _encode_refs(self, refs: Mapping[str, BlobRef]) -> bytes:
+        return self.serde.dumps({channel: list(ref) for channel, ref in refs.items()})
+
+    def _decode_refs(self, data: bytes) -> dict[str, BlobRef]:
+        return {channel: (ref[0], ref[1]) for channel, ref in self.serde.loads(data).items()}
+
+    def _to_tuple(
+        self,
+        row: StoredCheckpoint,
+        metadata: CheckpointMetadata,
+        lookup: Callable[[str, BlobRef], Blob | None],
+        writes: Sequence[StoredWrite],
+    ) -> CheckpointTuple:
+        """Rebuild a checkpoint from its row; ``writes`` come in insertion order."""
+        checkpoint = self.serde.loads(row.checkpoint)
+        values: dict[str, Any] = {}
+        for channel, head in self._decode_refs(row.refs).items():
+            present, value = self.codec.read(
+                row.thread_id, row.ns, channel, head, lambda ref, c=channel: lookup(c, ref)
+            )
+            if present:
+                values[channel] = value
+        checkpoint["channel_values"] = values
+        parent = None
+        if row.parent_id is not None:
+            parent = checkpoint_config(row.thread_id, row.ns, row.parent_id)
+        return CheckpointTuple(
+            config=checkpoint_config(row.thread_id, row.ns, row.checkpoint_id),
+            checkpoint=checkpoint,
+            metadata=metadata,
+            parent_config=parent,
+            pending_writes=self._pending_writes(writes),
+        )
+
+    def _pending_writes(self, writes: Sequence[StoredWrite]) -> list[PendingWrite]:
+        # Grouped by task in the order tasks first wrote, then by index: deterministic, and
+        # independent of which write of a task an upsert touched last.
+        first_seen: dict[str, int] = {}
+        for position, (task_id, *_rest) in enumerate(writes):
+            first_seen.setdefault(task_id, position)
+        ordered = sorted(writes, key=lambda w: (first_seen[w[0]], w[1]))
+        return [(task_id, channel, self.serde.loads(data)) for task_id, _, channel, data in ordered]
+
+
+def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
+    missing = object()
+    return not filter or all(metadata.get(k, missing) == v for k, v in filter.items())
+
+
+def list_bounds(
+    config: Config | None, before: Config | None
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """``(thread_id, ns, checkpoint_id, before_id)`` restrictions of a ``list`` call; None
+    means unrestricted (``ns`` only restricts when the config has a ``checkpoint_ns`` key)."""
+    configurable = (config or {}).get("configurable") or {}
+    thread_id = configurable.get("thread_id")
+    ns = configurable.get("checkpoint_ns")
+    before_id = ((before or {}).get("configurable") or {}).get("checkpoint_id")
+    return (
+        None if thread_id is None else str(thread_id),
+        ns,
+        configurable.get("checkpoint_id"),
+        before_id,
+    )

@@ -1,0 +1,600 @@
+"""The in-process run loop: load a checkpoint, run supersteps, save writes and checkpoints.
+
+This is the I/O half of the engine; planning and applying writes live in `algo`. A run
+is a generator of stream chunks `(namespace, mode, payload)`, so `invoke` and `stream`
+share one code path.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import functools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from graphdef import algo
+from graphdef.algo import NullTask, Task, Write
+from graphdef.channels import MISSING
+from graphdef.checkpoint.base import (
+    BaseCheckpointSaver,
+    Checkpoint,
+    CheckpointTuple,
+    empty_checkpoint,
+)
+from graphdef.constants import (
+    BRANCH_TO,
+    ERROR,
+    INPUT,
+    INTERRUPT,
+    NULL_TASK_ID,
+    PUSH,
+    RESUME,
+    RETURN,
+    TASKS,
+)
+from graphdef.errors import (
+    EmptyInputError,
+    GraphInterrupt,
+    GraphRecursionError,
+    InvalidResumeError,
+)
+from graphdef.executor import run_step
+from graphdef.runtime import TaskRuntime, current_runtime_or_none
+from graphdef.types import Command, Interrupt, Send
+
+if TYPE_CHECKING:
+    from graphdef.pregel import Pregel
+
+# Internal config keys a parent passes to the graphs its nodes run.
+RESUMING = "__cg_resuming"
+RESUME_MAP = "__cg_resume_map"
+CHECKPOINTER = "__cg_checkpointer"
+DURABILITY = "__cg_durability"
+STREAM = "__cg_stream"
+STREAM_MODES = "__cg_stream_modes"
+INTERNAL_KEYS = (RESUMING, RESUME_MAP, CHECKPOINTER, DURABILITY, STREAM, STREAM_MODES)
+
+WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
+
+Chunk = tuple[tuple[str, ...], str, Any]
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """What a failure is stored as: class name, message and plain args, never the object."""
+    record: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if all(isinstance(a, str | int | float | bool) or a is None for a in exc.args):
+        record["args"] = list(exc.args)
+    return record
+
+
+def command_writes(cmd: Command) -> list[Write]:
+    """The writes a Command given as run input stands for, all owned by no task."""
+    writes: list[Write] = []
+    for target in cmd.goto_targets():
+        if isinstance(target, Send):
+            writes.append((TASKS, target))
+        elif target != "__end__":
+            writes.append((BRANCH_TO.format(target), None))
+    if cmd.resume is not None:
+        writes.append((RESUME, cmd.resume))
+    writes.extend(cmd.update_as_tuples())
+    return writes
+
+
+class RunLoop:
+    """One run of a compiled graph on one thread and namespace."""
+
+    def __init__(
+        self,
+        graph: Pregel,
+        input: Any,
+        config: dict[str, Any],
+        *,
+        checkpointer: BaseCheckpointSaver | None,
+        durability: str,
+        interrupt_before: Sequence[str] | str,
+        interrupt_after: Sequence[str] | str,
+        stream_modes: Sequence[str],
+        stream_subgraphs: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.input = input
+        self.config = config
+        self.conf: dict[str, Any] = config.setdefault("configurable", {})
+        self.checkpointer = checkpointer
+        self.durability = durability
+        self.interrupt_before = interrupt_before
+        self.interrupt_after = interrupt_after
+        self.stream_modes = stream_modes
+        self.ns: str = self.conf.get("checkpoint_ns", "")
+        self.is_nested = bool(self.ns)
+        self.parent_runtime = current_runtime_or_none() if self.is_nested else None
+        self.chunks: deque[Chunk] = deque()
+        self.sink: Callable[[tuple[str, ...], str, Any], None] | None = (
+            self.conf.get(STREAM) if self.is_nested else None
+        )
+        if self.sink is not None:
+            self.stream_modes = self.conf.get(STREAM_MODES, ())
+        elif stream_subgraphs:
+            self.conf[STREAM] = lambda ns, mode, payload: self.chunks.append((ns, mode, payload))
+            self.conf[STREAM_MODES] = stream_modes
+        self.tasks: dict[str, Task] = {}
+        self.output: Any = None
+        self.status = "pending"
+        self._put_futures: list[concurrent.futures.Future[Any]] = []
+        self._saver_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.RLock()
+        self._call_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # ---- stream ---------------------------------------------------------------------------
+
+    def emit(self, mode: str, payload: Any) -> None:
+        """Queue a chunk, or hand it to the parent run when streaming subgraphs."""
+        if mode not in self.stream_modes:
+            return
+        if self.sink is not None:
+            self.sink(tuple(self.ns.split("|")), mode, payload)
+        else:
+            self.chunks.append(((), mode, payload))
+
+    def _emit_values(self) -> None:
+        if "values" in self.stream_modes:
+            self.emit("values", algo.read_values(self.channels, self.graph.output_channels))
+
+    def _emit_updates(self, task: Task, writes: list[Write], cached: bool = False) -> None:
+        if task.node.hidden or not writes:
+            return
+        if writes[0][0] == INTERRUPT:
+            interrupts = tuple(i for c, v in writes if c == INTERRUPT for i in v)
+            self.emit("updates", {INTERRUPT: interrupts})
+            if "values" in self.stream_modes:
+                values = algo.read_values(self.channels, self.graph.output_channels)
+                if isinstance(values, dict):
+                    self.emit("values", {**values, INTERRUPT: interrupts})
+                else:
+                    self.emit("values", {INTERRUPT: interrupts})
+            return
+        if writes[0][0] == ERROR or "updates" not in self.stream_modes:
+            return
+        payload = self.graph.task_update(task, writes)
+        update = {task.name: payload}
+        if cached:
+            update["__metadata__"] = {"cached": True}
+        self.emit("updates", update)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> Iterator[Chunk]:
+        """Drive the run, yielding stream chunks as they are produced."""
+        try:
+            self._enter()
+            yield from self._drain()
+            while self._tick():
+                yield from self._drain()
+                self._run_tasks()
+                yield from self._drain()
+                self._after_tick()
+                yield from self._drain()
+            if self.status == "out_of_steps":
+                raise GraphRecursionError(
+                    f"Recursion limit of {self.config['recursion_limit']} reached "
+                    "without hitting a stop condition. You can increase the limit by "
+                    "setting the `recursion_limit` config key."
+                )
+        except GraphInterrupt as exc:
+            self._exit(exc)
+            if self.is_nested:
+                raise
+            yield from self._drain()
+            return
+        except BaseException as exc:
+            self._exit(exc)
+            raise
+        self._exit(None)
+        yield from self._drain()
+
+    def _drain(self) -> Iterator[Chunk]:
+        while self.chunks:
+            yield self.chunks.popleft()
+
+    def _enter(self) -> None:
+        saved: CheckpointTuple | None = None
+        self.checkpoint_config: dict[str, Any] = {
+            "configurable": {
+                "thread_id": self.conf.get("thread_id"),
+                "checkpoint_ns": self.ns,
+                **(
+                    {"checkpoint_id": self.conf["checkpoint_id"]}
+                    if self.conf.get("checkpoint_id") and not self.is_nested
+                    else {}
+                ),
+            }
+        }
+        self.superseded = False
+        if self.checkpointer is not None:
+            saved = self.checkpointer.get_tuple(self.checkpoint_config)
+            if saved is not None and "checkpoint_id" in self.checkpoint_config["configurable"]:
+                latest = self.checkpointer.get_tuple(
+                    {"configurable": {"thread_id": self.conf.get("thread_id"),
+                                      "checkpoint_ns": self.ns}}
+                )
+                self.superseded = latest is not None and latest.checkpoint["id"] != (
+                    saved.checkpoint["id"]
+                )
+        if saved is None:
+            saved = CheckpointTuple(
+                self.checkpoint_config, empty_checkpoint(), {"step": -2}, None, []
+            )
+        else:
+            self.checkpoint_config = saved.config
+        self.prev_checkpoint_config = saved.parent_config
+        self.checkpoint_id_saved = saved.checkpoint["id"]
+        self.checkpoint: Checkpoint = saved.checkpoint
+        self.metadata: dict[str, Any] = dict(saved.metadata)
+        self.pending_writes: list[tuple[str, str, Any]] = list(saved.pending_writes)
+        self.channels = algo.channels_from_checkpoint(self.graph.channel_specs, self.checkpoint)
+        self.step: int = self.metadata["step"] + 1
+        self.stop = self.step + self.config["recursion_limit"] + 1
+        self.previous_versions = dict(self.checkpoint["channel_versions"])
+        stored_updated = self.checkpoint.get("updated_channels")
+        self.updated_channels: set[str] | None = set(stored_updated) if stored_updated else None
+        self._first()
+
+    def _first(self) -> None:
+        is_command = isinstance(self.input, Command)
+        has_state = bool(self.checkpoint["channel_versions"])
+        is_resuming = has_state and bool(
+            self.conf.get(RESUMING, self.input is None or is_command)
+        )
+        addressed = "checkpoint_id" in self.checkpoint_config["configurable"] and bool(
+            self.conf.get("checkpoint_id")
+        )
+        resuming_with_answer = (is_command and self.input.resume is not None) or self.conf.get(
+            RESUMING, False
+        )
+        time_travel = addressed and not resuming_with_answer
+        self.is_replaying = time_travel or self.superseded
+        if time_travel:
+            self.pending_writes = [w for w in self.pending_writes if w[1] != RESUME]
+        forks = is_resuming and time_travel and (
+            self.metadata.get("source") not in ("update", "fork") or self.superseded
+        )
+        carried: list[tuple[str, str, Any]] = []
+        if is_command:
+            carried = self._accept_command(self.input, forks)
+        null_writes = [w[1:] for w in (*self.pending_writes, *carried) if w[0] == NULL_TASK_ID]
+        if null_writes:
+            updated = algo.apply_writes(
+                self.checkpoint, self.channels, [NullTask(INPUT, null_writes)],
+                self.graph.trigger_to_nodes,
+            )
+            if self.updated_channels is not None:
+                self.updated_channels |= updated
+        if is_resuming:
+            algo.mark_interrupt_seen(self.checkpoint, self.channels)
+            if forks:
+                self.pending_writes = [w for w in self.pending_writes if w[1] != INTERRUPT]
+                self._put_checkpoint({"source": "fork"})
+            self._emit_values()
+        elif self.input is not None and not is_command:
+            input_writes = self.graph.map_input(self.input)
+            if not input_writes:
+                raise EmptyInputError(f"Received no input for {self.graph.input_channels}")
+            discarded = algo.prepare_next_tasks(
+                self.checkpoint, self.channels, self.graph.nodes, self.step,
+                parent_ns=self.ns, updated_channels=self.updated_channels,
+                trigger_to_nodes=self.graph.trigger_to_nodes,
+            )
+            self.updated_channels = algo.apply_writes(
+                self.checkpoint, self.channels,
+                [*discarded.values(), NullTask(INPUT, input_writes)],
+                self.graph.trigger_to_nodes,
+            )
+            self._put_checkpoint({"source": "input"})
+        elif not self.conf.get(RESUMING):
+            raise EmptyInputError(f"Received no input for {self.graph.input_channels}")
+        self.conf[RESUMING] = is_resuming
+
+    def _accept_command(self, cmd: Command, forks: bool) -> list[tuple[str, str, Any]]:
+        if cmd.resume is not None and self.checkpointer is None:
+            raise RuntimeError("Cannot use Command(resume=...) without checkpointer")
+        resume_is_map = isinstance(cmd.resume, dict) and bool(cmd.resume) and all(
+            isinstance(k, str) and len(k) == 32 for k in cmd.resume
+        )
+        pending = {i.id for i in algo.pending_interrupts(self.pending_writes)}
+        if cmd.resume is not None:
+            if not pending:
+                raise InvalidResumeError(
+                    f"Thread {self.conf.get('thread_id')!r} has no pending interrupt to resume"
+                )
+            if resume_is_map:
+                if unknown := sorted(set(cmd.resume) - pending):
+                    raise InvalidResumeError(
+                        f"Unknown or already answered interrupt id(s) {unknown}; "
+                        f"pending: {sorted(pending)}"
+                    )
+                self.conf[RESUME_MAP] = cmd.resume
+            elif len(pending) > 1:
+                raise InvalidResumeError(
+                    "When there are multiple pending interrupts, you must specify the "
+                    "interrupt id when resuming: Command(resume={interrupt_id: value})."
+                )
+        writes = [
+            w for w in command_writes(cmd) if not (w[0] == RESUME and resume_is_map)
+        ]
+        if not writes and not resume_is_map:
+            raise EmptyInputError("Received empty Command input")
+        if forks:
+            return [(NULL_TASK_ID, c, v) for c, v in writes]
+        if writes:
+            self.put_writes(NULL_TASK_ID, writes)
+        return []
+
+    # ---- supersteps -----------------------------------------------------------------------
+
+    def _tick(self) -> bool:
+        if self.step > self.stop:
+            self.status = "out_of_steps"
+            return False
+        self.tasks = algo.prepare_next_tasks(
+            self.checkpoint, self.channels, self.graph.nodes, self.step,
+            parent_ns=self.ns, updated_channels=self.updated_channels,
+            trigger_to_nodes=self.graph.trigger_to_nodes,
+        )
+        if not self.tasks:
+            self.status = "done"
+            return False
+        if not self.is_replaying and self.pending_writes:
+            statuses = algo.task_statuses(w for w in self.pending_writes if w[0] in self.tasks)
+            for tid, status in statuses.items():
+                if status.finished:
+                    self.tasks[tid].writes.extend(status.output)
+        if self.interrupt_before and algo.should_interrupt(
+            self.checkpoint, self.interrupt_before, self.tasks.values()
+        ):
+            self.status = "interrupt_before"
+            raise GraphInterrupt()
+        for task in self.tasks.values():
+            if task.writes:
+                self._emit_updates(task, task.writes, cached=True)
+        return True
+
+    def _run_tasks(self) -> None:
+        todo = [t for t in self.tasks.values() if not t.writes]
+        if not todo:
+            return
+        errors, interrupts = run_step(
+            todo, self._make_runtime, self._task_finished, self.channels
+        )
+        if errors:
+            raise errors[0]
+        if interrupts:
+            raise GraphInterrupt(interrupts)
+
+    def _make_runtime(self, task: Task) -> TaskRuntime:
+        resume: list[Any] = []
+        for tid, chan, value in self.pending_writes:
+            if tid == task.id and chan == RESUME:
+                resume = list(value) if isinstance(value, list) else [value]
+        resume_map = self.conf.get(RESUME_MAP)
+        if resume_map:
+            next_id = algo.interrupt_id(task.checkpoint_ns, len(resume))
+            if next_id in resume_map:
+                resume.append(resume_map[next_id])
+        config = self.graph.task_config(self.config, task, self.checkpointer, self.durability)
+        return TaskRuntime(
+            task=task,
+            config=config,
+            resume=resume,
+            take_null_resume=self._take_null_resume,
+            send=task.writes.extend,
+            call=functools.partial(self.call_task, task),
+        )
+
+    def _take_null_resume(self) -> Any:
+        with self._lock:
+            for w in self.pending_writes:
+                if w[0] == NULL_TASK_ID and w[1] == RESUME:
+                    self.pending_writes.remove(w)
+                    return w[2]
+        if self.parent_runtime is not None:
+            return self.parent_runtime.take_null_resume()
+        return MISSING
+
+    def _task_finished(self, task: Task, exc: BaseException | None) -> None:
+        """Save a task's writes the moment it finishes: the memo that spares it a re-run."""
+        if exc is None:
+            task.writes[:] = algo.finished_marker(task.writes)
+            self.put_writes(task.id, task.writes, task)
+        elif isinstance(exc, GraphInterrupt):
+            if exc.interrupts:
+                writes: list[Write] = [(INTERRUPT, list(exc.interrupts))]
+                writes.extend(w for w in task.writes if w[0] == RESUME)
+                self.put_writes(task.id, writes, task)
+        else:
+            self.put_writes(task.id, [(ERROR, error_record(exc))], task)
+
+    def call_task(self, parent: Task, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        return self.graph.run_call(self, parent, func, args, kwargs)
+
+    def submit_call(self, run: Callable[[], None]) -> None:
+        """Run a `@task` call beside its caller, which waits on the call's future."""
+        with self._lock:
+            if self._call_pool is None:
+                self._call_pool = concurrent.futures.ThreadPoolExecutor(16, "graphdef-task")
+            self._call_pool.submit(contextvars.copy_context().run, run)
+
+    def _after_tick(self) -> None:
+        self.updated_channels = algo.apply_writes(
+            self.checkpoint, self.channels, self.tasks.values(), self.graph.trigger_to_nodes
+        )
+        if not self.updated_channels.isdisjoint(self.graph.output_channel_set):
+            self._emit_values()
+        self.pending_writes.clear()
+        self.is_replaying = False
+        self._put_checkpoint({"source": "loop"})
+        if self.interrupt_after and algo.should_interrupt(
+            self.checkpoint, self.interrupt_after, self.tasks.values()
+        ):
+            self.status = "interrupt_after"
+            raise GraphInterrupt()
+        self.conf.pop(RESUMING, None)
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def put_writes(self, task_id: str, writes: list[Write], task: Task | None = None) -> None:
+        with self._lock:
+            self._put_writes(task_id, writes, task)
+
+    def _put_writes(self, task_id: str, writes: list[Write], task: Task | None) -> None:
+        if all(c in WRITES_IDX for c, _ in writes):
+            writes = list({c: (c, v) for c, v in writes}.values())
+        if task_id == NULL_TASK_ID:
+            self.pending_writes = [
+                w for w in self.pending_writes if w[0] != task_id or w[1] not in WRITES_IDX
+            ]
+            writes = sorted(writes, key=lambda w: w[0] in WRITES_IDX)
+            to_save = [w[1:] for w in self.pending_writes if w[0] == task_id] + list(writes)
+        else:
+            self.pending_writes = [w for w in self.pending_writes if w[0] != task_id]
+            to_save = list(writes)
+        self.pending_writes.extend((task_id, c, v) for c, v in writes)
+        if self.durability != "exit" and self.checkpointer is not None:
+            self.checkpointer.put_writes(
+                self._writes_config(), to_save, task_id, task.path_key if task else ""
+            )
+        if task is not None:
+            self._emit_updates(task, list(writes))
+
+    def _writes_config(self) -> dict[str, Any]:
+        conf = dict(self.checkpoint_config["configurable"])
+        conf.update(checkpoint_ns=self.ns, checkpoint_id=self.checkpoint["id"])
+        return {"configurable": conf}
+
+    def _put_checkpoint(self, metadata: dict[str, Any]) -> None:
+        exiting = metadata is self.metadata
+        if exiting and self.checkpoint["id"] == self.checkpoint_id_saved:
+            return
+        if not exiting:
+            metadata["step"] = self.step
+            metadata["parents"] = {}
+            self.metadata = metadata
+        do_checkpoint = self.checkpointer is not None and (exiting or self.durability != "exit")
+        self.checkpoint = algo.create_checkpoint(
+            self.checkpoint,
+            self.channels if do_checkpoint else None,
+            self.updated_channels,
+            checkpoint_id=self.checkpoint["id"] if exiting else None,
+        )
+        if do_checkpoint:
+            assert self.checkpointer is not None
+            self.prev_checkpoint_config = (
+                self.checkpoint_config
+                if self.checkpoint_config["configurable"].get("checkpoint_id")
+                else None
+            )
+            versions = self.checkpoint["channel_versions"]
+            new_versions = {
+                k: v for k, v in versions.items() if v != self.previous_versions.get(k)
+            }
+            self.previous_versions = dict(versions)
+            parent_config = {
+                "configurable": {
+                    **self.checkpoint_config["configurable"],
+                    "checkpoint_ns": self.ns,
+                }
+            }
+            snapshot = algo.create_checkpoint(
+                self.checkpoint, None, self.checkpoint["updated_channels"],
+                checkpoint_id=self.checkpoint["id"],
+            )
+            snapshot["ts"] = self.checkpoint["ts"]
+            self._save(parent_config, snapshot, dict(self.metadata), new_versions)
+            self.checkpoint_config = {
+                "configurable": {**parent_config["configurable"],
+                                 "checkpoint_id": self.checkpoint["id"]}
+            }
+        if not exiting:
+            self.step += 1
+
+    def _save(
+        self, config: dict[str, Any], checkpoint: Checkpoint, metadata: dict[str, Any],
+        new_versions: dict[str, int],
+    ) -> None:
+        """Write a checkpoint now (`sync`) or behind the next superstep (`async`), in order."""
+        assert self.checkpointer is not None
+        if self.durability != "async":
+            self.checkpointer.put(config, checkpoint, metadata, new_versions)
+            return
+        if self._saver_pool is None:
+            self._saver_pool = concurrent.futures.ThreadPoolExecutor(1, "graphdef-saver")
+        self._put_futures.append(
+            self._saver_pool.submit(self.checkpointer.put, config, checkpoint, metadata,
+                                    new_versions)
+        )
+
+    def _flush_saves(self) -> None:
+        futures, self._put_futures = self._put_futures, []
+        try:
+            for fut in futures:
+                fut.result()
+        finally:
+            if self._saver_pool is not None:
+                self._saver_pool.shutdown(wait=True)
+                self._saver_pool = None
+
+    def _exit(self, exc: BaseException | None) -> None:
+        if not hasattr(self, "checkpoint"):
+            return
+        try:
+            if self.durability == "exit" and self.checkpointer is not None and (
+                not self.is_nested or exc is not None
+            ):
+                self._put_checkpoint(self.metadata)
+                self._put_exit_writes()
+        finally:
+            self._flush_saves()
+            if self._call_pool is not None:
+                self._call_pool.shutdown(wait=True)
+        if isinstance(exc, GraphInterrupt) and not self.is_nested:
+            self._finish_interrupted(exc)
+        elif exc is None:
+            self.output = algo.read_values(self.channels, self.graph.output_channels)
+
+    def _put_exit_writes(self) -> None:
+        assert self.checkpointer is not None
+        by_task: dict[str, list[Write]] = {}
+        for tid, chan, value in self.pending_writes:
+            by_task.setdefault(tid, []).append((chan, value))
+        for tid, writes in by_task.items():
+            task = self.tasks.get(tid)
+            self.checkpointer.put_writes(
+                self._writes_config(), writes, tid, task.path_key if task else ""
+            )
+
+    def _finish_interrupted(self, exc: GraphInterrupt) -> None:
+        interrupts: tuple[Interrupt, ...] = tuple(exc.interrupts)
+        if self.pending_writes and any(t.writes for t in self.tasks.values()):
+            finished = [t for t in self.tasks.values() if t.writes and not _is_control(t.writes)]
+            if finished:
+                shown = {k: c.copy() for k, c in self.channels.items()}
+                updated = algo.apply_writes(
+                    algo.create_checkpoint(self.checkpoint, None, None),
+                    shown, finished, self.graph.trigger_to_nodes,
+                )
+                if not updated.isdisjoint(self.graph.output_channel_set):
+                    self.emit("values", algo.read_values(shown, self.graph.output_channels))
+        if not interrupts:
+            self.emit("updates", {INTERRUPT: ()})
+        values = algo.read_values(self.channels, self.graph.output_channels)
+        self.interrupts = algo.pending_interrupts(self.pending_writes) if interrupts else []
+        if isinstance(values, dict) and self.interrupts:
+            values = {**values, INTERRUPT: list(self.interrupts)}
+        self.output = values
+
+
+def _is_control(writes: list[Write]) -> bool:
+    return all(c in (INTERRUPT, RESUME, ERROR, RETURN, PUSH) for c, _ in writes)

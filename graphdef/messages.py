@@ -1,0 +1,77 @@
+"""`add_messages` and `MessagesState`: a chat history merged by message id.
+
+With langchain-core installed, messages become LangChain message objects, exactly as in
+LangGraph; without it they stay plain dicts (`{"role": ..., "content": ..., "id": ...}`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, TypedDict
+
+try:
+    from langchain_core.messages import BaseMessage, RemoveMessage, convert_to_messages
+except ImportError:  # pragma: no cover - exercised where langchain-core is absent
+    BaseMessage = RemoveMessage = convert_to_messages = None  # type: ignore[assignment,misc]
+
+REMOVE_ALL = "__remove_all__"
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _normalise(messages: list[Any]) -> list[Any]:
+    if convert_to_messages is not None:
+        converted = list(convert_to_messages(messages))
+        for m in converted:
+            if m.id is None:
+                m.id = str(uuid.uuid4())
+        return converted
+    out = []
+    for m in messages:
+        if isinstance(m, str):
+            m = {"role": "user", "content": m}
+        if not isinstance(m, dict):
+            raise TypeError(f"Message must be a dict or str, got {type(m).__name__}")
+        out.append(m if m.get("id") else {**m, "id": str(uuid.uuid4())})
+    return out
+
+
+def _id(message: Any) -> str:
+    return message["id"] if isinstance(message, dict) else message.id
+
+
+def _is_remove(message: Any) -> bool:
+    if isinstance(message, dict):
+        return message.get("type") == "remove"
+    return RemoveMessage is not None and isinstance(message, RemoveMessage)
+
+
+def add_messages(left: Any, right: Any) -> list[Any]:
+    """Append new messages; a message whose id exists replaces it; a remove deletes it."""
+    merged = _normalise(_as_list(left))
+    incoming = _normalise(_as_list(right))
+    if any(_is_remove(m) and _id(m) == REMOVE_ALL for m in incoming):
+        last = max(i for i, m in enumerate(incoming) if _is_remove(m) and _id(m) == REMOVE_ALL)
+        return incoming[last + 1 :]
+    index = {_id(m): i for i, m in enumerate(merged)}
+    removed: set[str] = set()
+    for m in incoming:
+        mid = _id(m)
+        if mid in index:
+            if _is_remove(m):
+                removed.add(mid)
+            else:
+                merged[index[mid]] = m
+                removed.discard(mid)
+        elif _is_remove(m):
+            raise ValueError(f"Cannot remove message {mid!r}: no message has that id")
+        else:
+            index[mid] = len(merged)
+            merged.append(m)
+    return [m for m in merged if _id(m) not in removed]
+
+
+class MessagesState(TypedDict):
+    messages: Annotated[list, add_messages]

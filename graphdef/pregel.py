@@ -1,0 +1,400 @@
+"""A compiled graph: the callable surface (`invoke`, `stream`, state and history) over the loop."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from graphdef import algo
+from graphdef.algo import Node, NullTask, Task, Write
+from graphdef.channels import BaseChannel
+from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from graphdef.constants import INPUT, INTERRUPT, NS_SEP, NULL_TASK_ID, PUSH, RETURN, START
+from graphdef.errors import InvalidUpdateError
+from graphdef.loop import CHECKPOINTER, DURABILITY, INTERNAL_KEYS, RunLoop
+from graphdef.retry import run_with_retry
+from graphdef.runtime import TaskRuntime, bind_runtime, current_runtime_or_none, reset_runtime
+from graphdef.types import Interrupt, PregelTask, StateSnapshot
+
+DEFAULT_RECURSION_LIMIT = 25
+DURABILITY_MODES = ("sync", "async", "exit")
+
+
+class Pregel:
+    """A graph compiled to nodes and channels, runnable in-process with durable checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        nodes: dict[str, Node],
+        channels: dict[str, BaseChannel],
+        input_channels: str | list[str],
+        output_channels: str | list[str],
+        checkpointer: BaseCheckpointSaver | None | bool = None,
+        interrupt_before: Sequence[str] | str = (),
+        interrupt_after: Sequence[str] | str = (),
+        name: str = "LangGraph",
+    ) -> None:
+        self.nodes = nodes
+        self.channel_specs = channels
+        self.input_channels = input_channels
+        self.output_channels = output_channels
+        self.output_channel_set = (
+            frozenset([output_channels]) if isinstance(output_channels, str)
+            else frozenset(output_channels)
+        )
+        self.checkpointer = checkpointer
+        self.interrupt_before = interrupt_before
+        self.interrupt_after = interrupt_after
+        self.name = name
+        trigger_to_nodes: dict[str, list[str]] = {}
+        for node in nodes.values():
+            for chan in node.triggers:
+                trigger_to_nodes.setdefault(chan, []).append(node.name)
+        self.trigger_to_nodes = trigger_to_nodes
+
+    # ---- hooks the loop calls -------------------------------------------------------------
+
+    def map_input(self, value: Any) -> list[Write]:
+        return [(START, value)] if value is not None else []
+
+    def task_update(self, task: Task, writes: list[Write]) -> Any:
+        """The `updates` stream payload for one finished task (LangGraph's shape)."""
+        for chan, value in writes:
+            if chan == RETURN:
+                return value
+        if isinstance(self.output_channels, str):
+            values = [v for c, v in writes if c == self.output_channels]
+            return values[0] if values else None
+        own = [(c, v) for c, v in writes if c in self.output_channel_set]
+        if not own:
+            return None
+        counts = Counter(c for c, _ in own)
+        if any(n > 1 for n in counts.values()):
+            return [{c: v} for c, v in own]
+        return dict(own)
+
+    def task_config(
+        self,
+        config: dict[str, Any],
+        task: Task,
+        checkpointer: BaseCheckpointSaver | None,
+        durability: str,
+    ) -> dict[str, Any]:
+        conf = config["configurable"]
+        child = {k: v for k, v in conf.items() if k != "checkpoint_id"}
+        child["checkpoint_ns"] = task.checkpoint_ns
+        child[CHECKPOINTER] = checkpointer
+        child[DURABILITY] = durability
+        return {
+            **config,
+            "configurable": child,
+            "metadata": {
+                **config.get("metadata", {}),
+                "langgraph_node": task.name,
+                "langgraph_triggers": task.triggers,
+                "langgraph_checkpoint_ns": task.checkpoint_ns,
+            },
+        }
+
+    def run_call(
+        self, loop: RunLoop, parent: Task, fn: Any, args: tuple, kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Run one `@task` call, or hand back its saved result if it already finished."""
+        runtime = current_runtime_or_none()
+        if runtime is None:
+            raise RuntimeError("A task was called outside of a running graph")
+        idx = next(runtime.call_counter)
+        call_id = algo.task_id(
+            loop.checkpoint["id"], parent.checkpoint_ns, str(loop.step), fn.name, PUSH,
+            parent.id, str(idx),
+        )
+        future: Future[Any] = Future()
+        for tid, chan, value in loop.pending_writes:
+            if tid == call_id and chan == RETURN:
+                future.set_result(value)
+                return future
+        call = Task(
+            id=call_id, name=fn.name, path=(PUSH, parent.path, idx, parent.id), input=args,
+            triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
+            node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
+        )
+        call_runtime = TaskRuntime(
+            task=call, config=runtime.config, resume=[],
+            take_null_resume=runtime.take_null_resume, send=call.writes.extend,
+            call=functools.partial(loop.call_task, call),
+        )
+
+        def run() -> None:
+            token = bind_runtime(call_runtime)
+            try:
+                result = run_with_retry(lambda: fn.func(*args, **kwargs), fn.retry_policy)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
+                future.set_exception(exc)
+                return
+            finally:
+                reset_runtime(token)
+            loop.put_writes(call_id, [(RETURN, result)], call)
+            future.set_result(result)
+
+        loop.submit_call(run)
+        return future
+
+    # ---- running --------------------------------------------------------------------------
+
+    def _resolve(self, config: dict[str, Any] | None) -> tuple[dict[str, Any], Any, str]:
+        config = dict(config or {})
+        conf = dict(config.get("configurable") or {})
+        runtime = current_runtime_or_none()
+        if runtime is not None and not conf.get("thread_id"):
+            conf = self._inherit_from_caller(runtime, conf)
+        config["configurable"] = conf
+        config.setdefault("recursion_limit", DEFAULT_RECURSION_LIMIT)
+        nested = bool(conf.get("checkpoint_ns"))
+        if self.checkpointer is False:
+            checkpointer = None
+        elif isinstance(self.checkpointer, BaseCheckpointSaver):
+            checkpointer = self.checkpointer
+        else:
+            checkpointer = conf.get(CHECKPOINTER) if nested else None
+        durability = conf.get(DURABILITY, "async")
+        if checkpointer is not None and not conf.get("thread_id"):
+            raise ValueError(
+                "Checkpointer requires one or more of the following 'configurable' keys: "
+                "thread_id, checkpoint_ns, checkpoint_id"
+            )
+        if not nested:
+            for key in INTERNAL_KEYS:
+                conf.pop(key, None)
+        return config, checkpointer, durability
+
+    @staticmethod
+    def _inherit_from_caller(runtime: TaskRuntime, conf: dict[str, Any]) -> dict[str, Any]:
+        """A graph invoked inside a node without a config runs as that node's subgraph."""
+        inherited = dict(runtime.config["configurable"])
+        idx = next(runtime.subgraph_counter)
+        if idx:
+            inherited["checkpoint_ns"] = f"{inherited['checkpoint_ns']}{NS_SEP}{idx}"
+        return {**inherited, **conf}
+
+    def stream(
+        self,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        stream_mode: str | Sequence[str] = "values",
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        subgraphs: bool = False,
+    ) -> Iterator[Any]:
+        """Run the graph, yielding chunks in the requested mode(s), as LangGraph does."""
+        modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
+        loop = self._loop(
+            input, config, modes, durability, interrupt_before, interrupt_after, subgraphs
+        )
+        single = isinstance(stream_mode, str)
+        for ns, mode, payload in loop.run():
+            if single:
+                yield (ns, payload) if subgraphs else payload
+            else:
+                yield (ns, mode, payload) if subgraphs else (mode, payload)
+
+    def invoke(
+        self,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        stream_mode: str = "values",
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+    ) -> Any:
+        """Run to completion or to the next interrupt and return the output."""
+        if stream_mode != "values":
+            return list(
+                self.stream(
+                    input, config, stream_mode=stream_mode, durability=durability,
+                    interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                )
+            )
+        loop = self._loop(
+            input, config, ["values", "updates"], durability, interrupt_before, interrupt_after
+        )
+        latest: Any = None
+        interrupts: list[Interrupt] = []
+        for _, mode, payload in loop.run():
+            if mode == "values":
+                latest = payload
+            elif isinstance(payload, dict) and INTERRUPT in payload:
+                interrupts.extend(payload[INTERRUPT])
+        if isinstance(latest, dict):
+            latest = {k: v for k, v in latest.items() if k != INTERRUPT}
+            if interrupts:
+                return {**latest, INTERRUPT: interrupts}
+        return latest
+
+    def _loop(
+        self,
+        input: Any,
+        config: dict[str, Any] | None,
+        modes: list[str],
+        durability: str | None,
+        interrupt_before: Sequence[str] | str | None,
+        interrupt_after: Sequence[str] | str | None,
+        subgraphs: bool = False,
+    ) -> RunLoop:
+        config, checkpointer, default_durability = self._resolve(config)
+        mode = durability or default_durability
+        if mode not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {mode!r}")
+        return RunLoop(
+            self,
+            input,
+            config,
+            checkpointer=checkpointer,
+            durability=mode,
+            interrupt_before=self.interrupt_before if interrupt_before is None
+            else interrupt_before,
+            interrupt_after=self.interrupt_after if interrupt_after is None else interrupt_after,
+            stream_modes=modes,
+            stream_subgraphs=subgraphs,
+        )
+
+    def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
+        """Called as a parent's node: checkpoints under the task's namespace, resumes there."""
+        loop = self._loop(input, config, ["values"], None, None, None)
+        for _ in loop.run():
+            pass
+        return loop.output
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def _saver(self, config: dict[str, Any]) -> BaseCheckpointSaver:
+        saver = (
+            self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver)
+            else config.get("configurable", {}).get(CHECKPOINTER)
+        )
+        if saver is None:
+            raise ValueError("No checkpointer set")
+        return saver
+
+    def _state_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        conf = dict(config.get("configurable") or {})
+        conf.setdefault("checkpoint_ns", "")
+        return {"configurable": {k: v for k, v in conf.items() if k not in INTERNAL_KEYS}}
+
+    def get_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
+        """The thread's state: at its head (with finished tasks applied) or at `checkpoint_id`."""
+        saver = self._saver(config)
+        cfg = self._state_config(config)
+        saved = saver.get_tuple(cfg)
+        live = not cfg["configurable"].get("checkpoint_id")
+        return self._snapshot(cfg, saved, saver, live=live, recurse=subgraphs)
+
+    def get_state_history(
+        self,
+        config: dict[str, Any],
+        *,
+        filter: dict[str, Any] | None = None,
+        before: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StateSnapshot]:
+        """Every checkpoint of the thread's namespace, newest first."""
+        saver = self._saver(config)
+        cfg = self._state_config(config)
+        for saved in saver.list(cfg, filter=filter, before=before, limit=limit):
+            yield self._snapshot(saved.config, saved, saver, live=False, recurse=False)
+
+    def _snapshot(
+        self,
+        config: dict[str, Any],
+        saved: CheckpointTuple | None,
+        saver: BaseCheckpointSaver,
+        *,
+        live: bool,
+        recurse: bool,
+    ) -> StateSnapshot:
+        if saved is None:
+            return StateSnapshot({}, (), config, None, None, None, (), ())
+        checkpoint = saved.checkpoint
+        channels = algo.channels_from_checkpoint(self.channel_specs, checkpoint)
+        step = saved.metadata.get("step", -1) + 1
+        parent_ns = saved.config["configurable"].get("checkpoint_ns", "")
+        tasks = algo.prepare_next_tasks(checkpoint, channels, self.nodes, step, parent_ns=parent_ns)
+        null_writes = [w[1:] for w in saved.pending_writes if w[0] == NULL_TASK_ID]
+        if null_writes:
+            algo.apply_writes(
+                algo.create_checkpoint(checkpoint, None, None), channels,
+                [NullTask(INPUT, null_writes)], self.trigger_to_nodes,
+            )
+        statuses = algo.task_statuses(saved.pending_writes)
+        if live:
+            for tid, status in statuses.items():
+                if tid in tasks:
+                    tasks[tid].writes.extend(status.output)
+            done = [t for t in tasks.values() if t.writes]
+            if done:
+                algo.apply_writes(
+                    algo.create_checkpoint(checkpoint, None, None), channels, done,
+                    self.trigger_to_nodes,
+                )
+        snapshot_tasks = []
+        for task in tasks.values():
+            status = statuses.get(task.id, algo.TaskStatus())
+            interrupts = () if (live and status.finished) else tuple(status.interrupts)
+            state = None
+            if task.node.subgraph is not None:
+                sub_cfg = {
+                    "configurable": {
+                        "thread_id": saved.config["configurable"]["thread_id"],
+                        "checkpoint_ns": task.checkpoint_ns,
+                        CHECKPOINTER: saver,
+                    }
+                }
+                state = task.node.subgraph.get_state(sub_cfg, subgraphs=True) if recurse else {
+                    "configurable": {k: v for k, v in sub_cfg["configurable"].items()
+                                     if k != CHECKPOINTER}
+                }
+            snapshot_tasks.append(
+                PregelTask(
+                    task.id, task.name, task.path, status.error, interrupts, state,
+                    self.task_update(task, status.output) if status.finished else None,
+                )
+            )
+        return StateSnapshot(
+            values=algo.read_values(channels, self.output_channels),
+            next=tuple(t.name for t in tasks.values() if not t.writes),
+            config=saved.config,
+            metadata=saved.metadata,
+            created_at=checkpoint["ts"],
+            parent_config=saved.parent_config,
+            tasks=tuple(snapshot_tasks),
+            interrupts=tuple(i for t in snapshot_tasks for i in t.interrupts),
+        )
+
+    def update_state(
+        self,
+        config: dict[str, Any],
+        values: Any,
+        as_node: str | None = None,
+    ) -> dict[str, Any]:
+        """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork."""
+        from graphdef.update import update_state
+
+        return update_state(self, self._saver(config), self._state_config(config), values, as_node)
+
+    def get_graph(self) -> Any:
+        from graphdef.mermaid import GraphView
+
+        return GraphView.from_pregel(self)
+
+
+def validate_update_keys(graph: Pregel, writes: list[Write]) -> None:
+    """Reject writes to keys the state does not have: a clear error, nothing stored."""
+    for chan, _ in writes:
+        if chan not in graph.channel_specs:
+            raise InvalidUpdateError(f"Unknown state key {chan!r} in update")

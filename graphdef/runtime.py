@@ -1,0 +1,82 @@
+"""The running task's context: how `interrupt()`, `@task` calls and subgraphs find their task.
+
+A context variable rather than an argument, because user code calls `interrupt()` from
+anywhere inside a node, as it does with LangGraph.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphdef.algo import Task, Write, interrupt_id
+from graphdef.channels import MISSING
+from graphdef.constants import RESUME
+from graphdef.errors import GraphInterrupt
+from graphdef.types import Interrupt
+
+
+@dataclass
+class TaskRuntime:
+    """Per-task state that user code reaches through the context variable."""
+
+    task: Task
+    config: dict[str, Any]
+    resume: list[Any]
+    take_null_resume: Callable[[], Any]
+    send: Callable[[list[Write]], None]
+    call: Callable[..., Any] | None = None
+    interrupt_counter: itertools.count = field(default_factory=itertools.count)
+    call_counter: itertools.count = field(default_factory=itertools.count)
+    subgraph_counter: itertools.count = field(default_factory=itertools.count)
+
+
+_current: ContextVar[TaskRuntime | None] = ContextVar("graphdef_task", default=None)
+
+
+def current_runtime() -> TaskRuntime:
+    runtime = _current.get()
+    if runtime is None:
+        raise RuntimeError("Called outside of a running graph node or task")
+    return runtime
+
+
+def current_runtime_or_none() -> TaskRuntime | None:
+    return _current.get()
+
+
+def bind_runtime(runtime: TaskRuntime | None) -> Any:
+    return _current.set(runtime)
+
+
+def reset_runtime(token: Any) -> None:
+    _current.reset(token)
+
+
+def get_config() -> dict[str, Any]:
+    """The running task's config (thread id, checkpoint namespace, user configurable)."""
+    return current_runtime().config
+
+
+def interrupt(value: Any) -> Any:
+    """Pause the run and hand `value` to the caller; returns the answer once resumed.
+
+    The node re-runs from its top on resume; earlier `interrupt()` calls in it return
+    their stored answers in call order.
+    """
+    runtime = current_runtime()
+    idx = next(runtime.interrupt_counter)
+    if idx < len(runtime.resume):
+        runtime.send([(RESUME, runtime.resume[: idx + 1])])
+        return runtime.resume[idx]
+    answer = runtime.take_null_resume()
+    if answer is not MISSING:
+        runtime.resume.append(answer)
+        runtime.send([(RESUME, list(runtime.resume))])
+        return answer
+    raise GraphInterrupt(
+        [Interrupt(value=value, id=interrupt_id(runtime.task.checkpoint_ns, len(runtime.resume)))]
+    )

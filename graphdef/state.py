@@ -1,0 +1,439 @@
+"""StateGraph: LangGraph's builder, compiled to graphdef's nodes and channels."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, get_type_hints
+
+from graphdef import serde
+from graphdef.algo import Node, TaskContext, Write
+from graphdef.channels import (
+    BaseChannel,
+    BinaryOperatorAggregate,
+    EphemeralValue,
+    LastValue,
+    NamedBarrierValue,
+    Topic,
+)
+from graphdef.checkpoint.base import BaseCheckpointSaver
+from graphdef.constants import BRANCH_TO, END, START, TASKS
+from graphdef.errors import InvalidUpdateError, ParentCommand
+from graphdef.pregel import Pregel
+from graphdef.runtime import get_config
+from graphdef.types import Command, RetryPolicy, Send
+
+
+def state_keys(schema: Any) -> dict[str, Any]:
+    """Key -> annotation for a TypedDict, dataclass or pydantic model state schema."""
+    if schema is None:
+        return {}
+    try:
+        hints = get_type_hints(schema, include_extras=True)
+    except Exception:
+        hints = dict(getattr(schema, "__annotations__", {}))
+    return {k: v for k, v in hints.items() if not k.startswith("_")}
+
+
+def _reducer_channel(key: str, annotation: Any) -> BaseChannel:
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        for extra in extras:
+            if callable(extra) and not isinstance(extra, type):
+                return BinaryOperatorAggregate(key, extra, _initial_factory(base))
+    return LastValue(key)
+
+
+def _initial_factory(base: Any) -> Callable[[], Any]:
+    origin = typing.get_origin(base) or base
+    if origin in (Sequence, typing.Sequence) or origin is list:
+        return list
+    if isinstance(origin, type):
+        return origin
+    return list
+
+
+def accepts_param(func: Callable[..., Any], name: str) -> bool:
+    """Whether a user function takes `name`, so it is passed only to those that want it."""
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def find_subgraph(action: Any) -> Pregel | None:
+    """The graph a node runs, if any: the node itself, or one its function closes over.
+
+    Found so that `get_state(subgraphs=True)` can show a subgraph called inside a node.
+    """
+    if isinstance(action, Pregel):
+        return action
+    func = getattr(action, "__wrapped__", action)
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return None
+    candidates = []
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            candidates.append(cell.cell_contents)
+        except ValueError:
+            continue
+    namespace = getattr(func, "__globals__", {})
+    candidates.extend(namespace[n] for n in code.co_names if n in namespace)
+    return next(
+        (c for c in candidates if isinstance(c, Pregel) and c.checkpointer is not False), None
+    )
+
+
+def _coerce(schema: Any) -> Callable[[Any], Any] | None:
+    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
+        return lambda value: schema(**value)
+    return None
+
+
+@dataclasses.dataclass
+class _NodeSpec:
+    action: Any
+    retry_policy: Sequence[RetryPolicy]
+    input_schema: Any
+    queue: str | None
+    metadata: dict[str, Any] | None
+
+
+@dataclasses.dataclass
+class _Branch:
+    path: Callable[..., Any]
+    path_map: dict[Hashable, str] | None
+
+
+class StateGraph:
+    """Nodes that read and update a shared state, connected by edges (LangGraph's API)."""
+
+    def __init__(
+        self,
+        state_schema: Any,
+        context_schema: Any = None,
+        *,
+        input_schema: Any = None,
+        output_schema: Any = None,
+    ) -> None:
+        self.state_schema = state_schema
+        self.input_schema = input_schema or state_schema
+        self.output_schema = output_schema or state_schema
+        self.nodes: dict[str, _NodeSpec] = {}
+        self.edges: set[tuple[str, str]] = set()
+        self.waiting_edges: list[tuple[tuple[str, ...], str]] = []
+        self.branches: dict[str, list[_Branch]] = {}
+        self.schemas: dict[str, Any] = {}
+        self.compiled = False
+
+    # ---- building -------------------------------------------------------------------------
+
+    def add_node(
+        self,
+        node: str | Callable[..., Any],
+        action: Any = None,
+        *,
+        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        input_schema: Any = None,
+        metadata: dict[str, Any] | None = None,
+        destinations: Any = None,
+        queue: str | None = None,
+        **_unused: Any,
+    ) -> StateGraph:
+        if not isinstance(node, str):
+            action = node
+            node = getattr(action, "name", None) or getattr(action, "__name__", None)
+            if not isinstance(node, str):
+                raise ValueError("Node name could not be inferred; pass it as the first argument")
+        if action is None:
+            raise ValueError(f"Node {node!r} needs an action")
+        if node in self.nodes:
+            raise ValueError(f"Node `{node}` already present.")
+        if node in (START, END):
+            raise ValueError(f"Node `{node}` is reserved.")
+        for ch in ("|", ":"):
+            if ch in node:
+                raise ValueError(f"'{ch}' is a reserved character, not allowed in node names.")
+        if isinstance(retry_policy, RetryPolicy):
+            policies: Sequence[RetryPolicy] = (retry_policy,)
+        else:
+            policies = tuple(retry_policy or ())
+        self.nodes[node] = _NodeSpec(action, policies, input_schema, queue, metadata)
+        return self
+
+    def add_edge(self, start_key: str | list[str], end_key: str) -> StateGraph:
+        if isinstance(start_key, str):
+            if start_key == END:
+                raise ValueError("END cannot be a start node")
+            if end_key == START:
+                raise ValueError("START cannot be an end node")
+            self.edges.add((start_key, end_key))
+        else:
+            for start in start_key:
+                if start == END:
+                    raise ValueError("END cannot be a start node")
+            self.waiting_edges.append((tuple(start_key), end_key))
+        return self
+
+    def add_conditional_edges(
+        self,
+        source: str,
+        path: Callable[..., Any],
+        path_map: dict[Hashable, str] | list[str] | None = None,
+    ) -> StateGraph:
+        if isinstance(path_map, list):
+            path_map = {name: name for name in path_map}
+        self.branches.setdefault(source, []).append(_Branch(path, path_map))
+        return self
+
+    def add_sequence(self, nodes: Sequence[Callable[..., Any] | tuple[str, Any]]) -> StateGraph:
+        if not nodes:
+            raise ValueError("Sequence requires at least one node.")
+        previous: str | None = None
+        for item in nodes:
+            if isinstance(item, tuple) and len(item) == 2:
+                name, action = item
+            else:
+                action = item
+                name = getattr(action, "name", None) or action.__name__
+            self.add_node(name, action)
+            if previous is not None:
+                self.add_edge(previous, name)
+            previous = name
+        return self
+
+    def set_entry_point(self, key: str) -> StateGraph:
+        return self.add_edge(START, key)
+
+    def set_conditional_entry_point(
+        self, path: Callable[..., Any], path_map: dict[Hashable, str] | list[str] | None = None
+    ) -> StateGraph:
+        return self.add_conditional_edges(START, path, path_map)
+
+    def set_finish_point(self, key: str) -> StateGraph:
+        return self.add_edge(key, END)
+
+    # ---- validation -----------------------------------------------------------------------
+
+    def validate(self, interrupt: Sequence[str] = ()) -> None:
+        known = set(self.nodes)
+        sources = {s for s, _ in self.edges} | {s for ss, _ in self.waiting_edges for s in ss}
+        sources |= set(self.branches)
+        for source in sources:
+            if source != START and source not in known:
+                raise ValueError(f"Found edge starting at unknown node '{source}'")
+        if START not in sources:
+            raise ValueError(
+                "Graph must have an entrypoint: add at least one edge from START to another node"
+            )
+        targets = {e for _, e in self.edges} | {e for _, e in self.waiting_edges}
+        for target in targets:
+            if target != END and target not in known:
+                raise ValueError(f"Found edge ending at unknown node `{target}`")
+        for branches in self.branches.values():
+            for branch in branches:
+                for dest in (branch.path_map or {}).values():
+                    if dest != END and dest not in known:
+                        raise ValueError(f"At conditional edge, unknown destination node `{dest}`")
+        for name in interrupt:
+            if name != "*" and name not in known:
+                raise ValueError(f"Interrupt node `{name}` not found")
+
+    # ---- compiling ------------------------------------------------------------------------
+
+    def compile(
+        self,
+        checkpointer: BaseCheckpointSaver | None | bool = None,
+        *,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        name: str | None = None,
+        **_unused: Any,
+    ) -> CompiledStateGraph:
+        interrupt_before = interrupt_before or ()
+        interrupt_after = interrupt_after or ()
+        for schema in (self.state_schema, self.input_schema, self.output_schema,
+                       *(n.input_schema for n in self.nodes.values())):
+            if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
+                serde.register(schema)
+        self.validate(
+            [*([] if isinstance(interrupt_before, str) else interrupt_before),
+             *([] if isinstance(interrupt_after, str) else interrupt_after)]
+        )
+        self.compiled = True
+        return CompiledStateGraph(self, checkpointer, interrupt_before, interrupt_after, name)
+
+
+class CompiledStateGraph(Pregel):
+    """A StateGraph turned into nodes and channels; runnable and usable as a subgraph."""
+
+    def __init__(
+        self,
+        builder: StateGraph,
+        checkpointer: BaseCheckpointSaver | None | bool,
+        interrupt_before: Sequence[str] | str,
+        interrupt_after: Sequence[str] | str,
+        name: str | None,
+    ) -> None:
+        self.builder = builder
+        keys: dict[str, Any] = {}
+        for schema in (builder.state_schema, builder.input_schema, builder.output_schema,
+                       *(n.input_schema for n in builder.nodes.values())):
+            for k, annotation in state_keys(schema).items():
+                keys.setdefault(k, annotation)
+        channels: dict[str, BaseChannel] = {k: _reducer_channel(k, a) for k, a in keys.items()}
+        channels[START] = EphemeralValue(START)
+        channels[TASKS] = Topic(TASKS)
+        self.state_key_set = frozenset(keys)
+        self.input_keys = list(state_keys(builder.input_schema))
+        nodes: dict[str, Node] = {START: self._start_node()}
+        for name_, spec in builder.nodes.items():
+            channels[BRANCH_TO.format(name_)] = EphemeralValue(BRANCH_TO.format(name_))
+            nodes[name_] = self._make_node(name_, spec)
+        for start, end in sorted(builder.edges):
+            if end != END:
+                nodes[start].writers.append(_static_write(BRANCH_TO.format(end)))
+        for starts, end in builder.waiting_edges:
+            if end == END:
+                continue
+            chan = f"join:{'+'.join(starts)}:{end}"
+            channels[chan] = NamedBarrierValue(chan, frozenset(starts))
+            nodes[end].triggers.append(chan)
+            for start in starts:
+                nodes[start].writers.append(_static_write(chan, start))
+        for source, branches in builder.branches.items():
+            for branch in branches:
+                nodes[source].writers.append(self._branch_writer(branch))
+        super().__init__(
+            nodes=nodes,
+            channels=channels,
+            input_channels=START,
+            output_channels=list(state_keys(builder.output_schema)),
+            checkpointer=checkpointer,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            name=name or "LangGraph",
+        )
+
+    def _start_node(self) -> Node:
+        input_keys = frozenset(self.input_keys)
+        return Node(
+            name=START,
+            triggers=[START],
+            reads=START,
+            bound=lambda value, config: value,
+            writers=[self._updates_writer(input_keys)],
+            hidden=True,
+        )
+
+    def _make_node(self, name: str, spec: _NodeSpec) -> Node:
+        action = spec.action
+        schema = spec.input_schema or self.builder.state_schema
+        subgraph = find_subgraph(action)
+        if isinstance(action, Pregel):
+            bound: Callable[[Any, dict[str, Any]], Any] = subgraph.run_as_subgraph
+        elif accepts_param(action, "config"):
+            bound = lambda value, config: action(value, config=config)  # noqa: E731
+        else:
+            bound = lambda value, config: action(value)  # noqa: E731
+        return Node(
+            name=name,
+            triggers=[BRANCH_TO.format(name)],
+            reads=list(state_keys(schema)),
+            bound=bound,
+            writers=[self._updates_writer(self.state_key_set)],
+            mapper=_coerce(schema),
+            retry_policy=spec.retry_policy,
+            subgraph=subgraph,
+            queue=spec.queue,
+        )
+
+    def _updates_writer(self, allowed: frozenset[str]) -> Callable[[Any, TaskContext], list[Write]]:
+        def write(output: Any, context: TaskContext) -> list[Write]:
+            return _state_updates(output, allowed, context.task.name) + _control_writes(output)
+
+        return write
+
+    def _branch_writer(self, branch: _Branch) -> Callable[[Any, TaskContext], list[Write]]:
+        reads = list(state_keys(self.builder.state_schema))
+        mapper = _coerce(self.builder.state_schema)
+        path_accepts_config = accepts_param(branch.path, "config")
+        nodes = self.builder.nodes
+
+        def write(output: Any, context: TaskContext) -> list[Write]:
+            state = context.read_fresh(reads)
+            if mapper is not None:
+                state = mapper(state)
+            if path_accepts_config:
+                result = branch.path(state, config=get_config())
+            else:
+                result = branch.path(state)
+            results = result if isinstance(result, list | tuple) else [result]
+            writes: list[Write] = []
+            for item in results:
+                if isinstance(item, Send):
+                    writes.append((TASKS, item))
+                    continue
+                dest = branch.path_map[item] if branch.path_map is not None else item
+                if dest == END:
+                    continue
+                if dest not in nodes:
+                    raise InvalidUpdateError(f"Conditional edge returned unknown node {dest!r}")
+                writes.append((BRANCH_TO.format(dest), None))
+            return writes
+
+        return write
+
+
+def _static_write(channel: str, value: Any = None) -> Callable[[Any, TaskContext], list[Write]]:
+    def write(output: Any, context: TaskContext) -> list[Write]:
+        return [(channel, value)]
+
+    return write
+
+
+def _state_updates(output: Any, allowed: frozenset[str], node: str) -> list[Write]:
+    if output is None:
+        return []
+    if isinstance(output, Command):
+        return _checked(output.update_as_tuples() if output.graph != Command.PARENT else [],
+                        allowed, node)
+    if isinstance(output, list | tuple) and any(isinstance(i, Command) for i in output):
+        writes: list[Write] = []
+        for item in output:
+            writes.extend(_state_updates(item, allowed, node))
+        return writes
+    if isinstance(output, dict):
+        return _checked(list(output.items()), allowed, node)
+    fields = getattr(type(output), "__dataclass_fields__", None) or getattr(
+        type(output), "model_fields", None
+    )
+    if fields:
+        return [(k, getattr(output, k)) for k in fields if k in allowed]
+    raise InvalidUpdateError(f"Expected dict, got {output!r}")
+
+
+def _checked(writes: list[Write], allowed: frozenset[str], node: str) -> list[Write]:
+    """Keys outside the state are dropped, as LangGraph drops them (a subgraph's own keys)."""
+    return [(k, v) for k, v in writes if k in allowed]
+
+
+def _control_writes(output: Any) -> list[Write]:
+    commands = [output] if isinstance(output, Command) else (
+        [c for c in output if isinstance(c, Command)] if isinstance(output, list | tuple) else []
+    )
+    if isinstance(output, Send):
+        return [(TASKS, output)]
+    writes: list[Write] = []
+    for cmd in commands:
+        if cmd.graph == Command.PARENT:
+            raise ParentCommand(cmd)
+        for target in cmd.goto_targets():
+            if isinstance(target, Send):
+                writes.append((TASKS, target))
+            elif target != END:
+                writes.append((BRANCH_TO.format(target), None))
+    return writes

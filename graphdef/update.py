@@ -1,0 +1,107 @@
+"""`update_state`: write values into a thread as if a node had returned them.
+
+It runs the node's writers (so edges out of `as_node` fire as they would have) and saves a
+new checkpoint with source "update"; nothing else runs. Validation happens before any
+write, so a rejected update leaves the thread as it was.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from graphdef import algo
+from graphdef.algo import Task, TaskContext
+from graphdef.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from graphdef.constants import INTERRUPT, START
+from graphdef.errors import InvalidUpdateError
+from graphdef.runtime import TaskRuntime, bind_runtime, reset_runtime
+
+if TYPE_CHECKING:
+    from graphdef.pregel import Pregel
+
+
+def infer_as_node(graph: Pregel, versions_seen: dict[str, dict[str, int]]) -> str | None:
+    """The node that most recently ran alone; None when that is ambiguous (LangGraph's rule)."""
+    if len(graph.nodes) == 1:
+        return next(iter(graph.nodes))
+    seen = {
+        n: {c: v for c, v in s.items() if c != INTERRUPT}
+        for n, s in versions_seen.items()
+        if n in graph.nodes
+    }
+    if not any(v for s in seen.values() for v in s.values()):
+        return START if START in graph.nodes else None
+    last = sorted((v, n) for n, s in seen.items() for v in s.values())
+    if len(last) == 1 or last[-1][0] != last[-2][0]:
+        return last[-1][1]
+    return None
+
+
+def update_state(
+    graph: Pregel,
+    saver: BaseCheckpointSaver,
+    config: dict[str, Any],
+    values: Any,
+    as_node: str | None,
+) -> dict[str, Any]:
+    saved = saver.get_tuple(config)
+    checkpoint = saved.checkpoint if saved else empty_checkpoint()
+    step = saved.metadata.get("step", -1) if saved else -1
+    checkpoint_config = saved.config if saved else {
+        "configurable": {**config["configurable"], "checkpoint_ns": config["configurable"].get(
+            "checkpoint_ns", "")}
+    }
+    channels = algo.channels_from_checkpoint(graph.channel_specs, checkpoint)
+    if as_node is None:
+        as_node = infer_as_node(graph, checkpoint["versions_seen"])
+    if as_node is None:
+        raise InvalidUpdateError("Ambiguous update, specify as_node")
+    if as_node not in graph.nodes:
+        raise InvalidUpdateError(f"Node {as_node} does not exist")
+    node = graph.nodes[as_node]
+    _reject_unknown_keys(graph, values)
+    pending = algo.prepare_next_tasks(checkpoint, channels, graph.nodes, step + 1) if saved else {}
+    task_id = next((t.id for t in pending.values() if t.name == as_node), None) or algo.task_id(
+        checkpoint["id"], "update", as_node
+    )
+    task = Task(
+        id=task_id, name=as_node, path=(INTERRUPT, 0), input=values, triggers=(INTERRUPT,),
+        checkpoint_ns="", node=node,
+    )
+    runtime = TaskRuntime(
+        task=task, config=config, resume=[], take_null_resume=lambda: None,
+        send=task.writes.extend,
+    )
+    token = bind_runtime(runtime)
+    try:
+        context = TaskContext(task, channels)
+        for writer in node.writers:
+            task.writes.extend(writer(values, context))
+    finally:
+        reset_runtime(token)
+    working = algo.create_checkpoint(checkpoint, None, None, checkpoint_id=checkpoint["id"])
+    previous_versions = dict(working["channel_versions"])
+    updated = algo.apply_writes(working, channels, [task], graph.trigger_to_nodes)
+    new_checkpoint = algo.create_checkpoint(working, channels, updated)
+    new_versions = {
+        k: v for k, v in new_checkpoint["channel_versions"].items()
+        if v != previous_versions.get(k)
+    }
+    return saver.put(
+        checkpoint_config,
+        new_checkpoint,
+        {"source": "update", "step": step + 1, "parents": {}},
+        new_versions,
+    )
+
+
+def _reject_unknown_keys(graph: Pregel, values: Any) -> None:
+    """A deliberate difference from LangGraph, which drops unknown keys silently."""
+    if not isinstance(values, dict):
+        return
+    unknown = sorted(k for k in values if k not in graph.channel_specs)
+    if unknown:
+        raise InvalidUpdateError(
+            f"update_state got unknown state key(s) {unknown}; "
+            f"the state has {sorted(graph.output_channel_set)}"
+        )

@@ -1,0 +1,187 @@
+"""User mistakes: each gets a clear error, and a mistake made on a live thread changes nothing
+stored in it (its checkpoints and pending writes read back exactly as before)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+
+from graphdef import (
+    END,
+    START,
+    Command,
+    InMemorySaver,
+    InvalidResumeError,
+    InvalidUpdateError,
+    SqliteSaver,
+    StateGraph,
+    interrupt,
+)
+from graphdef.serde import NotSerializableError
+
+
+class State(TypedDict):
+    log: Annotated[list, operator.add]
+    value: Any
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def saver(request, tmp_path):
+    if request.param == "memory":
+        return InMemorySaver()
+    return SqliteSaver(str(tmp_path / "bad-input.sqlite"))
+
+
+def stored(saver, thread_id: str) -> list[tuple]:
+    """Everything the saver holds for a thread, in a comparable form."""
+    return [
+        (t.config, t.checkpoint, t.metadata, t.parent_config, t.pending_writes)
+        for t in saver.list({"configurable": {"thread_id": thread_id}})
+    ]
+
+
+def asking(name: str):
+    def node(state: State) -> dict:
+        return {"log": [f"{name}:{interrupt(name + '?')}"]}
+
+    return node
+
+
+def parallel_interrupt_graph(saver):
+    builder = StateGraph(State)
+    builder.add_node("left", asking("left"))
+    builder.add_node("right", asking("right"))
+    builder.add_edge(START, "left")
+    builder.add_edge(START, "right")
+    return builder.compile(checkpointer=saver)
+
+
+def chain_graph(saver):
+    builder = StateGraph(State)
+    builder.add_node("a", lambda s: {"log": ["a"]})
+    builder.add_node("b", lambda s: {"log": ["b"]})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", END)
+    return builder.compile(checkpointer=saver)
+
+
+CONFIG = {"configurable": {"thread_id": "t"}}
+
+
+def test_edge_from_unknown_node_is_rejected_at_compile():
+    builder = StateGraph(State)
+    builder.add_node("a", lambda s: {})
+    builder.add_edge(START, "a")
+    builder.add_edge("missing", "a")
+    with pytest.raises(ValueError, match="unknown node 'missing'"):
+        builder.compile()
+
+
+def test_edge_to_unknown_node_is_rejected_at_compile():
+    builder = StateGraph(State)
+    builder.add_node("a", lambda s: {})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "missing")
+    with pytest.raises(ValueError, match="unknown node `missing`"):
+        builder.compile()
+
+
+def test_graph_without_entry_is_rejected_at_compile():
+    builder = StateGraph(State)
+    builder.add_node("a", lambda s: {})
+    with pytest.raises(ValueError, match="entrypoint"):
+        builder.compile()
+
+
+def test_update_to_unknown_key_changes_nothing(saver):
+    graph = chain_graph(saver)
+    graph.invoke({"log": []}, CONFIG)
+    before = stored(saver, "t")
+    with pytest.raises(InvalidUpdateError, match="unknown state key"):
+        graph.update_state(CONFIG, {"lgo": ["typo"]}, as_node="a")
+    assert stored(saver, "t") == before
+
+
+def test_update_as_unknown_node_changes_nothing(saver):
+    graph = chain_graph(saver)
+    graph.invoke({"log": []}, CONFIG)
+    before = stored(saver, "t")
+    with pytest.raises(InvalidUpdateError, match="does not exist"):
+        graph.update_state(CONFIG, {"log": ["x"]}, as_node="nope")
+    assert stored(saver, "t") == before
+
+
+def test_non_serializable_input_names_the_key_and_stores_nothing(saver):
+    graph = chain_graph(saver)
+    graph.invoke({"log": []}, CONFIG)
+    before = stored(saver, "t")
+    with pytest.raises(NotSerializableError, match=r"\['value'\]\['deep'\]\[1\]"):
+        graph.invoke({"value": {"deep": [1, object()]}}, CONFIG)
+    assert stored(saver, "t") == before
+
+
+def test_non_serializable_node_output_fails_the_node_not_the_thread(saver):
+    builder = StateGraph(State)
+    builder.add_node("bad", lambda s: {"value": {"fn": print}})
+    builder.add_edge(START, "bad")
+    graph = builder.compile(checkpointer=saver)
+    with pytest.raises(NotSerializableError, match=r"state\['value'\]\['fn'\]"):
+        graph.invoke({"log": ["start"]}, CONFIG)
+    state = graph.get_state(CONFIG)
+    assert state.next == ("bad",)
+    assert state.values == {"log": ["start"]}
+    assert "not serializable" in str(state.tasks[0].error)
+
+
+def test_resume_with_nothing_pending_changes_nothing(saver):
+    graph = chain_graph(saver)
+    graph.invoke({"log": []}, CONFIG)
+    before = stored(saver, "t")
+    with pytest.raises(InvalidResumeError, match="no pending interrupt"):
+        graph.invoke(Command(resume="yes"), CONFIG)
+    assert stored(saver, "t") == before
+
+
+def test_resume_on_a_new_thread_is_rejected(saver):
+    graph = chain_graph(saver)
+    with pytest.raises(InvalidResumeError, match="no pending interrupt"):
+        graph.invoke(Command(resume="yes"), {"configurable": {"thread_id": "new"}})
+    assert stored(saver, "new") == []
+
+
+def test_ambiguous_resume_value_changes_nothing(saver):
+    graph = parallel_interrupt_graph(saver)
+    result = graph.invoke({"log": []}, CONFIG)
+    assert len(result["__interrupt__"]) == 2
+    before = stored(saver, "t")
+    with pytest.raises(InvalidResumeError, match="multiple pending interrupts"):
+        graph.invoke(Command(resume="same answer for both"), CONFIG)
+    assert stored(saver, "t") == before
+    assert isinstance(InvalidResumeError("x"), RuntimeError)
+
+
+def test_resume_map_with_unknown_id_changes_nothing(saver):
+    graph = parallel_interrupt_graph(saver)
+    graph.invoke({"log": []}, CONFIG)
+    before = stored(saver, "t")
+    with pytest.raises(InvalidResumeError, match="Unknown or already answered"):
+        graph.invoke(Command(resume={"0" * 32: "x"}), CONFIG)
+    assert stored(saver, "t") == before
+
+
+def test_resume_map_answers_each_interrupt(saver):
+    graph = parallel_interrupt_graph(saver)
+    interrupts = graph.invoke({"log": []}, CONFIG)["__interrupt__"]
+    answers = {i.id: f"answer-{i.value}" for i in interrupts}
+    result = graph.invoke(Command(resume=answers), CONFIG)
+    assert result == {"log": ["left:answer-left?", "right:answer-right?"]}
+
+
+def test_unknown_durability_is_rejected(saver):
+    graph = chain_graph(saver)
+    with pytest.raises(ValueError, match="durability"):
+        graph.invoke({"log": []}, CONFIG, durability="eventually")
+    assert stored(saver, "t") == []

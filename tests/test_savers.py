@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from saver_conformance import History, SaverConformance, cfg
+
+from graphdef.checkpoint.ids import new_checkpoint_id
+from graphdef.checkpoint.memory import InMemorySaver
+from graphdef.checkpoint.sqlite import SqliteSaver
+
+TESTS_DIR = Path(__file__).parent
+
+
+class TestInMemorySaver(SaverConformance):
+    @pytest.fixture
+    def saver(self) -> InMemorySaver:
+        return InMemorySaver()
+
+
+class TestSqliteSaver(SaverConformance):
+    @pytest.fixture
+    def saver(self, tmp_path: Path) -> Iterator[SqliteSaver]:
+        with SqliteSaver(tmp_path / "checkpoints.db") as saver:
+            yield saver
+
+
+def run_python(code: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=TESTS_DIR,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+WRITER = """
+import sys
+sys.path.insert(0, ".")
+from saver_conformance import History
+from graphdef.checkpoint.sqlite import SqliteSaver
+
+path, thread, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with SqliteSaver.from_path(path) as saver:
+    history = History(saver, thread)
+    for i in range(steps):
+        config = history.step({"step": i}, items=list(range(i + 1)))
+        saver.put_writes(config, [("items", [i])], f"task-{i}")
+print(config["configurable"]["checkpoint_id"])
+"""
+
+
+def test_sqlite_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    checkpoint_id = run_python(WRITER, path, "t", "20").strip()
+
+    with SqliteSaver(path) as saver:
+        loaded = saver.get_tuple(cfg("t"))
+        assert loaded is not None
+        assert loaded.config == cfg("t", "", checkpoint_id)
+        assert loaded.checkpoint["channel_values"] == {"items": list(range(20))}
+        assert loaded.pending_writes == [("task-19", "items", [19])]
+        assert len(list(saver.list(cfg("t")))) == 20
+
+        # This process knows nothing of the list yet, so it continues with a full copy.
+        history = History(saver, "t")
+        history.config = loaded.config
+        history.values = dict(loaded.checkpoint["channel_values"])
+        history.versions = dict(loaded.checkpoint["channel_versions"])
+        config = history.step(items=list(range(21)))
+        assert saver.get(config) is not None
+
+    reader = (
+        "import sys\n"
+        "from graphdef.checkpoint.sqlite import SqliteSaver\n"
+        "with SqliteSaver(sys.argv[1]) as saver:\n"
+        "    print(saver.get({'configurable': {'thread_id': 't'}})['channel_values']['items'])\n"
+    )
+    assert run_python(reader, path).strip() == str(list(range(21)))
+
+
+def test_sqlite_concurrent_writer_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    SqliteSaver(path).close()  # create the schema before the race
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, path, f"thread-{n}", "30"],
+            cwd=TESTS_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    for writer in writers:
+        _, stderr = writer.communicate(timeout=120)
+        assert writer.returncode == 0, stderr
+    with SqliteSaver(path) as saver:
+        for n in range(3):
+            loaded = saver.get(cfg(f"thread-{n}"))
+            assert loaded is not None and loaded["channel_values"]["items"] == list(range(30))
+
+
+def test_sqlite_stale_delta_base_after_another_writer(tmp_path: Path) -> None:
+    """A saver whose cache remembers blobs that another process deleted and rewrote must
+    not write deltas against them."""
+    path = tmp_path / "shared.db"
+    with SqliteSaver(path) as first, SqliteSaver(path) as second:
+        mine = History(first, "t")
+        mine.step(items=["a"])
+        mine.step(items=["a", "b"])
+
+        second.delete_thread("t")
+        theirs = History(second, "t")
+        theirs.step(items=["x"])
+        theirs.step(items=["x", "y"])
+
+        config = mine.step(items=["a", "b", "c"])
+        for saver in (first, second):
+            loaded = saver.get(config)
+            assert loaded is not None and loaded["channel_values"]["items"] == ["a", "b", "c"]
+        newest = second.get(cfg("t"))
+        assert newest is not None and newest["channel_values"]["items"] == ["a", "b", "c"]
+
+
+def test_sqlite_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    with SqliteSaver.from_path(path) as saver:
+        history = History(saver, "t")
+        for i in range(5):
+            config = history.step(items=list(range(i + 1)))
+    with SqliteSaver.from_path(path) as saver:
+        loaded = saver.get(config)
+        assert loaded is not None and loaded["channel_values"]["items"] == list(range(5))
+
+
+def test_checkpoint_ids_sort_in_creation_order() -> None:
+    ids = [new_checkpoint_id() for _ in range(20_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[:10])
