@@ -170,13 +170,13 @@ class RunLoop:
     def run(self) -> Iterator[Chunk]:
         """Drive the run, yielding stream chunks as they are produced."""
         try:
-            self._enter()
+            self.enter()
             yield from self._drain()
-            while self._tick():
+            while self.prepare_step():
                 yield from self._drain()
-                self._run_tasks()
+                self.run_tasks()
                 yield from self._drain()
-                self._after_tick()
+                self.finish_step()
                 yield from self._drain()
             if self.status == "out_of_steps":
                 raise GraphRecursionError(
@@ -185,22 +185,28 @@ class RunLoop:
                     "setting the `recursion_limit` config key."
                 )
         except GraphInterrupt as exc:
-            self._exit(exc)
+            self.close(exc)
             if self.is_nested:
                 raise
             yield from self._drain()
             return
         except BaseException as exc:
-            self._exit(exc)
+            self.close(exc)
             raise
-        self._exit(None)
+        self.close(None)
         yield from self._drain()
 
     def _drain(self) -> Iterator[Chunk]:
         while self.chunks:
             yield self.chunks.popleft()
 
-    def _enter(self) -> None:
+    def enter(self) -> None:
+        """Load the thread's checkpoint and take this run's input or command."""
+        self.load()
+        self._first()
+
+    def load(self) -> None:
+        """Load the checkpoint this run starts from (the head, or `checkpoint_id`)."""
         saved: CheckpointTuple | None = None
         self.checkpoint_config: dict[str, Any] = {
             "configurable": {
@@ -214,6 +220,7 @@ class RunLoop:
             }
         }
         self.superseded = False
+        self.is_replaying = False
         if self.checkpointer is not None:
             saved = self.checkpointer.get_tuple(self.checkpoint_config)
             if saved is not None and "checkpoint_id" in self.checkpoint_config["configurable"]:
@@ -241,7 +248,6 @@ class RunLoop:
         self.previous_versions = dict(self.checkpoint["channel_versions"])
         stored_updated = self.checkpoint.get("updated_channels")
         self.updated_channels: set[str] | None = set(stored_updated) if stored_updated else None
-        self._first()
 
     def _first(self) -> None:
         is_command = isinstance(self.input, Command)
@@ -265,14 +271,7 @@ class RunLoop:
         carried: list[tuple[str, str, Any]] = []
         if is_command:
             carried = self._accept_command(self.input, forks)
-        null_writes = [w[1:] for w in (*self.pending_writes, *carried) if w[0] == NULL_TASK_ID]
-        if null_writes:
-            updated = algo.apply_writes(
-                self.checkpoint, self.channels, [NullTask(INPUT, null_writes)],
-                self.graph.trigger_to_nodes,
-            )
-            if self.updated_channels is not None:
-                self.updated_channels |= updated
+        self.apply_null_writes(carried)
         if is_resuming:
             algo.mark_interrupt_seen(self.checkpoint, self.channels)
             if forks:
@@ -297,6 +296,17 @@ class RunLoop:
         elif not self.conf.get(RESUMING):
             raise EmptyInputError(f"Received no input for {self.graph.input_channels}")
         self.conf[RESUMING] = is_resuming
+
+    def apply_null_writes(self, carried: Sequence[tuple[str, str, Any]] = ()) -> None:
+        """Apply writes that belong to no task (a Command's update, a resume) to the state."""
+        null_writes = [w[1:] for w in (*self.pending_writes, *carried) if w[0] == NULL_TASK_ID]
+        if null_writes:
+            updated = algo.apply_writes(
+                self.checkpoint, self.channels, [NullTask(INPUT, null_writes)],
+                self.graph.trigger_to_nodes,
+            )
+            if self.updated_channels is not None:
+                self.updated_channels |= updated
 
     def _accept_command(self, cmd: Command, forks: bool) -> list[tuple[str, str, Any]]:
         if cmd.resume is not None and self.checkpointer is None:
@@ -335,7 +345,7 @@ class RunLoop:
 
     # ---- supersteps -----------------------------------------------------------------------
 
-    def _tick(self) -> bool:
+    def prepare_step(self) -> bool:
         if self.step > self.stop:
             self.status = "out_of_steps"
             return False
@@ -362,19 +372,19 @@ class RunLoop:
                 self._emit_updates(task, task.writes, cached=True)
         return True
 
-    def _run_tasks(self) -> None:
+    def run_tasks(self) -> None:
         todo = [t for t in self.tasks.values() if not t.writes]
         if not todo:
             return
         errors, interrupts = run_step(
-            todo, self._make_runtime, self._task_finished, self.channels
+            todo, self.make_runtime, self.task_finished, self.channels
         )
         if errors:
             raise errors[0]
         if interrupts:
             raise GraphInterrupt(interrupts)
 
-    def _make_runtime(self, task: Task) -> TaskRuntime:
+    def make_runtime(self, task: Task) -> TaskRuntime:
         resume: list[Any] = []
         for tid, chan, value in self.pending_writes:
             if tid == task.id and chan == RESUME:
@@ -404,7 +414,7 @@ class RunLoop:
             return self.parent_runtime.take_null_resume()
         return MISSING
 
-    def _task_finished(self, task: Task, exc: BaseException | None) -> None:
+    def task_finished(self, task: Task, exc: BaseException | None) -> None:
         """Save a task's writes the moment it finishes: the memo that spares it a re-run."""
         if exc is None:
             task.writes[:] = algo.finished_marker(task.writes)
@@ -427,7 +437,7 @@ class RunLoop:
                 self._call_pool = concurrent.futures.ThreadPoolExecutor(16, "graphdef-task")
             self._call_pool.submit(contextvars.copy_context().run, run)
 
-    def _after_tick(self) -> None:
+    def finish_step(self) -> None:
         self.updated_channels = algo.apply_writes(
             self.checkpoint, self.channels, self.tasks.values(), self.graph.trigger_to_nodes
         )
@@ -546,7 +556,7 @@ class RunLoop:
                 self._saver_pool.shutdown(wait=True)
                 self._saver_pool = None
 
-    def _exit(self, exc: BaseException | None) -> None:
+    def close(self, exc: BaseException | None) -> None:
         if not hasattr(self, "checkpoint"):
             return
         try:

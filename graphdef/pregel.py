@@ -159,7 +159,7 @@ class Pregel:
         elif isinstance(self.checkpointer, BaseCheckpointSaver):
             checkpointer = self.checkpointer
         else:
-            checkpointer = conf.get(CHECKPOINTER) if nested else None
+            checkpointer = conf.get(CHECKPOINTER)
         durability = conf.get(DURABILITY, "async")
         if checkpointer is not None and not conf.get("thread_id"):
             raise ValueError(
@@ -274,9 +274,8 @@ class Pregel:
     # ---- state ----------------------------------------------------------------------------
 
     def _saver(self, config: dict[str, Any]) -> BaseCheckpointSaver:
-        saver = (
-            self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver)
-            else config.get("configurable", {}).get(CHECKPOINTER)
+        saver = config.get("configurable", {}).get(CHECKPOINTER) or (
+            self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver) else None
         )
         if saver is None:
             raise ValueError("No checkpointer set")

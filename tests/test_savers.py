@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from saver_conformance import History, SaverConformance, cfg
 
 from graphdef.checkpoint.ids import new_checkpoint_id
 from graphdef.checkpoint.memory import InMemorySaver
 from graphdef.checkpoint.sqlite import SqliteSaver
+from tests.saver_conformance import History, SaverConformance, cfg
 
 TESTS_DIR = Path(__file__).parent
 
@@ -35,7 +35,7 @@ def run_python(code: str, *args: str) -> str:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=TESTS_DIR,
+        cwd=TESTS_DIR.parent,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -44,7 +44,7 @@ def run_python(code: str, *args: str) -> str:
 WRITER = """
 import sys
 sys.path.insert(0, ".")
-from saver_conformance import History
+from tests.saver_conformance import History
 from graphdef.checkpoint.sqlite import SqliteSaver
 
 path, thread, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -92,7 +92,7 @@ def test_sqlite_concurrent_writer_processes(tmp_path: Path) -> None:
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, path, f"thread-{n}", "30"],
-            cwd=TESTS_DIR,
+            cwd=TESTS_DIR.parent,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

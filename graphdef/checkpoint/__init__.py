@@ -16,6 +16,15 @@ __all__ = [
     "CheckpointMetadata",
     "CheckpointTuple",
     "InMemorySaver",
+    "RedisSaver",
     "SqliteSaver",
     "empty_checkpoint",
 ]
+
+
+def __getattr__(name: str):  # RedisSaver on first use: importing redis costs ~0.1 s
+    if name == "RedisSaver":
+        from graphdef.checkpoint.redis import RedisSaver
+
+        return RedisSaver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

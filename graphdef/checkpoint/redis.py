@@ -1,0 +1,694 @@
+"""A saver in Redis, shared by every worker and scheduler of a distributed deployment.
+
+Key layout (``P`` is the prefix, ``T`` the thread's hash tag, ``N`` an encoded namespace):
+
+- ``P:{T}:keys``          set of every other key of the thread (for TTL, prune and delete)
+- ``P:{T}:cps:N``         sorted set of checkpoint ids, all score 0, so ordered as text (= age)
+- ``P:{T}:cp:N``          hash checkpoint id -> checkpoint row (serde bytes, no values)
+- ``P:{T}:meta:N``        hash checkpoint id -> metadata (serde bytes)
+- ``P:{T}:refs:N``        hash checkpoint id -> JSON ``{"p": parent id, "f": [blob fields]}``
+- ``P:{T}:blob:N``        hash ``<version>:<digest>:<channel>`` -> blob record (``_blob_record``)
+- ``P:{T}:latest:N``      hash ``<version>:<channel>`` -> digest of that version's newest blob
+- ``P:{T}:writes:N:<id>`` hash ``<idx>:<task id>`` -> pending write record (one per checkpoint)
+
+Every key of a thread carries the same ``{T}`` hash tag, so a thread lives in one Redis Cluster
+slot and every script and transaction below touches one slot. Scripts reach the thread's keys
+listed in its ``keys`` set (or derived from the thread prefix) without declaring each of them;
+Redis allows that for keys of the declared keys' slot.
+
+Writes are atomic: ``put`` reads what it depends on under WATCH and writes in one MULTI/EXEC
+(retrying if another writer touched the namespace's blobs meanwhile); ``put_writes``, ``prune``
+and ``delete_thread`` are single Lua scripts. Everything a call stores is encoded before Redis
+is touched, so a value the serde rejects stores nothing. Values only pass through the serde:
+nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from redis.exceptions import WatchError
+
+from graphdef.checkpoint.base import (
+    BaseCheckpointSaver,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    Config,
+    PreparedPut,
+    StoredCheckpoint,
+    StoredWrite,
+    Target,
+    checkpoint_config,
+    list_bounds,
+    metadata_matches,
+)
+from graphdef.checkpoint.delta import (
+    DELTA,
+    EMPTY,
+    FULL,
+    Blob,
+    BlobRef,
+    CorruptStorageError,
+    PendingBlob,
+)
+from graphdef.serde import SerializerProtocol
+
+try:  # moves to base.py once the scheduler needs it without Redis
+    from graphdef.checkpoint.base import StaleCheckpointError  # type: ignore[attr-defined]
+except ImportError:
+
+    class StaleCheckpointError(RuntimeError):  # type: ignore[no-redef]
+        """A compare-and-set write found another newest checkpoint than the one expected."""
+
+
+__all__ = ["RedisSaver", "StaleCheckpointError"]
+
+_KIND_CODE = {EMPTY: b"e", FULL: b"f", DELTA: b"d"}
+_CODE_KIND = {code[0]: kind for kind, code in _KIND_CODE.items()}
+_SEQ_WIDTH = 12  # digits of the insertion counter that starts a pending write record
+_LIST_BATCH = 100
+
+# Re-expires every key of a thread (``refresh``), shared by the scripts that write.
+_REFRESH = """
+local function refresh(index, ms)
+  if ms > 0 then
+    for _, key in ipairs(redis.call('SMEMBERS', index)) do
+      redis.call('PEXPIRE', key, ms)
+    end
+    redis.call('PEXPIRE', index, ms)
+  end
+end
+"""
+
+# KEYS[1] thread index; ARGV[1] ttl in ms.
+_TOUCH_LUA = _REFRESH + "refresh(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
+
+# KEYS[1] writes hash, KEYS[2] thread index; ARGV[1] ttl in ms (0: none), then triples of
+# (field, '1' to overwrite an existing value, record). A new field gets the next insertion
+# number; an overwritten one keeps its number, so reads keep the order tasks first wrote in.
+_PUT_WRITES_LUA = (
+    _REFRESH
+    + f"""
+local writes, index = KEYS[1], KEYS[2]
+for i = 2, #ARGV, 3 do
+  local field, record = ARGV[i], ARGV[i + 2]
+  local old = redis.call('HGET', writes, field)
+  if not old then
+    local seq = redis.call('HLEN', writes)
+    redis.call('HSET', writes, field, string.format('%0{_SEQ_WIDTH}d', seq) .. record)
+  elseif ARGV[i + 1] == '1' then
+    redis.call('HSET', writes, field, string.sub(old, 1, {_SEQ_WIDTH}) .. record)
+  end
+end
+redis.call('SADD', index, writes)
+refresh(index, tonumber(ARGV[1]))
+return 1
+"""
+)
+
+# Pushes the blobs a field's delta chain needs; shared by load and prune.
+_CHAIN = """
+local function chain(blobs, stack, visit)
+  local seen = {}
+  while #stack > 0 do
+    local field = table.remove(stack)
+    if not seen[field] then
+      seen[field] = true
+      local blob = redis.call('HGET', blobs, field)
+      if blob then
+        visit(field, blob)
+        local base = string.match(blob, '^d([^|]*)|')
+        if base then
+          stack[#stack + 1] = base .. ':' .. string.match(field, '^[^:]*:[^:]*:(.*)$')
+        end
+      end
+    end
+  end
+  return seen
+end
+"""
+
+# KEYS cps, cp, meta, refs, blob; ARGV[1] checkpoint id ('' = newest), ARGV[2] writes key
+# prefix. Returns false, or {id, checkpoint, metadata, refs, {field, blob, ...}, writes}.
+_LOAD_LUA = (
+    _CHAIN
+    + """
+local id = ARGV[1]
+if id == '' then
+  local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0)
+  if #newest == 0 then return false end
+  id = newest[1]
+end
+local checkpoint = redis.call('HGET', KEYS[2], id)
+if not checkpoint then return false end
+local metadata = redis.call('HGET', KEYS[3], id)
+local refs = redis.call('HGET', KEYS[4], id)
+local found = {}
+chain(KEYS[5], cjson.decode(refs)['f'], function(field, blob)
+  found[#found + 1] = field
+  found[#found + 1] = blob
+end)
+return {id, checkpoint, metadata, refs, found, redis.call('HGETALL', ARGV[2] .. id)}
+"""
+)
+
+# KEYS[1] thread index; ARGV[1] keep_last, ARGV[2] thread key prefix.
+_PRUNE_LUA = (
+    _CHAIN
+    + """
+local index, keep, tp = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local marker = tp .. 'cps:'
+for _, cps in ipairs(redis.call('SMEMBERS', index)) do
+  if string.sub(cps, 1, #marker) == marker then
+    local ns = string.sub(cps, #marker + 1)
+    local refs, blobs, latest = tp .. 'refs:' .. ns, tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
+    for _, id in ipairs(redis.call('ZRANGE', cps, 0, -keep - 1)) do
+      redis.call('ZREM', cps, id)
+      redis.call('HDEL', tp .. 'cp:' .. ns, id)
+      redis.call('HDEL', tp .. 'meta:' .. ns, id)
+      redis.call('HDEL', refs, id)
+      local writes = tp .. 'writes:' .. ns .. ':' .. id
+      redis.call('DEL', writes)
+      redis.call('SREM', index, writes)
+    end
+    local heads = {}
+    for _, row in ipairs(redis.call('HVALS', refs)) do
+      for _, field in ipairs(cjson.decode(row)['f']) do heads[#heads + 1] = field end
+    end
+    local live = chain(blobs, heads, function() end)
+    local remaining = {}
+    for _, field in ipairs(redis.call('HKEYS', blobs)) do
+      if live[field] then
+        local version, digest, channel = string.match(field, '^([^:]*):([^:]*):(.*)$')
+        remaining[version .. ':' .. channel] = digest
+      else
+        redis.call('HDEL', blobs, field)
+      end
+    end
+    local entries = redis.call('HGETALL', latest)
+    for i = 1, #entries, 2 do
+      local version, channel = string.match(entries[i], '^([^:]*):(.*)$')
+      if not live[version .. ':' .. entries[i + 1] .. ':' .. channel] then
+        if remaining[entries[i]] then
+          redis.call('HSET', latest, entries[i], remaining[entries[i]])
+        else
+          redis.call('HDEL', latest, entries[i])
+        end
+      end
+    end
+  end
+end
+return 1
+"""
+)
+
+# KEYS[1] thread index.
+_DELETE_LUA = """
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('DEL', key)
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS[1] thread index; ARGV[1] thread key prefix. Sums the payload hashes' value lengths.
+_STORED_BYTES_LUA = """
+local tp = ARGV[1]
+local counted = {cp = true, meta = true, refs = true, blob = true, writes = true}
+local total = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local kind = string.match(string.sub(key, #tp + 1), '^(%a+):')
+  if kind and counted[kind] then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      total = total + redis.call('HSTRLEN', key, field)
+    end
+  end
+end
+return total
+"""
+
+
+# ------------------------------------------------------------------------------- key names
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unb64(text: str) -> str:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+
+
+def _thread_tag(thread_id: str) -> str:
+    """The thread id itself when it is a safe hash tag, else ``~`` + base64url of it.
+
+    Raw tags never start with ``~``, so the two forms cannot collide; the empty id and ids
+    with braces (which would end or empty the hash tag) are always encoded.
+    """
+    if thread_id and "{" not in thread_id and "}" not in thread_id and thread_id[0] != "~":
+        return thread_id
+    return "~" + _b64(thread_id)
+
+
+def _thread_of_tag(tag: str) -> str:
+    return _unb64(tag[1:]) if tag.startswith("~") else tag
+
+
+def _ns_part(ns: str) -> str:
+    # base64url has no ':' or braces; a single '_' is never base64 of a non-empty text.
+    return _b64(ns) if ns else "_"
+
+
+def _ns_of_part(part: str) -> str:
+    return "" if part == "_" else _unb64(part)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _blob_field(channel: str, ref: BlobRef) -> str:
+    return f"{ref[0]}:{ref[1]}:{channel}"
+
+
+def _parse_blob_field(field: str) -> tuple[str, BlobRef]:
+    version, digest, channel = field.split(":", 2)
+    return channel, (int(version), digest)
+
+
+def _blob_record(blob: Blob) -> bytes:
+    """``<kind>[<base version>:<base digest>]|<data>``; the Lua chain walk reads the base."""
+    base = f"{blob.base_version}:{blob.base_digest}".encode() if blob.kind == DELTA else b""
+    return _KIND_CODE[blob.kind] + base + b"|" + blob.data
+
+
+def _parse_blob_record(channel: str, ref: BlobRef, record: bytes) -> Blob:
+    kind = _CODE_KIND.get(record[0]) if record else None
+    sep = record.find(b"|")
+    if kind is None or sep < 0:
+        raise CorruptStorageError(f"malformed value blob {ref} of channel {channel!r}")
+    base_version = base_digest = None
+    if kind == DELTA:
+        version, _, digest = record[1:sep].decode().partition(":")
+        base_version, base_digest = int(version), digest
+    return Blob(channel, ref[0], ref[1], kind, record[sep + 1 :], base_version, base_digest)
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The keys of one thread and namespace."""
+
+    thread: str  # P:{T}:
+    index: str
+    cps: str
+    cp: str
+    meta: str
+    refs: str
+    blob: str
+    latest: str
+    writes: str  # prefix: + checkpoint id
+
+    @property
+    def namespace_keys(self) -> tuple[str, ...]:
+        return (self.cps, self.cp, self.meta, self.refs, self.blob, self.latest)
+
+
+# ---------------------------------------------------------------------------------- saver
+
+
+class RedisSaver(BaseCheckpointSaver):
+    """Checkpoints in Redis (standalone, or a Cluster: a thread's keys share one slot).
+
+    ``ttl`` (seconds) re-expires every key of a thread on each ``put`` and ``put_writes``,
+    so a thread disappears ``ttl`` after its last write. ``prefix`` namespaces the keys.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis,
+        *,
+        serde: SerializerProtocol | None = None,
+        ttl: float | None = None,
+        prefix: str = "cg",
+    ) -> None:
+        super().__init__(serde=serde)
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"key prefix {prefix!r} must not contain '{{' or '}}'")
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if isinstance(url_or_client, str):
+            self._client: redis.Redis = redis.Redis.from_url(url_or_client)
+            self._owns_client = True
+        else:
+            self._client, self._owns_client = url_or_client, False
+        kwargs = getattr(self._client, "get_connection_kwargs", dict)()
+        if kwargs.get("decode_responses"):
+            raise ValueError("RedisSaver needs a client with decode_responses=False")
+        self.prefix = prefix
+        self.ttl = ttl
+        self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        register = self._client.register_script
+        self._touch = register(_TOUCH_LUA)
+        self._put_writes = register(_PUT_WRITES_LUA)
+        self._load_script = register(_LOAD_LUA)
+        self._prune = register(_PRUNE_LUA)
+        self._delete = register(_DELETE_LUA)
+        self._stored_bytes = register(_STORED_BYTES_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisSaver:
+        """A saver with its own client for ``url`` (e.g. ``redis://:password@host:6379/0``)."""
+        return cls(url, **kwargs)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> RedisSaver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------ keys
+
+    def _thread_prefix(self, thread_id: str) -> str:
+        return f"{self.prefix}:{{{_thread_tag(thread_id)}}}:"
+
+    def _keys(self, thread_id: str, ns: str) -> _Keys:
+        tp = self._thread_prefix(thread_id)
+        part = _ns_part(ns)
+        return _Keys(
+            thread=tp,
+            index=tp + "keys",
+            cps=f"{tp}cps:{part}",
+            cp=f"{tp}cp:{part}",
+            meta=f"{tp}meta:{part}",
+            refs=f"{tp}refs:{part}",
+            blob=f"{tp}blob:{part}",
+            latest=f"{tp}latest:{part}",
+            writes=f"{tp}writes:{part}:",
+        )
+
+    def _threads(self) -> list[str]:
+        """Every thread with stored keys under this prefix."""
+        head = f"{self.prefix}:{{"
+        threads = set()
+        for raw in self._client.scan_iter(match=_glob_escape(head) + "*}:keys", count=1000):
+            key = raw.decode(errors="replace")
+            end = key.find("}", len(head))
+            if end < 0 or key != key[: end + 1] + ":keys":
+                continue
+            try:
+                threads.add(_thread_of_tag(key[len(head) : end]))
+            except ValueError:  # not a key this saver wrote (a bad '~' tag)
+                continue
+        return sorted(threads)
+
+    def _namespaces(self, thread_ids: Sequence[str]) -> list[tuple[str, str]]:
+        pipe = self._client.pipeline(transaction=False)
+        for thread_id in thread_ids:
+            pipe.smembers(self._keys(thread_id, "").index)
+        found = []
+        for thread_id, members in zip(thread_ids, pipe.execute(), strict=True):
+            marker = self._thread_prefix(thread_id) + "cps:"
+            for member in members:
+                key = member.decode()
+                if key.startswith(marker):
+                    found.append((thread_id, _ns_of_part(key[len(marker) :])))
+        return found
+
+    # ------------------------------------------------------------------------------ read
+
+    def head(self, thread_id: str, ns: str = "") -> str | None:
+        """Id of the newest checkpoint of the thread's namespace, or None."""
+        newest = self._client.zrevrange(self._keys(str(thread_id), ns).cps, 0, 0)
+        return newest[0].decode() if newest else None
+
+    def get_tuple(self, config: Config) -> CheckpointTuple | None:
+        target = Target.of(config)
+        return self._load(target.thread_id, target.ns, target.checkpoint_id)
+
+    def _load(
+        self, thread_id: str, ns: str, checkpoint_id: str | None, metadata: Any = None
+    ) -> CheckpointTuple | None:
+        keys = self._keys(thread_id, ns)
+        found = self._load_script(
+            keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob],
+            args=[checkpoint_id or "", keys.writes],
+        )
+        if not found:
+            return None
+        raw_id, checkpoint, raw_metadata, raw_refs, flat_blobs, flat_writes = found
+        refs_doc = orjson.loads(raw_refs)
+        refs = dict(_parse_blob_field(field) for field in refs_doc["f"])
+        row = StoredCheckpoint(
+            thread_id,
+            ns,
+            raw_id.decode(),
+            refs_doc["p"],
+            checkpoint,
+            raw_metadata,
+            self._encode_refs(refs),
+        )
+        records = {flat_blobs[i].decode(): flat_blobs[i + 1] for i in range(0, len(flat_blobs), 2)}
+
+        def lookup(channel: str, ref: BlobRef) -> Blob | None:
+            record = records.get(_blob_field(channel, ref))
+            return None if record is None else _parse_blob_record(channel, ref, record)
+
+        writes: list[tuple[bytes, StoredWrite]] = []
+        for i in range(0, len(flat_writes), 2):
+            idx, _, task_id = flat_writes[i].decode().partition(":")
+            record = flat_writes[i + 1]
+            newline = record.index(b"\n", _SEQ_WIDTH)
+            channel, _task_path = orjson.loads(record[_SEQ_WIDTH:newline])
+            stored = (task_id, int(idx), channel, record[newline + 1 :])
+            writes.append((record[:_SEQ_WIDTH], stored))
+        writes.sort(key=lambda w: w[0])
+        if metadata is None:
+            metadata = self.serde.loads(raw_metadata)
+        return self._to_tuple(row, metadata, lookup, [w for _, w in writes])
+
+    def list(
+        self,
+        config: Config | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: Config | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        thread_id, ns, checkpoint_id, before_id = list_bounds(config, before)
+        if limit is not None and limit <= 0:
+            return
+        if thread_id is not None and ns is not None:
+            namespaces = [(thread_id, ns)]
+        else:
+            namespaces = self._namespaces([thread_id] if thread_id is not None else self._threads())
+        pipe = self._client.pipeline(transaction=False)
+        for t, n in namespaces:
+            cps = self._keys(t, n).cps
+            if checkpoint_id is not None:
+                pipe.zscore(cps, checkpoint_id)
+            else:
+                top = "+" if before_id is None else f"({before_id}"
+                if limit is not None and not filter:
+                    pipe.zrevrangebylex(cps, top, "-", start=0, num=limit)
+                else:
+                    pipe.zrevrangebylex(cps, top, "-")
+        rows: list[tuple[str, str, str]] = []
+        for (t, n), found in zip(namespaces, pipe.execute(), strict=True):
+            if checkpoint_id is not None:
+                if found is not None and (before_id is None or checkpoint_id < before_id):
+                    rows.append((checkpoint_id, t, n))
+            else:
+                rows.extend((raw.decode(), t, n) for raw in found)
+        rows.sort(reverse=True)
+        for start in range(0, len(rows), _LIST_BATCH):
+            batch = rows[start : start + _LIST_BATCH]
+            metadatas: list[Any] = [None] * len(batch)
+            if filter:
+                pipe = self._client.pipeline(transaction=False)
+                for cid, t, n in batch:
+                    pipe.hget(self._keys(t, n).meta, cid)
+                metadatas = [
+                    None if raw is None else self.serde.loads(raw) for raw in pipe.execute()
+                ]
+            for (cid, t, n), metadata in zip(batch, metadatas, strict=True):
+                if limit is not None and limit <= 0:
+                    return
+                if filter and (metadata is None or not metadata_matches(metadata, filter)):
+                    continue
+                loaded = self._load(t, n, cid, metadata)
+                if loaded is None:  # pruned or deleted since it was listed
+                    continue
+                yield loaded
+                if limit is not None:
+                    limit -= 1
+
+    # ----------------------------------------------------------------------------- write
+
+    def put(
+        self,
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: dict[str, int],
+    ) -> Config:
+        return self._put(config, checkpoint, metadata, new_versions, check_head=False)
+
+    def put_if_head(
+        self,
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: dict[str, int],
+        expected_head: str | None,
+    ) -> Config:
+        """``put``, but only while the newest checkpoint of the config's thread and namespace
+        is ``expected_head`` (None: there is none); otherwise raise ``StaleCheckpointError``
+        and store nothing. The check and the write are one atomic step."""
+        return self._put(
+            config, checkpoint, metadata, new_versions, check_head=True, expected=expected_head
+        )
+
+    def _put(
+        self,
+        config: Config,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: dict[str, int],
+        *,
+        check_head: bool,
+        expected: str | None = None,
+    ) -> Config:
+        prepared = self._prepare_put(config, checkpoint, metadata, new_versions)
+        target = prepared.target
+        keys = self._keys(target.thread_id, target.ns)
+        watched = [keys.blob, keys.latest] + ([keys.cps] if check_head else [])
+        with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    if check_head:
+                        newest = pipe.zrevrange(keys.cps, 0, 0)
+                        head = newest[0].decode() if newest else None
+                        if head != expected:
+                            raise StaleCheckpointError(
+                                f"thread {target.thread_id!r} namespace {target.ns!r}: newest"
+                                f" checkpoint is {head!r}, expected {expected!r}"
+                            )
+                    blobs, refs = self._resolve(pipe, keys, prepared)
+                    pipe.multi()
+                    self._queue_put(pipe, keys, prepared, blobs, refs)
+                    pipe.execute()
+                    break
+                except WatchError:
+                    continue  # another writer changed the namespace: read again
+        for pending in blobs:
+            self.codec.remember(target.thread_id, target.ns, pending)
+        return checkpoint_config(target.thread_id, target.ns, prepared.checkpoint_id)
+
+    def _resolve(
+        self, pipe: redis.client.Pipeline, keys: _Keys, prepared: PreparedPut
+    ) -> tuple[list[PendingBlob], dict[str, BlobRef]]:
+        """Under WATCH: which delta bases are still stored, and the new checkpoint's refs."""
+        target = prepared.target
+        reads = self._client.pipeline(transaction=False)
+        for pending in prepared.blobs:
+            if pending.requires is not None:
+                reads.hexists(keys.blob, _blob_field(pending.channel, pending.requires))
+        if target.checkpoint_id is not None:
+            reads.hget(keys.refs, target.checkpoint_id)
+        found = iter(reads.execute())
+        blobs = [
+            p if p.requires is None or next(found) else self.codec.without_base(p)
+            for p in prepared.blobs
+        ]
+        parent_refs: dict[str, BlobRef] = {}
+        if target.checkpoint_id is not None:
+            raw = next(found)
+            if raw is not None:
+                parent_refs = dict(_parse_blob_field(f) for f in orjson.loads(raw)["f"])
+
+        def latest(channel: str, version: int) -> str | None:
+            digest = pipe.hget(keys.latest, f"{version}:{channel}")  # immediate while watching
+            return None if digest is None else digest.decode()
+
+        return blobs, prepared.refs(blobs, parent_refs, latest)
+
+    def _queue_put(
+        self,
+        pipe: redis.client.Pipeline,
+        keys: _Keys,
+        prepared: PreparedPut,
+        blobs: Sequence[PendingBlob],
+        refs: dict[str, BlobRef],
+    ) -> None:
+        cid = prepared.checkpoint_id
+        for pending in blobs:
+            blob = pending.blob
+            if blob is not None:
+                pipe.hsetnx(keys.blob, _blob_field(blob.channel, blob.ref), _blob_record(blob))
+                pipe.hset(keys.latest, f"{blob.version}:{blob.channel}", blob.digest)
+        refs_doc = {
+            "p": prepared.target.checkpoint_id,
+            "f": [_blob_field(channel, ref) for channel, ref in refs.items()],
+        }
+        pipe.hset(keys.cp, cid, prepared.checkpoint)
+        pipe.hset(keys.meta, cid, prepared.metadata)
+        pipe.hset(keys.refs, cid, orjson.dumps(refs_doc))
+        pipe.zadd(keys.cps, {cid: 0})
+        pipe.sadd(keys.index, *keys.namespace_keys)
+        if self._ttl_ms:
+            self._touch(keys=[keys.index], args=[self._ttl_ms], client=pipe)
+
+    def put_writes(
+        self,
+        config: Config,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        target = Target.of(config)
+        if target.checkpoint_id is None:
+            raise ValueError("put_writes needs a config with a checkpoint_id")
+        encoded = self._prepare_writes(writes)
+        if not encoded:
+            return
+        keys = self._keys(target.thread_id, target.ns)
+        args: list[Any] = [self._ttl_ms]
+        for idx, channel, data in encoded:
+            header = orjson.dumps([channel, task_path])  # JSON has no raw newline
+            args += [f"{idx}:{task_id}", "1" if idx < 0 else "0", header + b"\n" + data]
+        self._put_writes(keys=[keys.writes + target.checkpoint_id, keys.index], args=args)
+
+    # ------------------------------------------------------------------------- retention
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._delete(keys=[self._keys(str(thread_id), "").index])
+        self.codec.forget_thread(str(thread_id))
+
+    def prune(self, thread_id: str, *, keep_last: int) -> None:
+        if keep_last < 1:
+            raise ValueError("keep_last must be at least 1; use delete_thread to drop a thread")
+        keys = self._keys(str(thread_id), "")
+        self._prune(keys=[keys.index], args=[keep_last, keys.thread])
+
+    def stored_bytes(self, thread_id: str | None = None) -> int:
+        threads = self._threads() if thread_id is None else [str(thread_id)]
+        total = 0
+        for thread in threads:
+            keys = self._keys(thread, "")
+            total += int(self._stored_bytes(keys=[keys.index], args=[keys.thread]))
+        return total

@@ -1,0 +1,232 @@
+"""Run lifecycle: start a run, advance it one superstep at a time, dispatch its tasks.
+
+The driver uses the same run loop as the in-process engine (`graphdef.loop.RunLoop`) for
+everything but execution: it loads the checkpoint, applies the finished superstep's
+memoized writes, writes the next checkpoint, plans the next superstep, and sends its
+tasks to workers instead of running them. No process keeps a run in memory between
+supersteps; every step here can be repeated after a crash and reaches the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from graphdef import algo
+from graphdef.errors import GraphInterrupt, GraphRecursionError, revive_error
+from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
+from scheduler.fencing import FencedSaver, StaleCheckpointError
+from worker import registry
+from worker.node import NODE_TASK, run_config
+from worker.resources import Resources
+from worker.store import TERMINAL
+
+log = logging.getLogger(__name__)
+
+START_TASK = "celerygraph.start_run"
+
+
+@dataclass
+class Outcome:
+    """Where a drive stopped: waiting on workers, or a terminal or paused status."""
+
+    status: str
+    detail: Any = None
+
+
+class Driver:
+    """Starts and advances runs; one instance per process, stateless between calls."""
+
+    def __init__(self, res: Resources, app: Celery) -> None:
+        self.res = res
+        self.app = app
+        self.store = res.store
+
+    # ---- entry points ---------------------------------------------------------------------
+
+    def start(self, thread_id: str, run_id: str) -> Outcome:
+        """Take the thread, apply the run's input or command, and dispatch the first step."""
+        run = self.store.run(thread_id, run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
+        if run.get("status") in TERMINAL or run.get("step"):
+            return Outcome(run["status"])
+        if not self.store.claim_thread(thread_id, run_id):
+            return self._busy(run)
+        if "base_head" not in run:
+            run["base_head"] = self.res.saver.head(thread_id)
+            self.store.update_run(thread_id, run_id, base_head=run["base_head"])
+        try:
+            graph = registry.resolve(run["graph"])
+            if self.res.saver.head(thread_id) != run["base_head"]:
+                # A start that died after taking its input: carry on from what it wrote.
+                loop = self._loop(graph, None, run, checkpoint_id=None)
+                loop.load()
+                loop.apply_null_writes()
+            else:
+                run_input = self.store.run_input(thread_id, run_id)
+                loop = self._loop(graph, run_input, run, checkpoint_id=None)
+                loop.enter()
+        except Exception as exc:
+            return self._fail(run, exc)
+        self.store.update_run(thread_id, run_id, status="running", stop=loop.stop)
+        self.store.add_event(thread_id, run_id, "started", step=loop.step)
+        return self._drive(run, loop, after_barrier=False)
+
+    def advance(self, thread_id: str, run_id: str, checkpoint_id: str) -> Outcome:
+        """Called once a superstep's tasks all finished: apply them and go on."""
+        run = self.store.run(thread_id, run_id)
+        if run is None or run.get("status") in TERMINAL:
+            return Outcome(run.get("status") if run else "missing")
+        if self.res.saver.head(thread_id) != checkpoint_id or run.get("step") != checkpoint_id:
+            return Outcome("stale")
+        graph = registry.resolve(run["graph"])
+        loop = self._loop(graph, None, run, checkpoint_id=checkpoint_id)
+        loop.load()
+        loop.apply_null_writes()
+        loop.stop = int(run.get("stop", loop.stop))
+        context = self.store.step_context(thread_id, run_id, checkpoint_id)
+        loop.conf[RESUMING] = bool(context.get("resuming"))
+        return self._drive(run, loop, after_barrier=True)
+
+    # ---- the drive ------------------------------------------------------------------------
+
+    def _loop(self, graph: Any, run_input: Any, run: dict[str, Any],
+              checkpoint_id: str | None) -> RunLoop:
+        config = run_config(run, checkpoint_id or "")
+        if checkpoint_id is None:
+            config["configurable"].pop("checkpoint_id")
+        return RunLoop(
+            graph, run_input, config, checkpointer=FencedSaver(self.res.saver),
+            durability="sync", interrupt_before=graph.interrupt_before,
+            interrupt_after=graph.interrupt_after, stream_modes=(),
+        )
+
+    def _drive(self, run: dict[str, Any], loop: RunLoop, *, after_barrier: bool) -> Outcome:
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        try:
+            while loop.prepare_step():
+                todo = [t for t in loop.tasks.values() if not t.writes]
+                if todo:
+                    if after_barrier:
+                        self._raise_step_outcome(loop, todo)
+                    self._dispatch(run, loop, todo)
+                    return Outcome("running")
+                loop.finish_step()
+                after_barrier = False
+                self.store.add_event(
+                    thread_id, run_id, "step", step=loop.step - 1,
+                    checkpoint_id=loop.checkpoint["id"],
+                )
+            if loop.status == "out_of_steps":
+                raise GraphRecursionError(
+                    f"Recursion limit of {loop.config['recursion_limit']} reached "
+                    "without hitting a stop condition."
+                )
+        except GraphInterrupt as exc:
+            loop.close(exc)
+            return self._finish(run, loop, "interrupted")
+        except StaleCheckpointError:
+            log.info("run %s: another scheduler advanced this step first", run_id)
+            return Outcome("stale")
+        except Exception as exc:
+            loop.close(exc)
+            return self._fail(run, exc)
+        loop.close(None)
+        return self._finish(run, loop, "done")
+
+    def _raise_step_outcome(self, loop: RunLoop, todo: list[algo.Task]) -> None:
+        """After a superstep's barrier: a failed task fails the run, interrupts pause it."""
+        statuses = algo.task_statuses(loop.pending_writes)
+        for task in todo:
+            status = statuses.get(task.id)
+            if status is not None and status.error is not None:
+                raise revive_error(status.error)
+        interrupts = [i for t in todo if (s := statuses.get(t.id)) for i in s.interrupts]
+        if interrupts:
+            raise GraphInterrupt(interrupts)
+
+    def _dispatch(self, run: dict[str, Any], loop: RunLoop, todo: list[algo.Task]) -> None:
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        checkpoint_id = loop.checkpoint["id"]
+        routes = dict(run.get("routes") or {})
+        graph_name = run["graph"].rsplit(":", 1)[-1]
+        infos = {}
+        for task in todo:
+            queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
+            infos[task.id] = {"node": task.name, "queue": queue,
+                              "shadow": f"{graph_name}.{task.name}"}
+        context = {"resuming": bool(loop.conf.get(RESUMING)),
+                   "resume_map": loop.conf.get(RESUME_MAP)}
+        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context)
+        self.store.add_event(thread_id, run_id, "dispatched", step=loop.step,
+                             tasks=[t.name for t in todo])
+        for task in todo:
+            info = infos[task.id]
+            self.app.send_task(
+                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task.id],
+                queue=info["queue"], task_id=f"{run_id[:8]}-{task.id}",
+                shadow=info["shadow"],
+                headers={"celerygraph_run": run_id, "celerygraph_thread": thread_id},
+            )
+
+    # ---- endings --------------------------------------------------------------------------
+
+    def _finish(self, run: dict[str, Any], loop: RunLoop, status: str) -> Outcome:
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        self.store.set_output(thread_id, run_id, loop.output)
+        interrupts = getattr(loop, "interrupts", [])
+        if run.get("durability") == "exit":
+            self.res.saver.prune(thread_id, keep_last=1)
+        self.store.update_run(thread_id, run_id, status=status, finished_at=time.time())
+        self.store.add_event(thread_id, run_id, status, output=loop.output,
+                             interrupts=list(interrupts))
+        self._release(run)
+        return Outcome(status, loop.output)
+
+    def _fail(self, run: dict[str, Any], exc: BaseException) -> Outcome:
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, registry.UnknownGraphError):
+            error["type"] = "UnknownGraphError"
+        self.store.update_run(thread_id, run_id, status="failed", error=error,
+                              finished_at=time.time())
+        self.store.add_event(thread_id, run_id, "failed", error=error)
+        self._release(run)
+        return Outcome("failed", error)
+
+    def _busy(self, run: dict[str, Any]) -> Outcome:
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        if run.get("on_busy") == "enqueue":
+            self.store.enqueue(thread_id, run_id)
+            self.store.update_run(thread_id, run_id, status="waiting")
+            self.store.add_event(thread_id, run_id, "waiting",
+                                 behind=self.store.active_run(thread_id))
+            return Outcome("waiting")
+        error = {"type": "ThreadBusyError",
+                 "message": f"thread {thread_id!r} is running {self.store.active_run(thread_id)}"}
+        self.store.update_run(thread_id, run_id, status="rejected", error=error)
+        self.store.add_event(thread_id, run_id, "rejected", error=error)
+        self.store.retire(thread_id, run_id)
+        return Outcome("rejected", error)
+
+    def _release(self, run: dict[str, Any]) -> None:
+        """Free the thread and start the next run waiting on it, if any."""
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        self.store.release_thread(thread_id, run_id)
+        self.store.retire(thread_id, run_id)
+        if self.res.settings.run_ttl:
+            self.store.expire_thread(thread_id, self.res.settings.run_ttl)
+        next_run = self.store.pop_queued(thread_id)
+        if next_run is not None:
+            if not self.store.claim_thread(thread_id, next_run):
+                self.store.requeue_front(thread_id, next_run)
+                return
+            self.store.update_run(thread_id, next_run, status="queued")
+            self.app.send_task(START_TASK, kwargs={"thread_id": thread_id, "run_id": next_run},
+                               queue=self.res.settings.scheduler_queue)
+

@@ -1,0 +1,61 @@
+"""Creating a run: every check a producer's mistake can fail happens before anything is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphdef import serde
+from graphdef.pregel import DURABILITY_MODES
+from worker import registry
+from worker.store import RunStore, new_run_id
+
+BUSY_POLICIES = ("reject", "enqueue")
+
+
+class ThreadBusyError(RuntimeError):
+    """A run was submitted to a thread that is running another, with `on_busy="reject"`."""
+
+
+def check_graph(store: RunStore, ref: str) -> None:
+    if ":" not in ref:
+        raise registry.UnknownGraphError(
+            f"Graph reference {ref!r} must look like 'package.module:attribute'"
+        )
+    if ref in registry.known() or store.graph_known(ref):
+        return
+    raise registry.UnknownGraphError(
+        f"Unknown graph {ref!r}: no worker loads it (set CELERYGRAPH_GRAPHS on the workers); "
+        f"known graphs: {store.published_graphs() or sorted(registry.known())}"
+    )
+
+
+def create_run(
+    store: RunStore,
+    *,
+    graph: str,
+    run_input: Any,
+    thread_id: str,
+    config: dict[str, Any] | None = None,
+    durability: str = "async",
+    on_busy: str = "reject",
+    run_id: str | None = None,
+    routes: dict[str, str] | None = None,
+    validate: bool = True,
+) -> str:
+    """Validate, then store the run record and input in one transaction; returns the run id."""
+    if validate:
+        check_graph(store, graph)
+    if durability not in DURABILITY_MODES:
+        raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+    if on_busy not in BUSY_POLICIES:
+        raise ValueError(f"on_busy must be one of {BUSY_POLICIES}, got {on_busy!r}")
+    serde.check_serializable(run_input, root="input")
+    serde.check_serializable(config or {}, root="config")
+    run_id = run_id or new_run_id()
+    store.create_run(
+        thread_id, run_id,
+        {"graph": graph, "status": "queued", "durability": durability, "on_busy": on_busy,
+         "config": config or {}, "routes": routes or {}},
+        run_input,
+    )
+    return run_id

@@ -1,0 +1,141 @@
+"""Graphs the distributed tests run on real worker processes (CELERYGRAPH_GRAPHS=tests.dist_graphs).
+
+Every node counts its runs in Redis, keyed by thread and task, so a test can tell which
+tasks ran how often across processes, including processes it killed.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import time
+from typing import Annotated, Any, TypedDict
+
+import redis
+
+from graphdef import END, START, Send, StateGraph, get_config, interrupt
+
+_client: redis.Redis | None = None
+
+
+def counter() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["CELERYGRAPH_STORE_URL"])
+    return _client
+
+
+def count(name: str) -> None:
+    """Count one run of the current task: `runs:<thread>` hash, field `<node>|<task ns>`."""
+    conf = get_config()["configurable"]
+    counter().hincrby(f"runs:{conf['thread_id']}", f"{name}|{conf['checkpoint_ns']}", 1)
+    counter().rpush(f"started:{conf['thread_id']}", f"{name}|{os.getpid()}|{time.time()}")
+
+
+class Log(TypedDict, total=False):
+    log: Annotated[list, operator.add]
+    sleep: float
+    n: int
+
+
+def step(name: str) -> Any:
+    def node(state: Log) -> dict[str, Any]:
+        count(name)
+        return {"log": [name]}
+
+    node.__name__ = name
+    return node
+
+
+def slow(state: Log) -> dict[str, Any]:
+    count("slow")
+    time.sleep(state.get("sleep", 0.0))
+    return {"log": ["slow"]}
+
+
+def _chain() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("a", step("a"))
+    builder.add_node("b", step("b"))
+    builder.add_node("slow", slow)
+    builder.add_node("d", step("d"))
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    builder.add_edge("a", "slow")
+    builder.add_edge("b", "slow")
+    builder.add_edge("slow", "d")
+    builder.add_edge("d", END)
+    return builder.compile()
+
+
+chain = _chain()
+
+
+def work(item: dict[str, Any]) -> dict[str, Any]:
+    count("work")
+    time.sleep(item.get("sleep", 0.0))
+    return {"log": [item["i"]]}
+
+
+def _fanout() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("work", work)
+    builder.add_node("total", step("total"))
+    builder.add_conditional_edges(
+        START,
+        lambda s: [Send("work", {"i": i, "sleep": s.get("sleep", 0.0)}) for i in range(s["n"])],
+        ["work"],
+    )
+    builder.add_edge("work", "total")
+    builder.add_edge("total", END)
+    return builder.compile()
+
+
+fanout = _fanout()
+
+
+def ask(state: Log) -> dict[str, Any]:
+    count("ask")
+    answer = interrupt("approve?")
+    return {"log": [f"answer:{answer}"]}
+
+
+def _approval() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("prepare", step("prepare"))
+    builder.add_node("ask", ask)
+    builder.add_node("finish", step("finish"))
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", "ask")
+    builder.add_edge("ask", "finish")
+    return builder.compile()
+
+
+approval = _approval()
+
+
+def boom(state: Log) -> dict[str, Any]:
+    count("boom")
+    raise ValueError("boom went the node")
+
+
+def _failing() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("ok", step("ok"))
+    builder.add_node("boom", boom)
+    builder.add_edge(START, "ok")
+    builder.add_edge(START, "boom")
+    return builder.compile()
+
+
+failing = _failing()
+
+
+def _single() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("one", step("one"))
+    builder.add_edge(START, "one")
+    return builder.compile()
+
+
+single = _single()

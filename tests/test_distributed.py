@@ -1,0 +1,132 @@
+"""Distributed runs on real `celery worker` processes and a private Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from graphdef.errors import InvalidResumeError
+from tests.cluster import ROOT, Cluster, RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server, tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
+    cluster.start("worker1", concurrency=2)
+    cluster.start_scheduler()
+    yield cluster
+    cluster.stop()
+
+
+def runs(redis_server, thread_id: str) -> dict[str, int]:
+    """How often each node ran on a thread, summed over its tasks."""
+    counts: dict[str, int] = {}
+    for field, value in redis_server.client().hgetall(f"runs:{thread_id}").items():
+        node = field.decode().split("|", 1)[0]
+        counts[node] = counts.get(node, 0) + int(value)
+    return counts
+
+
+def test_chain_with_parallel_branches_and_join(cluster, redis_server):
+    client = cluster.client()
+    handle = client.submit("tests.dist_graphs:chain", {"log": []}, thread_id="chain-1")
+    assert handle.result(timeout=60) == {"log": ["a", "b", "slow", "d"]}
+    assert runs(redis_server, "chain-1") == {"a": 1, "b": 1, "slow": 1, "d": 1}
+    history = client.get_state_history("chain-1")
+    assert [(s.metadata["source"], s.metadata["step"]) for s in history] == [
+        ("loop", 3), ("loop", 2), ("loop", 1), ("loop", 0), ("input", -1)
+    ]
+    kinds = [e.type for e in handle.events()]
+    assert kinds[0] == "started" and kinds[-1] == "done"
+
+
+def test_send_fan_out(cluster, redis_server):
+    handle = cluster.client().submit("tests.dist_graphs:fanout", {"n": 20}, thread_id="fan-1")
+    result = handle.result(timeout=60)
+    assert result["log"][:20] == list(range(20))
+    assert runs(redis_server, "fan-1") == {"work": 20, "total": 1}
+
+
+def test_interrupt_then_resume_from_another_producer_process(cluster, redis_server):
+    client = cluster.client()
+    handle = client.submit("tests.dist_graphs:approval", {"log": []}, thread_id="ask-1")
+    assert handle.wait(timeout=60) == "interrupted"
+    paused = handle.result()
+    assert [i.value for i in paused["__interrupt__"]] == ["approve?"]
+    assert client.get_state("ask-1").next == ("ask",)
+    script = (
+        "from scheduler.client import Client; from worker.settings import Settings;"
+        f"c = Client(Settings(broker_url={redis_server.url!r}, store_url={redis_server.url!r}));"
+        "print(c.resume('ask-1', 'yes').result(timeout=60))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=90, check=True)
+    assert "answer:yes" in out.stdout
+    assert runs(redis_server, "ask-1") == {"prepare": 1, "ask": 2, "finish": 1}
+
+
+def test_failed_node_fails_run_and_resume_reruns_only_it(cluster, redis_server):
+    client = cluster.client()
+    handle = client.submit("tests.dist_graphs:failing", {"log": []}, thread_id="fail-1")
+    assert handle.wait(timeout=60) == "failed"
+    assert handle.info()["error"]["type"] == "ValueError"
+    state = client.get_state("fail-1")
+    assert state.next == ("boom",)
+    assert runs(redis_server, "fail-1") == {"ok": 1, "boom": 1}
+
+
+def test_unknown_graph_is_rejected_before_anything_is_stored(cluster, redis_server):
+    from worker.registry import UnknownGraphError
+
+    before = sorted(redis_server.client().keys("cg:{unknown-1}*"))
+    with pytest.raises(UnknownGraphError, match="no worker loads it"):
+        cluster.client().submit("tests.dist_graphs:nope", {}, thread_id="unknown-1")
+    assert sorted(redis_server.client().keys("cg:{unknown-1}*")) == before == []
+
+
+def test_non_serializable_input_is_rejected_before_anything_is_stored(cluster, redis_server):
+    from graphdef.serde import NotSerializableError
+
+    with pytest.raises(NotSerializableError, match=r"input\['log'\]\[0\]"):
+        cluster.client().submit("tests.dist_graphs:single", {"log": [object()]},
+                                thread_id="bad-input-1")
+    assert redis_server.client().keys("cg:{bad-input-1}*") == []
+
+
+def test_resume_with_nothing_pending_is_rejected(cluster, redis_server):
+    client = cluster.client()
+    client.submit("tests.dist_graphs:single", {"log": []}, thread_id="done-1").result(timeout=60)
+    with pytest.raises(InvalidResumeError, match="no pending interrupt"):
+        client.resume("done-1", "yes")
+
+
+def test_busy_thread_rejects_second_submission(cluster, redis_server):
+    from scheduler.runs import ThreadBusyError
+
+    client = cluster.client()
+    first = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 1.0},
+                          thread_id="busy-1")
+    with pytest.raises(ThreadBusyError):
+        client.submit("tests.dist_graphs:single", {"log": []}, thread_id="busy-1")
+    assert first.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+    assert client.store.runs_of("busy-1") == [first.id]
+
+
+def test_busy_thread_enqueues_second_submission(cluster, redis_server):
+    client = cluster.client()
+    first = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 1.0},
+                          thread_id="busy-2", on_busy="enqueue")
+    second = client.submit("tests.dist_graphs:single", {"log": ["second"]},
+                           thread_id="busy-2", on_busy="enqueue")
+    assert first.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+    # The second run starts only after the first, on the state the first left.
+    assert second.result(timeout=60)["log"] == ["a", "b", "slow", "d", "second", "one"]

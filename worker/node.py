@@ -1,0 +1,107 @@
+"""The node task: run one planned task of a superstep and save its writes as a memo.
+
+The message carries ids only. The worker re-plans the superstep from the stored
+checkpoint (the same pure algorithm the scheduler used), finds its task by id, and runs
+it unless a memo already exists. The last task to finish a superstep triggers the advance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from graphdef import algo
+from graphdef.constants import NULL_TASK_ID, RESUME
+from graphdef.executor import run_step
+from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
+from worker import registry
+from worker.app import app
+from worker.heartbeat import Heartbeat
+from worker.resources import Resources, resources
+from worker.store import TERMINAL
+
+log = logging.getLogger(__name__)
+
+NODE_TASK = "celerygraph.run_node"
+ADVANCE_TASK = "celerygraph.advance"
+
+
+class StaleTaskError(LookupError):
+    """The checkpoint no longer plans this task (the graph code changed under the run)."""
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
+    config = dict(run.get("config") or {})
+    conf = {**config.get("configurable", {}), "thread_id": run["thread_id"],
+            "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+    return {**config, "configurable": conf,
+            "recursion_limit": config.get("recursion_limit", 25)}
+
+
+def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                 task_id: str) -> bool:
+    """Run the task unless finished elsewhere; True when this call completed the superstep."""
+    store = res.store
+    run = store.run(thread_id, run_id)
+    if run is None or run.get("status") in TERMINAL:
+        return False
+    if store.is_done(thread_id, run_id, checkpoint_id, task_id):
+        return False
+    owner = _owner()
+    if not store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds):
+        log.info("task %s is running elsewhere; leaving it to its holder", task_id)
+        return False
+    with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds):
+        _run_task(res, run, checkpoint_id, task_id)
+    return store.mark_done(thread_id, run_id, checkpoint_id, task_id)
+
+
+def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str) -> None:
+    graph = registry.resolve(run["graph"])
+    loop = RunLoop(
+        graph, None, run_config(run, checkpoint_id), checkpointer=res.saver,
+        durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
+    )
+    loop.load()
+    loop.apply_null_writes()
+    planned = algo.prepare_next_tasks(
+        loop.checkpoint, loop.channels, graph.nodes, loop.step,
+        updated_channels=loop.updated_channels, trigger_to_nodes=graph.trigger_to_nodes,
+    )
+    task = planned.get(task_id)
+    if task is None:
+        raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
+    status = algo.task_statuses(loop.pending_writes).get(task_id)
+    if status is not None and status.finished:
+        return
+    if status is None or not status.interrupts:
+        loop.pending_writes = [
+            w for w in loop.pending_writes if not (w[0] == NULL_TASK_ID and w[1] == RESUME)
+        ]
+    context = res.store.step_context(run["thread_id"], run["run_id"], checkpoint_id)
+    loop.conf[RESUMING] = bool(context.get("resuming"))
+    if context.get("resume_map"):
+        loop.conf[RESUME_MAP] = context["resume_map"]
+    loop.tasks = {task.id: task}
+    try:
+        run_step([task], loop.make_runtime, loop.task_finished, loop.channels)
+    finally:
+        loop.close(None)
+
+
+@app.task(name=NODE_TASK, bind=True)
+def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> None:
+    res = resources()
+    res.load_graphs()
+    if execute_node(res, thread_id, run_id, checkpoint_id, task_id):
+        app.send_task(
+            ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
+            queue=res.settings.scheduler_queue, task_id=f"advance-{run_id}-{checkpoint_id}",
+        )

@@ -1,0 +1,67 @@
+"""Which graphs this process may run, by reference `package.module:attr`.
+
+A worker runs only graphs from the modules it was configured to load, so a message cannot
+make it import arbitrary code; workers publish what they loaded so producers can reject an
+unknown graph before anything is stored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+from graphdef.pregel import Pregel
+
+
+class UnknownGraphError(LookupError):
+    """A graph reference that no worker is configured to run."""
+
+
+_lock = threading.Lock()
+_graphs: dict[str, Pregel] = {}
+
+
+def register(ref: str, graph: Pregel) -> None:
+    """Make `graph` runnable under `ref` in this process (tests, embedded schedulers)."""
+    if not isinstance(graph, Pregel):
+        raise TypeError(f"{ref!r} is not a compiled graph")
+    with _lock:
+        _graphs[ref] = graph
+
+
+def load_modules(modules: tuple[str, ...] | list[str]) -> dict[str, Pregel]:
+    """Import the configured modules and register every compiled graph at their top level."""
+    found: dict[str, Pregel] = {}
+    for name in modules:
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if isinstance(value, Pregel) and not attr.startswith("_"):
+                found[f"{name}:{attr}"] = value
+    with _lock:
+        _graphs.update(found)
+    return found
+
+
+def known() -> dict[str, Pregel]:
+    with _lock:
+        return dict(_graphs)
+
+
+def resolve(ref: str) -> Pregel:
+    with _lock:
+        graph = _graphs.get(ref)
+    if graph is None:
+        raise UnknownGraphError(
+            f"Unknown graph {ref!r}: not in any module this worker loads "
+            f"(CELERYGRAPH_GRAPHS); known: {sorted(known())}"
+        )
+    return graph
+
+
+def describe(graph: Pregel) -> dict[str, Any]:
+    """What producers may learn about a graph without importing it."""
+    return {
+        "nodes": [n for n in graph.nodes if not graph.nodes[n].hidden],
+        "queues": {n: node.queue for n, node in graph.nodes.items() if node.queue},
+    }

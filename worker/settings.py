@@ -1,0 +1,55 @@
+"""Configuration from environment variables, read once; the same names everywhere.
+
+CELERYGRAPH_BROKER_URL         Celery broker, Redis or RabbitMQ (redis://127.0.0.1:6379/0)
+CELERYGRAPH_STORE_URL          Redis for checkpoints, memos and runs (the broker if Redis)
+CELERYGRAPH_GRAPHS             comma-separated modules whose graphs workers may run
+CELERYGRAPH_NODE_QUEUE         default queue of node tasks (nodes)
+CELERYGRAPH_SCHEDULER_QUEUE    queue of start-run and advance tasks (scheduler)
+CELERYGRAPH_LEASE_SECONDS      a running task's heartbeat lifetime (2.0)
+CELERYGRAPH_SWEEP_SECONDS      how often lost work is looked for (0.5)
+CELERYGRAPH_VISIBILITY_TIMEOUT Redis broker redelivery of unacked messages (3600)
+CELERYGRAPH_RUN_TTL            seconds a finished thread's keys live (unset: forever)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str
+    store_url: str
+    graph_modules: tuple[str, ...] = field(default_factory=tuple)
+    node_queue: str = "nodes"
+    scheduler_queue: str = "scheduler"
+    lease_seconds: float = 2.0
+    sweep_seconds: float = 0.5
+    visibility_timeout: float = 3600.0
+    run_ttl: float | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        broker = os.environ.get("CELERYGRAPH_BROKER_URL", "redis://127.0.0.1:6379/0")
+        default_store = broker if broker.startswith(("redis://", "rediss://")) else (
+            "redis://127.0.0.1:6379/0"
+        )
+        modules = os.environ.get("CELERYGRAPH_GRAPHS", "")
+        ttl = os.environ.get("CELERYGRAPH_RUN_TTL")
+        return cls(
+            broker_url=broker,
+            store_url=os.environ.get("CELERYGRAPH_STORE_URL", default_store),
+            graph_modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+            node_queue=os.environ.get("CELERYGRAPH_NODE_QUEUE", "nodes"),
+            scheduler_queue=os.environ.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler"),
+            lease_seconds=_float("CELERYGRAPH_LEASE_SECONDS", 2.0),
+            sweep_seconds=_float("CELERYGRAPH_SWEEP_SECONDS", 0.5),
+            visibility_timeout=_float("CELERYGRAPH_VISIBILITY_TIMEOUT", 3600.0),
+            run_ttl=float(ttl) if ttl else None,
+        )

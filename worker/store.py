@@ -1,0 +1,285 @@
+"""Run coordination state in Redis: runs, thread locks, step barriers, leases, events.
+
+Checkpoints and task memos live in the RedisSaver; this module holds what the distributed
+run needs around them. Every key of a thread carries the thread in a hash tag
+(`cg:{thread}:...`) so that one thread's keys share a Redis Cluster slot and each Lua
+script touches one slot. User data (input, output, resume answers) goes through our serde;
+bookkeeping is plain JSON. Nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import redis
+
+from graphdef import serde
+
+TERMINAL = frozenset({"done", "failed", "cancelled", "rejected"})
+
+_MARK_DONE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
+if total >= 0 and redis.call('SCARD', KEYS[1]) >= total then
+  if redis.call('HSETNX', KEYS[2], 'advance_at', ARGV[2]) == 1 then return 1 end
+end
+return 0
+"""
+
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_REFRESH_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def thread_tag(thread_id: str) -> str:
+    if not thread_id or "{" in thread_id or "}" in thread_id:
+        raise ValueError(f"thread_id must be non-empty and free of braces, got {thread_id!r}")
+    return "{" + thread_id + "}"
+
+
+class RunStore:
+    """Typed access to the coordination keys; one instance per process is enough."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "cg") -> None:
+        self.r = client
+        self.prefix = prefix
+        self._mark_done = client.register_script(_MARK_DONE)
+        self._release = client.register_script(_RELEASE_IF_OWNER)
+        self._refresh = client.register_script(_REFRESH_IF_OWNER)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "cg") -> RunStore:
+        return cls(redis.Redis.from_url(url), prefix)
+
+    def key(self, thread_id: str, *parts: str) -> str:
+        return ":".join((self.prefix, thread_tag(thread_id), *parts))
+
+    # ---- runs -----------------------------------------------------------------------------
+
+    def create_run(self, thread_id: str, run_id: str, fields: dict[str, Any],
+                   run_input: Any) -> None:
+        """Store a new run's record and input together, or fail leaving nothing behind."""
+        encoded_input = serde.dumps(run_input, root="input")
+        now = time.time()
+        record = {**fields, "thread_id": thread_id, "run_id": run_id, "created_at": now,
+                  "updated_at": now}
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(thread_id, "run", run_id),
+                      mapping={k: orjson.dumps(v) for k, v in record.items()})
+            pipe.set(self.key(thread_id, "run", run_id, "input"), encoded_input)
+            pipe.rpush(self.key(thread_id, "runs"), run_id)
+            pipe.sadd(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+            pipe.execute()
+
+    def run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(self.key(thread_id, "run", run_id))
+        if not raw:
+            return None
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    def run_input(self, thread_id: str, run_id: str) -> Any:
+        data = self.r.get(self.key(thread_id, "run", run_id, "input"))
+        return serde.loads(data) if data is not None else None
+
+    def update_run(self, thread_id: str, run_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        self.r.hset(self.key(thread_id, "run", run_id),
+                    mapping={k: orjson.dumps(v) for k, v in fields.items()})
+
+    def set_output(self, thread_id: str, run_id: str, output: Any) -> None:
+        self.r.set(self.key(thread_id, "run", run_id, "output"), serde.dumps(output, root="output"))
+
+    def output(self, thread_id: str, run_id: str) -> Any:
+        data = self.r.get(self.key(thread_id, "run", run_id, "output"))
+        return serde.loads(data) if data is not None else None
+
+    def runs_of(self, thread_id: str) -> list[str]:
+        return [r.decode() for r in self.r.lrange(self.key(thread_id, "runs"), 0, -1)]
+
+    def active_runs(self) -> list[tuple[str, str]]:
+        members = self.r.smembers(f"{self.prefix}:active-runs")
+        return [tuple(m.decode().split("\x00", 1)) for m in members]  # type: ignore[misc]
+
+    def retire(self, thread_id: str, run_id: str) -> None:
+        self.r.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+
+    def threads(self) -> list[str]:
+        found = set()
+        for key in self.r.scan_iter(match=f"{self.prefix}:{{*}}:runs", count=500):
+            text = key.decode()
+            found.add(text[text.index("{") + 1 : text.rindex("}")])
+        return sorted(found)
+
+    # ---- thread lock and queue --------------------------------------------------------------
+
+    def claim_thread(self, thread_id: str, run_id: str) -> bool:
+        """Make `run_id` the thread's one active run; True if it is (or already was) ours."""
+        key = self.key(thread_id, "active")
+        if self.r.set(key, run_id, nx=True):
+            return True
+        current = self.r.get(key)
+        return current is not None and current.decode() == run_id
+
+    def active_run(self, thread_id: str) -> str | None:
+        value = self.r.get(self.key(thread_id, "active"))
+        return value.decode() if value is not None else None
+
+    def release_thread(self, thread_id: str, run_id: str) -> None:
+        self._release(keys=[self.key(thread_id, "active")], args=[run_id])
+
+    def enqueue(self, thread_id: str, run_id: str) -> None:
+        self.r.rpush(self.key(thread_id, "queue"), run_id)
+
+    def requeue_front(self, thread_id: str, run_id: str) -> None:
+        self.r.lpush(self.key(thread_id, "queue"), run_id)
+
+    def unqueue(self, thread_id: str, run_id: str) -> None:
+        self.r.lrem(self.key(thread_id, "queue"), 0, run_id)
+
+    def pop_queued(self, thread_id: str) -> str | None:
+        value = self.r.lpop(self.key(thread_id, "queue"))
+        return value.decode() if value is not None else None
+
+    # ---- steps and barriers ---------------------------------------------------------------
+
+    def open_step(
+        self, thread_id: str, run_id: str, checkpoint_id: str,
+        tasks: dict[str, dict[str, Any]], context: dict[str, Any],
+    ) -> None:
+        """Record a dispatched superstep: its tasks, and what workers need besides the checkpoint.
+
+        `context` (resume flag, resume map) is serde-encoded: it can hold user answers.
+        """
+        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
+        now = time.time()
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(step_key, self.key(thread_id, "done", run_id, checkpoint_id))
+            pipe.hset(step_key, mapping={
+                "total": len(tasks),
+                "opened_at": now,
+                "context": serde.dumps(context, root="context"),
+                **{f"task:{tid}": orjson.dumps({**info, "dispatched_at": now, "attempt": 1})
+                   for tid, info in tasks.items()},
+            })
+            pipe.execute()
+        self.update_run(thread_id, run_id, step=checkpoint_id)
+
+    def step_context(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, Any]:
+        data = self.r.hget(self.key(thread_id, "step", run_id, checkpoint_id), "context")
+        return serde.loads(data) if data is not None else {}
+
+    def step_tasks(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, dict]:
+        raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
+        return {k.decode()[5:]: orjson.loads(v) for k, v in raw.items()
+                if k.startswith(b"task:")}
+
+    def step_info(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, str]:
+        raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
+        return {k.decode(): v.decode() for k, v in raw.items()
+                if not k.startswith(b"task:") and k != b"context"}
+
+    def note_redispatch(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
+                        info: dict[str, Any]) -> None:
+        self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
+                    orjson.dumps(info))
+
+    def mark_done(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> bool:
+        """Count a task as finished; True for exactly one caller once the step is complete."""
+        return bool(self._mark_done(
+            keys=[self.key(thread_id, "done", run_id, checkpoint_id),
+                  self.key(thread_id, "step", run_id, checkpoint_id)],
+            args=[task_id, time.time()],
+        ))
+
+    def is_done(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> bool:
+        return bool(self.r.sismember(self.key(thread_id, "done", run_id, checkpoint_id), task_id))
+
+    def done_count(self, thread_id: str, run_id: str, checkpoint_id: str) -> int:
+        return int(self.r.scard(self.key(thread_id, "done", run_id, checkpoint_id)))
+
+    # ---- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
+        """Take the named lease unless a live holder has it; the heartbeat keeps it alive."""
+        key = self.key(thread_id, "lease", name)
+        if self.r.set(key, owner, nx=True, px=int(seconds * 1000)):
+            self.r.set(self.key(thread_id, "started", name), owner)
+            return True
+        return False
+
+    def refresh_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
+        return bool(self._refresh(keys=[self.key(thread_id, "lease", name)],
+                                  args=[owner, int(seconds * 1000)]))
+
+    def release_lease(self, thread_id: str, name: str, owner: str) -> None:
+        self._release(keys=[self.key(thread_id, "lease", name)], args=[owner])
+
+    def lease_alive(self, thread_id: str, name: str) -> bool:
+        return bool(self.r.exists(self.key(thread_id, "lease", name)))
+
+    def was_started(self, thread_id: str, name: str) -> bool:
+        return bool(self.r.exists(self.key(thread_id, "started", name)))
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def add_event(self, thread_id: str, run_id: str, kind: str, **data: Any) -> str:
+        """Append to the run's event stream; producers replay it from any id after reconnecting."""
+        payload = serde.dumps(data, root="event") if data else b"{}"
+        event_id = self.r.xadd(self.key(thread_id, "events", run_id),
+                               {"type": kind, "data": payload})
+        return event_id.decode()
+
+    def events(
+        self, thread_id: str, run_id: str, after: str = "0-0", block_ms: int | None = None
+    ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        key = self.key(thread_id, "events", run_id)
+        reply = self.r.xread({key: after}, block=block_ms, count=1000)
+        for _, entries in reply or ():
+            for event_id, fields in entries:
+                yield (event_id.decode(), fields[b"type"].decode(), serde.loads(fields[b"data"]))
+
+    # ---- graph registry -------------------------------------------------------------------
+
+    def publish_graphs(self, graphs: dict[str, dict[str, Any]]) -> None:
+        if graphs:
+            self.r.hset(f"{self.prefix}:graphs",
+                        mapping={ref: orjson.dumps(info) for ref, info in graphs.items()})
+
+    def graph_known(self, ref: str) -> bool:
+        return bool(self.r.hexists(f"{self.prefix}:graphs", ref))
+
+    def published_graphs(self) -> list[str]:
+        return sorted(k.decode() for k in self.r.hkeys(f"{self.prefix}:graphs"))
+
+    # ---- sweeper election -----------------------------------------------------------------
+
+    def try_sweeper(self, owner: str, seconds: float) -> bool:
+        key = f"{self.prefix}:sweeper"
+        if self.r.set(key, owner, nx=True, px=int(seconds * 1000)):
+            return True
+        current = self.r.get(key)
+        if current is not None and current.decode() == owner:
+            self.r.pexpire(key, int(seconds * 1000))
+            return True
+        return False
+
+    def expire_thread(self, thread_id: str, seconds: float) -> None:
+        """Give every key of a finished thread a lifetime (CELERYGRAPH_RUN_TTL)."""
+        for key in self.r.scan_iter(match=f"{self.prefix}:{thread_tag(thread_id)}:*", count=500):
+            self.r.expire(key, int(seconds))
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,122 @@
+"""Finds work whose process died and sends it again, within seconds.
+
+A node task that started (it took a lease) but has neither a memo nor a live lease lost its
+worker: it is re-dispatched at once instead of after the broker's visibility timeout. A
+superstep whose tasks all finished but was never advanced (the scheduler died) is advanced
+again, and a run that never started is started again. One sweeper runs at a time, elected
+through a short Redis lease, in whichever worker process holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from celery import Celery
+
+from worker.node import ADVANCE_TASK, NODE_TASK
+from worker.resources import Resources
+from worker.store import TERMINAL
+
+log = logging.getLogger(__name__)
+
+START_TASK = "celerygraph.start_run"
+
+
+class Sweeper:
+    def __init__(self, res: Resources, app: Celery) -> None:
+        self.res = res
+        self.app = app
+        self.owner = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="celerygraph-sweeper",
+                                        daemon=True)
+        self.redispatched = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        interval = self.res.settings.sweep_seconds
+        while not self._stop.wait(interval):
+            try:
+                if self.res.store.try_sweeper(self.owner, interval * 4):
+                    self.sweep()
+            except Exception:  # a Redis blip must not kill the sweeper thread
+                log.exception("sweep failed")
+
+    def sweep(self) -> None:
+        store = self.res.store
+        grace = self.res.settings.lease_seconds
+        now = time.time()
+        for thread_id, run_id in store.active_runs():
+            run = store.run(thread_id, run_id)
+            if run is None or run.get("status") in TERMINAL:
+                store.retire(thread_id, run_id)
+                continue
+            if store.lease_alive(thread_id, f"run-{run_id}"):
+                continue
+            if run.get("status") == "queued":
+                if now - run.get("updated_at", now) > grace:
+                    self._send_start(run)
+                continue
+            if run.get("status") == "waiting":
+                # Queued behind a run that ended before this one joined the queue.
+                if store.active_run(thread_id) is None and store.claim_thread(thread_id, run_id):
+                    store.unqueue(thread_id, run_id)
+                    self._send_start(run)
+                continue
+            checkpoint_id = run.get("step")
+            if checkpoint_id:
+                self._sweep_step(run, checkpoint_id, now, grace)
+
+    def _sweep_step(self, run: dict[str, Any], checkpoint_id: str, now: float,
+                    grace: float) -> None:
+        store = self.res.store
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        info = store.step_info(thread_id, run_id, checkpoint_id)
+        advance_at = float(info.get("advance_at", 0) or 0)
+        if advance_at:
+            if now - advance_at > grace and self._head(thread_id) == checkpoint_id:
+                log.warning("re-advancing run %s at %s", run_id, checkpoint_id)
+                store.r.hset(store.key(thread_id, "step", run_id, checkpoint_id),
+                             "advance_at", now)
+                self.app.send_task(ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
+                                   queue=self.res.settings.scheduler_queue)
+            return
+        for task_id, task in store.step_tasks(thread_id, run_id, checkpoint_id).items():
+            if store.is_done(thread_id, run_id, checkpoint_id, task_id):
+                continue
+            if not store.was_started(thread_id, task_id) or store.lease_alive(thread_id, task_id):
+                continue
+            if now - task.get("dispatched_at", now) < grace:
+                continue
+            attempt = int(task.get("attempt", 1)) + 1
+            store.note_redispatch(thread_id, run_id, checkpoint_id, task_id,
+                                  {**task, "attempt": attempt, "dispatched_at": now})
+            store.add_event(thread_id, run_id, "task_redispatched", task_id=task_id,
+                            node=task.get("node"), attempt=attempt)
+            log.warning("re-dispatching lost task %s (%s), attempt %d",
+                        task_id, task.get("node"), attempt)
+            self.redispatched += 1
+            self.app.send_task(
+                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task_id],
+                queue=task.get("queue") or self.res.settings.node_queue,
+                task_id=f"{run_id[:8]}-{task_id}-{attempt}", shadow=task.get("shadow"),
+            )
+
+    def _send_start(self, run: dict[str, Any]) -> None:
+        self.res.store.update_run(run["thread_id"], run["run_id"], status="queued")
+        self.app.send_task(START_TASK, kwargs={"run_id": run["run_id"],
+                                               "thread_id": run["thread_id"]},
+                           queue=self.res.settings.scheduler_queue)
+
+    def _head(self, thread_id: str) -> str | None:
+        return self.res.saver.head(thread_id)
