@@ -1,0 +1,179 @@
+"""Crashes with real processes: SIGKILL a worker mid-node, or the scheduler mid-run.
+
+Every node counts its runs in Redis per task, so after the crash the test can tell that the
+killed node ran again (elsewhere, within seconds) and every task that had finished ran
+exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import kombu
+import pytest
+
+from tests.cluster import Cluster, RedisServer
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def started(redis_server, thread_id: str) -> list[tuple[str, int, float]]:
+    """(node, pid, time) of every node start on the thread, in order."""
+    out = []
+    for raw in redis_server.client().lrange(f"started:{thread_id}", 0, -1):
+        node, pid, at = raw.decode().split("|")
+        out.append((node, int(pid), float(at)))
+    return out
+
+
+def runs_per_task(redis_server, thread_id: str) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for field, value in redis_server.client().hgetall(f"runs:{thread_id}").items():
+        node = field.decode().split("|", 1)[0]
+        out.setdefault(node, []).append(int(value))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def wait_for_start(redis_server, thread_id: str, node: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, pid, _ in started(redis_server, thread_id):
+            if name == node:
+                return pid
+        time.sleep(0.02)
+    raise AssertionError(f"{node} never started")
+
+
+def worker_running(cluster: Cluster, pid: int) -> str:
+    """The worker whose process group holds `pid` (a pool child or the worker itself)."""
+    group = os.getpgid(pid)
+    return next(name for name, proc in cluster.procs.items() if proc.pid == group)
+
+
+def kill_worker_mid_node(cluster: Cluster, redis_server, thread_id: str) -> None:
+    client = cluster.client()
+    handle = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 2.0},
+                           thread_id=thread_id)
+    pid = wait_for_start(redis_server, thread_id, "slow")
+    victim = worker_running(cluster, pid)
+    cluster.kill(victim)
+    killed_at = time.time()
+
+    assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+    slow_starts = [(p, at) for node, p, at in started(redis_server, thread_id) if node == "slow"]
+    assert len(slow_starts) == 2
+    (first_pid, _), (second_pid, second_at) = slow_starts
+    assert first_pid == pid and second_pid != pid
+    assert second_at - killed_at < 10, f"re-run started {second_at - killed_at:.1f} s after kill"
+    # Tasks that finished before the kill ran exactly once; the killed one twice.
+    assert runs_per_task(redis_server, thread_id) == {"a": [1], "b": [1], "slow": [2], "d": [1]}
+    events = [e.type for e in handle.events()]
+    assert "task_redispatched" in events
+
+
+def test_sigkill_worker_mid_node_redis_broker(redis_server, tmp_path):
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start("w1")
+        cluster.start("w2")
+        cluster.start_scheduler()
+        kill_worker_mid_node(cluster, redis_server, "crash-redis")
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def rabbit_queues():
+    """Queue names of this test's own on the shared RabbitMQ, deleted afterwards."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {"nodes": f"cg-test-nodes-{suffix}", "scheduler": f"cg-test-scheduler-{suffix}"}
+    try:
+        with kombu.Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # pragma: no cover - the machine promises RabbitMQ
+        pytest.fail(f"RabbitMQ is not reachable at {RABBITMQ_URL}: {exc}")
+    yield names
+    with kombu.Connection(RABBITMQ_URL) as conn:
+        channel = conn.channel()
+        for name in names.values():
+            channel.queue_delete(name)
+
+
+def test_sigkill_worker_mid_node_rabbitmq_broker(redis_server, tmp_path, rabbit_queues):
+    cluster = Cluster(
+        tmp_path, redis_server.url, broker_url=RABBITMQ_URL,
+        CELERYGRAPH_NODE_QUEUE=rabbit_queues["nodes"],
+        CELERYGRAPH_SCHEDULER_QUEUE=rabbit_queues["scheduler"],
+    )
+    try:
+        cluster.start("w1", queues=rabbit_queues["nodes"])
+        cluster.start("w2", queues=rabbit_queues["nodes"])
+        cluster.start("scheduler", app="scheduler", queues=rabbit_queues["scheduler"],
+                      pool="threads", concurrency=4)
+        kill_worker_mid_node(cluster, redis_server, "crash-rabbit")
+    finally:
+        cluster.stop()
+
+
+def test_sigkill_scheduler_mid_run_then_restart(redis_server, tmp_path):
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start("w1")
+        cluster.start_scheduler("scheduler1")
+        client = cluster.client()
+        handle = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 1.0},
+                               thread_id="sched-crash")
+        wait_for_start(redis_server, "sched-crash", "slow")
+        cluster.kill("scheduler1")
+        time.sleep(1.5)  # the slow node finishes while no scheduler runs
+        assert handle.status() == "running"
+        cluster.start_scheduler("scheduler2")
+        assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+        assert runs_per_task(redis_server, "sched-crash") == {
+            "a": [1], "b": [1], "slow": [1], "d": [1]
+        }
+    finally:
+        cluster.stop()
+
+
+def test_concurrent_producers_on_one_thread_one_wins(redis_server, tmp_path):
+    from scheduler.runs import ThreadBusyError
+
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start("w1")
+        cluster.start_scheduler()
+        barrier = threading.Barrier(4)
+        outcomes: list[object] = []
+
+        def produce(i: int) -> None:
+            client = cluster.client()
+            barrier.wait()
+            try:
+                outcomes.append(client.submit("tests.dist_graphs:single", {"log": [i]},
+                                              thread_id="contended"))
+            except ThreadBusyError as exc:
+                outcomes.append(exc)
+
+        workers = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        accepted = [o for o in outcomes if not isinstance(o, ThreadBusyError)]
+        assert len(accepted) == 1 and len(outcomes) == 4
+        result = accepted[0].result(timeout=60)
+        assert len(result["log"]) == 2 and result["log"][1] == "one"
+        assert cluster.client().store.runs_of("contended") == [accepted[0].id]
+    finally:
+        cluster.stop()
