@@ -180,8 +180,7 @@ class Driver:
         thread_id, run_id = run["thread_id"], run["run_id"]
         self.store.set_output(thread_id, run_id, loop.output)
         interrupts = getattr(loop, "interrupts", [])
-        if run.get("durability") == "exit":
-            self.res.saver.prune(thread_id, keep_last=1)
+        self._compact(run)
         self.store.update_run(thread_id, run_id, status=status, finished_at=time.time())
         self.store.add_event(thread_id, run_id, status, output=loop.output,
                              interrupts=list(interrupts))
@@ -191,13 +190,18 @@ class Driver:
     def _fail(self, run: dict[str, Any], exc: BaseException) -> Outcome:
         thread_id, run_id = run["thread_id"], run["run_id"]
         error = {"type": type(exc).__name__, "message": str(exc)}
-        if isinstance(exc, registry.UnknownGraphError):
-            error["type"] = "UnknownGraphError"
+        self._compact(run)
         self.store.update_run(thread_id, run_id, status="failed", error=error,
                               finished_at=time.time())
         self.store.add_event(thread_id, run_id, "failed", error=error)
         self._release(run)
         return Outcome("failed", error)
+
+    def _compact(self, run: dict[str, Any]) -> None:
+        """`exit` durability: workers need every checkpoint while the run goes, but history
+        keeps only the last, as in-process."""
+        if run.get("durability") == "exit" and self.res.saver.head(run["thread_id"]):
+            self.res.saver.prune(run["thread_id"], keep_last=1)
 
     def _busy(self, run: dict[str, Any]) -> Outcome:
         thread_id, run_id = run["thread_id"], run["run_id"]

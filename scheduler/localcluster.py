@@ -1,0 +1,226 @@
+"""A whole cluster as local processes: a Redis of its own, workers, a scheduler, Flower.
+
+`make cluster` and the tests use it; so does `bench/distributed.py`. Every role is the same
+command an operator runs (`celery -A worker worker -Q nodes`, `celery -A scheduler worker
+-Q scheduler`), started in a process group of its own so that a crash can be simulated by
+SIGKILLing the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import redis
+
+HOST = "127.0.0.1"
+SYSTEM_PORT = 6379
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if port != SYSTEM_PORT:
+            return port
+
+
+def _die_with_parent() -> None:
+    """Have the kernel stop a child if the process that started it dies without cleaning up."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class RedisProcess:
+    """A redis-server on a port of its own, never the system one; restartable on that port."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, password: str | None = None,
+                 appendonly: bool = False, extra_args: tuple[str, ...] = (),
+                 tie_to_parent: bool = True) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.password = password
+        self.appendonly = appendonly
+        self.extra_args = extra_args
+        self.tie_to_parent = tie_to_parent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, password=self.password, **kwargs)
+
+    def args(self) -> list[str]:
+        args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+                "--bind", HOST, "--dir", str(self.workdir),
+                "--logfile", str(self.workdir / "redis.log"), "--save", "",
+                "--daemonize", "no", "--appendonly", "yes" if self.appendonly else "no"]
+        if self.appendonly:
+            args += ["--appendfsync", "always"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        return args + list(self.extra_args)
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        self.process = subprocess.Popen(
+            self.args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+            start_new_session=not self.tie_to_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                with self.client(socket_connect_timeout=1) as client:
+                    client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"redis-server on port {self.port} did not start:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        path = self.workdir / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class LocalCluster:
+    """Worker, scheduler and Flower processes against one Redis (and optionally a broker)."""
+
+    def __init__(self, workdir: Path, store_url: str, broker_url: str | None = None,
+                 graphs: str = "", **env: str) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.store_url = store_url
+        self.broker_url = broker_url or store_url
+        self.env = {
+            **os.environ,
+            "CELERYGRAPH_BROKER_URL": self.broker_url,
+            "CELERYGRAPH_STORE_URL": store_url,
+            "CELERYGRAPH_GRAPHS": graphs,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            **env,
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    def settings(self):  # noqa: ANN201 - imported lazily: the producer side needs no worker
+        from worker.settings import Settings
+
+        env = self.env
+        return Settings(
+            broker_url=self.broker_url, store_url=self.store_url,
+            graph_modules=tuple(m for m in env["CELERYGRAPH_GRAPHS"].split(",") if m),
+            node_queue=env.get("CELERYGRAPH_NODE_QUEUE", "nodes"),
+            scheduler_queue=env.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler"),
+            lease_seconds=float(env.get("CELERYGRAPH_LEASE_SECONDS", "2.0")),
+            sweep_seconds=float(env.get("CELERYGRAPH_SWEEP_SECONDS", "0.5")),
+        )
+
+    def client(self):  # noqa: ANN201
+        from scheduler.client import Client
+
+        return Client(self.settings())
+
+    def spawn(self, name: str, cmd: list[str], ready: bytes | None,
+              timeout: float = 30) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        self.logs[name] = log
+        if ready is not None:
+            self._wait_for(name, ready, timeout)
+        return proc
+
+    def start_worker(self, name: str, *, app: str = "worker", queues: str | None = None,
+                     concurrency: int = 1, pool: str = "prefork",
+                     extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        queues = queues or self.env.get("CELERYGRAPH_NODE_QUEUE", "nodes")
+        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
+               "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat", *extra]
+        return self.spawn(name, cmd, b" ready.")
+
+    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
+        queue = self.env.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler")
+        return self.start_worker(name, app="scheduler", queues=queue, pool="threads",
+                                 concurrency=4)
+
+    def start_flower(self, port: int, basic_auth: str,
+                     name: str = "flower") -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "celery", "-A", "worker", "flower",
+               f"--port={port}", "--address=127.0.0.1", f"--basic-auth={basic_auth}"]
+        return self.spawn(name, cmd, None)
+
+    def _wait_for(self, name: str, marker: bytes, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.logs[name].read_bytes():
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.log(name)[-3000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} not ready:\n{self.log(name)[-3000:]}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group: the Celery parent and every pool child at once."""
+        proc = self.procs.pop(name) if sig == signal.SIGKILL else self.procs[name]
+        os.killpg(proc.pid, sig)
+        if sig == signal.SIGKILL:
+            proc.wait()
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        procs = list(self.procs.values())
+        self.procs.clear()
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+        for proc in procs:
+            proc.wait()
+
+    def log(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace")
