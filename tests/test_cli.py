@@ -1,0 +1,85 @@
+"""The `celerygraph` command against a real cluster, and its embedded `run` mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.cluster import ROOT, Cluster, RedisServer
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), server.url)
+    cluster.start("worker1", concurrency=2)
+    cluster.start_scheduler()
+    yield cluster
+    cluster.stop()
+    server.stop()
+
+
+def cli(cluster: Cluster | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = cluster.env if cluster is not None else None
+    done = subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_submit_wait_state_history(cluster):
+    out = json.loads(cli(cluster, "submit", "tests.dist_graphs:chain", "--thread", "cli-1",
+                         "--input", '{"log": []}', "--wait", "--timeout", "60").stdout)
+    assert out["status"] == "done"
+    assert out["output"]["log"] == ["a", "b", "slow", "d"]
+    status = json.loads(cli(cluster, "status", "cli-1", out["run_id"]).stdout)
+    assert status["status"] == "done" and status["graph"] == "tests.dist_graphs:chain"
+    state = json.loads(cli(cluster, "state", "cli-1").stdout)
+    assert state["values"]["log"] == ["a", "b", "slow", "d"] and state["next"] == []
+    history = json.loads(cli(cluster, "history", "cli-1").stdout)
+    assert [h["step"] for h in history] == [3, 2, 1, 0, -1]
+
+
+def test_interrupt_resume_and_wait(cluster):
+    submitted = json.loads(cli(cluster, "submit", "tests.dist_graphs:approval", "--thread",
+                               "cli-2", "--input", '{"log": []}').stdout)
+    waited = json.loads(cli(cluster, "wait", "cli-2", submitted["run_id"], "--timeout",
+                            "60").stdout)
+    assert waited["status"] == "interrupted"
+    state = json.loads(cli(cluster, "state", "cli-2").stdout)
+    assert [i["value"] for i in state["interrupts"]] == ["approve?"]
+    resumed = json.loads(cli(cluster, "resume", "cli-2", '"ok"', "--wait", "--timeout",
+                             "60").stdout)
+    assert resumed["output"]["log"] == ["prepare", "answer:ok", "finish"]
+
+
+def test_user_errors_are_clear_and_exit_nonzero(cluster):
+    unknown = cli(cluster, "submit", "tests.dist_graphs:nope", "--input", "{}", check=False)
+    assert unknown.returncode == 2 and "Unknown graph" in unknown.stderr
+    bad_json = cli(cluster, "submit", "tests.dist_graphs:single", "--input", "{nope",
+                   check=False)
+    assert bad_json.returncode != 0 and "not valid JSON" in bad_json.stderr
+    nothing = cli(cluster, "resume", "cli-1", '"x"', check=False)
+    assert nothing.returncode == 2 and "no pending interrupt" in nothing.stderr
+
+
+def test_cancel(cluster):
+    submitted = json.loads(cli(cluster, "submit", "tests.dist_graphs:chain", "--thread",
+                               "cli-3", "--input", '{"log": [], "sleep": 1.0}').stdout)
+    cli(cluster, "cancel", "cli-3", submitted["run_id"])
+    waited = cli(cluster, "wait", "cli-3", submitted["run_id"], "--timeout", "30", check=False)
+    assert json.loads(waited.stdout)["status"] == "cancelled"
+
+
+def test_embedded_run_resumes_from_sqlite(tmp_path):
+    db = str(tmp_path / "cli.sqlite")
+    first = json.loads(cli(None, "run", "tests.embedded_graphs:approval", "--db", db,
+                           "--thread", "t", "--input", '{"log": []}').stdout)
+    assert first["__interrupt__"][0]["value"] == "approve?"
+    second = json.loads(cli(None, "run", "tests.embedded_graphs:approval", "--db", db,
+                            "--thread", "t", "--resume", '"yes"').stdout)
+    assert second == {"log": ["prepare", "answer:yes", "finish"]}
