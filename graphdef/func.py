@@ -23,6 +23,8 @@ from graphdef.state import accepts_param
 from graphdef.types import RetryPolicy
 
 T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
 
 
 class TaskFunction(Generic[T]):
@@ -65,11 +67,11 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     """Turn a function into a durable workflow graph with one node and memoized tasks."""
 
     @dataclass(frozen=True)
-    class final(Generic[T]):  # noqa: N801 - LangGraph's name
+    class final(Generic[R, S]):  # noqa: N801 - LangGraph's name
         """Return `value` to the caller but save `save` as the next run's `previous`."""
 
-        value: Any
-        save: Any
+        value: R
+        save: S
 
     def __init__(
         self,

@@ -9,21 +9,46 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, TypedDict
 
+from graphdef import serde
+
 try:
-    from langchain_core.messages import BaseMessage, RemoveMessage, convert_to_messages
+    from langchain_core import messages as _lc
+    from langchain_core.messages import (
+        BaseMessage,
+        BaseMessageChunk,
+        RemoveMessage,
+        convert_to_messages,
+        message_chunk_to_message,
+    )
 except ImportError:  # pragma: no cover - exercised where langchain-core is absent
-    BaseMessage = RemoveMessage = convert_to_messages = None  # type: ignore[assignment,misc]
+    _lc = None
+    BaseMessage = BaseMessageChunk = RemoveMessage = None  # type: ignore[assignment,misc]
+    convert_to_messages = message_chunk_to_message = None  # type: ignore[assignment]
+else:
+    # Any process may read a checkpoint holding messages, not only the one that wrote it.
+    for _name in (
+        "AIMessage", "HumanMessage", "SystemMessage", "ToolMessage", "ChatMessage",
+        "FunctionMessage", "RemoveMessage", "AIMessageChunk", "HumanMessageChunk",
+        "SystemMessageChunk", "ToolMessageChunk", "ChatMessageChunk", "FunctionMessageChunk",
+    ):
+        if isinstance(getattr(_lc, _name, None), type):
+            serde.register(getattr(_lc, _name))
 
 REMOVE_ALL = "__remove_all__"
+REMOVE_ALL_MESSAGES = REMOVE_ALL  # LangGraph's name
 
 
 def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
+    # Only a list is a list of messages: a tuple is one ("role", "content") message.
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _normalise(messages: list[Any]) -> list[Any]:
     if convert_to_messages is not None:
-        converted = list(convert_to_messages(messages))
+        converted = [
+            message_chunk_to_message(m) if isinstance(m, BaseMessageChunk) else m
+            for m in convert_to_messages(messages)
+        ]
         for m in converted:
             if m.id is None:
                 m.id = str(uuid.uuid4())
@@ -32,6 +57,8 @@ def _normalise(messages: list[Any]) -> list[Any]:
     for m in messages:
         if isinstance(m, str):
             m = {"role": "user", "content": m}
+        elif isinstance(m, tuple) and len(m) == 2:
+            m = {"role": m[0], "content": m[1]}
         if not isinstance(m, dict):
             raise TypeError(f"Message must be a dict or str, got {type(m).__name__}")
         out.append(m if m.get("id") else {**m, "id": str(uuid.uuid4())})
@@ -66,7 +93,9 @@ def add_messages(left: Any, right: Any) -> list[Any]:
                 merged[index[mid]] = m
                 removed.discard(mid)
         elif _is_remove(m):
-            raise ValueError(f"Cannot remove message {mid!r}: no message has that id")
+            raise ValueError(
+                f"Attempting to delete a message with an ID that doesn't exist ('{mid}')"
+            )
         else:
             index[mid] = len(merged)
             merged.append(m)

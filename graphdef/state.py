@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 import typing
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, get_type_hints
@@ -100,6 +101,39 @@ class _NodeSpec:
     input_schema: Any
     queue: str | None
     metadata: dict[str, Any] | None
+    ends: tuple[str, ...] | dict[str, str] = ()
+
+
+def _hinted_schema_and_ends(action: Any) -> tuple[Any, tuple[str, ...]]:
+    """What LangGraph reads from a node's annotations: the first parameter's state class
+    (a node's private input schema) and `-> Command[Literal[...]]` destinations."""
+    if inspect.isfunction(action) or inspect.ismethod(action):
+        target = action
+    elif inspect.ismethod(getattr(action, "__call__", None)):  # noqa: B004 - a callable object
+        target = action.__call__
+    else:
+        return None, ()
+    try:
+        hints = get_type_hints(target)
+        params = list(inspect.signature(target).parameters)
+    except (NameError, TypeError, ValueError):
+        return None, ()
+    schema = hints.get(params[0]) if params else None
+    if not (isinstance(schema, type) and state_keys(schema)):
+        schema = None
+    ends: tuple[str, ...] = ()
+    rtn = hints.get("return")
+    candidates = (
+        typing.get_args(rtn)
+        if typing.get_origin(rtn) in (typing.Union, types.UnionType)
+        else (rtn,)
+    )
+    for candidate in candidates:
+        args = typing.get_args(candidate) if typing.get_origin(candidate) is Command else ()
+        if args and typing.get_origin(args[0]) is typing.Literal:
+            ends = tuple(typing.get_args(args[0]))
+            break
+    return schema, ends
 
 
 @dataclasses.dataclass
@@ -161,7 +195,12 @@ class StateGraph:
             policies: Sequence[RetryPolicy] = (retry_policy,)
         else:
             policies = tuple(retry_policy or ())
-        self.nodes[node] = _NodeSpec(action, policies, input_schema, queue, metadata)
+        hinted_schema, ends = _hinted_schema_and_ends(action)
+        if destinations is not None:
+            ends = dict(destinations) if isinstance(destinations, dict) else tuple(destinations)
+        self.nodes[node] = _NodeSpec(
+            action, policies, input_schema or hinted_schema, queue, metadata, ends
+        )
         return self
 
     def add_edge(self, start_key: str | list[str], end_key: str) -> StateGraph:
@@ -230,6 +269,7 @@ class StateGraph:
                 "Graph must have an entrypoint: add at least one edge from START to another node"
             )
         targets = {e for _, e in self.edges} | {e for _, e in self.waiting_edges}
+        targets |= {e for spec in self.nodes.values() for e in spec.ends}
         for target in targets:
             if target != END and target not in known:
                 raise ValueError(f"Found edge ending at unknown node `{target}`")

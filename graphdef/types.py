@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+
+N = TypeVar("N", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -24,8 +27,11 @@ class Interrupt:
 
 
 @dataclass(frozen=True)
-class Command:
-    """Update state, route, and/or answer interrupts, from a node or as run input."""
+class Command(Generic[N]):
+    """Update state, route, and/or answer interrupts, from a node or as run input.
+
+    Generic like LangGraph's, so that `-> Command[Literal["a", "b"]]` annotates a node.
+    """
 
     graph: str | None = None
     update: Any = None
@@ -64,12 +70,22 @@ class Overwrite:
 
 
 def default_retry_on(exc: Exception) -> bool:
-    """Retry what is likely transient; never programming errors (LangGraph's rule)."""
+    """Retry what is likely transient; never programming errors (LangGraph's rule).
+
+    httpx and requests errors are recognised only if their library is already imported,
+    so graphdef imports neither.
+    """
     if isinstance(exc, ConnectionError):
         return True
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if type(exc).__name__ in ("HTTPStatusError", "HTTPError") and status is not None:
-        return 500 <= status < 600
+    httpx_error = getattr(sys.modules.get("httpx"), "HTTPStatusError", None)
+    if isinstance(httpx_error, type) and isinstance(exc, httpx_error):
+        return 500 <= exc.response.status_code < 600
+    requests_error = getattr(sys.modules.get("requests"), "HTTPError", None)
+    if isinstance(requests_error, type) and isinstance(exc, requests_error):
+        # LangGraph's exact rule: a Response is falsy for status >= 400, so any HTTPError
+        # carrying an error response (or none) is retried.
+        response = exc.response
+        return 500 <= response.status_code < 600 if response else True
     return not isinstance(
         exc,
         ValueError

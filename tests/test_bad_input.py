@@ -185,3 +185,36 @@ def test_unknown_durability_is_rejected(saver):
     with pytest.raises(ValueError, match="durability"):
         graph.invoke({"log": []}, CONFIG, durability="eventually")
     assert stored(saver, "t") == []
+
+
+class PaymentDeclined(Exception):
+    """A user exception class: never imported back from storage."""
+
+
+def test_node_errors_read_back_as_builtins_or_node_error(saver):
+    from graphdef.errors import NodeError
+
+    def declined(state: State) -> dict:
+        raise PaymentDeclined("card declined")
+
+    def invalid(state: State) -> dict:
+        raise ValueError("bad amount", 3)
+
+    def stored_error(name, node, error):
+        builder = StateGraph(State)
+        builder.add_node(name, node)
+        builder.add_edge(START, name)
+        graph = builder.compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": name}}
+        with pytest.raises(error):  # the caller sees the original exception
+            graph.invoke({"log": []}, config)
+        return graph.get_state(config).tasks[0].error
+
+    stored_declined = stored_error("declined", declined, PaymentDeclined)
+    assert isinstance(stored_declined, NodeError)
+    assert not isinstance(stored_declined, PaymentDeclined)
+    assert stored_declined.type_name == "PaymentDeclined"
+    assert "card declined" in str(stored_declined)
+    stored_invalid = stored_error("invalid", invalid, ValueError)
+    assert type(stored_invalid) is ValueError
+    assert stored_invalid.args == ("bad amount", 3)

@@ -6,6 +6,8 @@ import dataclasses
 import operator
 from typing import Annotated, Any, TypedDict
 
+import pydantic
+
 from .observe import Counts, history, outcome, snapshot, stream_steps
 
 
@@ -506,3 +508,270 @@ def scenario_node_raises_value_error(api, tmp_path):
         "resume_still_fails": outcome(lambda: graph.invoke(None, config)),
         "counts": counts.as_dict(),
     }
+
+
+# ---- schemas, messages, streams and builder shortcuts ----------------------------------------
+
+
+class ModelState(pydantic.BaseModel):
+    count: int = 0
+    name: str = "anon"
+    log: Annotated[list, operator.add] = []
+
+
+def scenario_pydantic_state(api, tmp_path):
+    counts = Counts()
+
+    def bump(state: ModelState):
+        counts.hit("bump")
+        assert isinstance(state, ModelState)
+        return {"count": state.count + 1, "log": [f"{state.name}:{state.count}"]}
+
+    builder = api.StateGraph(ModelState)
+    builder.add_sequence([("first", bump), ("second", bump)])
+    builder.add_edge(api.START, "first")
+    graph = builder.compile(checkpointer=api.InMemorySaver())
+    return {
+        "dict_input": graph.invoke({"count": 5}, thread("dict")),
+        "model_input": graph.invoke(ModelState(name="bob"), thread("model")),
+        "state": snapshot(graph, thread("model")),
+        "history": history(graph, thread("model")),
+        "invalid_input": outcome(lambda: graph.invoke({"count": "many"}, thread("bad"))),
+        "counts": counts.as_dict(),
+    }
+
+
+class Overall(TypedDict):
+    question: str
+    answer: str
+
+
+class Private(TypedDict):
+    secret: str
+
+
+def scenario_private_state_from_type_hints(api, tmp_path):
+    # LangGraph reads a node's input schema from its first parameter's annotation, and adds
+    # that schema's keys to the graph's channels: "secret" is passed from think to reveal.
+    counts = Counts()
+
+    def think(state: Overall) -> Private:
+        counts.hit("think")
+        return {"secret": f"about {state['question']}"}
+
+    def reveal(state: Private) -> Overall:
+        counts.hit("reveal")
+        return {"answer": f"secret was {state['secret']}"}
+
+    builder = api.StateGraph(Overall)
+    builder.add_sequence([("think", think), ("reveal", reveal)])
+    builder.add_edge(api.START, "think")
+    graph = builder.compile()
+    return {"invoke": graph.invoke({"question": "q"}), "counts": counts.as_dict()}
+
+
+def scenario_messages_remove_and_replace(api, tmp_path):
+    from langchain_core.messages import RemoveMessage
+
+    counts = Counts()
+
+    def trim(state):
+        counts.hit("trim")
+        first, second = state["messages"][:2]
+        return {
+            "messages": [
+                RemoveMessage(id=first.id),
+                {"role": "assistant", "content": "rewritten", "id": second.id},
+                ("assistant", "a (role, content) tuple is one message"),
+            ]
+        }
+
+    def wipe(state):
+        counts.hit("wipe")
+        return {
+            "messages": [
+                RemoveMessage(id="__remove_all__"),
+                {"role": "user", "content": "fresh", "id": "fresh"},
+            ]
+        }
+
+    history_in = [
+        {"role": "user", "content": "one", "id": "1"},
+        {"role": "ai", "content": "two", "id": "2"},
+        {"role": "user", "content": "three", "id": "3"},
+    ]
+    builder = api.StateGraph(api.MessagesState)
+    builder.add_node("trim", trim)
+    builder.add_edge(api.START, "trim")
+    graph = builder.compile(checkpointer=api.InMemorySaver())
+    wiping = api.StateGraph(api.MessagesState)
+    wiping.add_sequence([("trim", trim), ("wipe", wipe)])
+    wiping.add_edge(api.START, "trim")
+    return {
+        "invoke": graph.invoke({"messages": history_in}, thread()),
+        "kept_ids": [m.id for m in graph.get_state(thread()).values["messages"] if len(m.id) < 3],
+        "remove_unknown_id": outcome(
+            lambda: graph.invoke({"messages": [RemoveMessage(id="nope")]}, thread("x"))
+        ),
+        "remove_all": wiping.compile().invoke({"messages": history_in}),
+        "tuple_update": api.add_messages([], ("assistant", "hello")),
+        "counts": counts.as_dict(),
+    }
+
+
+def scenario_stream_updates_and_values_with_subgraphs(api, tmp_path):
+    counts = Counts()
+    sub_builder = chain_builder(api, counts, ["s1", "s2"])
+    builder = api.StateGraph(LogState)
+    builder.add_sequence(
+        [("a", logger(counts, "a")), ("sub", sub_builder.compile()), ("c", logger(counts, "c"))]
+    )
+    builder.add_edge(api.START, "a")
+    graph = builder.compile()
+
+    def node_names(namespace):
+        return tuple(part.split(":")[0] for part in namespace)
+
+    chunks = graph.stream({"log": []}, stream_mode=["updates", "values"], subgraphs=True)
+    values = graph.stream({"log": []}, stream_mode="values", subgraphs=True)
+    return {
+        "multiple_modes": [(node_names(ns), mode, chunk) for ns, mode, chunk in chunks],
+        "values": [(node_names(ns), chunk) for ns, chunk in values],
+        "counts": counts.as_dict(),
+    }
+
+
+def overwrite_type(api):
+    if api.name == "langgraph":
+        from langgraph.types import Overwrite
+    else:
+        from graphdef import Overwrite
+    return Overwrite
+
+
+def scenario_overwrite_bypasses_reducer(api, tmp_path):
+    overwrite = overwrite_type(api)
+    counts = Counts()
+
+    def reset(state):
+        counts.hit("reset")
+        return {"log": overwrite(["reset"])}
+
+    def reset_by_command(state):
+        counts.hit("reset_by_command")
+        return api.Command(update={"log": overwrite(value=["command"])})
+
+    builder = api.StateGraph(LogState)
+    builder.add_sequence([("a", logger(counts, "a")), ("reset", reset), ("b", logger(counts, "b"))])
+    builder.add_edge(api.START, "a")
+    sequence = builder.compile(checkpointer=api.InMemorySaver())
+
+    def parallel(*nodes):
+        builder = api.StateGraph(LogState)
+        for name, node in nodes:
+            builder.add_node(name, node)
+            builder.add_edge(api.START, name)
+        return builder.compile()
+
+    both = parallel(("add", logger(counts, "add")), ("reset", reset))
+    two = parallel(("reset", reset), ("reset_by_command", reset_by_command))
+    return {
+        "sequence": sequence.invoke({"log": ["in"]}, thread()),
+        "history": history(sequence, thread()),
+        "with_a_parallel_append": both.invoke({"log": ["in"]}),
+        "two_overwrites_in_one_step": outcome(lambda: two.invoke({"log": []})),
+        "update_state": outcome(
+            lambda: (
+                sequence.update_state(thread(), {"log": overwrite(["manual"])}),
+                sequence.get_state(thread()).values,
+            )[1]
+        ),
+        "counts": counts.as_dict(),
+    }
+
+
+def scenario_entry_and_finish_points(api, tmp_path):
+    counts = Counts()
+    plain = api.StateGraph(RouteState)
+    for name in ("a", "b", "unused"):
+        plain.add_node(name, logger(counts, name))
+    plain.set_entry_point("a")
+    plain.add_edge("a", "b")
+    plain.set_finish_point("b")
+
+    mapped = api.StateGraph(RouteState)
+    for name in ("a", "b"):
+        mapped.add_node(name, logger(counts, name))
+        mapped.set_finish_point(name)
+    mapped.set_conditional_entry_point(lambda s: s["route"], {"x": "a", "y": "b", "z": api.END})
+
+    fan = api.StateGraph(RouteState)
+    for name in ("a", "b"):
+        fan.add_node(name, logger(counts, name))
+    fan.set_conditional_entry_point(lambda s: ["b", "a"])
+    return {
+        "plain": plain.compile().invoke({"log": [], "route": ""}),
+        "mapped": {r: mapped.compile().invoke({"log": [], "route": r}) for r in "xyz"},
+        "fan": fan.compile().invoke({"log": [], "route": ""}),
+        "counts": counts.as_dict(),
+    }
+
+
+def scenario_command_goto_list_with_sends(api, tmp_path):
+    counts = Counts()
+
+    def route(state):
+        counts.hit("route")
+        return api.Command(
+            update={"log": ["route"]},
+            goto=[
+                "b",
+                api.Send("c", {"log": ["payload"], "route": "first"}),
+                api.Send("c", {"log": [], "route": "second"}),
+                api.END,
+            ],
+        )
+
+    def c(state):
+        counts.hit("c")
+        return {"log": [f"c:{state['route']}:{len(state['log'])}"]}
+
+    builder = api.StateGraph(RouteState)
+    builder.add_node("route", route)
+    builder.add_node("b", logger(counts, "b"))
+    builder.add_node("c", c)
+    builder.add_node("after", logger(counts, "after"))
+    builder.add_edge(api.START, "route")
+    builder.add_edge("b", "after")
+    builder.add_edge("c", "after")
+    graph = builder.compile(checkpointer=api.InMemorySaver())
+    return {
+        "steps": stream_steps(graph, {"log": [], "route": ""}, thread()),
+        "history": history(graph, thread()),
+        "counts": counts.as_dict(),
+    }
+
+
+def scenario_recursion_limit_boundary(api, tmp_path):
+    # A chain of 3 nodes needs recursion_limit 4: at 3, LangGraph runs all three nodes and
+    # still raises. A resumed run gets a fresh budget.
+    counts = Counts()
+    observations: dict[Any, Any] = {}
+    for limit in (2, 3, 4):
+        graph = chain_builder(api, counts).compile(checkpointer=api.InMemorySaver())
+        config = thread(str(limit)) | {"recursion_limit": limit}
+        observations[limit] = {
+            "invoke": outcome(lambda: graph.invoke({"log": []}, config)),  # noqa: B023
+            "state": snapshot(graph, config),
+        }
+    graph = chain_builder(api, counts, "wxyz").compile(
+        checkpointer=api.InMemorySaver(), interrupt_before=["y"]
+    )
+    config = thread("resumed") | {"recursion_limit": 2}
+    observations["resumed"] = [
+        outcome(lambda: graph.invoke({"log": []}, config)),
+        outcome(lambda: graph.invoke(None, config)),
+        snapshot(graph, config),
+    ]
+    observations["counts"] = counts.as_dict()
+    return observations
