@@ -119,6 +119,26 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from scheduler.watch import watch
+
+    progress = watch(_client().run(args.thread, args.run_id), timeout=args.timeout)
+    return 0 if progress.status in ("done", "interrupted") else 1
+
+
+def cmd_threads(args: argparse.Namespace) -> int:
+    threads = _client().threads()
+    if args.status:
+        threads = [t for t in threads if t["status"] == args.status]
+    _print(threads)
+    return 0
+
+
+def cmd_graph_draw(args: argparse.Namespace) -> int:
+    print(_load_graph(args.graph).get_graph().draw_mermaid(), end="")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from graphdef.checkpoint.sqlite import SqliteSaver
     from graphdef.loop import CHECKPOINTER
@@ -168,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("thread")
     p.add_argument("--limit", type=int)
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("watch", help="live progress of a run")
+    p.add_argument("thread")
+    p.add_argument("run_id")
+    p.add_argument("--timeout", type=float)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("threads", help="threads and their latest run's status")
+    p.add_argument("--status", help="only threads in this status, e.g. interrupted")
+    p.set_defaults(func=cmd_threads)
+
+    p = sub.add_parser("graph", help="inspect a graph")
+    graph_sub = p.add_subparsers(dest="graph_command", required=True)
+    draw = graph_sub.add_parser("draw", help="print the graph as Mermaid")
+    draw.add_argument("graph", help="package.module:attribute")
+    draw.set_defaults(func=cmd_graph_draw)
 
     p = sub.add_parser("run", help="run a graph in this process on a SQLite file")
     p.add_argument("graph", help="package.module:attribute")

@@ -83,3 +83,15 @@ def test_embedded_run_resumes_from_sqlite(tmp_path):
     second = json.loads(cli(None, "run", "tests.embedded_graphs:approval", "--db", db,
                             "--thread", "t", "--resume", '"yes"').stdout)
     assert second == {"log": ["prepare", "answer:yes", "finish"]}
+
+
+def test_watch_threads_and_graph_draw(cluster):
+    submitted = json.loads(cli(cluster, "submit", "tests.dist_graphs:approval", "--thread",
+                               "cli-4", "--input", '{"log": []}').stdout)
+    watched = cli(cluster, "watch", "cli-4", submitted["run_id"], "--timeout", "60")
+    assert "interrupted" in watched.stdout and "approve?" in watched.stdout
+    assert "ask" in watched.stdout
+    waiting = json.loads(cli(cluster, "threads", "--status", "interrupted").stdout)
+    assert "cli-4" in [t["thread_id"] for t in waiting]
+    drawn = cli(None, "graph", "draw", "tests.embedded_graphs:approval").stdout
+    assert drawn.startswith("graph TD;") and "prepare --> ask;" in drawn

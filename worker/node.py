@@ -59,11 +59,15 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
     with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds):
-        _run_task(res, run, checkpoint_id, task_id)
+        node, outcome = _run_task(res, run, checkpoint_id, task_id)
+    store.add_event(thread_id, run_id, "task_finished", node=node, task_id=task_id,
+                    outcome=outcome)
     return store.mark_done(thread_id, run_id, checkpoint_id, task_id)
 
 
-def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str) -> None:
+def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str,
+              task_id: str) -> tuple[str, str]:
+    """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
     graph = registry.resolve(run["graph"])
     loop = RunLoop(
         graph, None, run_config(run, checkpoint_id), checkpointer=res.saver,
@@ -80,7 +84,7 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
         raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
     status = algo.task_statuses(loop.pending_writes).get(task_id)
     if status is not None and status.finished:
-        return
+        return task.name, "skipped"
     if status is None or not status.interrupts:
         loop.pending_writes = [
             w for w in loop.pending_writes if not (w[0] == NULL_TASK_ID and w[1] == RESUME)
@@ -91,9 +95,11 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
         loop.conf[RESUME_MAP] = context["resume_map"]
     loop.tasks = {task.id: task}
     try:
-        run_step([task], loop.make_runtime, loop.task_finished, loop.channels)
+        errors, interrupts = run_step([task], loop.make_runtime, loop.task_finished,
+                                      loop.channels)
     finally:
         loop.close(None)
+    return task.name, "failed" if errors else "interrupted" if interrupts else "finished"
 
 
 @app.task(name=NODE_TASK, bind=True)
