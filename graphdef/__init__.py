@@ -3,7 +3,7 @@
 A LangGraph program ports by changing its imports to `graphdef`.
 """
 
-from graphdef.checkpoint.memory import InMemorySaver
+from graphdef.checkpoint.memory import InMemorySaver, MemorySaver
 from graphdef.checkpoint.sqlite import SqliteSaver
 from graphdef.constants import END, START
 from graphdef.errors import (
@@ -30,6 +30,7 @@ __all__ = [
     "Interrupt",
     "InvalidResumeError",
     "InvalidUpdateError",
+    "MemorySaver",
     "MessagesState",
     "Overwrite",
     "Pregel",

@@ -174,8 +174,9 @@ def apply_writes(
     bump_step = any(t.triggers for t in tasks)
     versions = checkpoint["channel_versions"]
     for task in tasks:
-        seen = checkpoint["versions_seen"].setdefault(task.name, {})
-        seen.update({c: versions[c] for c in task.triggers if c in versions})
+        if task.triggers:
+            seen = checkpoint["versions_seen"].setdefault(task.name, {})
+            seen.update({c: versions[c] for c in task.triggers if c in versions})
 
     next_version = (max(versions.values()) if versions else 0) + 1
 

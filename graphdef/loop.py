@@ -99,6 +99,7 @@ class RunLoop:
         interrupt_after: Sequence[str] | str,
         stream_modes: Sequence[str],
         stream_subgraphs: bool = False,
+        output_keys: str | list[str] | None = None,
     ) -> None:
         self.graph = graph
         self.input = input
@@ -109,6 +110,10 @@ class RunLoop:
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
         self.stream_modes = stream_modes
+        self.output_keys = graph.stream_channels if output_keys is None else output_keys
+        self.output_key_set = frozenset(
+            [self.output_keys] if isinstance(self.output_keys, str) else self.output_keys
+        )
         self.ns: str = self.conf.get("checkpoint_ns", "")
         self.is_nested = bool(self.ns)
         self.parent_runtime = current_runtime_or_none() if self.is_nested else None
@@ -142,7 +147,7 @@ class RunLoop:
 
     def _emit_values(self) -> None:
         if "values" in self.stream_modes:
-            self.emit("values", algo.read_values(self.channels, self.graph.output_channels))
+            self.emit("values", algo.read_values(self.channels, self.output_keys))
 
     def _emit_updates(self, task: Task, writes: list[Write], cached: bool = False) -> None:
         if task.node.hidden or not writes:
@@ -151,7 +156,7 @@ class RunLoop:
             interrupts = tuple(i for c, v in writes if c == INTERRUPT for i in v)
             self.emit("updates", {INTERRUPT: interrupts})
             if "values" in self.stream_modes:
-                values = algo.read_values(self.channels, self.graph.output_channels)
+                values = algo.read_values(self.channels, self.output_keys)
                 if isinstance(values, dict):
                     self.emit("values", {**values, INTERRUPT: interrupts})
                 else:
@@ -159,7 +164,7 @@ class RunLoop:
             return
         if writes[0][0] == ERROR or "updates" not in self.stream_modes:
             return
-        payload = self.graph.task_update(task, writes)
+        payload = self.graph.task_update(task, writes, self.output_keys)
         update = {task.name: payload}
         if cached:
             update["__metadata__"] = {"cached": True}
@@ -441,7 +446,7 @@ class RunLoop:
         self.updated_channels = algo.apply_writes(
             self.checkpoint, self.channels, self.tasks.values(), self.graph.trigger_to_nodes
         )
-        if not self.updated_channels.isdisjoint(self.graph.output_channel_set):
+        if not self.updated_channels.isdisjoint(self.output_key_set):
             self._emit_values()
         self.pending_writes.clear()
         self.is_replaying = False
@@ -517,12 +522,7 @@ class RunLoop:
                     "checkpoint_ns": self.ns,
                 }
             }
-            snapshot = algo.create_checkpoint(
-                self.checkpoint, None, self.checkpoint["updated_channels"],
-                checkpoint_id=self.checkpoint["id"],
-            )
-            snapshot["ts"] = self.checkpoint["ts"]
-            self._save(parent_config, snapshot, dict(self.metadata), new_versions)
+            self._save(parent_config, self.checkpoint, dict(self.metadata), new_versions)
             self.checkpoint_config = {
                 "configurable": {**parent_config["configurable"],
                                  "checkpoint_id": self.checkpoint["id"]}
@@ -539,6 +539,12 @@ class RunLoop:
         if self.durability != "async":
             self.checkpointer.put(config, checkpoint, metadata, new_versions)
             return
+        # Saved behind the next superstep, which mutates versions in place: save a copy.
+        ts = checkpoint["ts"]
+        checkpoint = algo.create_checkpoint(
+            checkpoint, None, checkpoint["updated_channels"], checkpoint_id=checkpoint["id"]
+        )
+        checkpoint["ts"] = ts
         if self._saver_pool is None:
             self._saver_pool = concurrent.futures.ThreadPoolExecutor(1, "graphdef-saver")
         self._put_futures.append(
@@ -586,23 +592,25 @@ class RunLoop:
             )
 
     def _finish_interrupted(self, exc: GraphInterrupt) -> None:
+        """Show the state with the paused step's finished tasks applied, as LangGraph does."""
         interrupts: tuple[Interrupt, ...] = tuple(exc.interrupts)
-        if self.pending_writes and any(t.writes for t in self.tasks.values()):
-            finished = [t for t in self.tasks.values() if t.writes and not _is_control(t.writes)]
-            if finished:
-                shown = {k: c.copy() for k, c in self.channels.items()}
-                updated = algo.apply_writes(
-                    algo.create_checkpoint(self.checkpoint, None, None),
-                    shown, finished, self.graph.trigger_to_nodes,
-                )
-                if not updated.isdisjoint(self.graph.output_channel_set):
-                    self.emit("values", algo.read_values(shown, self.graph.output_channels))
+        shown = self.channels
+        finished = [t for t in self.tasks.values() if t.writes and not _is_control(t.writes)]
+        if self.pending_writes and finished:
+            shown = {k: c.copy() for k, c in self.channels.items()}
+            updated = algo.apply_writes(
+                algo.create_checkpoint(self.checkpoint, None, None),
+                shown, finished, self.graph.trigger_to_nodes,
+            )
+            if not updated.isdisjoint(self.output_key_set):
+                self.emit("values", algo.read_values(shown, self.output_keys))
         if not interrupts:
             self.emit("updates", {INTERRUPT: ()})
-        values = algo.read_values(self.channels, self.graph.output_channels)
+        values = algo.read_values(shown, self.graph.output_channels)
         self.interrupts = algo.pending_interrupts(self.pending_writes) if interrupts else []
-        if isinstance(values, dict) and self.interrupts:
-            values = {**values, INTERRUPT: list(self.interrupts)}
+        if self.interrupts:
+            values = {**(values if isinstance(values, dict) else {}),
+                      INTERRUPT: list(self.interrupts)}
         self.output = values
 
 

@@ -12,12 +12,12 @@ from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from graphdef.constants import INPUT, INTERRUPT, NS_SEP, NULL_TASK_ID, PUSH, RETURN, START
+from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, PUSH, RETURN, START
 from graphdef.errors import InvalidUpdateError
 from graphdef.loop import CHECKPOINTER, DURABILITY, INTERNAL_KEYS, RunLoop
 from graphdef.retry import run_with_retry
 from graphdef.runtime import TaskRuntime, bind_runtime, current_runtime_or_none, reset_runtime
-from graphdef.types import Interrupt, PregelTask, StateSnapshot
+from graphdef.types import PregelTask, StateSnapshot
 
 DEFAULT_RECURSION_LIMIT = 25
 DURABILITY_MODES = ("sync", "async", "exit")
@@ -33,6 +33,7 @@ class Pregel:
         channels: dict[str, BaseChannel],
         input_channels: str | list[str],
         output_channels: str | list[str],
+        stream_channels: str | list[str] | None = None,
         checkpointer: BaseCheckpointSaver | None | bool = None,
         interrupt_before: Sequence[str] | str = (),
         interrupt_after: Sequence[str] | str = (),
@@ -42,10 +43,7 @@ class Pregel:
         self.channel_specs = channels
         self.input_channels = input_channels
         self.output_channels = output_channels
-        self.output_channel_set = (
-            frozenset([output_channels]) if isinstance(output_channels, str)
-            else frozenset(output_channels)
-        )
+        self.stream_channels = stream_channels if stream_channels is not None else output_channels
         self.checkpointer = checkpointer
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
@@ -61,15 +59,16 @@ class Pregel:
     def map_input(self, value: Any) -> list[Write]:
         return [(START, value)] if value is not None else []
 
-    def task_update(self, task: Task, writes: list[Write]) -> Any:
+    def task_update(self, task: Task, writes: list[Write], keys: str | list[str]) -> Any:
         """The `updates` stream payload for one finished task (LangGraph's shape)."""
         for chan, value in writes:
             if chan == RETURN:
                 return value
-        if isinstance(self.output_channels, str):
-            values = [v for c, v in writes if c == self.output_channels]
+        if isinstance(keys, str):
+            values = [v for c, v in writes if c == keys]
             return values[0] if values else None
-        own = [(c, v) for c, v in writes if c in self.output_channel_set]
+        wanted = frozenset(keys)
+        own = [(c, v) for c, v in writes if c in wanted]
         if not own:
             return None
         counts = Counter(c for c, _ in own)
@@ -194,7 +193,8 @@ class Pregel:
         """Run the graph, yielding chunks in the requested mode(s), as LangGraph does."""
         modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
         loop = self._loop(
-            input, config, modes, durability, interrupt_before, interrupt_after, subgraphs
+            input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
+            output_keys=self.stream_channels,
         )
         single = isinstance(stream_mode, str)
         for ns, mode, payload in loop.run():
@@ -222,20 +222,12 @@ class Pregel:
                 )
             )
         loop = self._loop(
-            input, config, ["values", "updates"], durability, interrupt_before, interrupt_after
+            input, config, ["values"], durability, interrupt_before, interrupt_after,
+            output_keys=self.output_channels,
         )
-        latest: Any = None
-        interrupts: list[Interrupt] = []
-        for _, mode, payload in loop.run():
-            if mode == "values":
-                latest = payload
-            elif isinstance(payload, dict) and INTERRUPT in payload:
-                interrupts.extend(payload[INTERRUPT])
-        if isinstance(latest, dict):
-            latest = {k: v for k, v in latest.items() if k != INTERRUPT}
-            if interrupts:
-                return {**latest, INTERRUPT: interrupts}
-        return latest
+        for _ in loop.run():
+            pass
+        return loop.output
 
     def _loop(
         self,
@@ -246,6 +238,7 @@ class Pregel:
         interrupt_before: Sequence[str] | str | None,
         interrupt_after: Sequence[str] | str | None,
         subgraphs: bool = False,
+        output_keys: str | list[str] | None = None,
     ) -> RunLoop:
         config, checkpointer, default_durability = self._resolve(config)
         mode = durability or default_durability
@@ -262,11 +255,13 @@ class Pregel:
             interrupt_after=self.interrupt_after if interrupt_after is None else interrupt_after,
             stream_modes=modes,
             stream_subgraphs=subgraphs,
+            output_keys=self.stream_channels if output_keys is None else output_keys,
         )
 
     def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
         """Called as a parent's node: checkpoints under the task's namespace, resumes there."""
-        loop = self._loop(input, config, ["values"], None, None, None)
+        loop = self._loop(input, config, ["values"], None, None, None,
+                          output_keys=self.output_channels)
         for _ in loop.run():
             pass
         return loop.output
@@ -361,11 +356,12 @@ class Pregel:
             snapshot_tasks.append(
                 PregelTask(
                     task.id, task.name, task.path, status.error, interrupts, state,
-                    self.task_update(task, status.output) if status.finished else None,
+                    self.task_update(task, status.output, self.stream_channels)
+                    if status.finished else None,
                 )
             )
         return StateSnapshot(
-            values=algo.read_values(channels, self.output_channels),
+            values=algo.read_values(channels, self.stream_channels),
             next=tuple(t.name for t in tasks.values() if not t.writes),
             config=saved.config,
             metadata=saved.metadata,

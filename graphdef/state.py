@@ -352,6 +352,7 @@ class CompiledStateGraph(Pregel):
             channels=channels,
             input_channels=START,
             output_channels=list(state_keys(builder.output_schema)),
+            stream_channels=list(keys),
             checkpointer=checkpointer,
             interrupt_before=interrupt_before,
             interrupt_after=interrupt_after,

@@ -103,5 +103,5 @@ def _reject_unknown_keys(graph: Pregel, values: Any) -> None:
     if unknown:
         raise InvalidUpdateError(
             f"update_state got unknown state key(s) {unknown}; "
-            f"the state has {sorted(graph.output_channel_set)}"
+            f"the state has {sorted(graph.stream_channels)}"
         )

@@ -3,8 +3,8 @@
 Graph behaviour (outputs, counts, history) is compared in tests/differential; this file covers
 the pieces a differential scenario does not reach: names and types, RetryPolicy and its
 default retry rule, Mermaid drawing, add_messages on its own, and messages read back from
-SQLite by another process. Tests marked xfail(strict=True) are known gaps: they fail the
-suite once fixed, so the marker gets removed with the fix.
+SQLite by another process, and behaviours an audit found missing (now fixed, or pinned as a
+deliberate difference).
 """
 
 import copy
@@ -350,7 +350,7 @@ def test_messages_state_reads_back_in_another_process(tmp_path):
     assert result.stdout.strip() == "[('HumanMessage', 'hi'), ('AIMessage', 'hi back')]"
 
 
-# ---- known gaps against LangGraph (strict xfail: remove the marker with the fix) -----------
+# ---- behaviours once found missing in an audit against LangGraph ----------------------------
 
 
 class Overall(TypedDict):
@@ -392,11 +392,6 @@ def io_schema_observations(api) -> dict:
     })
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graphdef streams `values`/`updates` and get_state() through output_schema; "
-    "LangGraph uses it only for invoke()'s result and streams every state key",
-)
 def test_output_schema_limits_only_invoke_result():
     assert io_schema_observations(graphdef) == io_schema_observations(load_api("langgraph"))
 
@@ -420,11 +415,6 @@ def subgraph_invoked_in_node_observations(api) -> list:
     return [(tuple(p.split(":")[0] for p in ns), chunk) for ns, chunk in chunks]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with stream(subgraphs=True), a subgraph invoked inside a node returns None: its "
-    "values chunks go to the parent's stream and Pregel.invoke never sees them",
-)
 def test_subgraph_invoke_inside_node_while_streaming_subgraphs():
     expected = subgraph_invoked_in_node_observations(load_api("langgraph"))
     assert subgraph_invoked_in_node_observations(graphdef) == expected
@@ -441,13 +431,11 @@ def unknown_route_outcome(api):
         return type(exc).__name__
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a conditional edge returning an unknown node name raises InvalidUpdateError; "
-    "LangGraph logs a warning and ignores it. Match it or list it as a deliberate difference",
-)
-def test_conditional_edge_to_unknown_node():
-    assert unknown_route_outcome(graphdef) == unknown_route_outcome(load_api("langgraph"))
+def test_conditional_edge_to_unknown_node_is_an_error():
+    """Deliberate difference (README): LangGraph logs a warning and ends the branch; a typo
+    in a route silently ending a run is worse than a clear error."""
+    assert unknown_route_outcome(graphdef) == "InvalidUpdateError"
+    assert unknown_route_outcome(load_api("langgraph")) == {"log": ["a"], "route": ""}
 
 
 def test_entrypoint_final_generic_matches_langgraph_arity():
@@ -461,3 +449,16 @@ def test_messages_state_shape_equals_langgraphs():
     theirs = langgraph.graph.MessagesState.__annotations__
     assert set(ours) == set(theirs) == {"messages"}
     assert graphdef_messages.REMOVE_ALL_MESSAGES == "__remove_all__"
+
+
+def test_langgraph_saver_spellings_port_unchanged(tmp_path):
+    """`MemorySaver` and `SqliteSaver.from_conn_string` are how many LangGraph programs begin."""
+    assert graphdef.MemorySaver is graphdef.InMemorySaver
+    with graphdef.SqliteSaver.from_conn_string(str(tmp_path / "x.db")) as saver:
+        builder = graphdef.StateGraph(LogState)
+        builder.add_node("a", note("a"))
+        builder.add_edge(graphdef.START, "a")
+        graph = builder.compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": "t"}}
+        assert graph.invoke({"log": []}, config)["log"] == ["a"]
+        assert graph.get_state(config).values["log"] == ["a"]

@@ -7,7 +7,6 @@ import threading
 from dataclasses import dataclass, field
 
 from graphdef.checkpoint.redis import RedisSaver
-
 from worker import registry
 from worker.settings import Settings
 from worker.store import RunStore

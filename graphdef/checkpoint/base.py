@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+import orjson
+
 from graphdef.checkpoint.delta import Blob, BlobCodec, BlobRef, PendingBlob, value_root
 from graphdef.checkpoint.ids import new_checkpoint_id
 from graphdef.serde import Serde, SerializerProtocol
@@ -222,6 +224,8 @@ class BaseCheckpointSaver(ABC):
 
     # ------------------------------------------------------------------ helpers for backends
 
+    # The checkpoint row and refs are our own bookkeeping (ids, int versions, channel names),
+    # plain JSON by construction: orjson handles them directly, no tag walk over user data.
     def _prepare_put(
         self,
         config: Config,
@@ -246,7 +250,7 @@ class BaseCheckpointSaver(ABC):
         return PreparedPut(
             target=target,
             checkpoint_id=checkpoint["id"],
-            checkpoint=self.serde.dumps(row, root="checkpoint"),
+            checkpoint=orjson.dumps(row),
             metadata=self.serde.dumps(dict(metadata or {}), root="metadata"),
             blobs=blobs,
             channel_versions=dict(checkpoint.get("channel_versions") or {}),
@@ -263,10 +267,10 @@ class BaseCheckpointSaver(ABC):
         ]
 
     def _encode_refs(self, refs: Mapping[str, BlobRef]) -> bytes:
-        return self.serde.dumps({channel: list(ref) for channel, ref in refs.items()})
+        return orjson.dumps({channel: list(ref) for channel, ref in refs.items()})
 
     def _decode_refs(self, data: bytes) -> dict[str, BlobRef]:
-        return {channel: (ref[0], ref[1]) for channel, ref in self.serde.loads(data).items()}
+        return {channel: (ref[0], ref[1]) for channel, ref in orjson.loads(data).items()}
 
     def _to_tuple(
         self,
@@ -276,7 +280,7 @@ class BaseCheckpointSaver(ABC):
         writes: Sequence[StoredWrite],
     ) -> CheckpointTuple:
         """Rebuild a checkpoint from its row; ``writes`` come in insertion order."""
-        checkpoint = self.serde.loads(row.checkpoint)
+        checkpoint = orjson.loads(row.checkpoint)
         values: dict[str, Any] = {}
         for channel, head in self._decode_refs(row.refs).items():
             present, value = self.codec.read(

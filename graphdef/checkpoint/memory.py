@@ -215,3 +215,7 @@ class InMemorySaver(BaseCheckpointSaver):
                 for write in writes.values()
             )
         return total
+
+
+# LangGraph's older name, so that programs using it port by changing imports only.
+MemorySaver = InMemorySaver

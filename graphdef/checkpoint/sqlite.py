@@ -7,6 +7,7 @@ transaction, so readers never see half of a ``put`` and a failed call stores not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -62,7 +63,6 @@ CREATE TABLE IF NOT EXISTS writes (
     task_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
     channel TEXT NOT NULL,
-    task_path TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
@@ -128,6 +128,15 @@ class SqliteSaver(BaseCheckpointSaver):
         cls, path: str | os.PathLike[str], *, serde: SerializerProtocol | None = None
     ) -> SqliteSaver:
         return cls(path, serde=serde)
+
+    @classmethod
+    @contextlib.contextmanager
+    def from_conn_string(
+        cls, conn_string: str, *, serde: SerializerProtocol | None = None
+    ) -> Iterator[SqliteSaver]:
+        """LangGraph's spelling: `with SqliteSaver.from_conn_string("file.db") as saver:`."""
+        with cls(conn_string, serde=serde) as saver:
+            yield saver
 
     def close(self) -> None:
         if self._owns_conn:
@@ -318,6 +327,8 @@ class SqliteSaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
+        # `task_path` is accepted for LangGraph's signature but not stored: a superstep's
+        # writes are applied in the order of the paths its re-planned tasks carry.
         target = Target.of(config)
         if target.checkpoint_id is None:
             raise ValueError("put_writes needs a config with a checkpoint_id")
@@ -325,20 +336,19 @@ class SqliteSaver(BaseCheckpointSaver):
         key = (target.thread_id, target.ns, target.checkpoint_id, task_id)
         insert = (
             "INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel,"
-            " task_path, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " data) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         # An upsert keeps the row (and so its rowid, which orders reads) in place.
         overwrite = (
             " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE"
-            " SET channel = excluded.channel, task_path = excluded.task_path,"
-            " data = excluded.data"
+            " SET channel = excluded.channel, data = excluded.data"
         )
         keep = " ON CONFLICT DO NOTHING"
         with self._transaction(write=True) as db:
             for idx, channel, data in encoded:
                 db.execute(
                     insert + (overwrite if idx < 0 else keep),
-                    (*key, idx, channel, task_path, data),
+                    (*key, idx, channel, data),
                 )
 
     def delete_thread(self, thread_id: str) -> None:
