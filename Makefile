@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench cluster cluster-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/embedded_vs_langgraph.py
 	$(BIN)/python bench/storage_growth.py
+
+cluster: $(STAMP)
+	$(BIN)/python -m scheduler.localcluster up
+
+cluster-stop: $(STAMP)
+	$(BIN)/python -m scheduler.localcluster down
 
 clean:
 	rm -rf $(VENV) build *.egg-info

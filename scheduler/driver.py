@@ -18,6 +18,7 @@ from celery import Celery
 
 from graphdef import algo
 from graphdef.errors import GraphInterrupt, GraphRecursionError, revive_error
+from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from scheduler.fencing import FencedSaver, StaleCheckpointError
 from worker import registry
@@ -111,6 +112,10 @@ class Driver:
         try:
             while loop.prepare_step():
                 todo = [t for t in loop.tasks.values() if not t.writes]
+                if inline := [t for t in todo if t.node.hidden]:
+                    # `__start__` only maps the input to state: not worth a worker round trip.
+                    run_step(inline, loop.make_runtime, loop.task_finished, loop.channels)
+                    todo = [t for t in todo if not t.writes]
                 if todo:
                     if after_barrier:
                         self._raise_step_outcome(loop, todo)

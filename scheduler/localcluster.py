@@ -8,7 +8,9 @@ SIGKILLing the group.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -224,3 +226,86 @@ class LocalCluster:
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace")
+
+
+def _up(workdir: Path) -> dict[str, object]:
+    """Start a Redis of its own (unless CELERYGRAPH_STORE_URL names one that answers), two
+    workers, a scheduler and Flower; record what was started in `cluster.json`."""
+    state: dict[str, object] = {"pids": {}}
+    store_url = os.environ.get("CELERYGRAPH_STORE_URL")
+    if store_url and redis_answers(store_url):
+        state["redis"] = "external"
+    else:
+        server = RedisProcess(workdir / "redis", appendonly=True, tie_to_parent=False).start()
+        store_url = server.url
+        state["redis_pid"] = server.process.pid if server.process else None
+    broker_url = os.environ.get("CELERYGRAPH_BROKER_URL", store_url)
+    graphs = os.environ.get("CELERYGRAPH_GRAPHS", "examples.graphs")
+    cluster = LocalCluster(workdir, store_url, broker_url, graphs=graphs)
+    flower_port = int(os.environ.get("FLOWER_PORT", "5555"))
+    flower_auth = os.environ.get("FLOWER_BASIC_AUTH", "admin:" + os.urandom(6).hex())
+    cluster.start_worker("worker1", concurrency=2)
+    cluster.start_worker("worker2", concurrency=2)
+    cluster.start_scheduler()
+    cluster.start_flower(flower_port, flower_auth)
+    state.update(
+        pids={name: proc.pid for name, proc in cluster.procs.items()},
+        env={"CELERYGRAPH_STORE_URL": store_url, "CELERYGRAPH_BROKER_URL": broker_url,
+             "CELERYGRAPH_GRAPHS": graphs},
+        flower=f"http://127.0.0.1:{flower_port} (basic auth {flower_auth})",
+    )
+    return state
+
+
+def _down(state: dict[str, object]) -> None:
+    pids = dict(state.get("pids") or {})  # type: ignore[call-overload]
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for pid in pids.values():
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(int(pid), 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid), signal.SIGKILL)
+    if state.get("redis_pid"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(state["redis_pid"]), signal.SIGTERM)  # type: ignore[call-overload]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scheduler.localcluster up|down [--dir DIR]`: `make cluster`, `cluster-stop`."""
+    parser = argparse.ArgumentParser(prog="python -m scheduler.localcluster")
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--dir", default=os.environ.get("CLUSTER_DIR", "var/cluster"))
+    args = parser.parse_args(argv)
+    workdir = Path(args.dir).resolve()
+    record = workdir / "cluster.json"
+    if args.action == "up":
+        if record.exists():
+            print(f"a cluster is recorded in {record}; run `make cluster-stop` first")
+            return 1
+        workdir.mkdir(parents=True, exist_ok=True)
+        state = _up(workdir)
+        record.write_text(json.dumps(state, indent=2))
+        print(f"cluster up; logs and state in {workdir}")
+        print(f"Flower: {state['flower']}")
+        print("To use it from this shell:")
+        for key, value in state["env"].items():  # type: ignore[union-attr]
+            print(f"  export {key}={value}")
+        return 0
+    if not record.exists():
+        print(f"no cluster recorded in {record}")
+        return 0
+    _down(json.loads(record.read_text()))
+    record.unlink()
+    print("cluster stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
