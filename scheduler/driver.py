@@ -22,6 +22,7 @@ from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from scheduler.fencing import FencedSaver, StaleCheckpointError
 from worker import registry
+from worker.faults import maybe_crash
 from worker.node import NODE_TASK, run_config
 from worker.resources import Resources
 from worker.store import TERMINAL
@@ -83,16 +84,20 @@ class Driver:
         run = self.store.run(thread_id, run_id)
         if run is None or run.get("status") in TERMINAL:
             return Outcome(run.get("status") if run else "missing")
-        if self.res.saver.head(thread_id) != checkpoint_id or run.get("step") != checkpoint_id:
+        if run.get("step") != checkpoint_id:
             return Outcome("stale")
+        # The head moved past the step only if an advance wrote the next checkpoint and died
+        # before dispatching from it: then carry on from the head, dispatching its tasks.
+        after_barrier = self.res.saver.head(thread_id) == checkpoint_id
         graph = registry.resolve(run["graph"])
-        loop = self._loop(graph, None, run, checkpoint_id=checkpoint_id)
+        loop = self._loop(graph, None, run, checkpoint_id=None)
         loop.load()
         loop.apply_null_writes()
         loop.stop = int(run.get("stop", loop.stop))
-        context = self.store.step_context(thread_id, run_id, checkpoint_id)
-        loop.conf[RESUMING] = bool(context.get("resuming"))
-        return self._drive(run, loop, after_barrier=True)
+        if after_barrier:
+            context = self.store.step_context(thread_id, run_id, checkpoint_id)
+            loop.conf[RESUMING] = bool(context.get("resuming"))
+        return self._drive(run, loop, after_barrier=after_barrier)
 
     # ---- the drive ------------------------------------------------------------------------
 
@@ -122,6 +127,7 @@ class Driver:
                     self._dispatch(run, loop, todo)
                     return Outcome("running")
                 loop.finish_step()
+                maybe_crash("advance_checkpointed")
                 after_barrier = False
                 self.store.add_event(
                     thread_id, run_id, "step", step=loop.step - 1,
@@ -178,6 +184,7 @@ class Driver:
                 shadow=info["shadow"],
                 headers={"celerygraph_run": run_id, "celerygraph_thread": thread_id},
             )
+        self.store.mark_sent(thread_id, run_id, checkpoint_id)
 
     # ---- endings --------------------------------------------------------------------------
 

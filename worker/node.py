@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from graphdef import algo
@@ -19,6 +20,7 @@ from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from worker import registry
 from worker.app import app
+from worker.faults import maybe_crash
 from worker.heartbeat import Heartbeat
 from worker.resources import Resources, resources
 from worker.store import TERMINAL
@@ -60,6 +62,7 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         return False
     with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds):
         node, outcome = _run_task(res, run, checkpoint_id, task_id)
+    maybe_crash("memo_saved")
     store.add_event(thread_id, run_id, "task_finished", node=node, task_id=task_id,
                     outcome=outcome)
     return store.mark_done(thread_id, run_id, checkpoint_id, task_id)
@@ -95,11 +98,20 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str,
         loop.conf[RESUME_MAP] = context["resume_map"]
     loop.tasks = {task.id: task}
     try:
-        errors, interrupts = run_step([task], loop.make_runtime, loop.task_finished,
+        maybe_crash("node_started")
+        errors, interrupts = run_step([task], loop.make_runtime, _crashing(loop.task_finished),
                                       loop.channels)
     finally:
         loop.close(None)
     return task.name, "failed" if errors else "interrupted" if interrupts else "finished"
+
+
+def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Callable[..., None]:
+    def save(task: algo.Task, exc: BaseException | None) -> None:
+        maybe_crash("node_returned")
+        finished(task, exc)
+
+    return save
 
 
 @app.task(name=NODE_TASK, bind=True)

@@ -176,6 +176,10 @@ class RunStore:
             pipe.execute()
         self.update_run(thread_id, run_id, step=checkpoint_id)
 
+    def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
+        """Every task of the step reached the broker (a dispatch can die half-way)."""
+        self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
+
     def step_context(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, Any]:
         data = self.r.hget(self.key(thread_id, "step", run_id, checkpoint_id), "context")
         return serde.loads(data) if data is not None else {}

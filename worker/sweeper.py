@@ -63,7 +63,10 @@ class Sweeper:
                 continue
             if store.lease_alive(thread_id, f"run-{run_id}"):
                 continue
-            if run.get("status") == "queued":
+            if run.get("status") == "queued" or (
+                run.get("status") == "running" and not run.get("step")
+            ):
+                # Never started, or its start died before dispatching the first step.
                 if now - run.get("updated_at", now) > grace:
                     self._send_start(run)
                 continue
@@ -84,17 +87,21 @@ class Sweeper:
         info = store.step_info(thread_id, run_id, checkpoint_id)
         advance_at = float(info.get("advance_at", 0) or 0)
         if advance_at:
-            if now - advance_at > grace and self._head(thread_id) == checkpoint_id:
+            if now - advance_at > grace:
                 log.warning("re-advancing run %s at %s", run_id, checkpoint_id)
                 store.r.hset(store.key(thread_id, "step", run_id, checkpoint_id),
                              "advance_at", now)
                 self.app.send_task(ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
                                    queue=self.res.settings.scheduler_queue)
             return
+        # A dispatch that died half-way: send again what never started.
+        half_sent = not info.get("sent") and now - float(info.get("opened_at", now)) > grace
         for task_id, task in store.step_tasks(thread_id, run_id, checkpoint_id).items():
             if store.is_done(thread_id, run_id, checkpoint_id, task_id):
                 continue
-            if not store.was_started(thread_id, task_id) or store.lease_alive(thread_id, task_id):
+            if store.lease_alive(thread_id, task_id):
+                continue
+            if not store.was_started(thread_id, task_id) and not half_sent:
                 continue
             if now - task.get("dispatched_at", now) < grace:
                 continue
@@ -111,12 +118,11 @@ class Sweeper:
                 queue=task.get("queue") or self.res.settings.node_queue,
                 task_id=f"{run_id[:8]}-{task_id}-{attempt}", shadow=task.get("shadow"),
             )
+        if half_sent:
+            store.mark_sent(thread_id, run_id, checkpoint_id)
 
     def _send_start(self, run: dict[str, Any]) -> None:
-        self.res.store.update_run(run["thread_id"], run["run_id"], status="queued")
+        self.res.store.update_run(run["thread_id"], run["run_id"])
         self.app.send_task(START_TASK, kwargs={"run_id": run["run_id"],
                                                "thread_id": run["thread_id"]},
                            queue=self.res.settings.scheduler_queue)
-
-    def _head(self, thread_id: str) -> str | None:
-        return self.res.saver.head(thread_id)
