@@ -249,38 +249,56 @@ def prepare_next_tasks(
     trigger_to_nodes: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Task]:
     """Plan the superstep that follows `checkpoint`: pending sends first, then triggered nodes."""
-    tasks: list[Task] = []
+    paths: list[tuple[str, Any]] = []
     sends = channels.get(TASKS)
     if sends is not None and sends.is_available():
-        for idx, packet in enumerate(sends.get()):
-            if not isinstance(packet, Send) or packet.node not in nodes:
-                continue
-            tasks.append(
-                _make_task(
-                    checkpoint, nodes[packet.node], (PUSH, idx), packet.arg, (PUSH,),
-                    step, parent_ns, str(idx),
-                )
+        paths.extend((PUSH, idx) for idx in range(len(sends.get())))
+    if checkpoint["channel_versions"]:
+        if updated_channels is not None and trigger_to_nodes is not None:
+            candidates: Iterable[str] = sorted(
+                {n for c in updated_channels for n in trigger_to_nodes.get(c, ())}
             )
-    if not checkpoint["channel_versions"]:
-        return {t.id: t for t in tasks}
-    if updated_channels is not None and trigger_to_nodes is not None:
-        candidates: Iterable[str] = sorted(
-            {n for c in updated_channels for n in trigger_to_nodes.get(c, ())}
+        else:
+            candidates = nodes.keys()
+        paths.extend((PULL, name) for name in candidates)
+    tasks = (prepare_task(checkpoint, channels, nodes, step, path, parent_ns) for path in paths)
+    return {t.id: t for t in tasks if t is not None}
+
+
+def prepare_task(
+    checkpoint: Checkpoint,
+    channels: Mapping[str, BaseChannel],
+    nodes: Mapping[str, Node],
+    step: int,
+    path: tuple[str, Any],
+    parent_ns: str = "",
+) -> Task | None:
+    """Plan the one task at `path` ((PUSH, send index) or (PULL, node)), if it would run.
+
+    A worker that knows its task's path plans just that task instead of the whole superstep.
+    """
+    if path[0] == PUSH:
+        sends = channels.get(TASKS)
+        if sends is None or not sends.is_available() or path[1] >= len(sends.get()):
+            return None
+        packet = sends.get()[path[1]]
+        if not isinstance(packet, Send) or packet.node not in nodes:
+            return None
+        return _make_task(
+            checkpoint, nodes[packet.node], (PUSH, path[1]), packet.arg, (PUSH,),
+            step, parent_ns, str(path[1]),
         )
-    else:
-        candidates = nodes.keys()
-    for name in candidates:
-        node = nodes[name]
-        if not _triggered(node, channels, checkpoint):
-            continue
-        value = _pull_input(node, channels)
-        if value is MISSING:
-            continue
-        triggers = tuple(sorted(node.triggers))
-        tasks.append(
-            _make_task(checkpoint, node, (PULL, name), value, triggers, step, parent_ns, *triggers)
-        )
-    return {t.id: t for t in tasks}
+    node = nodes.get(path[1])
+    if node is None or not checkpoint["channel_versions"]:
+        return None
+    if not _triggered(node, channels, checkpoint):
+        return None
+    value = _pull_input(node, channels)
+    if value is MISSING:
+        return None
+    triggers = tuple(sorted(node.triggers))
+    return _make_task(checkpoint, node, (PULL, path[1]), value, triggers, step, parent_ns,
+                      *triggers)
 
 
 def _make_task(

@@ -229,13 +229,7 @@ class RunLoop:
         if self.checkpointer is not None:
             saved = self.checkpointer.get_tuple(self.checkpoint_config)
             if saved is not None and "checkpoint_id" in self.checkpoint_config["configurable"]:
-                latest = self.checkpointer.get_tuple(
-                    {"configurable": {"thread_id": self.conf.get("thread_id"),
-                                      "checkpoint_ns": self.ns}}
-                )
-                self.superseded = latest is not None and latest.checkpoint["id"] != (
-                    saved.checkpoint["id"]
-                )
+                self.superseded = self._head_id() != saved.checkpoint["id"]
         if saved is None:
             saved = CheckpointTuple(
                 self.checkpoint_config, empty_checkpoint(), {"step": -2}, None, []
@@ -253,6 +247,17 @@ class RunLoop:
         self.previous_versions = dict(self.checkpoint["channel_versions"])
         stored_updated = self.checkpoint.get("updated_channels")
         self.updated_channels: set[str] | None = set(stored_updated) if stored_updated else None
+
+    def _head_id(self) -> str | None:
+        """The thread's newest checkpoint id; a saver with `head()` answers without a load."""
+        head = getattr(self.checkpointer, "head", None)
+        if head is not None:
+            return head(self.conf.get("thread_id"), self.ns)
+        assert self.checkpointer is not None
+        latest = self.checkpointer.get_tuple(
+            {"configurable": {"thread_id": self.conf.get("thread_id"), "checkpoint_ns": self.ns}}
+        )
+        return latest.checkpoint["id"] if latest is not None else None
 
     def _first(self) -> None:
         is_command = isinstance(self.input, Command)

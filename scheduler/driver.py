@@ -170,7 +170,7 @@ class Driver:
         for task in todo:
             queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
             infos[task.id] = {"node": task.name, "queue": queue,
-                              "shadow": f"{graph_name}.{task.name}"}
+                              "shadow": f"{graph_name}.{task.name}", "path": list(task.path)}
         context = {"resuming": bool(loop.conf.get(RESUMING)),
                    "resume_map": loop.conf.get(RESUME_MAP)}
         self.store.open_step(thread_id, run_id, checkpoint_id, infos, context)
@@ -179,7 +179,7 @@ class Driver:
         for task in todo:
             info = infos[task.id]
             self.app.send_task(
-                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task.id],
+                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task.id, info["path"]],
                 queue=info["queue"], task_id=f"{run_id[:8]}-{task.id}",
                 shadow=info["shadow"],
                 headers={"celerygraph_run": run_id, "celerygraph_thread": thread_id},

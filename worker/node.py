@@ -48,7 +48,7 @@ def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
 
 
 def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                 task_id: str) -> bool:
+                 task_id: str, path: list[Any] | None = None) -> bool:
     """Run the task unless finished elsewhere; True when this call completed the superstep."""
     store = res.store
     run = store.run(thread_id, run_id)
@@ -61,15 +61,15 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
     with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds):
-        node, outcome = _run_task(res, run, checkpoint_id, task_id)
+        node, outcome = _run_task(res, run, checkpoint_id, task_id, path)
     maybe_crash("memo_saved")
     store.add_event(thread_id, run_id, "task_finished", node=node, task_id=task_id,
                     outcome=outcome)
     return store.mark_done(thread_id, run_id, checkpoint_id, task_id)
 
 
-def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str,
-              task_id: str) -> tuple[str, str]:
+def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
+              path: list[Any] | None) -> tuple[str, str]:
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
     graph = registry.resolve(run["graph"])
     loop = RunLoop(
@@ -78,14 +78,17 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str,
     )
     loop.load()
     loop.apply_null_writes()
-    planned = algo.prepare_next_tasks(
-        loop.checkpoint, loop.channels, graph.nodes, loop.step,
-        updated_channels=loop.updated_channels, trigger_to_nodes=graph.trigger_to_nodes,
-    )
-    task = planned.get(task_id)
-    if task is None:
+    if path is not None:
+        task = algo.prepare_task(loop.checkpoint, loop.channels, graph.nodes, loop.step,
+                                 (path[0], path[1]))
+    else:
+        task = algo.prepare_next_tasks(
+            loop.checkpoint, loop.channels, graph.nodes, loop.step,
+            updated_channels=loop.updated_channels, trigger_to_nodes=graph.trigger_to_nodes,
+        ).get(task_id)
+    if task is None or task.id != task_id:
         raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
-    status = algo.task_statuses(loop.pending_writes).get(task_id)
+    status = algo.task_statuses(w for w in loop.pending_writes if w[0] == task_id).get(task_id)
     if status is not None and status.finished:
         return task.name, "skipped"
     if status is None or not status.interrupts:
@@ -115,10 +118,12 @@ def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Ca
 
 
 @app.task(name=NODE_TASK, bind=True)
-def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> None:
+def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
+             path: list[Any] | None = None) -> None:
+    """`path` ([kind, index or node]) lets the worker plan only its own task."""
     res = resources()
     res.load_graphs()
-    if execute_node(res, thread_id, run_id, checkpoint_id, task_id):
+    if execute_node(res, thread_id, run_id, checkpoint_id, task_id, path):
         app.send_task(
             ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
             queue=res.settings.scheduler_queue, task_id=f"advance-{run_id}-{checkpoint_id}",

@@ -114,7 +114,7 @@ class Sweeper:
                         task_id, task.get("node"), attempt)
             self.redispatched += 1
             self.app.send_task(
-                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task_id],
+                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task_id, task.get("path")],
                 queue=task.get("queue") or self.res.settings.node_queue,
                 task_id=f"{run_id[:8]}-{task_id}-{attempt}", shadow=task.get("shadow"),
             )

@@ -1,0 +1,143 @@
+"""Graphs and the Celery peer for `bench/distributed.py` (CELERYGRAPH_GRAPHS=bench.bench_graphs).
+
+- `chain`: one node that loops on itself, one node per superstep, until `i == n`.
+- `fanout`: one superstep of `n` Send tasks (trivial nodes), then the run ends.
+- `slow`: one node that sleeps; it records its start and finish (node, pid, time) in Redis so
+  the bench can tell when a node killed mid-run finished elsewhere.
+- The peer: a trivial task on a plain Celery app of its own (`make_peer_app`) with the private
+  Redis as result backend. Celerygraph's own app keeps `task_ignore_result`; only the peer
+  stores results. Worker processes that load this module also register the peer task with
+  their (celerygraph) app, so the very same worker processes consume the peer's messages from
+  the same node queue: the comparison runs on the same workers, broker and queue.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import time
+from typing import Annotated, Any, TypedDict
+
+import redis
+from celery import Celery
+
+from graphdef import END, START, Send, StateGraph, get_config
+
+PEER_TASK = "celerygraph_bench.noop"
+
+_client: redis.Redis | None = None
+
+
+def store() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["CELERYGRAPH_STORE_URL"])
+    return _client
+
+
+def record(kind: str, name: str) -> None:
+    """Append `node|pid|time` to `bench:<kind>:<thread>` (kind: started or finished)."""
+    thread_id = get_config()["configurable"]["thread_id"]
+    store().rpush(f"bench:{kind}:{thread_id}", f"{name}|{os.getpid()}|{time.time()}")
+
+
+# ---- (a) a chain of one-node supersteps --------------------------------------------------------
+
+
+class Chain(TypedDict):
+    i: int
+    n: int
+
+
+def _chain() -> Any:
+    builder = StateGraph(Chain)
+    builder.add_node("step", lambda s: {"i": s["i"] + 1})
+    builder.add_edge(START, "step")
+    builder.add_conditional_edges("step", lambda s: "step" if s["i"] < s["n"] else END,
+                                  ["step", END])
+    return builder.compile()
+
+
+chain = _chain()
+
+
+# ---- (b) one superstep of n Send tasks ---------------------------------------------------------
+
+
+class Fan(TypedDict):
+    n: int
+    done: Annotated[int, operator.add]
+
+
+def _fanout() -> Any:
+    builder = StateGraph(Fan)
+    builder.add_node("work", lambda item: {"done": 1})
+    builder.add_conditional_edges(
+        START, lambda s: [Send("work", {"i": i}) for i in range(s["n"])], ["work"]
+    )
+    builder.add_edge("work", END)
+    return builder.compile()
+
+
+fanout = _fanout()
+
+
+# ---- (c) a node to kill mid-run ----------------------------------------------------------------
+
+
+class Slow(TypedDict, total=False):
+    sleep: float
+    log: Annotated[list, operator.add]
+
+
+def slow_node(state: Slow) -> dict[str, Any]:
+    record("started", "slow")
+    time.sleep(state.get("sleep", 1.0))
+    record("finished", "slow")
+    return {"log": ["slow"]}
+
+
+def _slow() -> Any:
+    builder = StateGraph(Slow)
+    builder.add_node("slow", slow_node)
+    builder.add_edge(START, "slow")
+    builder.add_edge("slow", END)
+    return builder.compile()
+
+
+slow = _slow()
+
+
+# ---- the bare Celery peer ----------------------------------------------------------------------
+
+
+def noop(i: int = 0) -> int:
+    return i
+
+
+def make_peer_app(broker_url: str, backend_url: str, queue: str = "nodes") -> Celery:
+    """A plain Celery app with a result backend, its one task sent to celerygraph's node queue.
+
+    Delivery settings match celerygraph's app (late acks, JSON only), so the peer pays for
+    the same guarantees on the wire; the workers' prefetch of one applies to both.
+    """
+    peer = Celery("celerygraph-bench-peer", broker=broker_url, backend=backend_url)
+    peer.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        task_acks_late=True, task_reject_on_worker_lost=True, task_default_queue=queue,
+        broker_connection_retry_on_startup=True, task_ignore_result=False,
+    )
+    peer.task(name=PEER_TASK, shared=False, lazy=False)(noop)
+    return peer
+
+
+def _serve_peer_in_this_worker() -> None:
+    """Let the celerygraph worker process that loads this module run the peer task too."""
+    from worker.app import app, settings
+
+    peer = make_peer_app(settings.broker_url, settings.store_url, settings.node_queue)
+    app.tasks.register(peer.tasks[PEER_TASK])
+
+
+if __name__ in (m.strip() for m in os.environ.get("CELERYGRAPH_GRAPHS", "").split(",")):
+    _serve_peer_in_this_worker()
