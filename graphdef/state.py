@@ -291,8 +291,10 @@ class StateGraph:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         name: str | None = None,
+        routes: dict[str, str] | None = None,
         **_unused: Any,
     ) -> CompiledStateGraph:
+        """Compile; `routes` ({node: queue}) sends nodes to Celery queues when distributed."""
         interrupt_before = interrupt_before or ()
         interrupt_after = interrupt_after or ()
         for schema in (self.state_schema, self.input_schema, self.output_schema,
@@ -303,8 +305,14 @@ class StateGraph:
             [*([] if isinstance(interrupt_before, str) else interrupt_before),
              *([] if isinstance(interrupt_after, str) else interrupt_after)]
         )
+        for node in routes or {}:
+            if node not in self.nodes:
+                raise ValueError(f"routes name unknown node {node!r}")
         self.compiled = True
-        return CompiledStateGraph(self, checkpointer, interrupt_before, interrupt_after, name)
+        compiled = CompiledStateGraph(self, checkpointer, interrupt_before, interrupt_after, name)
+        for node, queue in (routes or {}).items():
+            compiled.nodes[node].queue = queue
+        return compiled
 
 
 class CompiledStateGraph(Pregel):

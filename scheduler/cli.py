@@ -65,9 +65,15 @@ def _snapshot(state: Any) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    routes = {}
+    for route in args.route or ():
+        node, sep, queue = route.partition("=")
+        if not sep or not node or not queue:
+            raise SystemExit(f"error: --route wants NODE=QUEUE, got {route!r}")
+        routes[node] = queue
     handle = _client().submit(
         args.graph, _json(args.input), thread_id=args.thread, durability=args.durability,
-        on_busy=args.on_busy,
+        on_busy=args.on_busy, routes=routes or None,
     )
     if args.wait:
         return _report(handle, args.timeout)
@@ -160,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thread", help="thread id (default: a new thread)")
     p.add_argument("--durability", default="async", choices=["sync", "async", "exit"])
     p.add_argument("--on-busy", default="reject", choices=["reject", "enqueue"])
+    p.add_argument("--route", action="append", metavar="NODE=QUEUE",
+                   help="send a node to a queue for this run (repeatable)")
     p.add_argument("--wait", action="store_true", help="wait and print the result")
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_submit)

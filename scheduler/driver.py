@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 from graphdef import algo
-from graphdef.errors import GraphInterrupt, GraphRecursionError, revive_error
+from graphdef.errors import GraphInterrupt, GraphRecursionError, NodeError, revive_error
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from scheduler.fencing import FencedSaver, StaleCheckpointError
@@ -97,6 +97,10 @@ class Driver:
         if after_barrier:
             context = self.store.step_context(thread_id, run_id, checkpoint_id)
             loop.conf[RESUMING] = bool(context.get("resuming"))
+            if loop.conf[RESUMING]:
+                # The start marked the paused state as seen only in its memory: mark it again,
+                # or a static breakpoint would stop the resumed run a second time.
+                algo.mark_interrupt_seen(loop.checkpoint, loop.channels)
         return self._drive(run, loop, after_barrier=after_barrier)
 
     # ---- the drive ------------------------------------------------------------------------
@@ -193,27 +197,38 @@ class Driver:
         self.store.set_output(thread_id, run_id, loop.output)
         interrupts = getattr(loop, "interrupts", [])
         self._compact(run)
+        # Free the thread before announcing the end: a producer that resumes the moment it
+        # sees the result must not find the thread still busy.
+        self._release(run)
         self.store.update_run(thread_id, run_id, status=status, finished_at=time.time())
         self.store.add_event(thread_id, run_id, status, output=loop.output,
                              interrupts=list(interrupts))
-        self._release(run)
+        self._retire(run)
         return Outcome(status, loop.output)
 
     def _fail(self, run: dict[str, Any], exc: BaseException) -> Outcome:
         thread_id, run_id = run["thread_id"], run["run_id"]
-        error = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, NodeError):
+            error = {"type": exc.type_name, "message": exc.message}
+        else:
+            error = {"type": type(exc).__name__, "message": str(exc)}
         self._compact(run)
+        self._release(run)
         self.store.update_run(thread_id, run_id, status="failed", error=error,
                               finished_at=time.time())
         self.store.add_event(thread_id, run_id, "failed", error=error)
-        self._release(run)
+        self._retire(run)
         return Outcome("failed", error)
 
     def _compact(self, run: dict[str, Any]) -> None:
         """`exit` durability: workers need every checkpoint while the run goes, but history
-        keeps only the last, as in-process."""
-        if run.get("durability") == "exit" and self.res.saver.head(run["thread_id"]):
-            self.res.saver.prune(run["thread_id"], keep_last=1)
+        keeps only the last one this run wrote, as in-process."""
+        if run.get("durability") != "exit":
+            return
+        ids = self.res.saver.checkpoint_ids(run["thread_id"])
+        base = run.get("base_head")
+        written = ids[ids.index(base) + 1:] if base in ids else ids
+        self.res.saver.drop_checkpoints(run["thread_id"], written[:-1])
 
     def _busy(self, run: dict[str, Any]) -> Outcome:
         thread_id, run_id = run["thread_id"], run["run_id"]
@@ -230,13 +245,16 @@ class Driver:
         self.store.retire(thread_id, run_id)
         return Outcome("rejected", error)
 
+    def _retire(self, run: dict[str, Any]) -> None:
+        """After the final status is stored: stop sweeping the run, let its keys expire."""
+        self.store.retire(run["thread_id"], run["run_id"])
+        if self.res.settings.run_ttl:
+            self.store.expire_thread(run["thread_id"], self.res.settings.run_ttl)
+
     def _release(self, run: dict[str, Any]) -> None:
         """Free the thread and start the next run waiting on it, if any."""
         thread_id, run_id = run["thread_id"], run["run_id"]
         self.store.release_thread(thread_id, run_id)
-        self.store.retire(thread_id, run_id)
-        if self.res.settings.run_ttl:
-            self.store.expire_thread(thread_id, self.res.settings.run_ttl)
         next_run = self.store.pop_queued(thread_id)
         if next_run is not None:
             if not self.store.claim_thread(thread_id, next_run):

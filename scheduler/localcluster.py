@@ -183,7 +183,7 @@ class LocalCluster:
         queues = queues or self.env.get("CELERYGRAPH_NODE_QUEUE", "nodes")
         cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
                "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat", *extra]
+               "--without-gossip", "--without-mingle", *extra]
         return self.spawn(name, cmd, b" ready.")
 
     def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:

@@ -2,7 +2,7 @@
 
 `celerygraph.start_run` is the documented entry point for producers in any language: send
 it with JSON keyword arguments `graph`, `input`, `thread_id` (and optionally `config`,
-`durability`, `on_busy`, `run_id`), or with just `thread_id` and `run_id` for a run that
+`durability`, `on_busy`, `routes`, `run_id`), or with just `thread_id` and `run_id` for a run that
 `scheduler.Client` already stored.
 """
 
@@ -53,13 +53,14 @@ def start_run(
     config: dict[str, Any] | None = None,
     durability: str = "async",
     on_busy: str = "reject",
+    routes: dict[str, str] | None = None,
 ) -> str:
     res = resources()
     res.load_graphs()
     if run_id is None or res.store.run(thread_id, run_id) is None:
         run_id = create_run(res.store, graph=graph or "", run_input=input, thread_id=thread_id,
                             config=config, durability=durability, on_busy=on_busy,
-                            run_id=run_id, validate=False)
+                            run_id=run_id, routes=routes, validate=False)
     outcome = _with_run_lease(thread_id, run_id, lambda d: d.start(thread_id, run_id))
     return outcome.status
 

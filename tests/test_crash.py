@@ -60,7 +60,8 @@ def worker_running(cluster: Cluster, pid: int) -> str:
     return next(name for name, proc in cluster.procs.items() if proc.pid == group)
 
 
-def kill_worker_mid_node(cluster: Cluster, redis_server, thread_id: str) -> None:
+def kill_worker_mid_node(cluster: Cluster, redis_server, thread_id: str, *,
+                         redispatch_expected: bool) -> None:
     client = cluster.client()
     handle = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 2.0},
                            thread_id=thread_id)
@@ -77,8 +78,10 @@ def kill_worker_mid_node(cluster: Cluster, redis_server, thread_id: str) -> None
     assert second_at - killed_at < 10, f"re-run started {second_at - killed_at:.1f} s after kill"
     # Tasks that finished before the kill ran exactly once; the killed one twice.
     assert runs_per_task(redis_server, thread_id) == {"a": [1], "b": [1], "slow": [2], "d": [1]}
-    events = [e.type for e in handle.events()]
-    assert "task_redispatched" in events
+    if redispatch_expected:
+        # A Redis broker holds the dead worker's message for an hour: only the sweeper can
+        # have sent it again. RabbitMQ redelivers at once, and either copy may win the lease.
+        assert "task_redispatched" in [e.type for e in handle.events()]
 
 
 def test_sigkill_worker_mid_node_redis_broker(redis_server, tmp_path):
@@ -87,7 +90,7 @@ def test_sigkill_worker_mid_node_redis_broker(redis_server, tmp_path):
         cluster.start("w1")
         cluster.start("w2")
         cluster.start_scheduler()
-        kill_worker_mid_node(cluster, redis_server, "crash-redis")
+        kill_worker_mid_node(cluster, redis_server, "crash-redis", redispatch_expected=True)
     finally:
         cluster.stop()
 
@@ -120,7 +123,7 @@ def test_sigkill_worker_mid_node_rabbitmq_broker(redis_server, tmp_path, rabbit_
         cluster.start("w2", queues=rabbit_queues["nodes"])
         cluster.start("scheduler", app="scheduler", queues=rabbit_queues["scheduler"],
                       pool="threads", concurrency=4)
-        kill_worker_mid_node(cluster, redis_server, "crash-rabbit")
+        kill_worker_mid_node(cluster, redis_server, "crash-rabbit", redispatch_expected=False)
     finally:
         cluster.stop()
 

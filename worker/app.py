@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from celery import Celery, signals
 
+from worker.amqp import ShadowNamedAMQP
 from worker.settings import Settings
 
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app configured for celerygraph; producers and workers build it the same way."""
-    celery_app = Celery("celerygraph", broker=settings.broker_url)
+    celery_app = Celery("celerygraph", broker=settings.broker_url, amqp=ShadowNamedAMQP)
     celery_app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

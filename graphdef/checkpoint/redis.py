@@ -158,17 +158,22 @@ return {id, checkpoint, metadata, refs, found, redis.call('HGETALL', ARGV[2] .. 
 """
 )
 
-# KEYS[1] thread index; ARGV[1] keep_last, ARGV[2] thread key prefix.
+# KEYS[1] thread index; ARGV[1] keep_last, ARGV[2] thread key prefix, ARGV[3] optional
+# comma-separated checkpoint ids to drop instead of all but the newest keep_last.
 _PRUNE_LUA = (
     _CHAIN
     + """
 local index, keep, tp = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local chosen = {}
+for id in string.gmatch(ARGV[3] or '', '[^,]+') do chosen[#chosen + 1] = id end
 local marker = tp .. 'cps:'
 for _, cps in ipairs(redis.call('SMEMBERS', index)) do
   if string.sub(cps, 1, #marker) == marker then
     local ns = string.sub(cps, #marker + 1)
     local refs, blobs, latest = tp .. 'refs:' .. ns, tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
-    for _, id in ipairs(redis.call('ZRANGE', cps, 0, -keep - 1)) do
+    local doomed = chosen
+    if #chosen == 0 then doomed = redis.call('ZRANGE', cps, 0, -keep - 1) end
+    for _, id in ipairs(doomed) do
       redis.call('ZREM', cps, id)
       redis.call('HDEL', tp .. 'cp:' .. ns, id)
       redis.call('HDEL', tp .. 'meta:' .. ns, id)
@@ -684,6 +689,16 @@ class RedisSaver(BaseCheckpointSaver):
             raise ValueError("keep_last must be at least 1; use delete_thread to drop a thread")
         keys = self._keys(str(thread_id), "")
         self._prune(keys=[keys.index], args=[keep_last, keys.thread])
+
+    def checkpoint_ids(self, thread_id: str, ns: str = "") -> list[str]:
+        """Ids of the namespace's checkpoints, oldest first."""
+        return [i.decode() for i in self._client.zrange(self._keys(str(thread_id), ns).cps, 0, -1)]
+
+    def drop_checkpoints(self, thread_id: str, checkpoint_ids: list[str]) -> None:
+        """Delete these checkpoints (and their writes, and blobs nothing else needs)."""
+        if checkpoint_ids:
+            keys = self._keys(str(thread_id), "")
+            self._prune(keys=[keys.index], args=[1, keys.thread, ",".join(checkpoint_ids)])
 
     def stored_bytes(self, thread_id: str | None = None) -> int:
         threads = self._threads() if thread_id is None else [str(thread_id)]
