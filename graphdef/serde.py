@@ -30,6 +30,7 @@ __all__ = [
     "Serde",
     "SerdeError",
     "SerializerProtocol",
+    "ValueTooLargeError",
     "allow_module",
     "check_serializable",
     "dumps",
@@ -56,6 +57,16 @@ class NotSerializableError(SerdeError):
         self.path = path
         self.type_name = type_name
         super().__init__(f"value at {path} of type {type_name} is not serializable")
+
+
+class ValueTooLargeError(SerdeError):
+    """A value over the saver's size limit; stored values stay bounded per run."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        self.path = path
+        self.size = size
+        self.limit = limit
+        super().__init__(f"value at {path} is {size} bytes, over the limit of {limit} bytes")
 
 
 class SerializerProtocol(Protocol):

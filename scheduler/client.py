@@ -129,7 +129,8 @@ class Client:
         self.settings = settings or Settings.from_env()
         self.app = app or (make_app(settings) if settings is not None else default_app)
         self.saver = RedisSaver.from_url(self.settings.store_url)
-        self.store = RunStore(self.saver.client)
+        self.saver.max_value_bytes = self.settings.max_value_bytes
+        self.store = RunStore(self.saver.client, max_value_bytes=self.settings.max_value_bytes)
 
     # ---- submitting -----------------------------------------------------------------------
 

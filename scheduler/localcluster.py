@@ -158,6 +158,7 @@ class LocalCluster:
             scheduler_queue=env.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler"),
             lease_seconds=float(env.get("CELERYGRAPH_LEASE_SECONDS", "2.0")),
             sweep_seconds=float(env.get("CELERYGRAPH_SWEEP_SECONDS", "0.5")),
+            max_value_bytes=int(env.get("CELERYGRAPH_MAX_VALUE_BYTES", str(16 * 1024 * 1024))),
         )
 
     def client(self):  # noqa: ANN201

@@ -139,3 +139,18 @@ def _single() -> Any:
 
 
 single = _single()
+
+
+def bloat(state: Log) -> dict[str, Any]:
+    count("bloat")
+    return {"log": ["x" * int(state.get("n", 0))]}
+
+
+def _bloated() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("bloat", bloat)
+    builder.add_edge(START, "bloat")
+    return builder.compile()
+
+
+bloated = _bloated()

@@ -218,3 +218,25 @@ def test_node_errors_read_back_as_builtins_or_node_error(saver):
     stored_invalid = stored_error("invalid", invalid, ValueError)
     assert type(stored_invalid) is ValueError
     assert stored_invalid.args == ("bad amount", 3)
+
+
+def test_value_over_the_saver_limit_fails_the_node_and_stores_no_state(saver):
+    from graphdef.serde import ValueTooLargeError
+
+    saver.max_value_bytes = 10_000
+    builder = StateGraph(State)
+    builder.add_node("grow", lambda s: {"log": ["z" * 20_000]})
+    builder.add_edge(START, "grow")
+    graph = builder.compile(checkpointer=saver)
+    with pytest.raises(ValueTooLargeError, match=r"state\['log'\] is \d+ bytes, over the limit"):
+        graph.invoke({"log": ["start"]}, CONFIG)
+    state = graph.get_state(CONFIG)
+    assert state.values == {"log": ["start"]} and state.next == ("grow",)
+    # A list that grows past the limit by appends is caught too, not just one big value.
+    builder = StateGraph(State)
+    builder.add_node("step", lambda s: {"log": ["y" * 3_000]})
+    builder.add_edge(START, "step")
+    builder.add_conditional_edges("step", lambda s: END if len(s["log"]) > 10 else "step")
+    looping = builder.compile(checkpointer=saver)
+    with pytest.raises(ValueTooLargeError):
+        looping.invoke({"log": []}, {"configurable": {"thread_id": "loop"}})

@@ -20,7 +20,8 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(redis_server, tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url,
+                      CELERYGRAPH_MAX_VALUE_BYTES="200000")
     cluster.start("worker1", concurrency=2)
     cluster.start_scheduler()
     yield cluster
@@ -130,3 +131,26 @@ def test_busy_thread_enqueues_second_submission(cluster, redis_server):
     assert first.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
     # The second run starts only after the first, on the state the first left.
     assert second.result(timeout=60)["log"] == ["a", "b", "slow", "d", "second", "one"]
+
+
+def test_oversized_state_fails_that_run_only(cluster, redis_server):
+    client = cluster.client()
+    normal = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 0.3},
+                           thread_id="big-neighbour")
+    big = client.submit("tests.dist_graphs:bloated", {"log": [], "n": 300_000},
+                        thread_id="big-1")
+    assert big.wait(timeout=60) == "failed"
+    error = big.info()["error"]
+    assert error["type"] == "ValueTooLargeError"
+    assert "state['log']" in error["message"] and "over the limit" in error["message"]
+    assert normal.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+    assert client.get_state("big-1").values == {"log": [], "n": 300_000}
+
+
+def test_oversized_input_is_rejected_before_anything_is_stored(cluster, redis_server):
+    from graphdef.serde import ValueTooLargeError
+
+    with pytest.raises(ValueTooLargeError, match="value at input is"):
+        cluster.client().submit("tests.dist_graphs:single", {"log": ["y" * 300_000]},
+                                thread_id="big-input")
+    assert redis_server.client().keys("cg:{big-input}*") == []

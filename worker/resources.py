@@ -42,7 +42,9 @@ def resources(settings: Settings | None = None) -> Resources:
         if res is None:
             settings = settings or Settings.from_env()
             saver = RedisSaver.from_url(settings.store_url)
-            res = Resources(settings, saver, RunStore(saver.client))
+            saver.max_value_bytes = settings.max_value_bytes
+            res = Resources(settings, saver,
+                            RunStore(saver.client, max_value_bytes=settings.max_value_bytes))
             _by_pid.clear()
             _by_pid[pid] = res
         return res

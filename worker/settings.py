@@ -9,6 +9,7 @@ CELERYGRAPH_LEASE_SECONDS      a running task's heartbeat lifetime (2.0)
 CELERYGRAPH_SWEEP_SECONDS      how often lost work is looked for (0.5)
 CELERYGRAPH_VISIBILITY_TIMEOUT Redis broker redelivery of unacked messages (3600)
 CELERYGRAPH_RUN_TTL            seconds a finished thread's keys live (unset: forever)
+CELERYGRAPH_MAX_VALUE_BYTES    largest stored state value, task write or run input (16 MiB)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Settings:
     sweep_seconds: float = 0.5
     visibility_timeout: float = 3600.0
     run_ttl: float | None = None
+    max_value_bytes: int = 16 * 1024 * 1024
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,4 +54,5 @@ class Settings:
             sweep_seconds=_float("CELERYGRAPH_SWEEP_SECONDS", 0.5),
             visibility_timeout=_float("CELERYGRAPH_VISIBILITY_TIMEOUT", 3600.0),
             run_ttl=float(ttl) if ttl else None,
+            max_value_bytes=int(_float("CELERYGRAPH_MAX_VALUE_BYTES", 16 * 1024 * 1024)),
         )

@@ -52,9 +52,11 @@ def thread_tag(thread_id: str) -> str:
 class RunStore:
     """Typed access to the coordination keys; one instance per process is enough."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "cg") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "cg",
+                 max_value_bytes: int | None = None) -> None:
         self.r = client
         self.prefix = prefix
+        self.max_value_bytes = max_value_bytes
         self._mark_done = client.register_script(_MARK_DONE)
         self._release = client.register_script(_RELEASE_IF_OWNER)
         self._refresh = client.register_script(_REFRESH_IF_OWNER)
@@ -72,6 +74,8 @@ class RunStore:
                    run_input: Any) -> None:
         """Store a new run's record and input together, or fail leaving nothing behind."""
         encoded_input = serde.dumps(run_input, root="input")
+        if self.max_value_bytes is not None and len(encoded_input) > self.max_value_bytes:
+            raise serde.ValueTooLargeError("input", len(encoded_input), self.max_value_bytes)
         now = time.time()
         record = {**fields, "thread_id": thread_id, "run_id": run_id, "created_at": now,
                   "updated_at": now}

@@ -256,15 +256,22 @@ class BaseCheckpointSaver(ABC):
             channel_versions=dict(checkpoint.get("channel_versions") or {}),
         )
 
+    @property
+    def max_value_bytes(self) -> int | None:
+        """Largest channel value or task write this saver stores; bigger ones fail first."""
+        return self.codec.max_value_bytes
+
+    @max_value_bytes.setter
+    def max_value_bytes(self, limit: int | None) -> None:
+        self.codec.max_value_bytes = limit
+
     def _prepare_writes(self, writes: Sequence[tuple[str, Any]]) -> list[tuple[int, str, bytes]]:
-        return [
-            (
-                WRITES_IDX_MAP.get(channel, i),
-                channel,
-                self.serde.dumps(value, root=value_root(channel)),
-            )
-            for i, (channel, value) in enumerate(writes)
-        ]
+        prepared = []
+        for i, (channel, value) in enumerate(writes):
+            data = self.serde.dumps(value, root=value_root(channel))
+            self.codec.check_size(value_root(channel), len(data))
+            prepared.append((WRITES_IDX_MAP.get(channel, i), channel, data))
+        return prepared
 
     def _encode_refs(self, refs: Mapping[str, BlobRef]) -> bytes:
         return orjson.dumps({channel: list(ref) for channel, ref in refs.items()})

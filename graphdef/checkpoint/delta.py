@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from graphdef.serde import NotSerializableError, SerializerProtocol
+from graphdef.serde import NotSerializableError, SerializerProtocol, ValueTooLargeError
 
 EMPTY, FULL, DELTA = "empty", "full", "delta"
 BlobRef = tuple[int, str]  # (version, digest)
@@ -144,6 +144,12 @@ class BlobCodec:
     def __init__(self, serde: SerializerProtocol, cache: ListCache | None = None) -> None:
         self.serde = serde
         self.cache = cache or ListCache()
+        # Bytes one channel value may take (a list counts all its items); None: no limit.
+        self.max_value_bytes: int | None = None
+
+    def check_size(self, root: str, size: int) -> None:
+        if self.max_value_bytes is not None and size > self.max_value_bytes:
+            raise ValueTooLargeError(root, size, self.max_value_bytes)
 
     def prepare(
         self, thread_id: str, ns: str, channel: str, version: int, value: Any, present: bool
@@ -167,6 +173,7 @@ class BlobCodec:
 
     def full(self, channel: str, version: int, value: Any) -> PendingBlob:
         data = self.serde.dumps(value, root=value_root(channel))
+        self.check_size(value_root(channel), len(data))
         digest = _digest(FULL, data)
         known = None
         if type(value) is list:
@@ -183,6 +190,7 @@ class BlobCodec:
         base = (known.version, known.digest)
         digest = _digest(DELTA, data, base)
         blob = Blob(channel, version, digest, DELTA, data, *base)
+        self.check_size(value_root(channel), known.size + len(data))
         items = known.items + self.serde.loads(data)
         learned = _Known(version, digest, items, known.size + len(data))
         return PendingBlob(channel, version, digest, blob, value, learned)
