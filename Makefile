@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/embedded_vs_langgraph.py
 	$(BIN)/python bench/storage_growth.py
+	$(BIN)/python bench/distributed.py
 
 cluster: $(STAMP)
 	$(BIN)/python -m scheduler.localcluster up
