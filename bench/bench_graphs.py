@@ -141,3 +141,32 @@ def _serve_peer_in_this_worker() -> None:
 
 if __name__ in (m.strip() for m in os.environ.get("CELERYGRAPH_GRAPHS", "").split(",")):
     _serve_peer_in_this_worker()
+
+
+class Pipeline(TypedDict, total=False):
+    steps: Annotated[list, operator.add]
+
+
+def io_step(name: str) -> Any:
+    def node(state: Pipeline) -> dict[str, Any]:
+        time.sleep(0.05)  # waiting on I/O: a call to another service
+        return {"steps": [name]}
+
+    node.__name__ = name
+    return node
+
+
+def _io_pipeline() -> Any:
+    """Five nodes in a row, each waiting 50 ms on I/O (`bench/scale_out.py`)."""
+    builder = StateGraph(Pipeline)
+    names = [f"io{i}" for i in range(5)]
+    for name in names:
+        builder.add_node(name, io_step(name))
+    builder.add_edge(START, names[0])
+    for a, b in zip(names, names[1:], strict=False):
+        builder.add_edge(a, b)
+    builder.add_edge(names[-1], END)
+    return builder.compile()
+
+
+io_pipeline = _io_pipeline()
