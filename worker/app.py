@@ -7,6 +7,8 @@ of one, JSON only on the wire, and task events on so Flower sees every node.
 
 from __future__ import annotations
 
+import ssl
+
 from celery import Celery, signals
 
 from worker.amqp import ShadowNamedAMQP
@@ -31,7 +33,11 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
+        worker_consumer="worker.consumer:SafeConsumer",
     )
+    if settings.broker_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.broker_url:
+        # kombu would fall back to no certificate checks for a bare rediss:// URL.
+        celery_app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return celery_app
 
 

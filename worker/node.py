@@ -52,9 +52,16 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     """Run the task unless finished elsewhere; True when this call completed the superstep."""
     store = res.store
     run = store.run(thread_id, run_id)
-    if run is None or run.get("status") in TERMINAL:
+    if run is None:
+        log.warning("ignoring node task %s: thread %r has no run %r", task_id, thread_id, run_id)
+        return False
+    if run.get("status") in TERMINAL:
         return False
     if store.is_done(thread_id, run_id, checkpoint_id, task_id):
+        return False
+    if not store.step_has_task(thread_id, run_id, checkpoint_id, task_id):
+        log.warning("ignoring node task %s: not dispatched for step %s of run %r",
+                    task_id, checkpoint_id, run_id)
         return False
     owner = _owner()
     if not store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds):

@@ -184,6 +184,11 @@ class RunStore:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
 
+    def step_has_task(self, thread_id: str, run_id: str, checkpoint_id: str,
+                      task_id: str) -> bool:
+        return bool(self.r.hexists(self.key(thread_id, "step", run_id, checkpoint_id),
+                                   f"task:{task_id}"))
+
     def step_context(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, Any]:
         data = self.r.hget(self.key(thread_id, "step", run_id, checkpoint_id), "context")
         return serde.loads(data) if data is not None else {}
