@@ -245,7 +245,11 @@ class Client:
         try:
             return registry.resolve(ref)
         except registry.UnknownGraphError:
-            module, attr = ref.split(":", 1)
+            module, _, attr = ref.partition(":")
+            # A run record can be forged by anyone who can send start_run: import only the
+            # modules this process is configured to run graphs from.
+            if module not in self.settings.graph_modules:
+                raise
             return getattr(importlib.import_module(module), attr)
 
     def _config(self, thread_id: str) -> dict[str, Any]:
