@@ -23,6 +23,16 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def mask_password(url: str) -> str:
+    """`redis://:secret@host` -> `redis://:***@host`, for anything that may be printed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 @dataclass(frozen=True)
 class Settings:
     broker_url: str
@@ -35,6 +45,12 @@ class Settings:
     visibility_timeout: float = 3600.0
     run_ttl: float | None = None
     max_value_bytes: int = 16 * 1024 * 1024
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.__dict__.items() if k not in ("broker_url", "store_url")}
+        return (f"Settings(broker_url={mask_password(self.broker_url)!r}, "
+                f"store_url={mask_password(self.store_url)!r}, "
+                + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")")
 
     @classmethod
     def from_env(cls) -> Settings:
