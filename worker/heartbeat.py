@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from types import TracebackType
 
+import redis
+
 from worker.store import RunStore
+
+log = logging.getLogger(__name__)
 
 
 class Heartbeat:
@@ -22,7 +27,12 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.seconds / 3):
-            self.store.refresh_lease(self.thread_id, self.name, self.owner, self.seconds)
+            try:
+                self.store.refresh_lease(self.thread_id, self.name, self.owner, self.seconds)
+            except redis.RedisError as exc:
+                # A blip (Redis restarting) must not end the heartbeat: the lease would
+                # lapse and the sweeper would run the node a second time beside this one.
+                log.warning("lease refresh of %s failed (%r); retrying", self.name, exc)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
