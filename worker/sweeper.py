@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from celery import Celery
 
 from worker.node import ADVANCE_TASK, NODE_TASK
@@ -35,6 +36,9 @@ class Sweeper:
         self._thread = threading.Thread(target=self._loop, name="celerygraph-sweeper",
                                         daemon=True)
         self.redispatched = 0
+        url = res.settings.broker_url
+        self.broker = redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://")) \
+            else None
 
     def start(self) -> None:
         self._thread.start()
@@ -101,7 +105,9 @@ class Sweeper:
                 continue
             if store.lease_alive(thread_id, task_id):
                 continue
-            if not store.was_started(thread_id, task_id) and not half_sent:
+            if not store.was_started(thread_id, task_id) and not (
+                half_sent or self._taken_and_lost(task, now, grace)
+            ):
                 continue
             if now - task.get("dispatched_at", now) < grace:
                 continue
@@ -120,6 +126,18 @@ class Sweeper:
             )
         if half_sent:
             store.mark_sent(thread_id, run_id, checkpoint_id)
+
+    def _taken_and_lost(self, task: dict[str, Any], now: float, grace: float) -> bool:
+        """A never-started task no longer in its (Redis) queue: a consumer took it and died.
+
+        Kombu's Redis transport would hand it back only after the visibility timeout. With
+        the queue empty, a task still not started after a few lease lifetimes is not waiting
+        behind others; sending it again is safe (lease and memo stop a second run).
+        """
+        if self.broker is None or now - task.get("dispatched_at", now) < 3 * grace:
+            return False
+        queue = task.get("queue") or self.res.settings.node_queue
+        return int(self.broker.llen(queue)) == 0
 
     def _send_start(self, run: dict[str, Any]) -> None:
         self.res.store.update_run(run["thread_id"], run["run_id"])
