@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench cluster cluster-stop clean
+.PHONY: venv demo test lint bench cluster cluster-stop clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The long fuzz (tests/fuzz_long.py): serde decoder and checkpoint loaders, FUZZ_SECONDS in
+# all; coverage-guided with atheris when it is installed (pip install atheris).
+FUZZ_SECONDS ?= 300
+
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz_long --seconds $(FUZZ_SECONDS)
+
+# The long fault storm (tests/faults/storm.py): 300 runs on real workers, schedulers and a
+# Redis of its own while they are SIGKILLed, paused and restarted; prints one summary line.
+.PHONY: faults
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults.storm --runs 300 --minutes 8
 
 bench: $(STAMP)
 	$(BIN)/python bench/embedded_vs_langgraph.py

@@ -16,7 +16,14 @@ from typing import Any, TypedDict
 
 import orjson
 
-from graphdef.checkpoint.delta import Blob, BlobCodec, BlobRef, PendingBlob, value_root
+from graphdef.checkpoint.delta import (
+    Blob,
+    BlobCodec,
+    BlobRef,
+    CorruptStorageError,
+    PendingBlob,
+    value_root,
+)
 from graphdef.checkpoint.ids import new_checkpoint_id
 from graphdef.serde import Serde, SerializerProtocol
 
@@ -277,7 +284,45 @@ class BaseCheckpointSaver(ABC):
         return orjson.dumps({channel: list(ref) for channel, ref in refs.items()})
 
     def _decode_refs(self, data: bytes) -> dict[str, BlobRef]:
-        return {channel: (ref[0], ref[1]) for channel, ref in orjson.loads(data).items()}
+        """The channel refs of a stored checkpoint row; CorruptStorageError if malformed."""
+        doc = load_json(data, "channel refs of a checkpoint row")
+        if not isinstance(doc, dict):
+            raise CorruptStorageError(
+                f"channel refs of a checkpoint row are not an object: {type(doc).__name__}"
+            )
+        refs: dict[str, BlobRef] = {}
+        for channel, ref in doc.items():
+            if not (
+                isinstance(ref, list)
+                and len(ref) == 2
+                and is_version(ref[0])
+                and isinstance(ref[1], str)
+            ):
+                raise CorruptStorageError(
+                    f"malformed channel ref {ref!r} for channel {channel!r} of a checkpoint row"
+                )
+            refs[channel] = (ref[0], ref[1])
+        return refs
+
+    def _decode_checkpoint(self, data: bytes) -> dict[str, Any]:
+        """A stored checkpoint row (everything but the values); CorruptStorageError if it is
+        not a JSON object."""
+        checkpoint = load_json(data, "checkpoint row")
+        if not isinstance(checkpoint, dict):
+            raise CorruptStorageError(
+                f"checkpoint row is not an object: {type(checkpoint).__name__}"
+            )
+        return checkpoint
+
+    def _decode_metadata(self, data: Any) -> CheckpointMetadata:
+        """Stored checkpoint metadata: SerdeError if it does not decode, CorruptStorageError
+        if it is not a dict (savers only ever store dicts)."""
+        metadata = self.serde.loads(data)
+        if not isinstance(metadata, dict):
+            raise CorruptStorageError(
+                f"checkpoint metadata is not a dict: {type(metadata).__name__}"
+            )
+        return metadata  # type: ignore[return-value]
 
     def _to_tuple(
         self,
@@ -287,7 +332,7 @@ class BaseCheckpointSaver(ABC):
         writes: Sequence[StoredWrite],
     ) -> CheckpointTuple:
         """Rebuild a checkpoint from its row; ``writes`` come in insertion order."""
-        checkpoint = orjson.loads(row.checkpoint)
+        checkpoint = self._decode_checkpoint(row.checkpoint)
         values: dict[str, Any] = {}
         for channel, head in self._decode_refs(row.refs).items():
             present, value = self.codec.read(
@@ -310,11 +355,30 @@ class BaseCheckpointSaver(ABC):
     def _pending_writes(self, writes: Sequence[StoredWrite]) -> list[PendingWrite]:
         # Grouped by task in the order tasks first wrote, then by index: deterministic, and
         # independent of which write of a task an upsert touched last.
+        for task_id, idx, channel, _ in writes:
+            if not (isinstance(task_id, str) and is_version(idx) and isinstance(channel, str)):
+                raise CorruptStorageError(
+                    f"malformed pending write: task {task_id!r}, index {idx!r}, channel {channel!r}"
+                )
         first_seen: dict[str, int] = {}
         for position, (task_id, *_rest) in enumerate(writes):
             first_seen.setdefault(task_id, position)
         ordered = sorted(writes, key=lambda w: (first_seen[w[0]], w[1]))
         return [(task_id, channel, self.serde.loads(data)) for task_id, _, channel, data in ordered]
+
+
+def load_json(data: Any, what: str) -> Any:
+    """``orjson.loads`` of one of the savers' own records; CorruptStorageError naming
+    ``what`` when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except (TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise CorruptStorageError(f"{what} is not valid JSON: {exc}") from None
+
+
+def is_version(value: Any) -> bool:
+    """Whether a stored version (or write index) is an int (JSON true is not)."""
+    return type(value) is int
 
 
 def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:

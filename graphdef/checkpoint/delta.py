@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from graphdef.serde import NotSerializableError, SerializerProtocol, ValueTooLargeError
 
 EMPTY, FULL, DELTA = "empty", "full", "delta"
+KINDS = frozenset((EMPTY, FULL, DELTA))
 BlobRef = tuple[int, str]  # (version, digest)
 
 
@@ -240,6 +241,15 @@ class BlobCodec:
         blob = lookup(ref)
         if blob is None:
             raise CorruptStorageError(f"value blob {ref} of channel {channel!r} is not stored")
+        if blob.kind not in KINDS:
+            raise CorruptStorageError(
+                f"value blob {ref} of channel {channel!r} has an unknown kind {blob.kind!r}"
+            )
+        if not isinstance(blob.data, bytes | str):
+            raise CorruptStorageError(
+                f"value blob {ref} of channel {channel!r} holds {type(blob.data).__name__},"
+                " not serialized bytes"
+            )
         return blob
 
     def _build(self, chain: list[Blob]) -> Any:

@@ -76,7 +76,7 @@ class InMemorySaver(BaseCheckpointSaver):
         for row in rows:
             if limit is not None and limit <= 0:
                 return
-            metadata = self.serde.loads(row.metadata)
+            metadata = self._decode_metadata(row.metadata)
             if metadata_matches(metadata, filter):
                 with self._lock:
                     yield self._load(row, metadata)
@@ -87,7 +87,7 @@ class InMemorySaver(BaseCheckpointSaver):
         writes = self._writes.get((row.thread_id, row.ns, row.checkpoint_id)) or {}
         return self._to_tuple(
             row,
-            self.serde.loads(row.metadata) if metadata is None else metadata,
+            self._decode_metadata(row.metadata) if metadata is None else metadata,
             lambda channel, ref: self._blobs.get((row.thread_id, row.ns, channel, *ref)),
             [(task_id, idx, w.channel, w.data) for (task_id, idx), w in writes.items()],
         )

@@ -26,6 +26,7 @@ nothing here unpickles.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ from graphdef.checkpoint.base import (
     Target,
     checkpoint_config,
     list_bounds,
+    load_json,
     metadata_matches,
 )
 from graphdef.checkpoint.delta import (
@@ -112,7 +114,8 @@ return 1
 """
 )
 
-# Pushes the blobs a field's delta chain needs; shared by load and prune.
+# Pushes the blobs a field's delta chain needs, and reads the blob fields of a refs row
+# (checking its shape); shared by load and prune.
 _CHAIN = """
 local function chain(blobs, stack, visit)
   local seen = {}
@@ -124,42 +127,69 @@ local function chain(blobs, stack, visit)
       if blob then
         visit(field, blob)
         local base = string.match(blob, '^d([^|]*)|')
-        if base then
-          stack[#stack + 1] = base .. ':' .. string.match(field, '^[^:]*:[^:]*:(.*)$')
+        local channel = string.match(field, '^[^:]*:[^:]*:(.*)$')
+        if base and channel then  -- else malformed: the Python side reports it
+          stack[#stack + 1] = base .. ':' .. channel
         end
       end
     end
   end
   return seen
 end
+
+-- The blob fields a refs row names, or nil and what is wrong with the row.
+local function heads(row)
+  local ok, doc = pcall(cjson.decode, row)
+  if not ok then return nil, 'are not JSON' end
+  if type(doc) ~= 'table' then return nil, 'are not an object' end
+  local fields = doc['f']
+  if type(fields) ~= 'table' then return nil, 'have no list of blob fields' end
+  local stack = {}
+  for i, field in ipairs(fields) do
+    if type(field) ~= 'string' then return nil, 'name a blob field that is not a string' end
+    stack[i] = field
+  end
+  return stack
+end
 """
 
 # KEYS cps, cp, meta, refs, blob; ARGV[1] checkpoint id ('' = newest), ARGV[2] writes key
-# prefix. Returns false, or {id, checkpoint, metadata, refs, {field, blob, ...}, writes}.
+# prefix. Returns false (no such checkpoint), {'corrupt', what is wrong, id}, or
+# {'ok', id, checkpoint, metadata, refs, {field, blob, ...}, writes}. The newest id of the
+# index without a checkpoint row is corrupt, not an empty thread (a runner would start over).
 _LOAD_LUA = (
     _CHAIN
     + """
 local id = ARGV[1]
-if id == '' then
+local indexed = id == ''
+if indexed then
   local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0)
   if #newest == 0 then return false end
   id = newest[1]
 end
 local checkpoint = redis.call('HGET', KEYS[2], id)
-if not checkpoint then return false end
+if not checkpoint then
+  if indexed then return {'corrupt', 'is the newest in the index but has no row', id} end
+  return false
+end
 local metadata = redis.call('HGET', KEYS[3], id)
+if not metadata then return {'corrupt', 'has no metadata', id} end
 local refs = redis.call('HGET', KEYS[4], id)
+if not refs then return {'corrupt', 'has no channel refs', id} end
+local stack, why = heads(refs)
+if not stack then return {'corrupt', 'has channel refs that ' .. why, id} end
 local found = {}
-chain(KEYS[5], cjson.decode(refs)['f'], function(field, blob)
+chain(KEYS[5], stack, function(field, blob)
   found[#found + 1] = field
   found[#found + 1] = blob
 end)
-return {id, checkpoint, metadata, refs, found, redis.call('HGETALL', ARGV[2] .. id)}
+return {'ok', id, checkpoint, metadata, refs, found, redis.call('HGETALL', ARGV[2] .. id)}
 """
 )
 
 # KEYS[1] thread index; ARGV[1] keep_last, ARGV[2] thread key prefix, ARGV[3] optional
-# comma-separated checkpoint ids to drop instead of all but the newest keep_last.
+# comma-separated checkpoint ids to drop instead of all but the newest keep_last. Returns 1,
+# or {'corrupt', what is wrong, id} (and changes nothing) when a kept refs row is malformed.
 _PRUNE_LUA = (
     _CHAIN
     + """
@@ -167,12 +197,32 @@ local index, keep, tp = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 local chosen = {}
 for id in string.gmatch(ARGV[3] or '', '[^,]+') do chosen[#chosen + 1] = id end
 local marker = tp .. 'cps:'
+-- First every namespace's plan, so that a malformed refs row stops the prune before it
+-- deletes anything.
+local plans = {}
 for _, cps in ipairs(redis.call('SMEMBERS', index)) do
   if string.sub(cps, 1, #marker) == marker then
     local ns = string.sub(cps, #marker + 1)
-    local refs, blobs, latest = tp .. 'refs:' .. ns, tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
     local doomed = chosen
     if #chosen == 0 then doomed = redis.call('ZRANGE', cps, 0, -keep - 1) end
+    local dropped = {}
+    for _, id in ipairs(doomed) do dropped[id] = true end
+    local kept = {}
+    local rows = redis.call('HGETALL', tp .. 'refs:' .. ns)
+    for i = 1, #rows, 2 do
+      if not dropped[rows[i]] then
+        local fields, why = heads(rows[i + 1])
+        if not fields then return {'corrupt', 'has channel refs that ' .. why, rows[i]} end
+        for _, field in ipairs(fields) do kept[#kept + 1] = field end
+      end
+    end
+    plans[#plans + 1] = {cps, ns, doomed, kept}
+  end
+end
+for _, plan in ipairs(plans) do
+  local cps, ns, doomed, kept = plan[1], plan[2], plan[3], plan[4]
+  do
+    local refs, blobs, latest = tp .. 'refs:' .. ns, tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
     for _, id in ipairs(doomed) do
       redis.call('ZREM', cps, id)
       redis.call('HDEL', tp .. 'cp:' .. ns, id)
@@ -182,16 +232,12 @@ for _, cps in ipairs(redis.call('SMEMBERS', index)) do
       redis.call('DEL', writes)
       redis.call('SREM', index, writes)
     end
-    local heads = {}
-    for _, row in ipairs(redis.call('HVALS', refs)) do
-      for _, field in ipairs(cjson.decode(row)['f']) do heads[#heads + 1] = field end
-    end
-    local live = chain(blobs, heads, function() end)
+    local live = chain(blobs, kept, function() end)
     local remaining = {}
     for _, field in ipairs(redis.call('HKEYS', blobs)) do
       if live[field] then
         local version, digest, channel = string.match(field, '^([^:]*):([^:]*):(.*)$')
-        remaining[version .. ':' .. channel] = digest
+        if version then remaining[version .. ':' .. channel] = digest end
       else
         redis.call('HDEL', blobs, field)
       end
@@ -199,7 +245,7 @@ for _, cps in ipairs(redis.call('SMEMBERS', index)) do
     local entries = redis.call('HGETALL', latest)
     for i = 1, #entries, 2 do
       local version, channel = string.match(entries[i], '^([^:]*):(.*)$')
-      if not live[version .. ':' .. entries[i + 1] .. ':' .. channel] then
+      if version and not live[version .. ':' .. entries[i + 1] .. ':' .. channel] then
         if remaining[entries[i]] then
           redis.call('HSET', latest, entries[i], remaining[entries[i]])
         else
@@ -282,9 +328,51 @@ def _blob_field(channel: str, ref: BlobRef) -> str:
     return f"{ref[0]}:{ref[1]}:{channel}"
 
 
-def _parse_blob_field(field: str) -> tuple[str, BlobRef]:
-    version, digest, channel = field.split(":", 2)
-    return channel, (int(version), digest)
+_BLOB_FIELD = re.compile(r"(-?[0-9]+):([^:]*):(.*)", re.DOTALL)
+_DELTA_BASE = re.compile(rb"(-?[0-9]+):([^:]*)", re.DOTALL)
+_WRITE_FIELD = re.compile(rb"(-?[0-9]+):(.*)", re.DOTALL)
+
+
+def _canonical_int(text: str) -> int | None:
+    """The int ``text`` spells the way ``str(int)`` does, else None (``05``, ``-0``)."""
+    value = int(text)
+    return value if str(value) == text else None
+
+
+def _parse_blob_field(field: Any) -> tuple[str, BlobRef]:
+    """``<version>:<digest>:<channel>``, as ``_blob_field`` writes it."""
+    found = _BLOB_FIELD.fullmatch(field) if isinstance(field, str) else None
+    version = None if found is None else _canonical_int(found[1])
+    if found is None or version is None:
+        raise CorruptStorageError(f"malformed value blob field {field!r} in channel refs")
+    return found[3], (version, found[2])
+
+
+def _parse_refs(raw: bytes) -> tuple[str | None, dict[str, BlobRef]]:
+    """(parent id, channel refs) of a refs row ``{"p": parent id, "f": [blob fields]}``."""
+    doc = load_json(raw, "channel refs")
+    if not isinstance(doc, dict) or "p" not in doc or "f" not in doc:
+        raise CorruptStorageError(f"channel refs are not a {{p, f}} object: {raw[:200]!r}")
+    parent, fields = doc["p"], doc["f"]
+    if not (parent is None or isinstance(parent, str)) or not isinstance(fields, list):
+        raise CorruptStorageError(f"malformed channel refs: {raw[:200]!r}")
+    return parent, dict(_parse_blob_field(field) for field in fields)
+
+
+def _decode_id(raw: bytes, key: str) -> str:
+    """A checkpoint id stored in ``key`` (ids are text: non-UTF-8 bytes are corrupt)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise CorruptStorageError(f"checkpoint id {raw!r} in {key!r} is not UTF-8") from None
+
+
+def _shown_id(raw: bytes) -> str:
+    """A stored checkpoint id for an error message: the text, or the bytes if not UTF-8."""
+    try:
+        return repr(raw.decode())
+    except UnicodeDecodeError:
+        return repr(raw)
 
 
 def _blob_record(blob: Blob) -> bytes:
@@ -298,11 +386,46 @@ def _parse_blob_record(channel: str, ref: BlobRef, record: bytes) -> Blob:
     sep = record.find(b"|")
     if kind is None or sep < 0:
         raise CorruptStorageError(f"malformed value blob {ref} of channel {channel!r}")
+    header = record[1:sep]
     base_version = base_digest = None
     if kind == DELTA:
-        version, _, digest = record[1:sep].decode().partition(":")
-        base_version, base_digest = int(version), digest
+        found = _DELTA_BASE.fullmatch(header)
+        try:
+            if found is not None:
+                base_version = _canonical_int(found[1].decode())
+                base_digest = found[2].decode()
+        except UnicodeDecodeError:
+            base_version = None
+        if base_version is None:
+            raise CorruptStorageError(
+                f"malformed delta base {header!r} in value blob {ref} of channel {channel!r}"
+            )
+    elif header:
+        raise CorruptStorageError(f"malformed value blob {ref} of channel {channel!r}")
     return Blob(channel, ref[0], ref[1], kind, record[sep + 1 :], base_version, base_digest)
+
+
+def _parse_write(field: bytes, record: bytes) -> tuple[bytes, StoredWrite]:
+    """(insertion number, write) of a pending write stored as ``field`` -> ``record``:
+    ``<idx>:<task id>`` -> ``<insertion number><JSON [channel, task path]>\n<data>``."""
+    found = _WRITE_FIELD.fullmatch(field)
+    try:
+        task_id = None if found is None else found[2].decode()
+        idx = None if found is None else _canonical_int(found[1].decode())
+    except UnicodeDecodeError:
+        task_id = None
+    if task_id is None or idx is None:
+        raise CorruptStorageError(f"malformed pending write field {field!r}")
+    seq = record[:_SEQ_WIDTH]
+    newline = record.find(b"\n", _SEQ_WIDTH)
+    if len(seq) < _SEQ_WIDTH or not seq.isdigit() or newline < 0:
+        raise CorruptStorageError(f"malformed pending write record of {field!r}")
+    header = load_json(record[_SEQ_WIDTH:newline], f"header of pending write {field!r}")
+    if not (
+        isinstance(header, list) and len(header) == 2 and all(isinstance(h, str) for h in header)
+    ):
+        raise CorruptStorageError(f"header of pending write {field!r} is not [channel, path]")
+    return seq, (task_id, idx, header[0], record[newline + 1 :])
 
 
 @dataclass(frozen=True)
@@ -428,17 +551,23 @@ class RedisSaver(BaseCheckpointSaver):
         for thread_id, members in zip(thread_ids, pipe.execute(), strict=True):
             marker = self._thread_prefix(thread_id) + "cps:"
             for member in members:
-                key = member.decode()
+                key = member.decode(errors="replace")
                 if key.startswith(marker):
-                    found.append((thread_id, _ns_of_part(key[len(marker) :])))
+                    try:
+                        found.append((thread_id, _ns_of_part(key[len(marker) :])))
+                    except ValueError:  # binascii.Error, UnicodeDecodeError
+                        raise CorruptStorageError(
+                            f"thread {thread_id!r} lists a malformed key {member!r}"
+                        ) from None
         return found
 
     # ------------------------------------------------------------------------------ read
 
     def head(self, thread_id: str, ns: str = "") -> str | None:
         """Id of the newest checkpoint of the thread's namespace, or None."""
-        newest = self._client.zrevrange(self._keys(str(thread_id), ns).cps, 0, 0)
-        return newest[0].decode() if newest else None
+        cps = self._keys(str(thread_id), ns).cps
+        newest = self._client.zrevrange(cps, 0, 0)
+        return _decode_id(newest[0], cps) if newest else None
 
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         target = Target.of(config)
@@ -454,35 +583,36 @@ class RedisSaver(BaseCheckpointSaver):
         )
         if not found:
             return None
-        raw_id, checkpoint, raw_metadata, raw_refs, flat_blobs, flat_writes = found
-        refs_doc = orjson.loads(raw_refs)
-        refs = dict(_parse_blob_field(field) for field in refs_doc["f"])
+        if found[0] == b"corrupt":
+            _, what, raw_id = found
+            raise CorruptStorageError(
+                f"checkpoint {_shown_id(raw_id)} of thread {thread_id!r} namespace {ns!r}"
+                f" {what.decode(errors='replace')}"
+            )
+        _, raw_id, checkpoint, raw_metadata, raw_refs, flat_blobs, flat_writes = found
+        parent_id, refs = _parse_refs(raw_refs)
         row = StoredCheckpoint(
             thread_id,
             ns,
-            raw_id.decode(),
-            refs_doc["p"],
+            _decode_id(raw_id, keys.cps),
+            parent_id,
             checkpoint,
             raw_metadata,
             self._encode_refs(refs),
         )
-        records = {flat_blobs[i].decode(): flat_blobs[i + 1] for i in range(0, len(flat_blobs), 2)}
+        records = {flat_blobs[i]: flat_blobs[i + 1] for i in range(0, len(flat_blobs), 2)}
 
         def lookup(channel: str, ref: BlobRef) -> Blob | None:
-            record = records.get(_blob_field(channel, ref))
+            field = _blob_field(channel, ref).encode(errors="surrogatepass")
+            record = records.get(field)
             return None if record is None else _parse_blob_record(channel, ref, record)
 
-        writes: list[tuple[bytes, StoredWrite]] = []
-        for i in range(0, len(flat_writes), 2):
-            idx, _, task_id = flat_writes[i].decode().partition(":")
-            record = flat_writes[i + 1]
-            newline = record.index(b"\n", _SEQ_WIDTH)
-            channel, _task_path = orjson.loads(record[_SEQ_WIDTH:newline])
-            stored = (task_id, int(idx), channel, record[newline + 1 :])
-            writes.append((record[:_SEQ_WIDTH], stored))
+        writes = [
+            _parse_write(flat_writes[i], flat_writes[i + 1]) for i in range(0, len(flat_writes), 2)
+        ]
         writes.sort(key=lambda w: w[0])
         if metadata is None:
-            metadata = self.serde.loads(raw_metadata)
+            metadata = self._decode_metadata(raw_metadata)
         return self._to_tuple(row, metadata, lookup, [w for _, w in writes])
 
     def list(
@@ -517,7 +647,8 @@ class RedisSaver(BaseCheckpointSaver):
                 if found is not None and (before_id is None or checkpoint_id < before_id):
                     rows.append((checkpoint_id, t, n))
             else:
-                rows.extend((raw.decode(), t, n) for raw in found)
+                cps = self._keys(t, n).cps
+                rows.extend((_decode_id(raw, cps), t, n) for raw in found)
         rows.sort(reverse=True)
         for start in range(0, len(rows), _LIST_BATCH):
             batch = rows[start : start + _LIST_BATCH]
@@ -527,7 +658,7 @@ class RedisSaver(BaseCheckpointSaver):
                 for cid, t, n in batch:
                     pipe.hget(self._keys(t, n).meta, cid)
                 metadatas = [
-                    None if raw is None else self.serde.loads(raw) for raw in pipe.execute()
+                    None if raw is None else self._decode_metadata(raw) for raw in pipe.execute()
                 ]
             for (cid, t, n), metadata in zip(batch, metadatas, strict=True):
                 if limit is not None and limit <= 0:
@@ -587,7 +718,7 @@ class RedisSaver(BaseCheckpointSaver):
                     pipe.watch(*watched)
                     if check_head:
                         newest = pipe.zrevrange(keys.cps, 0, 0)
-                        head = newest[0].decode() if newest else None
+                        head = _decode_id(newest[0], keys.cps) if newest else None
                         if head != expected:
                             raise StaleCheckpointError(
                                 f"thread {target.thread_id!r} namespace {target.ns!r}: newest"
@@ -624,7 +755,7 @@ class RedisSaver(BaseCheckpointSaver):
         if target.checkpoint_id is not None:
             raw = next(found)
             if raw is not None:
-                parent_refs = dict(_parse_blob_field(f) for f in orjson.loads(raw)["f"])
+                parent_refs = _parse_refs(raw)[1]
 
         def latest(channel: str, version: int) -> str | None:
             digest = pipe.hget(keys.latest, f"{version}:{channel}")  # immediate while watching
@@ -688,7 +819,7 @@ class RedisSaver(BaseCheckpointSaver):
         if keep_last < 1:
             raise ValueError("keep_last must be at least 1; use delete_thread to drop a thread")
         keys = self._keys(str(thread_id), "")
-        self._prune(keys=[keys.index], args=[keep_last, keys.thread])
+        self._pruned(thread_id, self._prune(keys=[keys.index], args=[keep_last, keys.thread]))
 
     def checkpoint_ids(self, thread_id: str, ns: str = "") -> list[str]:
         """Ids of the namespace's checkpoints, oldest first."""
@@ -698,7 +829,18 @@ class RedisSaver(BaseCheckpointSaver):
         """Delete these checkpoints (and their writes, and blobs nothing else needs)."""
         if checkpoint_ids:
             keys = self._keys(str(thread_id), "")
-            self._prune(keys=[keys.index], args=[1, keys.thread, ",".join(checkpoint_ids)])
+            args = [1, keys.thread, ",".join(checkpoint_ids)]
+            self._pruned(thread_id, self._prune(keys=[keys.index], args=args))
+
+    @staticmethod
+    def _pruned(thread_id: str, result: Any) -> None:
+        """Raise what the prune script found corrupt (it then changed nothing)."""
+        if isinstance(result, list) and result and result[0] == b"corrupt":
+            _, what, raw_id = result
+            raise CorruptStorageError(
+                f"checkpoint {_shown_id(raw_id)} of thread {thread_id!r}"
+                f" {what.decode(errors='replace')}; nothing was pruned"
+            )
 
     def stored_bytes(self, thread_id: str | None = None) -> int:
         threads = self._threads() if thread_id is None else [str(thread_id)]

@@ -178,7 +178,7 @@ class SqliteSaver(BaseCheckpointSaver):
             if found is None:
                 return None
             row = StoredCheckpoint(*found)
-            return self._load(db, row, self.serde.loads(row.metadata))
+            return self._load(db, row, self._decode_metadata(row.metadata))
 
     def list(
         self,
@@ -210,7 +210,7 @@ class SqliteSaver(BaseCheckpointSaver):
         for row in rows:
             if limit is not None and limit <= 0:
                 return
-            metadata = self.serde.loads(row.metadata)
+            metadata = self._decode_metadata(row.metadata)
             if metadata_matches(metadata, filter):
                 with self._transaction(write=False) as db:
                     loaded = self._load(db, row, metadata)
