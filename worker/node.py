@@ -98,11 +98,15 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
     status = algo.task_statuses(w for w in loop.pending_writes if w[0] == task_id).get(task_id)
     if status is not None and status.finished:
         return task.name, "skipped"
+    context = res.store.step_context(run["thread_id"], run["run_id"], checkpoint_id)
+    if status is not None and status.interrupts and not context.get("resuming"):
+        # Outside a resume, a saved interrupt is this dispatch's own: the task already ran
+        # and paused, and its worker died before marking the barrier. Do not run it again.
+        return task.name, "interrupted"
     if status is None or not status.interrupts:
         loop.pending_writes = [
             w for w in loop.pending_writes if not (w[0] == NULL_TASK_ID and w[1] == RESUME)
         ]
-    context = res.store.step_context(run["thread_id"], run["run_id"], checkpoint_id)
     loop.conf[RESUMING] = bool(context.get("resuming"))
     if context.get("resume_map"):
         loop.conf[RESUME_MAP] = context["resume_map"]
