@@ -1,0 +1,135 @@
+"""Minimal reproductions of the bugs the fault storm found, one test per bug.
+
+Each is marked `xfail(strict=True)` until its fix lands; the fix's commit removes the mark.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+
+from scheduler.localcluster import LocalCluster
+from tests.cluster import Cluster, RedisServer
+from tests.faults import storm_graphs
+from worker.heartbeat import Heartbeat
+from worker.store import RunStore
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    yield server
+    server.kill()
+
+
+def wait_until(check, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# A consumer that takes one message from the `nodes` queue the way a Celery worker does (not
+# acknowledged, so the Redis transport parks it in `unacked`) and dies before doing anything.
+_TAKE_AND_DIE = """
+import os, signal, sys
+import kombu
+with kombu.Connection(sys.argv[1]) as conn:
+    queue = conn.SimpleQueue("nodes")
+    message = queue.get(timeout=20)
+    print(message.headers.get("id"), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_task_whose_consumer_died_before_its_lease_is_redispatched(redis_server, tmp_path):
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start_scheduler()
+        handle = cluster.client().submit("tests.dist_graphs:single", {"log": []},
+                                         thread_id="taken-then-died")
+        r = redis_server.client()
+        wait_until(lambda: r.llen("nodes") == 1, what="the node task in the queue")
+        taker = subprocess.run([sys.executable, "-c", _TAKE_AND_DIE, redis_server.url],
+                               capture_output=True, text=True, timeout=60)
+        assert taker.returncode == -9 and taker.stdout.strip(), taker.stderr
+        assert r.llen("nodes") == 0 and r.hlen("unacked") == 1
+        cluster.start("w1")
+        # A worker died holding the task before it started: like a worker that died
+        # mid-node, it must be sent again within seconds (lease 1.5 s, sweep 0.25 s).
+        assert handle.result(timeout=15)["log"] == ["one"]
+    finally:
+        cluster.stop()
+
+
+def test_heartbeat_survives_a_failed_refresh(redis_server):
+    class Blip(RunStore):
+        failures = 1
+
+        def refresh_lease(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if self.failures:
+                self.failures -= 1
+                raise redis.ConnectionError("Connection closed by server.")
+            return super().refresh_lease(*args, **kwargs)
+
+    store = Blip(redis_server.client())
+    assert store.acquire_lease("t", "task", "me", 0.3)
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        with Heartbeat(store, "t", "task", "me", 0.3):
+            time.sleep(1.2)  # four lease lifetimes: only refreshes keep the lease
+            alive = store.lease_alive("t", "task")
+    finally:
+        threading.excepthook = previous
+    assert alive, f"lease lapsed while its holder ran; heartbeat died of {errors}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kombu 5.7 Redis transport: on a broker connection loss, Channel.close() disconnects its "
+    "pools, then restore_unacked_once() builds a new pool from a transport whose client is "
+    "None -> AttributeError -> Celery 'Unrecoverable error': a process with a task in "
+    "flight exits when Redis restarts (README: run workers under a supervisor)"))
+def test_scheduler_with_a_task_in_flight_survives_a_redis_restart(redis_server, tmp_path):
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        scheduler = cluster.start_scheduler()
+        cluster.start("w1")
+        handle = cluster.client().submit("tests.dist_graphs:chain", {"log": [], "sleep": 2.0},
+                                         thread_id="redis-restart")
+        wait_until(lambda: handle.status() == "running", what="the run to start")
+        redis_server.kill()
+        redis_server.start()
+        assert handle.result(timeout=20)["log"] == ["a", "b", "slow", "d"]
+        assert scheduler.poll() is None, cluster.log("scheduler")[-2000:]
+    finally:
+        cluster.stop()
+
+
+def test_interrupted_task_is_not_rerun_after_dying_before_its_barrier(redis_server, tmp_path):
+    cluster = LocalCluster(tmp_path, redis_server.url, graphs="tests.faults.storm_graphs",
+                           CELERYGRAPH_LEASE_SECONDS="1.5", CELERYGRAPH_SWEEP_SECONDS="0.25")
+    try:
+        cluster.start_scheduler()
+        cluster.env["CELERYGRAPH_FAULTS"] = "memo_saved=1"  # dies right after saving
+        cluster.start_worker("doomed")
+        cluster.env["CELERYGRAPH_FAULTS"] = ""
+        handle = cluster.client().submit("tests.faults.storm_graphs:ask_first",
+                                         {"seed": 1, "log": []}, thread_id="ask-crash")
+        wait_until(lambda: "exited with 'signal 9" in cluster.log("doomed"),
+                   what="the worker to die after saving the interrupt")
+        cluster.kill("doomed")
+        cluster.start_worker("w2")
+        assert handle.wait(timeout=30) == "interrupted"
+        runs = redis_server.client().hgetall(storm_graphs.key("ask-crash", "runs"))
+        assert list(runs.values()) == [b"1"], runs
+    finally:
+        cluster.stop()
