@@ -272,6 +272,15 @@ class BaseCheckpointSaver(ABC):
     def max_value_bytes(self, limit: int | None) -> None:
         self.codec.max_value_bytes = limit
 
+    def _prepare_writes_for(
+        self, config: Config, writes: Sequence[tuple[str, Any]]
+    ) -> tuple[Target, list[tuple[int, str, bytes]]]:
+        """The checkpoint `put_writes` targets, and its writes encoded (validated first)."""
+        target = Target.of(config)
+        if target.checkpoint_id is None:
+            raise ValueError("put_writes needs a config with a checkpoint_id")
+        return target, self._prepare_writes(writes)
+
     def _prepare_writes(self, writes: Sequence[tuple[str, Any]]) -> list[tuple[int, str, bytes]]:
         prepared = []
         for i, (channel, value) in enumerate(writes):

@@ -157,10 +157,7 @@ class InMemorySaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        target = Target.of(config)
-        if target.checkpoint_id is None:
-            raise ValueError("put_writes needs a config with a checkpoint_id")
-        encoded = self._prepare_writes(writes)
+        target, encoded = self._prepare_writes_for(config, writes)
         with self._lock:
             stored = self._writes.setdefault(
                 (target.thread_id, target.ns, target.checkpoint_id), {}

@@ -796,10 +796,7 @@ class RedisSaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        target = Target.of(config)
-        if target.checkpoint_id is None:
-            raise ValueError("put_writes needs a config with a checkpoint_id")
-        encoded = self._prepare_writes(writes)
+        target, encoded = self._prepare_writes_for(config, writes)
         if not encoded:
             return
         keys = self._keys(target.thread_id, target.ns)

@@ -329,10 +329,7 @@ class SqliteSaver(BaseCheckpointSaver):
     ) -> None:
         # `task_path` is accepted for LangGraph's signature but not stored: a superstep's
         # writes are applied in the order of the paths its re-planned tasks carry.
-        target = Target.of(config)
-        if target.checkpoint_id is None:
-            raise ValueError("put_writes needs a config with a checkpoint_id")
-        encoded = self._prepare_writes(writes)
+        target, encoded = self._prepare_writes_for(config, writes)
         key = (target.thread_id, target.ns, target.checkpoint_id, task_id)
         insert = (
             "INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel,"
