@@ -133,3 +133,76 @@ def test_interrupted_task_is_not_rerun_after_dying_before_its_barrier(redis_serv
         assert list(runs.values()) == [b"1"], runs
     finally:
         cluster.stop()
+
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def rabbit_queues():
+    """Queue names of this test's own on the machine's RabbitMQ, deleted afterwards."""
+    import uuid
+
+    import kombu
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {"nodes": f"cg-faults-nodes-{suffix}", "scheduler": f"cg-faults-sched-{suffix}"}
+    with kombu.Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+        conn.ensure_connection(max_retries=1)
+    yield names
+    with kombu.Connection(RABBITMQ_URL) as conn:
+        channel = conn.channel()
+        for name in names.values():
+            channel.queue_delete(name)
+
+
+@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
+    "a node task that fails on a Redis error before taking its lease is acknowledged (Celery "
+    "acks a failed task) and never started: with RabbitMQ there is no Redis queue for the "
+    "sweeper to look at, so it is never sent again and the run hangs"))
+def test_node_task_failing_on_redis_before_its_lease_is_sent_again(redis_server, tmp_path,
+                                                                   rabbit_queues):
+    cluster = Cluster(tmp_path, redis_server.url, broker_url=RABBITMQ_URL,
+                      CELERYGRAPH_NODE_QUEUE=rabbit_queues["nodes"],
+                      CELERYGRAPH_SCHEDULER_QUEUE=rabbit_queues["scheduler"])
+    try:
+        cluster.start("scheduler", app="scheduler", queues=rabbit_queues["scheduler"],
+                      pool="threads", concurrency=4)
+        handle = cluster.client().submit("tests.dist_graphs:single", {"log": []},
+                                         thread_id="blip-before-lease")
+        store = RunStore(redis_server.client())
+
+        def sent() -> bool:
+            step = (store.run("blip-before-lease", handle.id) or {}).get("step")
+            return bool(step) and "sent" in store.step_info("blip-before-lease", handle.id, step)
+
+        wait_until(sent, what="the node task to be sent")
+        redis_server.kill()  # the store is down when a worker takes the task
+        cluster.start("w1", queues=rabbit_queues["nodes"])
+        wait_until(lambda: "raised unexpected" in cluster.log("w1"),
+                   what="the node task to fail on the store")
+        redis_server.start()
+        assert handle.result(timeout=20)["log"] == ["one"]
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "worker_ready publishes the worker's graphs before it starts the sweeper; when the store "
+    "is down at that moment (RabbitMQ broker, or a store apart from the broker) the signal "
+    "handler raises, and that worker never sweeps nor publishes its graphs for its lifetime"))
+def test_worker_started_while_the_store_is_down_sweeps_once_it_is_back(redis_server, tmp_path,
+                                                                       rabbit_queues):
+    cluster = Cluster(tmp_path, redis_server.url, broker_url=RABBITMQ_URL,
+                      CELERYGRAPH_NODE_QUEUE=rabbit_queues["nodes"],
+                      CELERYGRAPH_SCHEDULER_QUEUE=rabbit_queues["scheduler"])
+    try:
+        redis_server.kill()
+        cluster.start("w1", queues=rabbit_queues["nodes"])
+        redis_server.start()
+        r = redis_server.client()
+        # The sweeper takes its election lease every 0.25 s; the graphs are published once.
+        wait_until(lambda: r.exists("cg:sweeper") and r.exists("cg:graphs"), timeout=10,
+                   what="the worker to sweep and publish its graphs")
+    finally:
+        cluster.stop()
