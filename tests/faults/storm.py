@@ -750,8 +750,10 @@ class Storm:
             f"why={w}" for s, w in zip(starts, reasons, strict=True))
 
     def _disruption(self, s: dict[str, Any], same_pid_starts: list[float]) -> str | None:
-        """The fault that could have kept this run of a task from saving its memo, if any."""
+        """The first fault that could have kept this run of a task from saving its memo."""
         t, ret, pid, pgid = s["t"], s["ret"], s["pid"], s["pgid"]
+        end = float("inf") if ret is None else ret
+        found: list[tuple[float, str]] = []
 
         def last_start_before(when: float) -> bool:
             # A pool process runs one task at a time: a kill hits only its latest start.
@@ -760,21 +762,20 @@ class Storm:
         killed = self.faults.group_kills.get(pgid)
         if killed is not None and killed >= t and last_start_before(killed):
             if ret is None:
-                return "sigkill_mid_node"
-            if killed - ret < MEMO_WINDOW:
-                return "sigkill_after_return"
+                found.append((killed, "sigkill_mid_node"))
+            elif killed - ret < MEMO_WINDOW:
+                found.append((killed, "sigkill_after_return"))
         for child, when, point, _ in self.faults.child_kills:
-            if (child == pid and point == "node_returned" and when >= t
-                    and last_start_before(when) and ret is not None):
-                return "node_returned"
-        end = float("inf") if ret is None else ret
+            if (child == pid and point == "node_returned" and ret is not None
+                    and when >= t and last_start_before(when)):
+                found.append((when, "node_returned"))
         for stopped, resumed in self.faults.pauses.get(pgid, []):
             if stopped <= end and resumed + STALE_START >= t:
-                return "paused"
+                found.append((stopped, "paused"))
         for down, up in self.faults.outages:
             if down <= end + MEMO_WINDOW and up >= t - 2 * self.cfg.lease_seconds:
-                return "redis_restart"
-        return None
+                found.append((down, "redis_restart"))
+        return min(found)[1] if found else None
 
 
 @dataclass
