@@ -82,9 +82,11 @@ class Driver:
     def advance(self, thread_id: str, run_id: str, checkpoint_id: str) -> Outcome:
         """Called once a superstep's tasks all finished: apply them and go on."""
         run = self.store.run(thread_id, run_id)
-        if run is None or run.get("status") in TERMINAL:
+        if run is None or run.get("status") != "running":
             return Outcome(run.get("status") if run else "missing")
-        if run.get("step") != checkpoint_id:
+        if run.get("step") != checkpoint_id or self.store.active_run(thread_id) != run_id:
+            # A late or repeated advance: this step was dealt with, or the run is over and
+            # the thread's checkpoints now belong to the next run.
             return Outcome("stale")
         # The head moved past the step only if an advance wrote the next checkpoint and died
         # before dispatching from it: then carry on from the head, dispatching its tasks.
