@@ -212,10 +212,7 @@ class Client:
             raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
         if run["status"] in TERMINAL:
             return
-        self.store.update_run(thread_id, run_id, status="cancelled", finished_at=time.time())
-        self.store.add_event(thread_id, run_id, "cancelled")
-        self.store.release_thread(thread_id, run_id)
-        self.store.retire(thread_id, run_id)
+        self.store.end_run(thread_id, run_id, "cancelled")
 
     def run(self, thread_id: str, run_id: str) -> RunHandle:
         return RunHandle(self, thread_id, run_id)

@@ -10,7 +10,6 @@ supersteps; every step here can be repeated after a crash and reaches the same r
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,32 +194,28 @@ class Driver:
     # ---- endings --------------------------------------------------------------------------
 
     def _finish(self, run: dict[str, Any], loop: RunLoop, status: str) -> Outcome:
-        thread_id, run_id = run["thread_id"], run["run_id"]
-        self.store.set_output(thread_id, run_id, loop.output)
-        interrupts = getattr(loop, "interrupts", [])
-        self._compact(run)
-        # Free the thread before announcing the end: a producer that resumes the moment it
-        # sees the result must not find the thread still busy.
-        self._release(run)
-        self.store.update_run(thread_id, run_id, status=status, finished_at=time.time())
-        self.store.add_event(thread_id, run_id, status, output=loop.output,
-                             interrupts=list(interrupts))
-        self._retire(run)
+        self.store.set_output(run["thread_id"], run["run_id"], loop.output)
+        self._end(run, status, output=loop.output,
+                  interrupts=list(getattr(loop, "interrupts", [])))
         return Outcome(status, loop.output)
 
     def _fail(self, run: dict[str, Any], exc: BaseException) -> Outcome:
-        thread_id, run_id = run["thread_id"], run["run_id"]
         if isinstance(exc, NodeError):
             error = {"type": exc.type_name, "message": exc.message}
         else:
             error = {"type": type(exc).__name__, "message": str(exc)}
-        self._compact(run)
-        self._release(run)
-        self.store.update_run(thread_id, run_id, status="failed", error=error,
-                              finished_at=time.time())
-        self.store.add_event(thread_id, run_id, "failed", error=error)
-        self._retire(run)
+        self._end(run, "failed", error=error)
         return Outcome("failed", error)
+
+    def _end(self, run: dict[str, Any], status: str, **data: Any) -> None:
+        """The status, its event and the thread's release land together (`RunStore.end_run`):
+        a producer that resumes the moment it sees the result finds the thread free."""
+        thread_id, run_id = run["thread_id"], run["run_id"]
+        self._compact(run)
+        self.store.end_run(thread_id, run_id, status, **data)
+        self._start_queued(thread_id)
+        if self.res.settings.run_ttl:
+            self.store.expire_thread(thread_id, self.res.settings.run_ttl)
 
     def _compact(self, run: dict[str, Any]) -> None:
         """`exit` durability: workers need every checkpoint while the run goes, but history
@@ -247,22 +242,14 @@ class Driver:
         self.store.retire(thread_id, run_id)
         return Outcome("rejected", error)
 
-    def _retire(self, run: dict[str, Any]) -> None:
-        """After the final status is stored: stop sweeping the run, let its keys expire."""
-        self.store.retire(run["thread_id"], run["run_id"])
-        if self.res.settings.run_ttl:
-            self.store.expire_thread(run["thread_id"], self.res.settings.run_ttl)
-
-    def _release(self, run: dict[str, Any]) -> None:
-        """Free the thread and start the next run waiting on it, if any."""
-        thread_id, run_id = run["thread_id"], run["run_id"]
-        self.store.release_thread(thread_id, run_id)
+    def _start_queued(self, thread_id: str) -> None:
+        """Start the next run waiting on the thread, if any (the sweeper does it if we die)."""
         next_run = self.store.pop_queued(thread_id)
-        if next_run is not None:
-            if not self.store.claim_thread(thread_id, next_run):
-                self.store.requeue_front(thread_id, next_run)
-                return
-            self.store.update_run(thread_id, next_run, status="queued")
-            self.app.send_task(START_TASK, kwargs={"thread_id": thread_id, "run_id": next_run},
-                               queue=self.res.settings.scheduler_queue)
-
+        if next_run is None:
+            return
+        if not self.store.claim_thread(thread_id, next_run):
+            self.store.requeue_front(thread_id, next_run)
+            return
+        self.store.update_run(thread_id, next_run, status="queued")
+        self.app.send_task(START_TASK, kwargs={"thread_id": thread_id, "run_id": next_run},
+                           queue=self.res.settings.scheduler_queue)

@@ -143,6 +143,26 @@ class RunStore:
     def release_thread(self, thread_id: str, run_id: str) -> None:
         self._release(keys=[self.key(thread_id, "active")], args=[run_id])
 
+    def end_run(self, thread_id: str, run_id: str, status: str, **data: Any) -> None:
+        """Store a run's final (or paused) status, announce it, and free its thread, at once.
+
+        One transaction: a process dying half-way must not leave a free thread under a run
+        still marked running (the next run would take the thread, and a late advance of the
+        old run would act on the new run's checkpoints), nor a status without its event.
+        """
+        now = time.time()
+        fields = {"status": status, "finished_at": now, "updated_at": now}
+        if "error" in data:
+            fields["error"] = data["error"]
+        payload = serde.dumps(data, root="event") if data else b"{}"
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(thread_id, "run", run_id),
+                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
+            pipe.xadd(self.key(thread_id, "events", run_id), {"type": status, "data": payload})
+            self._release(keys=[self.key(thread_id, "active")], args=[run_id], client=pipe)
+            pipe.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+            pipe.execute()
+
     def enqueue(self, thread_id: str, run_id: str) -> None:
         self.r.rpush(self.key(thread_id, "queue"), run_id)
 

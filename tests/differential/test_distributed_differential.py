@@ -118,16 +118,16 @@ def test_failed_run_reports_the_node_error_type(cluster):
 
 
 def test_settled_run_frees_its_thread(cluster, monkeypatch):
-    """Forces the race: the release is delayed, as on a loaded machine."""
+    """Forces the race: the run's ending is delayed, as on a loaded machine."""
     import scheduler.driver
 
-    release = scheduler.driver.Driver._release
+    end = scheduler.driver.Driver._end
 
-    def slow_release(self, run):
+    def slow_end(self, run, status, **data):
         time.sleep(0.3)
-        release(self, run)
+        end(self, run, status, **data)
 
-    monkeypatch.setattr(scheduler.driver.Driver, "_release", slow_release)
+    monkeypatch.setattr(scheduler.driver.Driver, "_end", slow_end)
     api = distributed_api(cluster)
 
     def ask(state):

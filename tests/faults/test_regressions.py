@@ -207,3 +207,73 @@ def test_late_advance_of_an_interrupted_and_resumed_run_changes_nothing(redis_se
         assert first.info()["status"] == "interrupted" and first.info()["step"] == step
     finally:
         cluster.stop()
+
+
+class _Died(BaseException):
+    """The scheduler process dies here (raised in-process instead of a SIGKILL)."""
+
+
+def _scheduler_messages(r: redis.Redis) -> list[tuple[str, list, dict]]:
+    """Take every message off the `scheduler` queue: (task name, args, kwargs)."""
+    import base64
+    import json
+
+    out = []
+    while (raw := r.rpop("scheduler")) is not None:
+        message = json.loads(raw)
+        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        out.append((message["headers"]["task"], args, kwargs))
+    return out
+
+
+def test_scheduler_dying_inside_finish_does_not_interleave_runs(redis_server, tmp_path):
+    from graphdef.checkpoint.redis import RedisSaver
+    from scheduler.driver import Driver
+    from worker.app import make_app
+    from worker.resources import Resources
+
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start("w1")
+        settings = cluster.settings()
+        saver = RedisSaver.from_url(settings.store_url)
+        res = Resources(settings, saver, RunStore(saver.client))
+        res.load_graphs()
+        end_run = res.store.end_run
+
+        def end_then_die(*args: object, **kwargs: object) -> None:
+            end_run(*args, **kwargs)  # type: ignore[arg-type]
+            raise _Died
+
+        res.store.end_run = end_then_die  # type: ignore[method-assign]
+        driver = Driver(res, make_app(settings))
+        client = cluster.client()
+        first = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 0.0},
+                              thread_id="finish-crash")
+        r = redis_server.client()
+        # Play the scheduler in this process until it dies inside the run's _finish (right
+        # after ending the run), or the run ends.
+        deadline = time.monotonic() + 30
+        died = False
+        while not died and first.status() != "done" and time.monotonic() < deadline:
+            for name, args, kwargs in _scheduler_messages(r):
+                try:
+                    if name == "celerygraph.start_run":
+                        driver.start(kwargs["thread_id"], kwargs["run_id"])
+                    else:
+                        driver.advance(*args)
+                except _Died:
+                    died = True
+            time.sleep(0.02)
+        assert died or first.status() == "done"
+        # The next run on the thread (a slow one), then the real scheduler and its sweeper.
+        second = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 3.0},
+                               thread_id="finish-crash")
+        cluster.start_scheduler()
+        assert second.result(timeout=60)["log"][-4:] == ["a", "b", "slow", "d"]
+        wait_until(lambda: first.status() != "running", timeout=20, what="the first run")
+        dispatched = [e.data["tasks"] for e in first.events() if e.type == "dispatched"]
+        assert dispatched == [["a", "b"], ["slow"], ["d"]], dispatched
+        assert first.status() == "done"
+    finally:
+        cluster.stop()
