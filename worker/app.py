@@ -54,9 +54,15 @@ def _load_graphs(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: object) -> None:
+    """The sweeper also publishes this worker's graphs, retrying while the store is down."""
     from worker.resources import resources
     from worker.sweeper import Sweeper
 
     res = resources()
-    res.publish_graphs()
-    Sweeper(res, app).start()
+    sweeper = Sweeper(res, app)
+    try:
+        res.publish_graphs()
+        sweeper.published = True
+    except Exception:  # the store is down: the sweeper publishes once it answers
+        pass
+    sweeper.start()

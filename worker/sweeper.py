@@ -36,6 +36,7 @@ class Sweeper:
         self._thread = threading.Thread(target=self._loop, name="celerygraph-sweeper",
                                         daemon=True)
         self.redispatched = 0
+        self.published = False
         url = res.settings.broker_url
         self.broker = redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://")) \
             else None
@@ -51,9 +52,12 @@ class Sweeper:
         interval = self.res.settings.sweep_seconds
         while not self._stop.wait(interval):
             try:
+                if not self.published:
+                    self.res.publish_graphs()
+                    self.published = True
                 if self.res.store.try_sweeper(self.owner, interval * 4):
                     self.sweep()
-            except Exception:  # a Redis blip must not kill the sweeper thread
+            except Exception:  # a Redis blip (or a store not up yet) must not end the thread
                 log.exception("sweep failed")
 
     def sweep(self) -> None:
