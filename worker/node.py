@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from graphdef import algo
 from graphdef.constants import NULL_TASK_ID, RESUME
 from graphdef.executor import run_step
@@ -128,7 +130,9 @@ def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Ca
     return save
 
 
-@app.task(name=NODE_TASK, bind=True)
+# A store outage must not turn into an acknowledged, lost task: retry until Redis answers.
+@app.task(name=NODE_TASK, bind=True, autoretry_for=(redis.RedisError,), retry_backoff=0.5,
+          retry_backoff_max=5, retry_jitter=False, max_retries=None)
 def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
              path: list[Any] | None = None) -> None:
     """`path` ([kind, index or node]) lets the worker plan only its own task."""
