@@ -224,12 +224,13 @@ class RunLoop:
                 ),
             }
         }
-        self.superseded = False
         self.is_replaying = False
         if self.checkpointer is not None:
             saved = self.checkpointer.get_tuple(self.checkpoint_config)
-            if saved is not None and "checkpoint_id" in self.checkpoint_config["configurable"]:
-                self.superseded = self._head_id() != saved.checkpoint["id"]
+        # Whether a newer checkpoint superseded an addressed one matters only when input is
+        # taken (`_first`); a worker that loads to run one task skips the head lookup.
+        self.loaded_by_id = saved is not None and (
+            "checkpoint_id" in self.checkpoint_config["configurable"])
         if saved is None:
             saved = CheckpointTuple(
                 self.checkpoint_config, empty_checkpoint(), {"step": -2}, None, []
@@ -272,11 +273,12 @@ class RunLoop:
             RESUMING, False
         )
         time_travel = addressed and not resuming_with_answer
-        self.is_replaying = time_travel or self.superseded
+        superseded = self.loaded_by_id and self._head_id() != self.checkpoint_id_saved
+        self.is_replaying = time_travel or superseded
         if time_travel:
             self.pending_writes = [w for w in self.pending_writes if w[1] != RESUME]
         forks = is_resuming and time_travel and (
-            self.metadata.get("source") not in ("update", "fork") or self.superseded
+            self.metadata.get("source") not in ("update", "fork") or superseded
         )
         carried: list[tuple[str, str, Any]] = []
         if is_command:

@@ -159,6 +159,7 @@ class LocalCluster:
             lease_seconds=float(env.get("CELERYGRAPH_LEASE_SECONDS", "2.0")),
             sweep_seconds=float(env.get("CELERYGRAPH_SWEEP_SECONDS", "0.5")),
             max_value_bytes=int(env.get("CELERYGRAPH_MAX_VALUE_BYTES", str(16 * 1024 * 1024))),
+            chain_in_place=env.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
         )
 
     def client(self):  # noqa: ANN201

@@ -129,17 +129,23 @@ def test_sigkill_worker_mid_node_rabbitmq_broker(redis_server, tmp_path, rabbit_
 
 
 def test_sigkill_scheduler_mid_run_then_restart(redis_server, tmp_path):
+    """Node workers advance the supersteps they complete; the scheduler starts runs (and
+    takes advances a worker hands it). It dies here mid-start, after writing the run's first
+    checkpoint and before dispatching anything: nothing moves until a scheduler is back."""
     cluster = Cluster(tmp_path, redis_server.url)
     try:
         cluster.start("w1")
-        cluster.start_scheduler("scheduler1")
-        client = cluster.client()
-        handle = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 1.0},
-                               thread_id="sched-crash")
-        wait_for_start(redis_server, "sched-crash", "slow")
-        cluster.kill("scheduler1")
-        time.sleep(1.5)  # the slow node finishes while no scheduler runs
-        assert handle.status() == "running"
+        cluster.env["CELERYGRAPH_FAULTS"] = "advance_checkpointed=1"
+        first = cluster.start_scheduler("scheduler1")
+        cluster.env["CELERYGRAPH_FAULTS"] = ""
+        handle = cluster.client().submit("tests.dist_graphs:chain", {"log": []},
+                                         thread_id="sched-crash")
+        deadline = time.monotonic() + 30
+        while first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() == -9, cluster.log("scheduler1")[-2000:]
+        time.sleep(1.5)  # a lease and then some: the worker's sweeper re-sends the start
+        assert handle.status() == "running" and runs_per_task(redis_server, "sched-crash") == {}
         cluster.start_scheduler("scheduler2")
         assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
         assert runs_per_task(redis_server, "sched-crash") == {

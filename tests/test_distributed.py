@@ -154,3 +154,29 @@ def test_oversized_input_is_rejected_before_anything_is_stored(cluster, redis_se
         cluster.client().submit("tests.dist_graphs:single", {"log": ["y" * 300_000]},
                                 thread_id="big-input")
     assert redis_server.client().keys("cg:{big-input}*") == []
+
+
+@pytest.mark.parametrize("in_place", ["1", "0"])
+def test_a_chain_of_lone_steps_runs_in_place_unless_disabled(redis_server, tmp_path, in_place):
+    """With CELERYGRAPH_CHAIN_IN_PLACE (the default), the task that finishes a step runs the
+    next step's lone task itself: one node message per chain. With 0, one per node."""
+    cluster = Cluster(tmp_path, redis_server.url, CELERYGRAPH_CHAIN_IN_PLACE=in_place,
+                      CELERYGRAPH_NODE_QUEUE=f"nodes-{in_place}",
+                      CELERYGRAPH_SCHEDULER_QUEUE=f"scheduler-{in_place}")
+    try:
+        cluster.start("w", concurrency=1)
+        cluster.start_scheduler()
+        thread_id = f"in-place-{in_place}"
+        handle = cluster.client().submit("tests.dist_graphs:chain", {"log": []},
+                                         thread_id=thread_id)
+        assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+        received = [line for line in cluster.log("w").splitlines() if "] received" in line]
+        names = sorted(line.split("Task ", 1)[1].split("[", 1)[0] for line in received)
+        # Step one is `a` and `b` side by side (sent); `slow` and `d` are lone steps.
+        sent = ["a", "b"] if in_place == "1" else ["a", "b", "d", "slow"]
+        assert names == [f"chain.{n}" for n in sent]
+        assert runs(redis_server, thread_id) == {"a": 1, "b": 1, "slow": 1, "d": 1}
+        kinds = [e.type for e in handle.events()]
+        assert kinds.count("dispatched") == 3 and kinds.count("task_finished") == 4, kinds
+    finally:
+        cluster.stop()

@@ -13,12 +13,12 @@ import pytest
 from celery import Celery
 
 from graphdef.checkpoint.redis import RedisSaver
-from scheduler.driver import Driver
-from scheduler.fencing import FencedSaver
 from scheduler.runs import create_run
 from tests.embedded_graphs import approval
 from tests.redis_server import redis_server
 from worker import registry
+from worker.driver import Driver
+from worker.fencing import FencedSaver
 from worker.node import execute_node
 from worker.resources import Resources
 from worker.settings import Settings

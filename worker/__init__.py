@@ -3,7 +3,7 @@
 `celery -A worker worker -Q nodes` finds `app` here.
 """
 
-from worker import node  # noqa: F401  (registers the node task on the app)
+from worker import tasks  # noqa: F401  (registers the node task on the app)
 from worker.app import app
 
 __all__ = ["app"]

@@ -2,7 +2,7 @@
 
 The message carries ids only. The worker re-plans the superstep from the stored
 checkpoint (the same pure algorithm the scheduler used), finds its task by id, and runs
-it unless a memo already exists. The last task to finish a superstep triggers the advance.
+it unless a memo already exists. The Celery task around it is in `worker.tasks`.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from graphdef import algo
 from graphdef.constants import NULL_TASK_ID, RESUME
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from worker import registry
-from worker.app import app
 from worker.faults import maybe_crash
 from worker.heartbeat import Heartbeat
-from worker.resources import Resources, resources
+from worker.resources import Resources
 from worker.store import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -53,15 +50,14 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                  task_id: str, path: list[Any] | None = None) -> bool:
     """Run the task unless finished elsewhere; True when this call completed the superstep."""
     store = res.store
-    run = store.run(thread_id, run_id)
+    view = store.step_view(thread_id, run_id, checkpoint_id, task_id)
+    run = view.run
     if run is None:
         log.warning("ignoring node task %s: thread %r has no run %r", task_id, thread_id, run_id)
         return False
-    if run.get("status") in TERMINAL:
+    if run.get("status") in TERMINAL or view.task_done:
         return False
-    if store.is_done(thread_id, run_id, checkpoint_id, task_id):
-        return False
-    if not store.step_has_task(thread_id, run_id, checkpoint_id, task_id):
+    if not view.task_dispatched:
         log.warning("ignoring node task %s: not dispatched for step %s of run %r",
                     task_id, checkpoint_id, run_id)
         return False
@@ -70,15 +66,14 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
     with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds):
-        node, outcome = _run_task(res, run, checkpoint_id, task_id, path)
+        node, outcome = _run_task(res, run, checkpoint_id, task_id, path, view.context)
     maybe_crash("memo_saved")
-    store.add_event(thread_id, run_id, "task_finished", node=node, task_id=task_id,
-                    outcome=outcome)
-    return store.mark_done(thread_id, run_id, checkpoint_id, task_id)
+    return store.finish_task(thread_id, run_id, checkpoint_id, task_id, node=node,
+                             outcome=outcome)
 
 
 def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
-              path: list[Any] | None) -> tuple[str, str]:
+              path: list[Any] | None, context: dict[str, Any]) -> tuple[str, str]:
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
     graph = registry.resolve(run["graph"])
     loop = RunLoop(
@@ -100,7 +95,6 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
     status = algo.task_statuses(w for w in loop.pending_writes if w[0] == task_id).get(task_id)
     if status is not None and status.finished:
         return task.name, "skipped"
-    context = res.store.step_context(run["thread_id"], run["run_id"], checkpoint_id)
     if status is not None and status.interrupts and not context.get("resuming"):
         # Outside a resume, a saved interrupt is this dispatch's own: the task already ran
         # and paused, and its worker died before marking the barrier. Do not run it again.
@@ -131,15 +125,3 @@ def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Ca
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.
-@app.task(name=NODE_TASK, bind=True, autoretry_for=(redis.RedisError,), retry_backoff=0.5,
-          retry_backoff_max=5, retry_jitter=False, max_retries=None)
-def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
-             path: list[Any] | None = None) -> None:
-    """`path` ([kind, index or node]) lets the worker plan only its own task."""
-    res = resources()
-    res.load_graphs()
-    if execute_node(res, thread_id, run_id, checkpoint_id, task_id, path):
-        app.send_task(
-            ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
-            queue=res.settings.scheduler_queue, task_id=f"advance-{run_id}-{checkpoint_id}",
-        )

@@ -10,6 +10,8 @@ CELERYGRAPH_SWEEP_SECONDS      how often lost work is looked for (0.5)
 CELERYGRAPH_VISIBILITY_TIMEOUT Redis broker redelivery of unacked messages (3600)
 CELERYGRAPH_RUN_TTL            seconds a finished thread's keys live (unset: forever)
 CELERYGRAPH_MAX_VALUE_BYTES    largest stored state value, task write or run input (16 MiB)
+CELERYGRAPH_CHAIN_IN_PLACE     run a step's lone next task in the worker that finished the step,
+                               when it is bound for the same queue (1; 0: one message per node)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Settings:
     visibility_timeout: float = 3600.0
     run_ttl: float | None = None
     max_value_bytes: int = 16 * 1024 * 1024
+    chain_in_place: bool = True
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.__dict__.items() if k not in ("broker_url", "store_url")}
@@ -71,4 +74,5 @@ class Settings:
             visibility_timeout=_float("CELERYGRAPH_VISIBILITY_TIMEOUT", 3600.0),
             run_ttl=float(ttl) if ttl else None,
             max_value_bytes=int(_float("CELERYGRAPH_MAX_VALUE_BYTES", 16 * 1024 * 1024)),
+            chain_in_place=os.environ.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,12 +36,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_ACQUIRE_LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 _REFRESH_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class StepView:
+    """A run, its thread's active run, and one step (and task) of it, read together."""
+
+    run: dict[str, Any] | None
+    active_run: str | None
+    context: dict[str, Any]
+    task_done: bool
+    task_dispatched: bool
 
 
 def thread_tag(thread_id: str) -> str:
@@ -60,6 +80,7 @@ class RunStore:
         self._mark_done = client.register_script(_MARK_DONE)
         self._release = client.register_script(_RELEASE_IF_OWNER)
         self._refresh = client.register_script(_REFRESH_IF_OWNER)
+        self._acquire = client.register_script(_ACQUIRE_LEASE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "cg") -> RunStore:
@@ -126,6 +147,24 @@ class RunStore:
             found.add(text[text.index("{") + 1 : text.rindex("}")])
         return sorted(found)
 
+    def step_view(self, thread_id: str, run_id: str, checkpoint_id: str,
+                  task_id: str = "") -> StepView:
+        """Everything a node task or an advance checks before it acts, in one round trip."""
+        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key(thread_id, "run", run_id))
+            pipe.get(self.key(thread_id, "active"))
+            pipe.hget(step_key, "context")
+            pipe.sismember(self.key(thread_id, "done", run_id, checkpoint_id), task_id)
+            pipe.hexists(step_key, f"task:{task_id}")
+            raw, active, context, done, dispatched = pipe.execute()
+        return StepView(
+            run={k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None,
+            active_run=active.decode() if active is not None else None,
+            context=serde.loads(context) if context is not None else {},
+            task_done=bool(done), task_dispatched=bool(dispatched),
+        )
+
     # ---- thread lock and queue --------------------------------------------------------------
 
     def claim_thread(self, thread_id: str, run_id: str) -> bool:
@@ -181,10 +220,12 @@ class RunStore:
     def open_step(
         self, thread_id: str, run_id: str, checkpoint_id: str,
         tasks: dict[str, dict[str, Any]], context: dict[str, Any],
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
         """Record a dispatched superstep: its tasks, and what workers need besides the checkpoint.
 
-        `context` (resume flag, resume map) is serde-encoded: it can hold user answers.
+        `context` (resume flag, resume map) is serde-encoded: it can hold user answers. The
+        run's `events` so far go in the same round trip.
         """
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         now = time.time()
@@ -197,21 +238,16 @@ class RunStore:
                 **{f"task:{tid}": orjson.dumps({**info, "dispatched_at": now, "attempt": 1})
                    for tid, info in tasks.items()},
             })
+            pipe.hset(self.key(thread_id, "run", run_id),
+                      mapping={"step": orjson.dumps(checkpoint_id),
+                               "updated_at": orjson.dumps(now)})
+            for kind, data in events:
+                self.add_event(thread_id, run_id, kind, pipe=pipe, **data)
             pipe.execute()
-        self.update_run(thread_id, run_id, step=checkpoint_id)
 
     def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
-
-    def step_has_task(self, thread_id: str, run_id: str, checkpoint_id: str,
-                      task_id: str) -> bool:
-        return bool(self.r.hexists(self.key(thread_id, "step", run_id, checkpoint_id),
-                                   f"task:{task_id}"))
-
-    def step_context(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, Any]:
-        data = self.r.hget(self.key(thread_id, "step", run_id, checkpoint_id), "context")
-        return serde.loads(data) if data is not None else {}
 
     def step_tasks(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, dict]:
         raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
@@ -228,13 +264,21 @@ class RunStore:
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
                     orjson.dumps(info))
 
-    def mark_done(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> bool:
-        """Count a task as finished; True for exactly one caller once the step is complete."""
-        return bool(self._mark_done(
-            keys=[self.key(thread_id, "done", run_id, checkpoint_id),
-                  self.key(thread_id, "step", run_id, checkpoint_id)],
-            args=[task_id, time.time()],
-        ))
+    def finish_task(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
+                    **event: Any) -> bool:
+        """Announce a finished task and count it, in one round trip.
+
+        True for exactly one caller once the step is complete: the one that advances it.
+        """
+        with self.r.pipeline(transaction=False) as pipe:
+            self.add_event(thread_id, run_id, "task_finished", pipe=pipe, task_id=task_id,
+                           **event)
+            self._mark_done(
+                keys=[self.key(thread_id, "done", run_id, checkpoint_id),
+                      self.key(thread_id, "step", run_id, checkpoint_id)],
+                args=[task_id, time.time()], client=pipe,
+            )
+            return bool(pipe.execute()[-1])
 
     def is_done(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> bool:
         return bool(self.r.sismember(self.key(thread_id, "done", run_id, checkpoint_id), task_id))
@@ -246,11 +290,10 @@ class RunStore:
 
     def acquire_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
         """Take the named lease unless a live holder has it; the heartbeat keeps it alive."""
-        key = self.key(thread_id, "lease", name)
-        if self.r.set(key, owner, nx=True, px=int(seconds * 1000)):
-            self.r.set(self.key(thread_id, "started", name), owner)
-            return True
-        return False
+        return bool(self._acquire(
+            keys=[self.key(thread_id, "lease", name), self.key(thread_id, "started", name)],
+            args=[owner, int(seconds * 1000)],
+        ))
 
     def refresh_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
         return bool(self._refresh(keys=[self.key(thread_id, "lease", name)],
@@ -267,12 +310,15 @@ class RunStore:
 
     # ---- events ---------------------------------------------------------------------------
 
-    def add_event(self, thread_id: str, run_id: str, kind: str, **data: Any) -> str:
-        """Append to the run's event stream; producers replay it from any id after reconnecting."""
+    def add_event(self, thread_id: str, run_id: str, kind: str, *,
+                  pipe: redis.client.Pipeline | None = None, **data: Any) -> None:
+        """Append to the run's event stream; producers replay it from any id after reconnecting.
+
+        With `pipe`, the event is only queued on that pipeline.
+        """
         payload = serde.dumps(data, root="event") if data else b"{}"
-        event_id = self.r.xadd(self.key(thread_id, "events", run_id),
-                               {"type": kind, "data": payload})
-        return event_id.decode()
+        (pipe or self.r).xadd(self.key(thread_id, "events", run_id),
+                              {"type": kind, "data": payload})
 
     def events(
         self, thread_id: str, run_id: str, after: str = "0-0", block_ms: int | None = None

@@ -221,8 +221,8 @@ def _scheduler_messages(r: redis.Redis) -> list[tuple[str, list, dict]]:
 
 def test_scheduler_dying_inside_finish_does_not_interleave_runs(redis_server, tmp_path):
     from graphdef.checkpoint.redis import RedisSaver
-    from scheduler.driver import Driver
     from worker.app import make_app
+    from worker.driver import Driver
     from worker.resources import Resources
 
     cluster = Cluster(tmp_path, redis_server.url)

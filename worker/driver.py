@@ -10,6 +10,11 @@ supersteps; every step here can be repeated after a crash and reaches the same r
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +24,10 @@ from graphdef import algo
 from graphdef.errors import GraphInterrupt, GraphRecursionError, NodeError, revive_error
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
-from scheduler.fencing import FencedSaver, StaleCheckpointError
 from worker import registry
 from worker.faults import maybe_crash
+from worker.fencing import FencedSaver, StaleCheckpointError
+from worker.heartbeat import Heartbeat
 from worker.node import NODE_TASK, run_config
 from worker.resources import Resources
 from worker.store import TERMINAL
@@ -29,6 +35,12 @@ from worker.store import TERMINAL
 log = logging.getLogger(__name__)
 
 START_TASK = "celerygraph.start_run"
+
+
+# How long a driver waits for another one working on the same run (a start still
+# dispatching when the first task's advance arrives); past that, the caller hands the
+# advance to the scheduler queue, or the sweeper takes over.
+LEASE_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -39,13 +51,45 @@ class Outcome:
     detail: Any = None
 
 
-class Driver:
-    """Starts and advances runs; one instance per process, stateless between calls."""
+@dataclass(frozen=True)
+class KeptTask:
+    """The next superstep's one task, left to the caller to run in place of a message."""
 
-    def __init__(self, res: Resources, app: Celery) -> None:
+    checkpoint_id: str
+    task_id: str
+    path: list[Any]
+
+
+def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
+                   action: Callable[[Driver], Outcome], *, run_here: str | None = None,
+                   wait: float = LEASE_WAIT_SECONDS) -> Outcome:
+    """Only one driver works on a run at a time; a dead one's lease lapses in seconds."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    name = f"run-{run_id}"
+    deadline = time.monotonic() + wait
+    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds):
+        if time.monotonic() > deadline:
+            return Outcome("busy")
+        time.sleep(0.01)
+    with Heartbeat(res.store, thread_id, name, owner, res.settings.lease_seconds):
+        return action(Driver(res, app, run_here=run_here))
+
+
+class Driver:
+    """Starts and advances runs; one instance per call, stateless between calls.
+
+    `run_here` names the queue of the node task that is advancing the run: a next superstep
+    of one task bound for that same queue is not sent but handed back (`KeptTask`), so a
+    chain of single-node steps costs no broker round trip per step.
+    """
+
+    def __init__(self, res: Resources, app: Celery, run_here: str | None = None) -> None:
         self.res = res
         self.app = app
         self.store = res.store
+        self.run_here = run_here
+        # Events of supersteps finished without a dispatch, sent with the next store write.
+        self.pending_events: list[tuple[str, dict[str, Any]]] = []
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -80,10 +124,11 @@ class Driver:
 
     def advance(self, thread_id: str, run_id: str, checkpoint_id: str) -> Outcome:
         """Called once a superstep's tasks all finished: apply them and go on."""
-        run = self.store.run(thread_id, run_id)
+        view = self.store.step_view(thread_id, run_id, checkpoint_id)
+        run = view.run
         if run is None or run.get("status") != "running":
             return Outcome(run.get("status") if run else "missing")
-        if run.get("step") != checkpoint_id or self.store.active_run(thread_id) != run_id:
+        if run.get("step") != checkpoint_id or view.active_run != run_id:
             # A late or repeated advance: this step was dealt with, or the run is over and
             # the thread's checkpoints now belong to the next run.
             return Outcome("stale")
@@ -96,8 +141,7 @@ class Driver:
         loop.apply_null_writes()
         loop.stop = int(run.get("stop", loop.stop))
         if after_barrier:
-            context = self.store.step_context(thread_id, run_id, checkpoint_id)
-            loop.conf[RESUMING] = bool(context.get("resuming"))
+            loop.conf[RESUMING] = bool(view.context.get("resuming"))
             if loop.conf[RESUMING]:
                 # The start marked the paused state as seen only in its memory: mark it again,
                 # or a static breakpoint would stop the resumed run a second time.
@@ -118,7 +162,7 @@ class Driver:
         )
 
     def _drive(self, run: dict[str, Any], loop: RunLoop, *, after_barrier: bool) -> Outcome:
-        thread_id, run_id = run["thread_id"], run["run_id"]
+        run_id = run["run_id"]
         try:
             while loop.prepare_step():
                 todo = [t for t in loop.tasks.values() if not t.writes]
@@ -129,15 +173,12 @@ class Driver:
                 if todo:
                     if after_barrier:
                         self._raise_step_outcome(loop, todo)
-                    self._dispatch(run, loop, todo)
-                    return Outcome("running")
+                    return self._dispatch(run, loop, todo)
                 loop.finish_step()
                 maybe_crash("advance_checkpointed")
                 after_barrier = False
-                self.store.add_event(
-                    thread_id, run_id, "step", step=loop.step - 1,
-                    checkpoint_id=loop.checkpoint["id"],
-                )
+                self.pending_events.append(
+                    ("step", {"step": loop.step - 1, "checkpoint_id": loop.checkpoint["id"]}))
             if loop.status == "out_of_steps":
                 raise GraphRecursionError(
                     f"Recursion limit of {loop.config['recursion_limit']} reached "
@@ -166,7 +207,7 @@ class Driver:
         if interrupts:
             raise GraphInterrupt(interrupts)
 
-    def _dispatch(self, run: dict[str, Any], loop: RunLoop, todo: list[algo.Task]) -> None:
+    def _dispatch(self, run: dict[str, Any], loop: RunLoop, todo: list[algo.Task]) -> Outcome:
         thread_id, run_id = run["thread_id"], run["run_id"]
         checkpoint_id = loop.checkpoint["id"]
         routes = dict(run.get("routes") or {})
@@ -178,9 +219,14 @@ class Driver:
                               "shadow": f"{graph_name}.{task.name}", "path": list(task.path)}
         context = {"resuming": bool(loop.conf.get(RESUMING)),
                    "resume_map": loop.conf.get(RESUME_MAP)}
-        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context)
-        self.store.add_event(thread_id, run_id, "dispatched", step=loop.step,
-                             tasks=[t.name for t in todo])
+        events = [*self.pending_events,
+                  ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
+        self.pending_events.clear()
+        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
+        if len(todo) == 1 and self.run_here and infos[todo[0].id]["queue"] == self.run_here:
+            # Not marked sent: if the caller dies before taking the task's lease, the
+            # sweeper sends it as it does the rest of a dispatch that died half-way.
+            return Outcome("running", KeptTask(checkpoint_id, todo[0].id, list(todo[0].path)))
         for task in todo:
             info = infos[task.id]
             self.app.send_task(
@@ -190,6 +236,7 @@ class Driver:
                 headers={"celerygraph_run": run_id, "celerygraph_thread": thread_id},
             )
         self.store.mark_sent(thread_id, run_id, checkpoint_id)
+        return Outcome("running")
 
     # ---- endings --------------------------------------------------------------------------
 
@@ -212,6 +259,9 @@ class Driver:
         a producer that resumes the moment it sees the result finds the thread free."""
         thread_id, run_id = run["thread_id"], run["run_id"]
         self._compact(run)
+        for kind, earlier in self.pending_events:
+            self.store.add_event(thread_id, run_id, kind, **earlier)
+        self.pending_events.clear()
         self.store.end_run(thread_id, run_id, status, **data)
         self._start_queued(thread_id)
         if self.res.settings.run_ttl:
