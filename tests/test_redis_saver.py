@@ -479,3 +479,22 @@ def test_resp2_client(server: RedisServer) -> None:
         loaded = saver.get_tuple(cfg("t"))
         assert loaded is not None and loaded.pending_writes == [("task", "items", [7])]
         assert saver.stored_bytes() > 0 and saver.head("t") == loaded.checkpoint["id"]
+
+
+def test_loading_for_one_task_leaves_out_its_siblings_writes(server: RedisServer) -> None:
+    from graphdef.constants import NULL_TASK_ID
+
+    with new_saver(server) as saver:
+        config = History(saver, "wide").step(items=["x"])
+        saver.put_writes(config, [("items", ["null"])], NULL_TASK_ID)
+        for sibling in ("t1", "t2", "t3"):
+            saver.put_writes(config, [("items", [sibling])], sibling, f"~push:{sibling}")
+        # A call made from inside t2 (functional API): its path names its caller.
+        saver.put_writes(config, [("__return__", 7)], "c9", "~push:('~push:t2', 0, 't2')")
+        everything = saver.get_tuple(config)
+        mine = saver.get_tuple_for_tasks(config, ["t2", NULL_TASK_ID])
+        assert everything is not None and mine is not None
+        assert mine.checkpoint == everything.checkpoint
+        assert sorted(w[0] for w in everything.pending_writes) == [
+            NULL_TASK_ID, "c9", "t1", "t2", "t3"]
+        assert sorted(w[0] for w in mine.pending_writes) == [NULL_TASK_ID, "c9", "t2"]

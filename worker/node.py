@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from graphdef import algo
+from graphdef.checkpoint.base import CheckpointTuple
+from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID, RESUME
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
@@ -32,6 +34,21 @@ ADVANCE_TASK = "celerygraph.advance"
 
 class StaleTaskError(LookupError):
     """The checkpoint no longer plans this task (the graph code changed under the run)."""
+
+
+class OwnWritesSaver:
+    """The saver as one task sees it: the checkpoint with only its own and the null task's
+    pending writes, so a task of a wide superstep does not fetch its siblings' memos."""
+
+    def __init__(self, saver: RedisSaver, task_id: str) -> None:
+        self.saver = saver
+        self.task_ids = (task_id, NULL_TASK_ID)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.saver, name)
+
+    def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
+        return self.saver.get_tuple_for_tasks(config, self.task_ids)
 
 
 def _owner() -> str:
@@ -77,7 +94,8 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
     graph = registry.resolve(run["graph"])
     loop = RunLoop(
-        graph, None, run_config(run, checkpoint_id), checkpointer=res.saver,
+        graph, None, run_config(run, checkpoint_id),
+        checkpointer=OwnWritesSaver(res.saver, task_id),
         durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
     )
     loop.load()

@@ -183,7 +183,33 @@ chain(KEYS[5], stack, function(field, blob)
   found[#found + 1] = field
   found[#found + 1] = blob
 end)
-return {'ok', id, checkpoint, metadata, refs, found, redis.call('HGETALL', ARGV[2] .. id)}
+local writes = redis.call('HGETALL', ARGV[2] .. id)
+if ARGV[3] and ARGV[3] ~= '' then
+  -- Only these tasks' writes (fields are '<idx>:<task id>') and their calls' (whose task
+  -- path, in the record's header line, holds the caller's id): a worker running one task
+  -- of a wide superstep must not fetch every other task's memo.
+  local wanted, ids = {}, {}
+  for tid in string.gmatch(ARGV[3], '[^,]+') do
+    wanted[tid] = true
+    ids[#ids + 1] = tid
+  end
+  local kept = {}
+  for i = 1, #writes, 2 do
+    local keep = wanted[string.match(writes[i], '^[^:]*:(.*)$')]
+    if not keep then
+      local header = string.match(writes[i + 1], '^[^\\n]*')
+      for _, tid in ipairs(ids) do
+        if string.find(header, tid, 1, true) then keep = true end
+      end
+    end
+    if keep then
+      kept[#kept + 1] = writes[i]
+      kept[#kept + 1] = writes[i + 1]
+    end
+  end
+  writes = kept
+end
+return {'ok', id, checkpoint, metadata, refs, found, writes}
 """
 )
 
@@ -573,13 +599,21 @@ class RedisSaver(BaseCheckpointSaver):
         target = Target.of(config)
         return self._load(target.thread_id, target.ns, target.checkpoint_id)
 
+    def get_tuple_for_tasks(self, config: Config,
+                            task_ids: Sequence[str]) -> CheckpointTuple | None:
+        """`get_tuple` with only these tasks' pending writes (task ids hold no commas)."""
+        target = Target.of(config)
+        return self._load(target.thread_id, target.ns, target.checkpoint_id,
+                          only_tasks=",".join(task_ids))
+
     def _load(
-        self, thread_id: str, ns: str, checkpoint_id: str | None, metadata: Any = None
+        self, thread_id: str, ns: str, checkpoint_id: str | None, metadata: Any = None,
+        only_tasks: str = "",
     ) -> CheckpointTuple | None:
         keys = self._keys(thread_id, ns)
         found = self._load_script(
             keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob],
-            args=[checkpoint_id or "", keys.writes],
+            args=[checkpoint_id or "", keys.writes, only_tasks],
         )
         if not found:
             return None
