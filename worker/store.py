@@ -182,8 +182,9 @@ class RunStore:
     def release_thread(self, thread_id: str, run_id: str) -> None:
         self._release(keys=[self.key(thread_id, "active")], args=[run_id])
 
-    def end_run(self, thread_id: str, run_id: str, status: str, **data: Any) -> None:
-        """Store a run's final (or paused) status, announce it, and free its thread, at once.
+    def end_run(self, thread_id: str, run_id: str, status: str, **data: Any) -> bool:
+        """Store a run's final (or paused) status, announce it, and free its thread, at once;
+        False (and nothing written) if the run already ended, e.g. it was cancelled.
 
         One transaction: a process dying half-way must not leave a free thread under a run
         still marked running (the next run would take the thread, and a late advance of the
@@ -194,13 +195,20 @@ class RunStore:
         if "error" in data:
             fields["error"] = data["error"]
         payload = serde.dumps(data, root="event") if data else b"{}"
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(thread_id, "run", run_id),
-                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
+        run_key = self.key(thread_id, "run", run_id)
+
+        def end(pipe: redis.client.Pipeline) -> bool:
+            current = pipe.hget(run_key, "status")
+            if current is not None and orjson.loads(current) in TERMINAL:
+                return False
+            pipe.multi()
+            pipe.hset(run_key, mapping={k: orjson.dumps(v) for k, v in fields.items()})
             pipe.xadd(self.key(thread_id, "events", run_id), {"type": status, "data": payload})
             self._release(keys=[self.key(thread_id, "active")], args=[run_id], client=pipe)
             pipe.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
-            pipe.execute()
+            return True
+
+        return bool(self.r.transaction(end, run_key, value_from_callable=True))
 
     def enqueue(self, thread_id: str, run_id: str) -> None:
         self.r.rpush(self.key(thread_id, "queue"), run_id)

@@ -270,3 +270,16 @@ def test_scheduler_dying_inside_finish_does_not_interleave_runs(redis_server, tm
         assert first.status() == "done"
     finally:
         cluster.stop()
+
+
+def test_a_run_that_ends_after_it_was_cancelled_stays_cancelled(redis_server):
+    """An advance that read the run as running just before a cancel must not overwrite the
+    cancel with its own `done` (seen as a flaky `celerygraph cancel` test)."""
+    store = RunStore(redis_server.client())
+    store.create_run("t", "r", {"graph": "g", "status": "running"}, None)
+    assert store.claim_thread("t", "r")
+    assert store.end_run("t", "r", "cancelled")
+    assert not store.end_run("t", "r", "done", output={"log": []})
+    assert store.run("t", "r")["status"] == "cancelled"
+    assert [kind for _, kind, _ in store.events("t", "r")] == ["cancelled"]
+    assert store.active_run("t") is None and ("t", "r") not in store.active_runs()
