@@ -18,13 +18,12 @@ from typing import Any
 import redis
 from celery import Celery
 
+from worker.driver import START_TASK
 from worker.node import ADVANCE_TASK, NODE_TASK
 from worker.resources import Resources
 from worker.store import TERMINAL
 
 log = logging.getLogger(__name__)
-
-START_TASK = "celerygraph.start_run"
 
 
 class Sweeper:
