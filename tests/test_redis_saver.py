@@ -498,3 +498,28 @@ def test_loading_for_one_task_leaves_out_its_siblings_writes(server: RedisServer
         assert sorted(w[0] for w in everything.pending_writes) == [
             NULL_TASK_ID, "c9", "t1", "t2", "t3"]
         assert sorted(w[0] for w in mine.pending_writes) == [NULL_TASK_ID, "c9", "t2"]
+
+
+def test_a_blob_read_again_is_decoded_once(server: RedisServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every task of a wide superstep reads the same stored list of `Send`s: a process
+    decodes each stored blob once, and each reader still gets a list of its own."""
+    with new_saver(server) as saver:
+        items = [{"n": i} for i in range(50)]
+        config = History(saver, "decode-once").step(items=items)
+        saver.codec.cache.drop_thread("decode-once")
+        decoded: list[bytes] = []
+        loads = saver.codec.serde.loads
+        monkeypatch.setattr(saver.codec.serde, "loads",
+                            lambda data, *a, **k: decoded.append(data) or loads(data, *a, **k))
+
+        def list_decodes() -> int:
+            return sum(1 for data in decoded if b'"n":49' in data)
+
+        first = saver.get(config)
+        assert first is not None and list_decodes() >= 1
+        after_first = list_decodes()
+        first["channel_values"]["items"].append({"n": "mine"})
+        second = saver.get(config)
+        assert second is not None and second["channel_values"]["items"] == items
+        assert list_decodes() == after_first

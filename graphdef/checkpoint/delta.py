@@ -139,12 +139,51 @@ class ListCache:
                 self._bytes -= self._entries.pop(key).size
 
 
+class DecodedCache:
+    """LRU of decoded channel values by blob: a stored blob never changes, so a process that
+    reads one again (every task of a superstep of many `Send`s reads the same list of them)
+    decodes it once. Readers get their own outer list or dict; the items are shared, as
+    parallel nodes share them in-process."""
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str, str, BlobRef], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str, BlobRef]) -> tuple[bool, Any]:
+        with self._lock:
+            if key not in self._entries:
+                return False, None
+            self._entries.move_to_end(key)
+            return True, _outer_copy(self._entries[key])
+
+    def put(self, key: tuple[str, str, str, BlobRef], value: Any) -> None:
+        with self._lock:
+            self._entries[key] = _outer_copy(value)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def drop_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == thread_id]:
+                del self._entries[key]
+
+
+def _outer_copy(value: Any) -> Any:
+    if type(value) is list:
+        return list(value)
+    if type(value) is dict:
+        return dict(value)
+    return value
+
+
 class BlobCodec:
     """Turns channel values into blobs and back, choosing deltas from the cache."""
 
     def __init__(self, serde: SerializerProtocol, cache: ListCache | None = None) -> None:
         self.serde = serde
         self.cache = cache or ListCache()
+        self.decoded = DecodedCache()
         # Bytes one channel value may take (a list counts all its items); None: no limit.
         self.max_value_bytes: int | None = None
 
@@ -214,6 +253,9 @@ class BlobCodec:
         lookup: Callable[[BlobRef], Blob | None],
     ) -> tuple[bool, Any]:
         """``(present, value)`` of the blob ``head`` of ``channel``, following delta bases."""
+        known, value = self.decoded.get((thread_id, ns, channel, head))
+        if known:
+            return True, value
         chain = [self._fetch(channel, head, lookup)]
         seen = {head}
         while chain[-1].kind == DELTA:
@@ -234,6 +276,7 @@ class BlobCodec:
                 # A second decode gives the cache a copy that the caller cannot mutate.
                 size = sum(len(blob.data) for blob in chain)
                 self.cache.put(key, _Known(*head, self._build(chain), size), only_newer=True)
+        self.decoded.put((thread_id, ns, channel, head), value)
         return True, value
 
     @staticmethod
@@ -265,6 +308,7 @@ class BlobCodec:
 
     def forget_thread(self, thread_id: str) -> None:
         self.cache.drop_thread(thread_id)
+        self.decoded.drop_thread(thread_id)
 
 
 BlobKey = tuple[str, str, int, str]  # (namespace, channel, version, digest)
