@@ -160,6 +160,7 @@ class LocalCluster:
             sweep_seconds=float(env.get("CELERYGRAPH_SWEEP_SECONDS", "0.5")),
             max_value_bytes=int(env.get("CELERYGRAPH_MAX_VALUE_BYTES", str(16 * 1024 * 1024))),
             chain_in_place=env.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
+            step_messages=max(1, int(env.get("CELERYGRAPH_STEP_MESSAGES", "64"))),
         )
 
     def client(self):  # noqa: ANN201

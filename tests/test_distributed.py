@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -178,5 +179,63 @@ def test_a_chain_of_lone_steps_runs_in_place_unless_disabled(redis_server, tmp_p
         assert runs(redis_server, thread_id) == {"a": 1, "b": 1, "slow": 1, "d": 1}
         kinds = [e.type for e in handle.events()]
         assert kinds.count("dispatched") == 3 and kinds.count("task_finished") == 4, kinds
+    finally:
+        cluster.stop()
+
+
+def received_names(cluster: Cluster, name: str) -> list[str]:
+    """Shadow names of the node messages a worker received, from its log."""
+    return [line.split("Task ", 1)[1].split("[", 1)[0]
+            for line in cluster.log(name).splitlines() if "] received" in line]
+
+
+def test_a_wide_superstep_goes_several_tasks_to_a_message(redis_server, tmp_path):
+    cluster = Cluster(tmp_path, redis_server.url, CELERYGRAPH_STEP_MESSAGES="3",
+                      CELERYGRAPH_NODE_QUEUE="nodes-batched",
+                      CELERYGRAPH_SCHEDULER_QUEUE="scheduler-batched")
+    try:
+        cluster.start("w", concurrency=2)
+        cluster.start_scheduler()
+        handle = cluster.client().submit("tests.dist_graphs:fanout", {"n": 10},
+                                         thread_id="batched")
+        assert sorted(handle.result(timeout=60)["log"][:10]) == list(range(10))
+        assert runs(redis_server, "batched") == {"work": 10, "total": 1}
+        # 10 tasks, at most 3 messages: 4 + 4 + 2; `total` then runs in place.
+        assert received_names(cluster, "w") == ["fanout.work"] * 3
+        finished = [e for e in handle.events() if e.type == "task_finished"]
+        assert len(finished) == 11 and len({e.data["task_id"] for e in finished}) == 11
+    finally:
+        cluster.stop()
+
+
+def test_a_worker_killed_inside_a_batch_costs_only_the_task_it_was_running(redis_server,
+                                                                           tmp_path):
+    cluster = Cluster(tmp_path, redis_server.url, CELERYGRAPH_STEP_MESSAGES="1",
+                      CELERYGRAPH_NODE_QUEUE="nodes-batch-kill",
+                      CELERYGRAPH_SCHEDULER_QUEUE="scheduler-batch-kill")
+    try:
+        cluster.start("doomed", concurrency=1)
+        cluster.start_scheduler()
+        handle = cluster.client().submit("tests.dist_graphs:fanout", {"n": 6, "sleep": 0.4},
+                                         thread_id="batch-kill")
+        r = redis_server.client()
+
+        def finished() -> int:
+            return sum(1 for e in handle.events() if e.type == "task_finished")
+
+        deadline = time.monotonic() + 30
+        while finished() < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # into the third task of the one six-task message
+        cluster.kill("doomed")
+        done_before = {e.data["task_id"] for e in handle.events() if e.type == "task_finished"}
+        cluster.start("rescuer", concurrency=1)
+        assert sorted(handle.result(timeout=60)["log"][:6]) == list(range(6))
+        counts = {f.decode(): int(v) for f, v in r.hgetall("runs:batch-kill").items()
+                  if f.startswith(b"work|")}
+        assert len(counts) == 6 and len(done_before) >= 2
+        # Tasks finished before the kill ran once; only the one it interrupted ran twice.
+        assert all(n == 1 for f, n in counts.items() if any(t in f for t in done_before))
+        assert sorted(counts.values())[:-1] == [1] * 5 and max(counts.values()) <= 2, counts
     finally:
         cluster.stop()

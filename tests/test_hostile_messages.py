@@ -247,6 +247,29 @@ def test_forged_node_task_for_unknown_runs_runs_and_writes_nothing(
     assert_serving(cluster)
 
 
+FORGED_BATCHES = {
+    "not a list": "x",
+    "wrong shapes": [1, [2], ["t"], [3, None], {"t": None}],
+    "unknown tasks": [["t1", None], ["t2", ["__pregel_push", 0]]],
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED_BATCHES))
+def test_forged_batch_of_node_tasks_runs_and_writes_nothing(
+    cluster: Cluster, server: RedisServer, raw: redis.Redis, case: str
+) -> None:
+    marker = f"forged-{uuid.uuid4().hex[:8]}"
+    args = [f"{marker}-thread", f"{marker}-run", "c", FORGED_BATCHES[case]]
+    keys, runs = app_keys(raw), node_runs(raw)
+    message_id = publish(server, task_body(args), task="celerygraph.run_nodes")
+    wait_until("the worker to finish the message", lambda: handled(cluster, "worker1", message_id))
+    assert error_lines(cluster, "worker1", f"{marker}-run"), "not logged as ignored"
+    assert node_runs(raw) == runs, "a node ran for a forged message"
+    assert not app_keys(raw) - keys
+    assert not [k for k in raw.keys("*") if marker.encode() in k]
+    assert_serving(cluster)
+
+
 def test_forged_node_task_for_an_unknown_run_is_logged_as_ignored(
     cluster: Cluster, server: RedisServer
 ) -> None:

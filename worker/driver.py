@@ -28,7 +28,7 @@ from worker import registry
 from worker.faults import maybe_crash
 from worker.fencing import FencedSaver, StaleCheckpointError
 from worker.heartbeat import Heartbeat
-from worker.node import NODE_TASK, run_config
+from worker.node import NODE_TASK, NODES_TASK, run_config
 from worker.resources import Resources
 from worker.store import TERMINAL
 
@@ -227,16 +227,40 @@ class Driver:
             # Not marked sent: if the caller dies before taking the task's lease, the
             # sweeper sends it as it does the rest of a dispatch that died half-way.
             return Outcome("running", KeptTask(checkpoint_id, todo[0].id, list(todo[0].path)))
-        for task in todo:
-            info = infos[task.id]
+        headers = {"celerygraph_run": run_id, "celerygraph_thread": thread_id}
+        for queue, batch in self._batches(todo, infos):
+            first = batch[0]
+            if len(batch) == 1:
+                self.app.send_task(
+                    NODE_TASK, args=[thread_id, run_id, checkpoint_id, first.id,
+                                     infos[first.id]["path"]],
+                    queue=queue, task_id=f"{run_id[:8]}-{first.id}",
+                    shadow=infos[first.id]["shadow"], headers=headers,
+                )
+                continue
+            names = sorted({t.name for t in batch})
             self.app.send_task(
-                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task.id, info["path"]],
-                queue=info["queue"], task_id=f"{run_id[:8]}-{task.id}",
-                shadow=info["shadow"],
-                headers={"celerygraph_run": run_id, "celerygraph_thread": thread_id},
+                NODES_TASK, args=[thread_id, run_id, checkpoint_id,
+                                  [[t.id, infos[t.id]["path"]] for t in batch]],
+                queue=queue, task_id=f"{run_id[:8]}-{first.id}-x{len(batch)}",
+                shadow=f"{graph_name}.{'+'.join(names)}", headers=headers,
             )
         self.store.mark_sent(thread_id, run_id, checkpoint_id)
         return Outcome("running")
+
+    def _batches(self, todo: list[algo.Task], infos: dict[str, dict[str, Any]]
+                 ) -> list[tuple[str, list[algo.Task]]]:
+        """Per queue, at most `step_messages` messages: a wide superstep of quick tasks would
+        otherwise pay a broker round trip per task; a narrow one keeps one task per message
+        so that its tasks run side by side."""
+        by_queue: dict[str, list[algo.Task]] = {}
+        for task in todo:
+            by_queue.setdefault(infos[task.id]["queue"], []).append(task)
+        out = []
+        for queue, tasks in by_queue.items():
+            size = -(-len(tasks) // self.res.settings.step_messages)
+            out += [(queue, tasks[i:i + size]) for i in range(0, len(tasks), size)]
+        return out
 
     # ---- endings --------------------------------------------------------------------------
 

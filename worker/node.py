@@ -29,6 +29,7 @@ from worker.store import TERMINAL
 log = logging.getLogger(__name__)
 
 NODE_TASK = "celerygraph.run_node"
+NODES_TASK = "celerygraph.run_nodes"  # several tasks of one wide superstep, one message
 ADVANCE_TASK = "celerygraph.advance"
 
 

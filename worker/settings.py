@@ -12,6 +12,8 @@ CELERYGRAPH_RUN_TTL            seconds a finished thread's keys live (unset: for
 CELERYGRAPH_MAX_VALUE_BYTES    largest stored state value, task write or run input (16 MiB)
 CELERYGRAPH_CHAIN_IN_PLACE     run a step's lone next task in the worker that finished the step,
                                when it is bound for the same queue (1; 0: one message per node)
+CELERYGRAPH_STEP_MESSAGES      most messages one superstep sends to a queue; more tasks than this
+                               go several to a message (64)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Settings:
     run_ttl: float | None = None
     max_value_bytes: int = 16 * 1024 * 1024
     chain_in_place: bool = True
+    step_messages: int = 64
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.__dict__.items() if k not in ("broker_url", "store_url")}
@@ -75,4 +78,5 @@ class Settings:
             run_ttl=float(ttl) if ttl else None,
             max_value_bytes=int(_float("CELERYGRAPH_MAX_VALUE_BYTES", 16 * 1024 * 1024)),
             chain_in_place=os.environ.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
+            step_messages=max(1, int(_float("CELERYGRAPH_STEP_MESSAGES", 64))),
         )

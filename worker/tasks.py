@@ -8,14 +8,17 @@ this message came from, that task runs here too (`CELERYGRAPH_CHAIN_IN_PLACE`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
 
 from worker.app import app
 from worker.driver import KeptTask, with_run_lease
-from worker.node import ADVANCE_TASK, NODE_TASK, execute_node
+from worker.node import ADVANCE_TASK, NODE_TASK, NODES_TASK, execute_node
 from worker.resources import Resources, resources
+
+log = logging.getLogger(__name__)
 
 # How long a node worker waits for the run's lease before leaving the advance to the
 # scheduler queue: a start or another advance holds it for milliseconds at most.
@@ -30,8 +33,38 @@ def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id
     """`path` ([kind, index or node]) lets the worker plan only its own task."""
     res = resources()
     res.load_graphs()
-    queue = (self.request.delivery_info or {}).get("routing_key")
-    run_here = queue if res.settings.chain_in_place else None
+    _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path,
+                     _run_here(self, res))
+
+
+@app.task(name=NODES_TASK, bind=True, autoretry_for=(redis.RedisError,), retry_backoff=0.5,
+          retry_backoff_max=5, retry_jitter=False, max_retries=None)
+def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
+              tasks: list[list[Any]]) -> None:
+    """Several tasks of one superstep, `[[task_id, path], ...]`, one after the other; each
+    keeps its own lease and memo, so a crash costs only the task it interrupts."""
+    if not isinstance(tasks, list) or not all(
+        isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) for t in tasks
+    ):
+        log.warning("ignoring %s for run %r: malformed task list", NODES_TASK, run_id)
+        return
+    res = resources()
+    res.load_graphs()
+    run_here = _run_here(self, res)
+    for task_id, path in tasks:
+        _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, run_here)
+
+
+def _run_here(task: Any, res: Resources) -> str | None:
+    """The queue this message came from, if lone next tasks bound for it may run here."""
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    return queue if res.settings.chain_in_place else None
+
+
+def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                     task_id: str, path: list[Any] | None, run_here: str | None) -> None:
+    """Run the task; if it completed its superstep, advance the run, and go on with the next
+    step's task while the advance hands one back."""
     while execute_node(res, thread_id, run_id, checkpoint_id, task_id, path):
         kept = _advance(res, thread_id, run_id, checkpoint_id, run_here)
         if kept is None:
