@@ -58,6 +58,10 @@ class KeptTask:
     checkpoint_id: str
     task_id: str
     path: list[Any]
+    # The advance's own loop and plan of the task, when the step starts from a fresh
+    # checkpoint (no pending writes): the task runs on them without a reload.
+    loop: RunLoop | None = None
+    task: algo.Task | None = None
 
 
 def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
@@ -122,8 +126,13 @@ class Driver:
         self.store.add_event(thread_id, run_id, "started", step=loop.step)
         return self._drive(run, loop, after_barrier=False)
 
-    def advance(self, thread_id: str, run_id: str, checkpoint_id: str) -> Outcome:
-        """Called once a superstep's tasks all finished: apply them and go on."""
+    def advance(self, thread_id: str, run_id: str, checkpoint_id: str,
+                loop: RunLoop | None = None) -> Outcome:
+        """Called once a superstep's tasks all finished: apply them and go on.
+
+        `loop`: the loop that planned the step and ran its one task in this process, which
+        already holds everything a reload would give.
+        """
         view = self.store.step_view(thread_id, run_id, checkpoint_id)
         run = view.run
         if run is None or run.get("status") != "running":
@@ -132,13 +141,18 @@ class Driver:
             # A late or repeated advance: this step was dealt with, or the run is over and
             # the thread's checkpoints now belong to the next run.
             return Outcome("stale")
-        # The head moved past the step only if an advance wrote the next checkpoint and died
-        # before dispatching from it: then carry on from the head, dispatching its tasks.
-        after_barrier = self.res.saver.head(thread_id) == checkpoint_id
-        graph = registry.resolve(run["graph"])
-        loop = self._loop(graph, None, run, checkpoint_id=None)
-        loop.load()
-        loop.apply_null_writes()
+        if loop is not None:
+            # A head that moved meanwhile fails the compare-and-set of the next checkpoint.
+            after_barrier = True
+        else:
+            # The head moved past the step only if an advance wrote the next checkpoint and
+            # died before dispatching from it: then carry on from the head, dispatching its
+            # tasks.
+            after_barrier = self.res.saver.head(thread_id) == checkpoint_id
+            graph = registry.resolve(run["graph"])
+            loop = self._loop(graph, None, run, checkpoint_id=None)
+            loop.load()
+            loop.apply_null_writes()
         loop.stop = int(run.get("stop", loop.stop))
         if after_barrier:
             loop.conf[RESUMING] = bool(view.context.get("resuming"))
@@ -226,7 +240,11 @@ class Driver:
         if len(todo) == 1 and self.run_here and infos[todo[0].id]["queue"] == self.run_here:
             # Not marked sent: if the caller dies before taking the task's lease, the
             # sweeper sends it as it does the rest of a dispatch that died half-way.
-            return Outcome("running", KeptTask(checkpoint_id, todo[0].id, list(todo[0].path)))
+            warm = not loop.pending_writes
+            return Outcome("running", KeptTask(
+                checkpoint_id, todo[0].id, list(todo[0].path),
+                loop=loop if warm else None, task=todo[0] if warm else None,
+            ))
         headers = {"celerygraph_run": run_id, "celerygraph_thread": thread_id}
         for queue, batch in self._batches(todo, infos):
             first = batch[0]

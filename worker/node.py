@@ -127,12 +127,39 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
         loop.conf[RESUME_MAP] = context["resume_map"]
     loop.tasks = {task.id: task}
     try:
-        maybe_crash("node_started")
-        errors, interrupts = run_step([task], loop.make_runtime, _crashing(loop.task_finished),
-                                      loop.channels)
+        return task.name, run_on(loop, task)
     finally:
         loop.close(None)
-    return task.name, "failed" if errors else "interrupted" if interrupts else "finished"
+
+
+def run_on(loop: RunLoop, task: algo.Task) -> str:
+    """Run a planned task on its loop, saving its memo; its outcome: finished, interrupted
+    or failed."""
+    maybe_crash("node_started")
+    errors, interrupts = run_step([task], loop.make_runtime, _crashing(loop.task_finished),
+                                  loop.channels)
+    return "failed" if errors else "interrupted" if interrupts else "finished"
+
+
+def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                    task: algo.Task, loop: RunLoop) -> bool:
+    """Run a task that this process's advance just planned and kept (`KeptTask`), on the
+    advance's own loop: no reload of what it holds in memory. True as for `execute_node`."""
+    store = res.store
+    owner = _owner()
+    if not store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
+                               unless_done=(run_id, checkpoint_id)):
+        log.info("task %s is running or ran elsewhere; leaving it", task.id)
+        return False
+    with Heartbeat(store, thread_id, task.id, owner, res.settings.lease_seconds):
+        try:
+            outcome = run_on(loop, task)
+        except BaseException:
+            loop.close(None)
+            raise
+    maybe_crash("memo_saved")
+    return store.finish_task(thread_id, run_id, checkpoint_id, task.id, node=task.name,
+                             outcome=outcome)
 
 
 def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Callable[..., None]:

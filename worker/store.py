@@ -37,6 +37,7 @@ return 0
 """
 
 _ACQUIRE_LEASE = """
+if KEYS[3] and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[1])
   return 1
@@ -296,12 +297,16 @@ class RunStore:
 
     # ---- leases ---------------------------------------------------------------------------
 
-    def acquire_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
-        """Take the named lease unless a live holder has it; the heartbeat keeps it alive."""
-        return bool(self._acquire(
-            keys=[self.key(thread_id, "lease", name), self.key(thread_id, "started", name)],
-            args=[owner, int(seconds * 1000)],
-        ))
+    def acquire_lease(self, thread_id: str, name: str, owner: str, seconds: float,
+                      unless_done: tuple[str, str] | None = None) -> bool:
+        """Take the named lease unless a live holder has it; the heartbeat keeps it alive.
+
+        With `unless_done` (run, checkpoint), not for a task that step already counts done.
+        """
+        keys = [self.key(thread_id, "lease", name), self.key(thread_id, "started", name)]
+        if unless_done is not None:
+            keys.append(self.key(thread_id, "done", *unless_done))
+        return bool(self._acquire(keys=keys, args=[owner, int(seconds * 1000), name]))
 
     def refresh_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
         return bool(self._refresh(keys=[self.key(thread_id, "lease", name)],

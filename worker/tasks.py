@@ -13,9 +13,10 @@ from typing import Any
 
 import redis
 
+from graphdef.loop import RunLoop
 from worker.app import app
 from worker.driver import KeptTask, with_run_lease
-from worker.node import ADVANCE_TASK, NODE_TASK, NODES_TASK, execute_node
+from worker.node import ADVANCE_TASK, NODE_TASK, NODES_TASK, execute_node, execute_planned
 from worker.resources import Resources, resources
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,28 @@ def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id:
                      task_id: str, path: list[Any] | None, run_here: str | None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
     step's task while the advance hands one back."""
-    while execute_node(res, thread_id, run_id, checkpoint_id, task_id, path):
-        kept = _advance(res, thread_id, run_id, checkpoint_id, run_here)
+    kept: KeptTask | None = None
+    while True:
+        if kept is not None and kept.loop is not None and kept.task is not None:
+            finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
+                                       kept.loop)
+        else:
+            finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path)
+        if not finished:
+            return
+        kept = _advance(res, thread_id, run_id, checkpoint_id, run_here,
+                        kept.loop if kept is not None else None)
         if kept is None:
             return
         checkpoint_id, task_id, path = kept.checkpoint_id, kept.task_id, kept.path
 
 
 def _advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-             run_here: str | None) -> KeptTask | None:
+             run_here: str | None, loop: RunLoop | None) -> KeptTask | None:
     """Advance here; the next task if it is ours to run, None when nothing is left to do."""
     outcome = with_run_lease(
-        res, app, thread_id, run_id, lambda d: d.advance(thread_id, run_id, checkpoint_id),
+        res, app, thread_id, run_id,
+        lambda d: d.advance(thread_id, run_id, checkpoint_id, loop=loop),
         run_here=run_here, wait=ADVANCE_LEASE_WAIT,
     )
     if outcome.status == "busy":

@@ -283,3 +283,13 @@ def test_a_run_that_ends_after_it_was_cancelled_stays_cancelled(redis_server):
     assert store.run("t", "r")["status"] == "cancelled"
     assert [kind for _, kind, _ in store.events("t", "r")] == ["cancelled"]
     assert store.active_run("t") is None and ("t", "r") not in store.active_runs()
+
+
+def test_a_kept_task_already_counted_done_is_not_taken_again(redis_server):
+    """A worker that stalled between keeping a task and taking its lease, while the sweeper
+    sent the task elsewhere and it finished there, must not run it a second time."""
+    store = RunStore(redis_server.client())
+    store.open_step("t", "r", "cp", {"task": {"node": "n"}}, {})
+    assert store.finish_task("t", "r", "cp", "task", node="n", outcome="finished")
+    assert not store.acquire_lease("t", "task", "late", 2.0, unless_done=("r", "cp"))
+    assert store.acquire_lease("t", "other", "late", 2.0, unless_done=("r", "cp"))
