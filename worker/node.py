@@ -83,11 +83,12 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     if not store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds):
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
-    with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds):
+    with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds,
+                   hand_over=True):
         node, outcome = _run_task(res, run, checkpoint_id, task_id, path, view.context)
     maybe_crash("memo_saved")
-    return store.finish_task(thread_id, run_id, checkpoint_id, task_id, node=node,
-                             outcome=outcome)
+    return store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
+                             node=node, outcome=outcome)
 
 
 def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
@@ -151,15 +152,16 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
                                unless_done=(run_id, checkpoint_id)):
         log.info("task %s is running or ran elsewhere; leaving it", task.id)
         return False
-    with Heartbeat(store, thread_id, task.id, owner, res.settings.lease_seconds):
+    with Heartbeat(store, thread_id, task.id, owner, res.settings.lease_seconds,
+                   hand_over=True):
         try:
             outcome = run_on(loop, task)
         except BaseException:
             loop.close(None)
             raise
     maybe_crash("memo_saved")
-    return store.finish_task(thread_id, run_id, checkpoint_id, task.id, node=task.name,
-                             outcome=outcome)
+    return store.finish_task(thread_id, run_id, checkpoint_id, task.id, lease_owner=owner,
+                             node=task.name, outcome=outcome)
 
 
 def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Callable[..., None]:

@@ -274,14 +274,18 @@ class RunStore:
                     orjson.dumps(info))
 
     def finish_task(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
-                    **event: Any) -> bool:
-        """Announce a finished task and count it, in one round trip.
+                    lease_owner: str | None = None, **event: Any) -> bool:
+        """Announce a finished task, release its lease if `lease_owner` still holds it, and
+        count it, in one round trip.
 
         True for exactly one caller once the step is complete: the one that advances it.
         """
         with self.r.pipeline(transaction=False) as pipe:
             self.add_event(thread_id, run_id, "task_finished", pipe=pipe, task_id=task_id,
                            **event)
+            if lease_owner is not None:
+                self._release(keys=[self.key(thread_id, "lease", task_id)], args=[lease_owner],
+                              client=pipe)
             self._mark_done(
                 keys=[self.key(thread_id, "done", run_id, checkpoint_id),
                       self.key(thread_id, "step", run_id, checkpoint_id)],
