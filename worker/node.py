@@ -24,7 +24,7 @@ from worker import registry
 from worker.faults import maybe_crash
 from worker.heartbeat import Heartbeat
 from worker.resources import Resources
-from worker.store import TERMINAL
+from worker.store import TERMINAL, StepView
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +65,28 @@ def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
 
 
 def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                 task_id: str, path: list[Any] | None = None) -> bool:
-    """Run the task unless finished elsewhere; True when this call completed the superstep."""
+                 task_id: str, path: list[Any] | None = None,
+                 view: StepView | None = None) -> bool:
+    """Run the task unless finished elsewhere; True when this call completed the superstep.
+
+    `view`: the step as read for a whole batch of its tasks (`run_nodes`); the lease, not
+    the view, decides whether a task that finished meanwhile runs again: it does not.
+    """
     store = res.store
-    view = store.step_view(thread_id, run_id, checkpoint_id, task_id)
+    view = view or store.step_view(thread_id, run_id, checkpoint_id, [task_id])
     run = view.run
     if run is None:
         log.warning("ignoring node task %s: thread %r has no run %r", task_id, thread_id, run_id)
         return False
-    if run.get("status") in TERMINAL or view.task_done:
+    if run.get("status") in TERMINAL or task_id in view.done:
         return False
-    if not view.task_dispatched:
+    if task_id not in view.dispatched:
         log.warning("ignoring node task %s: not dispatched for step %s of run %r",
                     task_id, checkpoint_id, run_id)
         return False
     owner = _owner()
-    if not store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds):
+    if not store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
+                               unless_done=(run_id, checkpoint_id)):
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
     with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds,

@@ -22,7 +22,13 @@ from graphdef import serde
 
 TERMINAL = frozenset({"done", "failed", "cancelled", "rejected"})
 
-_MARK_DONE = """
+# KEYS: done set, step hash, events stream, the task's lease. ARGV: task id, now, event
+# payload, lease owner ('' to leave the lease alone). One script, so the event, the release
+# and the count land together (a lease is never free while its task is not yet counted), in
+# one round trip.
+_FINISH_TASK = """
+redis.call('XADD', KEYS[3], '*', 'type', 'task_finished', 'data', ARGV[3])
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
 redis.call('SADD', KEYS[1], ARGV[1])
 local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
 if total >= 0 and redis.call('SCARD', KEYS[1]) >= total then
@@ -60,8 +66,8 @@ class StepView:
     run: dict[str, Any] | None
     active_run: str | None
     context: dict[str, Any]
-    task_done: bool
-    task_dispatched: bool
+    done: frozenset[str]  # of the tasks asked about, those the step counts finished
+    dispatched: frozenset[str]  # and those it was dispatched with
 
 
 def thread_tag(thread_id: str) -> str:
@@ -78,7 +84,7 @@ class RunStore:
         self.r = client
         self.prefix = prefix
         self.max_value_bytes = max_value_bytes
-        self._mark_done = client.register_script(_MARK_DONE)
+        self._finish_task = client.register_script(_FINISH_TASK)
         self._release = client.register_script(_RELEASE_IF_OWNER)
         self._refresh = client.register_script(_REFRESH_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
@@ -149,21 +155,24 @@ class RunStore:
         return sorted(found)
 
     def step_view(self, thread_id: str, run_id: str, checkpoint_id: str,
-                  task_id: str = "") -> StepView:
-        """Everything a node task or an advance checks before it acts, in one round trip."""
+                  task_ids: Sequence[str] = ()) -> StepView:
+        """Everything node tasks or an advance check before they act, in one round trip."""
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
+        done_key = self.key(thread_id, "done", run_id, checkpoint_id)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key(thread_id, "run", run_id))
             pipe.get(self.key(thread_id, "active"))
             pipe.hget(step_key, "context")
-            pipe.sismember(self.key(thread_id, "done", run_id, checkpoint_id), task_id)
-            pipe.hexists(step_key, f"task:{task_id}")
-            raw, active, context, done, dispatched = pipe.execute()
+            for task_id in task_ids:
+                pipe.sismember(done_key, task_id)
+                pipe.hexists(step_key, f"task:{task_id}")
+            raw, active, context, *flags = pipe.execute()
         return StepView(
             run={k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None,
             active_run=active.decode() if active is not None else None,
             context=serde.loads(context) if context is not None else {},
-            task_done=bool(done), task_dispatched=bool(dispatched),
+            done=frozenset(t for t, f in zip(task_ids, flags[::2], strict=True) if f),
+            dispatched=frozenset(t for t, f in zip(task_ids, flags[1::2], strict=True) if f),
         )
 
     # ---- thread lock and queue --------------------------------------------------------------
@@ -276,22 +285,18 @@ class RunStore:
     def finish_task(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
                     lease_owner: str | None = None, **event: Any) -> bool:
         """Announce a finished task, release its lease if `lease_owner` still holds it, and
-        count it, in one round trip.
+        count it, at once.
 
         True for exactly one caller once the step is complete: the one that advances it.
         """
-        with self.r.pipeline(transaction=False) as pipe:
-            self.add_event(thread_id, run_id, "task_finished", pipe=pipe, task_id=task_id,
-                           **event)
-            if lease_owner is not None:
-                self._release(keys=[self.key(thread_id, "lease", task_id)], args=[lease_owner],
-                              client=pipe)
-            self._mark_done(
-                keys=[self.key(thread_id, "done", run_id, checkpoint_id),
-                      self.key(thread_id, "step", run_id, checkpoint_id)],
-                args=[task_id, time.time()], client=pipe,
-            )
-            return bool(pipe.execute()[-1])
+        payload = serde.dumps({"task_id": task_id, **event}, root="event")
+        return bool(self._finish_task(
+            keys=[self.key(thread_id, "done", run_id, checkpoint_id),
+                  self.key(thread_id, "step", run_id, checkpoint_id),
+                  self.key(thread_id, "events", run_id),
+                  self.key(thread_id, "lease", task_id)],
+            args=[task_id, time.time(), payload, lease_owner or ""],
+        ))
 
     def is_done(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> bool:
         return bool(self.r.sismember(self.key(thread_id, "done", run_id, checkpoint_id), task_id))

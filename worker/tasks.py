@@ -18,6 +18,7 @@ from worker.app import app
 from worker.driver import KeptTask, with_run_lease
 from worker.node import ADVANCE_TASK, NODE_TASK, NODES_TASK, execute_node, execute_planned
 from worker.resources import Resources, resources
+from worker.store import StepView
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
     res = resources()
     res.load_graphs()
     run_here = _run_here(self, res)
+    view = res.store.step_view(thread_id, run_id, checkpoint_id, [t for t, _ in tasks])
     for task_id, path in tasks:
-        _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, run_here)
+        _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, run_here, view)
 
 
 def _run_here(task: Any, res: Resources) -> str | None:
@@ -63,7 +65,8 @@ def _run_here(task: Any, res: Resources) -> str | None:
 
 
 def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                     task_id: str, path: list[Any] | None, run_here: str | None) -> None:
+                     task_id: str, path: list[Any] | None, run_here: str | None,
+                     view: StepView | None = None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
     step's task while the advance hands one back."""
     kept: KeptTask | None = None
@@ -72,7 +75,8 @@ def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id:
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop)
         else:
-            finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path)
+            finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view)
+        view = None  # the batch's view is of its own step only
         if not finished:
             return
         kept = _advance(res, thread_id, run_id, checkpoint_id, run_here,
