@@ -7,6 +7,7 @@ it unless a memo already exists. The Celery task around it is in `worker.tasks`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from worker import registry
 from worker.faults import maybe_crash
 from worker.heartbeat import Heartbeat
 from worker.resources import Resources
-from worker.store import TERMINAL, StepView
+from worker.store import FIRST_START, TERMINAL, StepView
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,53 @@ class StaleTaskError(LookupError):
 
 class OwnWritesSaver:
     """The saver as one task sees it: the checkpoint with only its own and the null task's
-    pending writes, so a task of a wide superstep does not fetch its siblings' memos."""
+    pending writes, so a task of a wide superstep does not fetch its siblings' memos.
 
-    def __init__(self, saver: RedisSaver, task_id: str) -> None:
+    `prefetched`: the step's checkpoint as its batch read it once, for a task that never
+    started before (so it has no writes of its own to find).
+    """
+
+    def __init__(self, saver: RedisSaver, task_id: str,
+                 prefetched: CheckpointTuple | None = None) -> None:
         self.saver = saver
         self.task_ids = (task_id, NULL_TASK_ID)
+        self.prefetched = prefetched
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.saver, name)
 
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
+        if self.prefetched is not None:
+            return _own_copy(self.prefetched)
         return self.saver.get_tuple_for_tasks(config, self.task_ids)
+
+
+def prefetch_step(res: Resources, thread_id: str, checkpoint_id: str,
+                  task_ids: list[str]) -> CheckpointTuple | None:
+    """The step's checkpoint, read once for a batch of its tasks; None (each task loads its
+    own) if any of them, or a call one made, already left writes: a memo, an interrupt."""
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                               "checkpoint_id": checkpoint_id}}
+    saved = res.saver.get_tuple_for_tasks(config, [*task_ids, NULL_TASK_ID])
+    if saved is None or any(w[0] != NULL_TASK_ID for w in saved.pending_writes):
+        return None
+    return saved
+
+
+def _own_copy(saved: CheckpointTuple) -> CheckpointTuple:
+    """What a loop may change (the checkpoint's maps, its lists of values) copied, so that
+    the tasks of one batch cannot see each other's edits."""
+    cp = saved.checkpoint
+    checkpoint = {
+        **cp,
+        "channel_values": {k: list(v) if type(v) is list else v
+                           for k, v in cp["channel_values"].items()},
+        "channel_versions": dict(cp["channel_versions"]),
+        "versions_seen": {k: dict(v) for k, v in cp["versions_seen"].items()},
+    }
+    return dataclasses.replace(saved, checkpoint=checkpoint,  # type: ignore[arg-type]
+                               metadata=dict(saved.metadata),
+                               pending_writes=list(saved.pending_writes))
 
 
 def _owner() -> str:
@@ -66,11 +103,14 @@ def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
 
 def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                  task_id: str, path: list[Any] | None = None,
-                 view: StepView | None = None) -> bool:
+                 view: StepView | None = None,
+                 prefetched: CheckpointTuple | None = None) -> bool:
     """Run the task unless finished elsewhere; True when this call completed the superstep.
 
-    `view`: the step as read for a whole batch of its tasks (`run_nodes`); the lease, not
-    the view, decides whether a task that finished meanwhile runs again: it does not.
+    `view` and `prefetched`: the step and its checkpoint as read once for a whole batch of
+    its tasks (`run_nodes`). Neither decides alone whether a task runs: the lease refuses a
+    task counted done, and a task taken before (which may have left a memo since the batch
+    read) loads its own writes.
     """
     store = res.store
     view = view or store.step_view(thread_id, run_id, checkpoint_id, [task_id])
@@ -85,25 +125,28 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                     task_id, checkpoint_id, run_id)
         return False
     owner = _owner()
-    if not store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
-                               unless_done=(run_id, checkpoint_id)):
+    grant = store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
+                                unless_done=(run_id, checkpoint_id))
+    if not grant:
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
+    saver = OwnWritesSaver(res.saver, task_id, prefetched if grant == FIRST_START else None)
     with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds,
                    hand_over=True):
-        node, outcome = _run_task(res, run, checkpoint_id, task_id, path, view.context)
+        node, outcome = _run_task(res, run, checkpoint_id, task_id, path, view.context, saver)
     maybe_crash("memo_saved")
     return store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
                              node=node, outcome=outcome)
 
 
 def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
-              path: list[Any] | None, context: dict[str, Any]) -> tuple[str, str]:
+              path: list[Any] | None, context: dict[str, Any],
+              saver: OwnWritesSaver) -> tuple[str, str]:
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
     graph = registry.resolve(run["graph"])
     loop = RunLoop(
         graph, None, run_config(run, checkpoint_id),
-        checkpointer=OwnWritesSaver(res.saver, task_id),
+        checkpointer=saver,
         durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
     )
     loop.load()

@@ -42,14 +42,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Returns 0 (not taken), FIRST_START or RESTART (someone took it before).
 _ACQUIRE_LEASE = """
 if KEYS[3] and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[1])
+  if redis.call('SET', KEYS[2], ARGV[1], 'GET') then return 2 end
   return 1
 end
 return 0
 """
+FIRST_START = 1
+RESTART = 2
 
 _REFRESH_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -307,15 +310,17 @@ class RunStore:
     # ---- leases ---------------------------------------------------------------------------
 
     def acquire_lease(self, thread_id: str, name: str, owner: str, seconds: float,
-                      unless_done: tuple[str, str] | None = None) -> bool:
+                      unless_done: tuple[str, str] | None = None) -> int:
         """Take the named lease unless a live holder has it; the heartbeat keeps it alive.
 
-        With `unless_done` (run, checkpoint), not for a task that step already counts done.
+        0 if not taken; else FIRST_START, or RESTART when it was taken before (a task that
+        may have left writes). With `unless_done` (run, checkpoint), never for a task that
+        step already counts done.
         """
         keys = [self.key(thread_id, "lease", name), self.key(thread_id, "started", name)]
         if unless_done is not None:
             keys.append(self.key(thread_id, "done", *unless_done))
-        return bool(self._acquire(keys=keys, args=[owner, int(seconds * 1000), name]))
+        return int(self._acquire(keys=keys, args=[owner, int(seconds * 1000), name]))
 
     def refresh_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
         return bool(self._refresh(keys=[self.key(thread_id, "lease", name)],

@@ -13,10 +13,18 @@ from typing import Any
 
 import redis
 
+from graphdef.checkpoint.base import CheckpointTuple
 from graphdef.loop import RunLoop
 from worker.app import app
 from worker.driver import KeptTask, with_run_lease
-from worker.node import ADVANCE_TASK, NODE_TASK, NODES_TASK, execute_node, execute_planned
+from worker.node import (
+    ADVANCE_TASK,
+    NODE_TASK,
+    NODES_TASK,
+    execute_node,
+    execute_planned,
+    prefetch_step,
+)
 from worker.resources import Resources, resources
 from worker.store import StepView
 
@@ -53,9 +61,12 @@ def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
     res = resources()
     res.load_graphs()
     run_here = _run_here(self, res)
-    view = res.store.step_view(thread_id, run_id, checkpoint_id, [t for t, _ in tasks])
+    task_ids = [t for t, _ in tasks]
+    view = res.store.step_view(thread_id, run_id, checkpoint_id, task_ids)
+    prefetched = prefetch_step(res, thread_id, checkpoint_id, task_ids)
     for task_id, path in tasks:
-        _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, run_here, view)
+        _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, run_here, view,
+                         prefetched)
 
 
 def _run_here(task: Any, res: Resources) -> str | None:
@@ -66,7 +77,8 @@ def _run_here(task: Any, res: Resources) -> str | None:
 
 def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                      task_id: str, path: list[Any] | None, run_here: str | None,
-                     view: StepView | None = None) -> None:
+                     view: StepView | None = None,
+                     prefetched: CheckpointTuple | None = None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
     step's task while the advance hands one back."""
     kept: KeptTask | None = None
@@ -75,8 +87,9 @@ def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id:
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop)
         else:
-            finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view)
-        view = None  # the batch's view is of its own step only
+            finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
+                                    prefetched)
+        view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return
         kept = _advance(res, thread_id, run_id, checkpoint_id, run_here,

@@ -1,0 +1,85 @@
+"""A batch of a wide superstep's tasks (`celerygraph.run_nodes`) reads its step and checkpoint
+once; a task that finished, or saved its memo, after that read must still not run again.
+
+Driven in-process against a private Redis (the driver's messages are recorded, not sent), so
+the interleaving is forced rather than hoped for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+
+import tests.dist_graphs as dist_graphs
+from graphdef.checkpoint.redis import RedisSaver
+from scheduler.runs import create_run
+from tests.redis_server import redis_server
+from worker import registry, tasks
+from worker.driver import Driver
+from worker.node import execute_node, prefetch_step
+from worker.resources import Resources
+from worker.settings import Settings
+from worker.store import RunStore
+
+
+class RecordingApp(Celery):
+    def __init__(self) -> None:
+        super().__init__("batches-test")
+        self.sent: list[tuple[str, list[Any]]] = []
+
+    def send_task(self, name, args=None, kwargs=None, **options):  # noqa: ANN001, ANN201
+        self.sent.append((name, list(args or ())))
+
+
+@pytest.fixture
+def res(monkeypatch):
+    with redis_server() as server:
+        monkeypatch.setenv("CELERYGRAPH_STORE_URL", server.url)
+        monkeypatch.setattr(dist_graphs, "_client", None)
+        settings = Settings(broker_url=server.url, store_url=server.url, step_messages=1)
+        saver = RedisSaver.from_url(server.url)
+        yield Resources(settings, saver, RunStore(saver.client), loaded=True)
+        monkeypatch.setattr(dist_graphs, "_client", None)
+
+
+def runs_per_task(res: Resources, thread_id: str) -> dict[str, int]:
+    raw = res.store.r.hgetall(f"runs:{thread_id}")
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monkeypatch):
+    registry.register("tests.dist_graphs:fanout", dist_graphs.fanout)
+    app = RecordingApp()
+    monkeypatch.setattr(tasks, "app", app)
+    run_id = create_run(res.store, graph="tests.dist_graphs:fanout", run_input={"n": 4},
+                        thread_id="batch", validate=False)
+    assert Driver(res, app).start("batch", run_id).status == "running"
+    [(name, (thread_id, _, checkpoint_id, batch))] = app.sent
+    assert name == "celerygraph.run_nodes" and len(batch) == 4
+    ids = [task_id for task_id, _ in batch]
+    view = res.store.step_view(thread_id, run_id, checkpoint_id, ids)
+    prefetched = prefetch_step(res, thread_id, checkpoint_id, ids)
+    assert prefetched is not None
+    # After the batch's reads: another worker finishes task 0, and another saves the memo
+    # of task 1 and dies before counting it (its lease lapses).
+    assert not execute_node(res, thread_id, run_id, checkpoint_id, *batch[0])
+    with monkeypatch.context() as dying:
+        dying.setattr(RunStore, "finish_task", lambda *a, **k: (_ for _ in ()).throw(
+            ConnectionError("died after the memo")))
+        with pytest.raises(ConnectionError):
+            execute_node(res, thread_id, run_id, checkpoint_id, *batch[1])
+    res.store.r.delete(res.store.key(thread_id, "lease", ids[1]))
+    before = runs_per_task(res, thread_id)
+    assert sorted(before.values()) == [1, 1]
+    for task_id, path in batch:
+        tasks._run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, "nodes",
+                               view, prefetched)
+    outcomes = [e[2]["outcome"] for e in res.store.events(thread_id, run_id)
+                if e[1] == "task_finished"]
+    assert outcomes == ["finished", "skipped", "finished", "finished", "finished"]
+    after = runs_per_task(res, thread_id)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(after.values()) == [1, 1, 1, 1, 1]  # four `work` and the `total` step
+    assert res.store.run(thread_id, run_id)["status"] == "done"
