@@ -122,7 +122,10 @@ class Driver:
                 loop.enter()
         except Exception as exc:
             return self._fail(run, exc)
-        self.store.update_run(thread_id, run_id, status="running", stop=loop.stop)
+        if not self.store.mark_running(thread_id, run_id, stop=loop.stop):
+            # Cancelled while starting: nothing is dispatched, and the thread is free again.
+            self.store.release_thread(thread_id, run_id)
+            return Outcome("cancelled")
         self.store.add_event(thread_id, run_id, "started", step=loop.step)
         return self._drive(run, loop, after_barrier=False)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,20 +208,41 @@ class RunStore:
         if "error" in data:
             fields["error"] = data["error"]
         payload = serde.dumps(data, root="event") if data else b"{}"
+
+        def end(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(self.key(thread_id, "run", run_id),
+                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
+            pipe.xadd(self.key(thread_id, "events", run_id), {"type": status, "data": payload})
+            self._release(keys=[self.key(thread_id, "active")], args=[run_id], client=pipe)
+            pipe.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+
+        return self._unless_ended(thread_id, run_id, end)
+
+    def mark_running(self, thread_id: str, run_id: str, **fields: Any) -> bool:
+        """Mark a started run `running`; False (nothing written) if it already ended: a
+        cancel that landed while it was starting is not overwritten."""
+        fields = {**fields, "status": "running", "updated_at": time.time()}
+
+        def mark(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(self.key(thread_id, "run", run_id),
+                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
+
+        return self._unless_ended(thread_id, run_id, mark)
+
+    def _unless_ended(self, thread_id: str, run_id: str,
+                      write: Callable[[redis.client.Pipeline], None]) -> bool:
+        """Queue `write` in a transaction that happens only if the run has not ended."""
         run_key = self.key(thread_id, "run", run_id)
 
-        def end(pipe: redis.client.Pipeline) -> bool:
+        def guarded(pipe: redis.client.Pipeline) -> bool:
             current = pipe.hget(run_key, "status")
             if current is not None and orjson.loads(current) in TERMINAL:
                 return False
             pipe.multi()
-            pipe.hset(run_key, mapping={k: orjson.dumps(v) for k, v in fields.items()})
-            pipe.xadd(self.key(thread_id, "events", run_id), {"type": status, "data": payload})
-            self._release(keys=[self.key(thread_id, "active")], args=[run_id], client=pipe)
-            pipe.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+            write(pipe)
             return True
 
-        return bool(self.r.transaction(end, run_key, value_from_callable=True))
+        return bool(self.r.transaction(guarded, run_key, value_from_callable=True))
 
     def enqueue(self, thread_id: str, run_id: str) -> None:
         self.r.rpush(self.key(thread_id, "queue"), run_id)

@@ -293,3 +293,42 @@ def test_a_kept_task_already_counted_done_is_not_taken_again(redis_server):
     assert store.finish_task("t", "r", "cp", "task", node="n", outcome="finished")
     assert not store.acquire_lease("t", "task", "late", 2.0, unless_done=("r", "cp"))
     assert store.acquire_lease("t", "other", "late", 2.0, unless_done=("r", "cp"))
+
+
+def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypatch):
+    """The start used to mark the run `running` unconditionally, undoing a cancel that landed
+    while it applied the input; the run then went on as if never cancelled."""
+    from celery import Celery
+
+    from graphdef.checkpoint.redis import RedisSaver
+    from scheduler.runs import create_run
+    from tests import dist_graphs
+    from worker import registry
+    from worker.driver import Driver
+    from worker.resources import Resources
+    from worker.settings import Settings
+
+    class Recording(Celery):
+        sent: list[str] = []
+
+        def send_task(self, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+            self.sent.append(name)
+
+    settings = Settings(broker_url=redis_server.url, store_url=redis_server.url)
+    saver = RedisSaver.from_url(redis_server.url)
+    res = Resources(settings, saver, RunStore(saver.client), loaded=True)
+    registry.register("tests.dist_graphs:chain", dist_graphs.chain)
+    run_id = create_run(res.store, graph="tests.dist_graphs:chain", run_input={"log": []},
+                        thread_id="t", validate=False)
+    resolve = registry.resolve
+
+    def resolve_while_cancelled(ref: str):  # noqa: ANN202 - the cancel lands mid-start
+        res.store.end_run("t", run_id, "cancelled")
+        return resolve(ref)
+
+    monkeypatch.setattr(registry, "resolve", resolve_while_cancelled)
+    app = Recording("t")
+    assert Driver(res, app).start("t", run_id).status == "cancelled"
+    assert res.store.run("t", run_id)["status"] == "cancelled"
+    assert app.sent == [] and res.store.active_run("t") is None
+    assert [kind for _, kind, _ in res.store.events("t", run_id)] == ["cancelled"]
