@@ -1,5 +1,7 @@
-"""A batch of a wide superstep's tasks (`celerygraph.run_nodes`) reads its step and checkpoint
-once; a task that finished, or saved its memo, after that read must still not run again.
+"""Reads a worker reuses instead of repeating must not make a finished task run again: a
+batch of a wide superstep's tasks (`celerygraph.run_nodes`) reads its step and checkpoint
+once, and a task kept in place runs on the loop of the advance that planned it. A task that
+finished, or saved its memo, elsewhere after such a read is not run again.
 
 Driven in-process against a private Redis (the driver's messages are recorded, not sent), so
 the interleaving is forced rather than hoped for.
@@ -18,7 +20,7 @@ from scheduler.runs import create_run
 from tests.redis_server import redis_server
 from worker import registry, tasks
 from worker.driver import Driver
-from worker.node import execute_node, prefetch_step
+from worker.node import execute_node, execute_planned, prefetch_step
 from worker.resources import Resources
 from worker.settings import Settings
 from worker.store import RunStore
@@ -83,3 +85,33 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
     assert {k: v for k, v in after.items() if k in before} == before
     assert sorted(after.values()) == [1, 1, 1, 1, 1]  # four `work` and the `total` step
     assert res.store.run(thread_id, run_id)["status"] == "done"
+
+
+def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch):
+    registry.register("tests.dist_graphs:chain", dist_graphs.chain)
+    app = RecordingApp()
+    monkeypatch.setattr(tasks, "app", app)
+    run_id = create_run(res.store, graph="tests.dist_graphs:chain", run_input={"log": []},
+                        thread_id="kept", validate=False)
+    assert Driver(res, app).start("kept", run_id).status == "running"
+    [(_, (thread_id, _, checkpoint_id, batch))] = app.sent  # `a` and `b`, one message
+    assert [execute_node(res, thread_id, run_id, checkpoint_id, *t) for t in batch] == [
+        False, True]
+    outcome = Driver(res, app, run_here="nodes").advance(thread_id, run_id, checkpoint_id)
+    kept = outcome.detail
+    assert kept.loop is not None and kept.task.name == "slow"
+    # This worker stalls past the lease; the sweeper sends `slow` elsewhere, where it saves
+    # its memo and dies before counting it.
+    with monkeypatch.context() as dying:
+        dying.setattr(RunStore, "finish_task", lambda *a, **k: (_ for _ in ()).throw(
+            ConnectionError("died after the memo")))
+        with pytest.raises(ConnectionError):
+            execute_node(res, thread_id, run_id, kept.checkpoint_id, kept.task_id, kept.path)
+    res.store.r.delete(res.store.key(thread_id, "lease", kept.task_id))
+    # Back, this worker must not run `slow` on the loop it kept: it goes the ordinary way,
+    # which finds the memo.
+    assert execute_planned(res, thread_id, run_id, kept.checkpoint_id, kept.task,
+                           kept.loop) is None
+    assert execute_node(res, thread_id, run_id, kept.checkpoint_id, kept.task_id, kept.path)
+    runs = {field.split("|")[0]: n for field, n in runs_per_task(res, thread_id).items()}
+    assert runs == {"a": 1, "b": 1, "slow": 1}

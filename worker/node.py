@@ -192,15 +192,22 @@ def run_on(loop: RunLoop, task: algo.Task) -> str:
 
 
 def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                    task: algo.Task, loop: RunLoop) -> bool:
+                    task: algo.Task, loop: RunLoop) -> bool | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
-    advance's own loop: no reload of what it holds in memory. True as for `execute_node`."""
+    advance's own loop: no reload of what it holds in memory. True as for `execute_node`;
+    None when another worker took the task meanwhile (this one stalled past the lease): what
+    that one left, a memo perhaps, is only in the store, so run it with `execute_node`."""
     store = res.store
     owner = _owner()
-    if not store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
-                               unless_done=(run_id, checkpoint_id)):
+    grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
+                                unless_done=(run_id, checkpoint_id))
+    if not grant:
         log.info("task %s is running or ran elsewhere; leaving it", task.id)
         return False
+    if grant != FIRST_START:
+        store.release_lease(thread_id, task.id, owner)
+        loop.close(None)
+        return None
     with Heartbeat(store, thread_id, task.id, owner, res.settings.lease_seconds,
                    hand_over=True):
         try:

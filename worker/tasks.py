@@ -83,10 +83,13 @@ def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id:
     step's task while the advance hands one back."""
     kept: KeptTask | None = None
     while True:
+        finished = None
         if kept is not None and kept.loop is not None and kept.task is not None:
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop)
-        else:
+            if finished is None:  # taken elsewhere meanwhile: its own loop is stale
+                kept = None
+        if finished is None:
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
                                     prefetched)
         view = prefetched = None  # the batch's reads are of its own step only
