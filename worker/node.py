@@ -131,12 +131,21 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
     saver = OwnWritesSaver(res.saver, task_id, prefetched if grant == FIRST_START else None)
-    with Heartbeat(store, thread_id, task_id, owner, res.settings.lease_seconds,
+    return _run_leased(res, thread_id, run_id, checkpoint_id, task_id, owner,
+                       lambda: _run_task(res, run, checkpoint_id, task_id, path,
+                                         view.context, saver))
+
+
+def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                task_id: str, owner: str, run: Callable[[], tuple[str, str]]) -> bool:
+    """Run a task whose lease `owner` holds, with a heartbeat, then count it (and hand the
+    lease back) in one step; `run` returns its node and outcome."""
+    with Heartbeat(res.store, thread_id, task_id, owner, res.settings.lease_seconds,
                    hand_over=True):
-        node, outcome = _run_task(res, run, checkpoint_id, task_id, path, view.context, saver)
+        node, outcome = run()
     maybe_crash("memo_saved")
-    return store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
-                             node=node, outcome=outcome)
+    return res.store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
+                                 node=node, outcome=outcome)
 
 
 def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
@@ -208,16 +217,15 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
         store.release_lease(thread_id, task.id, owner)
         loop.close(None)
         return None
-    with Heartbeat(store, thread_id, task.id, owner, res.settings.lease_seconds,
-                   hand_over=True):
+
+    def run() -> tuple[str, str]:
         try:
-            outcome = run_on(loop, task)
+            return task.name, run_on(loop, task)
         except BaseException:
             loop.close(None)
             raise
-    maybe_crash("memo_saved")
-    return store.finish_task(thread_id, run_id, checkpoint_id, task.id, lease_owner=owner,
-                             node=task.name, outcome=outcome)
+
+    return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run)
 
 
 def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Callable[..., None]:

@@ -73,6 +73,11 @@ class StepView:
     dispatched: frozenset[str]  # and those it was dispatched with
 
 
+def _event_payload(data: dict[str, Any]) -> bytes:
+    """An event's data as stored: serde-encoded, for it can hold user values."""
+    return serde.dumps(data, root="event") if data else b"{}"
+
+
 def thread_tag(thread_id: str) -> str:
     if not thread_id or "{" in thread_id or "}" in thread_id:
         raise ValueError(f"thread_id must be non-empty and free of braces, got {thread_id!r}")
@@ -207,7 +212,7 @@ class RunStore:
         fields = {"status": status, "finished_at": now, "updated_at": now}
         if "error" in data:
             fields["error"] = data["error"]
-        payload = serde.dumps(data, root="event") if data else b"{}"
+        payload = _event_payload(data)
 
         def end(pipe: redis.client.Pipeline) -> None:
             pipe.hset(self.key(thread_id, "run", run_id),
@@ -313,7 +318,7 @@ class RunStore:
 
         True for exactly one caller once the step is complete: the one that advances it.
         """
-        payload = serde.dumps({"task_id": task_id, **event}, root="event")
+        payload = _event_payload({"task_id": task_id, **event})
         return bool(self._finish_task(
             keys=[self.key(thread_id, "done", run_id, checkpoint_id),
                   self.key(thread_id, "step", run_id, checkpoint_id),
@@ -364,7 +369,7 @@ class RunStore:
 
         With `pipe`, the event is only queued on that pipeline.
         """
-        payload = serde.dumps(data, root="event") if data else b"{}"
+        payload = _event_payload(data)
         (pipe or self.r).xadd(self.key(thread_id, "events", run_id),
                               {"type": kind, "data": payload})
 

@@ -36,8 +36,13 @@ ADVANCE_LEASE_WAIT = 0.5
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.
-@app.task(name=NODE_TASK, bind=True, autoretry_for=(redis.RedisError,), retry_backoff=0.5,
-          retry_backoff_max=5, retry_jitter=False, max_retries=None)
+RETRY_ON_STORE_ERRORS: dict[str, Any] = {
+    "autoretry_for": (redis.RedisError,), "retry_backoff": 0.5, "retry_backoff_max": 5,
+    "retry_jitter": False, "max_retries": None,
+}
+
+
+@app.task(name=NODE_TASK, bind=True, **RETRY_ON_STORE_ERRORS)
 def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
              path: list[Any] | None = None) -> None:
     """`path` ([kind, index or node]) lets the worker plan only its own task."""
@@ -47,8 +52,7 @@ def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id
                      _run_here(self, res))
 
 
-@app.task(name=NODES_TASK, bind=True, autoretry_for=(redis.RedisError,), retry_backoff=0.5,
-          retry_backoff_max=5, retry_jitter=False, max_retries=None)
+@app.task(name=NODES_TASK, bind=True, **RETRY_ON_STORE_ERRORS)
 def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
               tasks: list[list[Any]]) -> None:
     """Several tasks of one superstep, `[[task_id, path], ...]`, one after the other; each
