@@ -9,14 +9,12 @@ the interleaving is forced rather than hoped for.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from celery import Celery
 
 import tests.dist_graphs as dist_graphs
 from graphdef.checkpoint.redis import RedisSaver
 from scheduler.runs import create_run
+from tests.recording_app import RecordingApp
 from tests.redis_server import redis_server
 from worker import registry, tasks
 from worker.driver import Driver
@@ -24,15 +22,6 @@ from worker.node import execute_node, execute_planned, prefetch_step
 from worker.resources import Resources
 from worker.settings import Settings
 from worker.store import RunStore
-
-
-class RecordingApp(Celery):
-    def __init__(self) -> None:
-        super().__init__("batches-test")
-        self.sent: list[tuple[str, list[Any]]] = []
-
-    def send_task(self, name, args=None, kwargs=None, **options):  # noqa: ANN001, ANN201
-        self.sent.append((name, list(args or ())))
 
 
 @pytest.fixture

@@ -9,14 +9,7 @@ import time
 import pytest
 
 from graphdef.errors import InvalidResumeError
-from tests.cluster import ROOT, Cluster, RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
+from tests.cluster import ROOT, Cluster
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +164,7 @@ def test_a_chain_of_lone_steps_runs_in_place_unless_disabled(redis_server, tmp_p
         handle = cluster.client().submit("tests.dist_graphs:chain", {"log": []},
                                          thread_id=thread_id)
         assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
-        received = [line for line in cluster.log("w").splitlines() if "] received" in line]
-        names = sorted(line.split("Task ", 1)[1].split("[", 1)[0] for line in received)
+        names = sorted(received_names(cluster, "w"))
         # Step one is `a` and `b` side by side (sent); `slow` and `d` are lone steps.
         sent = ["a", "b"] if in_place == "1" else ["a", "b", "d", "slow"]
         assert names == [f"chain.{n}" for n in sent]

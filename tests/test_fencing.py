@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from celery import Celery
 
 from graphdef.checkpoint.redis import RedisSaver
 from scheduler.runs import create_run
 from tests.embedded_graphs import approval
+from tests.recording_app import RecordingApp
 from tests.redis_server import redis_server
 from worker import registry
 from worker.driver import Driver
@@ -23,19 +23,6 @@ from worker.node import execute_node
 from worker.resources import Resources
 from worker.settings import Settings
 from worker.store import RunStore
-
-
-class RecordingApp(Celery):
-    """Collects what a driver sends instead of publishing it."""
-
-    def __init__(self) -> None:
-        super().__init__("fencing-test")
-        self.sent: list[tuple[str, tuple]] = []
-        self.lock = threading.Lock()
-
-    def send_task(self, name, args=None, kwargs=None, **options):  # noqa: ANN001, ANN201
-        with self.lock:
-            self.sent.append((name, tuple(args or ())))
 
 
 @pytest.fixture

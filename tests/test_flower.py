@@ -22,17 +22,10 @@ from typing import Any
 import pytest
 
 from scheduler.localcluster import free_port
-from tests.cluster import Cluster, RedisServer
+from tests.cluster import Cluster
 from worker.node import NODE_TASK
 
 AUTH = "ops:s3cret"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

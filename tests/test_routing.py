@@ -17,13 +17,6 @@ GRAPH = "tests.routed_graphs:routed"
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def cluster(redis_server, tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url,
                       CELERYGRAPH_GRAPHS="tests.routed_graphs")

@@ -298,21 +298,14 @@ def test_a_kept_task_already_counted_done_is_not_taken_again(redis_server):
 def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypatch):
     """The start used to mark the run `running` unconditionally, undoing a cancel that landed
     while it applied the input; the run then went on as if never cancelled."""
-    from celery import Celery
-
     from graphdef.checkpoint.redis import RedisSaver
     from scheduler.runs import create_run
     from tests import dist_graphs
+    from tests.recording_app import RecordingApp
     from worker import registry
     from worker.driver import Driver
     from worker.resources import Resources
     from worker.settings import Settings
-
-    class Recording(Celery):
-        sent: list[str] = []
-
-        def send_task(self, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
-            self.sent.append(name)
 
     settings = Settings(broker_url=redis_server.url, store_url=redis_server.url)
     saver = RedisSaver.from_url(redis_server.url)
@@ -327,7 +320,7 @@ def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypat
         return resolve(ref)
 
     monkeypatch.setattr(registry, "resolve", resolve_while_cancelled)
-    app = Recording("t")
+    app = RecordingApp()
     assert Driver(res, app).start("t", run_id).status == "cancelled"
     assert res.store.run("t", run_id)["status"] == "cancelled"
     assert app.sent == [] and res.store.active_run("t") is None
