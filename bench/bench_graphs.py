@@ -133,8 +133,10 @@ def make_peer_app(broker_url: str, backend_url: str, queue: str = "nodes") -> Ce
 
 def _serve_peer_in_this_worker() -> None:
     """Let the celerygraph worker process that loads this module run the peer task too."""
-    from worker.app import app, settings
+    import worker
 
+    app = worker.app
+    settings = app.settings
     peer = make_peer_app(settings.broker_url, settings.store_url, settings.node_queue)
     app.tasks.register(peer.tasks[PEER_TASK])
 

@@ -1,12 +1,21 @@
-"""Run lifecycle, the producers' API and the CLI.
+"""Superstep decomposition and the run lifecycle, and the producers' side (Client, CLI).
 
-`celery -A scheduler worker -Q scheduler` runs the scheduler role: the start-run and
-advance tasks, registered on the same Celery app the node workers use.
+`celery -A scheduler worker -Q scheduler` asks this package for `app`, the scheduler role's
+Celery app (start-run and advance tasks): it is configured from the environment then, on
+first use, so importing `scheduler` reads nothing.
 """
 
-from scheduler import tasks  # noqa: F401  (registers start_run and advance on the app)
+from typing import Any
+
 from scheduler.client import Client, RunFailedError, RunHandle
 from scheduler.runs import ThreadBusyError
-from worker.app import app
 
 __all__ = ["Client", "RunFailedError", "RunHandle", "ThreadBusyError", "app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from scheduler.tasks import app_from_env
+
+        return app_from_env()
+    raise AttributeError(f"module 'scheduler' has no attribute {name!r}")

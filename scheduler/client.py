@@ -21,13 +21,12 @@ from graphdef.errors import InvalidResumeError, NodeError
 from graphdef.loop import CHECKPOINTER
 from graphdef.pregel import Pregel
 from graphdef.types import Command, StateSnapshot
+from scheduler import registry
+from scheduler.celery_app import make_app
+from scheduler.protocol import Sender, StartRun
 from scheduler.runs import ThreadBusyError, check_graph, create_run
-from scheduler.tasks import START_TASK
-from worker import registry
-from worker.app import app as default_app
-from worker.app import make_app
-from worker.settings import Settings
-from worker.store import TERMINAL, RunStore, new_run_id
+from scheduler.settings import Settings
+from scheduler.store import TERMINAL, RunStore, new_run_id
 
 SETTLED = TERMINAL | {"interrupted"}
 
@@ -127,7 +126,8 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.app = app or (make_app(settings) if settings is not None else default_app)
+        self.app = app or make_app(self.settings)
+        self.send = Sender(self.app, self.settings.scheduler_queue)
         self.saver = RedisSaver.from_url(self.settings.store_url)
         self.saver.max_value_bytes = self.settings.max_value_bytes
         self.store = RunStore(self.saver.client, max_value_bytes=self.settings.max_value_bytes)
@@ -166,8 +166,7 @@ class Client:
             self.store.release_thread(thread_id, run_id)
             raise
         if claimed:
-            self.app.send_task(START_TASK, kwargs={"thread_id": thread_id, "run_id": run_id},
-                               queue=self.settings.scheduler_queue)
+            self.send.start(StartRun(thread_id, run_id))
         else:
             self.store.enqueue(thread_id, run_id)
             self.store.update_run(thread_id, run_id, status="waiting")

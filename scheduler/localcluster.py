@@ -147,8 +147,8 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
 
-    def settings(self):  # noqa: ANN201 - imported lazily: the producer side needs no worker
-        from worker.settings import Settings
+    def settings(self):  # noqa: ANN201 - imported lazily: a cluster user may need no Settings
+        from scheduler.settings import Settings
 
         env = self.env
         return Settings(

@@ -6,8 +6,8 @@ from typing import Any
 
 from graphdef import serde
 from graphdef.pregel import DURABILITY_MODES
-from worker import registry
-from worker.store import RunStore, new_run_id
+from scheduler import registry
+from scheduler.store import RunStore, new_run_id
 
 BUSY_POLICIES = ("reject", "enqueue")
 

@@ -1,50 +1,99 @@
-"""The scheduler's Celery tasks, on the `scheduler` queue.
+"""The scheduler's Celery tasks, on the `scheduler` queue (`scheduler.protocol` has their
+wire format).
 
-`celerygraph.start_run` is the documented entry point for producers in any language: send
-it with JSON keyword arguments `graph`, `input`, `thread_id` (and optionally `config`,
-`durability`, `on_busy`, `routes`, `run_id`), or with just `thread_id` and `run_id` for a run that
-`scheduler.Client` already stored. `celerygraph.advance` takes the steps a node worker could
-not advance itself (another driver held the run) and the sweeper's re-advances.
+`celerygraph.start_run` is the documented entry point for producers in any language.
+`celerygraph.advance` takes the steps a node worker could not advance itself (another
+driver held the run) and the sweeper's re-advances.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from dataclasses import replace
 from typing import Any
 
+from celery import signals
+
+from scheduler.celery_app import CeleryGraphApp
+from scheduler.driver import with_run_lease
+from scheduler.faults import Faults
+from scheduler.protocol import ADVANCE_TASK, START_TASK
+from scheduler.resources import resources
 from scheduler.runs import create_run
-from worker.app import app
-from worker.driver import START_TASK, with_run_lease
-from worker.node import ADVANCE_TASK
-from worker.resources import resources
+from scheduler.settings import Settings
+from scheduler.sweeper import Sweeper
 
-__all__ = ["ADVANCE_TASK", "START_TASK", "advance", "start_run"]
+log = logging.getLogger(__name__)
 
 
-@app.task(name=START_TASK)
-def start_run(
-    thread_id: str,
-    run_id: str | None = None,
-    graph: str | None = None,
-    input: Any = None,
-    config: dict[str, Any] | None = None,
-    durability: str = "async",
-    on_busy: str = "reject",
-    routes: dict[str, str] | None = None,
-) -> str:
-    res = resources()
-    res.load_graphs()
-    if run_id is None or res.store.run(thread_id, run_id) is None:
-        run_id = create_run(res.store, graph=graph or "", run_input=input, thread_id=thread_id,
-                            config=config, durability=durability, on_busy=on_busy,
-                            run_id=run_id, routes=routes, validate=False)
-    outcome = with_run_lease(res, app, thread_id, run_id, lambda d: d.start(thread_id, run_id))
-    return outcome.status
+def register_scheduler_tasks(app: CeleryGraphApp) -> None:
+    """Put `start_run` and `advance` on `app`, with the settings `app` carries."""
+
+    @app.task(name=START_TASK, shared=False)
+    def start_run(
+        thread_id: str,
+        run_id: str | None = None,
+        graph: str | None = None,
+        input: Any = None,
+        config: dict[str, Any] | None = None,
+        durability: str = "async",
+        on_busy: str = "reject",
+        routes: dict[str, str] | None = None,
+    ) -> str:
+        res = resources(app.settings)
+        res.load_graphs()
+        if run_id is None or res.store.run(thread_id, run_id) is None:
+            run_id = create_run(res.store, graph=graph or "", run_input=input,
+                                thread_id=thread_id, config=config, durability=durability,
+                                on_busy=on_busy, run_id=run_id, routes=routes, validate=False)
+        started = run_id
+        outcome = with_run_lease(res, app, thread_id, started,
+                                 lambda d: d.start(thread_id, started))
+        return str(outcome.status)
+
+    @app.task(name=ADVANCE_TASK, shared=False)
+    def advance(thread_id: str, run_id: str, checkpoint_id: str) -> str:
+        res = resources(app.settings)
+        res.load_graphs()
+        outcome = with_run_lease(res, app, thread_id, run_id,
+                                 lambda d: d.advance(thread_id, run_id, checkpoint_id))
+        return str(outcome.status)
 
 
-@app.task(name=ADVANCE_TASK)
-def advance(thread_id: str, run_id: str, checkpoint_id: str) -> str:
-    res = resources()
-    res.load_graphs()
-    outcome = with_run_lease(res, app, thread_id, run_id,
-                             lambda d: d.advance(thread_id, run_id, checkpoint_id))
-    return outcome.status
+def serve_graphs(app: CeleryGraphApp) -> None:
+    """When a `celery worker` of `app` starts: load the configured graphs, then publish them
+    and sweep for lost work (the sweeper publishes later if the store is down now)."""
+    def load_graphs(sender: Any = None, **_: object) -> None:
+        if getattr(sender, "app", None) is app:
+            resources(app.settings).load_graphs()
+
+    def start_sweeper(sender: Any = None, **_: object) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        res = resources(app.settings)
+        sweeper = Sweeper(res, app)
+        try:
+            res.publish_graphs()
+            sweeper.published = True
+        except Exception:  # noqa: BLE001 - the store is down: the sweeper publishes once it answers
+            log.warning("could not publish graphs yet; the sweeper will retry")
+        sweeper.start()
+
+    signals.worker_init.connect(load_graphs, weak=False)
+    signals.worker_ready.connect(start_sweeper, weak=False)
+
+
+def create_scheduler_app(settings: Settings) -> CeleryGraphApp:
+    """The scheduler role's app: its tasks, graphs loaded and the sweeper started when a
+    `celery worker` of it starts."""
+    app = CeleryGraphApp(settings)
+    register_scheduler_tasks(app)
+    serve_graphs(app)
+    return app
+
+
+@functools.cache
+def app_from_env() -> CeleryGraphApp:
+    """The app `celery -A scheduler` runs, configured from CELERYGRAPH_* once per process."""
+    return create_scheduler_app(replace(Settings.from_env(), faults=Faults.from_env()))

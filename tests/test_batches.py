@@ -13,15 +13,17 @@ import pytest
 
 import tests.dist_graphs as dist_graphs
 from graphdef.checkpoint.redis import RedisSaver
+from scheduler import registry
+from scheduler.driver import Driver
+from scheduler.protocol import NodeRef
+from scheduler.resources import Resources
 from scheduler.runs import create_run
+from scheduler.settings import Settings
+from scheduler.store import RunStore
 from tests.recording_app import RecordingApp
 from tests.redis_server import redis_server
-from worker import registry, tasks
-from worker.driver import Driver
+from worker import tasks
 from worker.node import execute_node, execute_planned, prefetch_step
-from worker.resources import Resources
-from worker.settings import Settings
-from worker.store import RunStore
 
 
 @pytest.fixture
@@ -43,7 +45,6 @@ def runs_per_task(res: Resources, thread_id: str) -> dict[str, int]:
 def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monkeypatch):
     registry.register("tests.dist_graphs:fanout", dist_graphs.fanout)
     app = RecordingApp()
-    monkeypatch.setattr(tasks, "app", app)
     run_id = create_run(res.store, graph="tests.dist_graphs:fanout", run_input={"n": 4},
                         thread_id="batch", validate=False)
     assert Driver(res, app).start("batch", run_id).status == "running"
@@ -65,8 +66,8 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
     before = runs_per_task(res, thread_id)
     assert sorted(before.values()) == [1, 1]
     for task_id, path in batch:
-        tasks._run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, "nodes",
-                               view, prefetched)
+        tasks.run_and_advance(res, app, thread_id, run_id, checkpoint_id,
+                              NodeRef(task_id, path), "nodes", view, prefetched)
     outcomes = [e[2]["outcome"] for e in res.store.events(thread_id, run_id)
                 if e[1] == "task_finished"]
     assert outcomes == ["finished", "skipped", "finished", "finished", "finished"]
@@ -79,7 +80,6 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
 def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch):
     registry.register("tests.dist_graphs:chain", dist_graphs.chain)
     app = RecordingApp()
-    monkeypatch.setattr(tasks, "app", app)
     run_id = create_run(res.store, graph="tests.dist_graphs:chain", run_input={"log": []},
                         thread_id="kept", validate=False)
     assert Driver(res, app).start("kept", run_id).status == "running"

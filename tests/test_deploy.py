@@ -53,7 +53,7 @@ class _RecordingEnviron(dict):
 
 def settings_names() -> set[str]:
     """The CELERYGRAPH_* variables `Settings.from_env` reads, found by running it."""
-    from worker.settings import Settings
+    from scheduler.settings import Settings
 
     recorder = _RecordingEnviron()
     # Only the mapping `os.environ.get` sees is swapped; the process environment is untouched.
@@ -63,7 +63,7 @@ def settings_names() -> set[str]:
 
 
 def default_queues() -> set[str]:
-    from worker.settings import Settings
+    from scheduler.settings import Settings
 
     defaults = Settings(broker_url="redis://x", store_url="redis://x")
     return {defaults.node_queue, defaults.scheduler_queue}
@@ -336,8 +336,7 @@ def test_queue_settings_match_the_queues_commands_consume():
 def test_every_celery_command_names_an_app_of_this_package():
     from celery import Celery
 
-    from scheduler.tasks import ADVANCE_TASK, START_TASK
-    from worker.node import NODE_TASK
+    from scheduler.protocol import ADVANCE_TASK, NODE_TASK, START_TASK
 
     commands = celery_commands()
     assert len(commands) >= 10, commands

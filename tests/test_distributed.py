@@ -59,7 +59,7 @@ def test_interrupt_then_resume_from_another_producer_process(cluster, redis_serv
     assert [i.value for i in paused["__interrupt__"]] == ["approve?"]
     assert client.get_state("ask-1").next == ("ask",)
     script = (
-        "from scheduler.client import Client; from worker.settings import Settings;"
+        "from scheduler.client import Client; from scheduler.settings import Settings;"
         f"c = Client(Settings(broker_url={redis_server.url!r}, store_url={redis_server.url!r}));"
         "print(c.resume('ask-1', 'yes').result(timeout=60))"
     )
@@ -80,7 +80,7 @@ def test_failed_node_fails_run_and_resume_reruns_only_it(cluster, redis_server):
 
 
 def test_unknown_graph_is_rejected_before_anything_is_stored(cluster, redis_server):
-    from worker.registry import UnknownGraphError
+    from scheduler.registry import UnknownGraphError
 
     before = sorted(redis_server.client().keys("cg:{unknown-1}*"))
     with pytest.raises(UnknownGraphError, match="no worker loads it"):

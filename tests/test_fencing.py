@@ -12,17 +12,17 @@ import threading
 import pytest
 
 from graphdef.checkpoint.redis import RedisSaver
+from scheduler import registry
+from scheduler.driver import Driver
+from scheduler.fencing import FencedSaver
+from scheduler.resources import Resources
 from scheduler.runs import create_run
+from scheduler.settings import Settings
+from scheduler.store import RunStore
 from tests.embedded_graphs import approval
 from tests.recording_app import RecordingApp
 from tests.redis_server import redis_server
-from worker import registry
-from worker.driver import Driver
-from worker.fencing import FencedSaver
 from worker.node import execute_node
-from worker.resources import Resources
-from worker.settings import Settings
-from worker.store import RunStore
 
 
 @pytest.fixture

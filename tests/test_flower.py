@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from scheduler.localcluster import free_port
+from scheduler.protocol import NODE_TASK
 from tests.cluster import Cluster
-from worker.node import NODE_TASK
 
 AUTH = "ops:s3cret"
 
@@ -168,7 +168,7 @@ def test_node_tasks_are_listed_by_graph_and_node(chain_run):
     """Each node task is listed under the `<graph>.<node>` shadow the scheduler gave it.
 
     The worker's task-received event names a task after its shadow; the publisher's
-    task-sent event does too only because of `worker.amqp.ShadowNamedAMQP`. Without it,
+    task-sent event does too only because of `scheduler.amqp.ShadowNamedAMQP`. Without it,
     Flower (merging events in arrival order) renamed about one node task in five back to
     `celerygraph.run_node`.
     """

@@ -23,11 +23,12 @@ import pytest
 import redis
 
 from graphdef.checkpoint.redis import RedisSaver
+from scheduler.celery_app import make_app
 from scheduler.client import Client
 from scheduler.localcluster import ROOT
+from scheduler.settings import Settings
 from tests.cluster import Cluster, RedisServer
-from worker.app import app, make_app
-from worker.settings import Settings
+from worker.celery_app import create_app
 
 # Characters that must survive URL quoting on the way to Redis, kombu and redis-py.
 PASSWORD = f"pw/{uuid.uuid4().hex}@:%x"
@@ -162,7 +163,8 @@ def test_settings_repr_masks_the_password() -> None:
 # ----------------------------------------------------------------------- serializers
 
 
-@pytest.mark.parametrize("celery_app", [app, make_app(Settings("redis://x:1/0", "redis://x:1/0"))],
+@pytest.mark.parametrize("celery_app", [create_app(Settings("redis://x:1/0", "redis://x:1/0")),
+                                        make_app(Settings("redis://x:1/0", "redis://x:1/0"))],
                          ids=["worker.app", "make_app"])  # fmt: skip
 def test_the_app_accepts_json_only(celery_app: Any) -> None:
     conf = celery_app.conf

@@ -1,9 +1,15 @@
-"""The Celery side of celerygraph: the app, the node task, the sweeper.
+"""The Celery worker side of celerygraph: run nodes, save their memos, advance in place.
 
-`celery -A worker worker -Q nodes` finds `app` here.
+`celery -A worker worker -Q nodes` asks this package for `app`: it is configured from the
+environment then, on first use, so importing `worker` reads nothing.
 """
 
-from worker import tasks  # noqa: F401  (registers the node task on the app)
-from worker.app import app
+from typing import Any
 
-__all__ = ["app"]
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from worker.celery_app import app_from_env
+
+        return app_from_env()
+    raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -21,17 +18,14 @@ from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID, RESUME
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
-from worker import registry
-from worker.faults import maybe_crash
-from worker.heartbeat import Heartbeat
-from worker.resources import Resources
-from worker.store import FIRST_START, TERMINAL, StepView
+from scheduler import registry
+from scheduler.faults import Faults
+from scheduler.leases import Heartbeat, new_owner
+from scheduler.records import run_config
+from scheduler.resources import Resources
+from scheduler.store import FIRST_START, TERMINAL, StepView
 
 log = logging.getLogger(__name__)
-
-NODE_TASK = "celerygraph.run_node"
-NODES_TASK = "celerygraph.run_nodes"  # several tasks of one wide superstep, one message
-ADVANCE_TASK = "celerygraph.advance"
 
 
 class StaleTaskError(LookupError):
@@ -89,18 +83,6 @@ def _own_copy(saved: CheckpointTuple) -> CheckpointTuple:
                                pending_writes=list(saved.pending_writes))
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
-    config = dict(run.get("config") or {})
-    conf = {**config.get("configurable", {}), "thread_id": run["thread_id"],
-            "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
-    return {**config, "configurable": conf,
-            "recursion_limit": config.get("recursion_limit", 25)}
-
-
 def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                  task_id: str, path: list[Any] | None = None,
                  view: StepView | None = None,
@@ -124,7 +106,7 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.warning("ignoring node task %s: not dispatched for step %s of run %r",
                     task_id, checkpoint_id, run_id)
         return False
-    owner = _owner()
+    owner = new_owner()
     grant = store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
                                 unless_done=(run_id, checkpoint_id))
     if not grant:
@@ -143,7 +125,7 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
     with Heartbeat(res.store, thread_id, task_id, owner, res.settings.lease_seconds,
                    hand_over=True):
         node, outcome = run()
-    maybe_crash("memo_saved")
+    res.settings.faults.maybe_crash("memo_saved")
     return res.store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
                                  node=node, outcome=outcome)
 
@@ -186,16 +168,17 @@ def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: 
         loop.conf[RESUME_MAP] = context["resume_map"]
     loop.tasks = {task.id: task}
     try:
-        return task.name, run_on(loop, task)
+        return task.name, run_on(loop, task, res.settings.faults)
     finally:
         loop.close(None)
 
 
-def run_on(loop: RunLoop, task: algo.Task) -> str:
+def run_on(loop: RunLoop, task: algo.Task, faults: Faults) -> str:
     """Run a planned task on its loop, saving its memo; its outcome: finished, interrupted
     or failed."""
-    maybe_crash("node_started")
-    errors, interrupts = run_step([task], loop.make_runtime, _crashing(loop.task_finished),
+    faults.maybe_crash("node_started")
+    errors, interrupts = run_step([task], loop.make_runtime,
+                                  _crashing(loop.task_finished, faults),
                                   loop.channels)
     return "failed" if errors else "interrupted" if interrupts else "finished"
 
@@ -207,7 +190,7 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
     None when another worker took the task meanwhile (this one stalled past the lease): what
     that one left, a memo perhaps, is only in the store, so run it with `execute_node`."""
     store = res.store
-    owner = _owner()
+    owner = new_owner()
     grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
                                 unless_done=(run_id, checkpoint_id))
     if not grant:
@@ -220,7 +203,7 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     def run() -> tuple[str, str]:
         try:
-            return task.name, run_on(loop, task)
+            return task.name, run_on(loop, task, res.settings.faults)
         except BaseException:
             loop.close(None)
             raise
@@ -228,9 +211,10 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
     return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run)
 
 
-def _crashing(finished: Callable[[algo.Task, BaseException | None], None]) -> Callable[..., None]:
+def _crashing(finished: Callable[[algo.Task, BaseException | None], None],
+              faults: Faults) -> Callable[..., None]:
     def save(task: algo.Task, exc: BaseException | None) -> None:
-        maybe_crash("node_returned")
+        faults.maybe_crash("node_returned")
         finished(task, exc)
 
     return save

@@ -1,4 +1,4 @@
-"""The node task: run one task of a superstep, and advance the run if it was the last.
+"""The node tasks: run tasks of a superstep, and advance the run after the last one.
 
 The worker that completes a superstep's barrier advances the run itself (under the run's
 lease), rather than sending a message to the scheduler queue and waiting for it: one broker
@@ -12,21 +12,25 @@ import logging
 from typing import Any
 
 import redis
+from celery import Celery
 
 from graphdef.checkpoint.base import CheckpointTuple
 from graphdef.loop import RunLoop
-from worker.app import app
-from worker.driver import KeptTask, with_run_lease
-from worker.node import (
-    ADVANCE_TASK,
+from scheduler.celery_app import CeleryGraphApp
+from scheduler.driver import KeptTask, with_run_lease
+from scheduler.protocol import (
     NODE_TASK,
     NODES_TASK,
-    execute_node,
-    execute_planned,
-    prefetch_step,
+    Advance,
+    NodeRef,
+    RunNodes,
+    Sender,
+    TaskPath,
+    parse_node_refs,
 )
-from worker.resources import Resources, resources
-from worker.store import StepView
+from scheduler.resources import Resources, resources
+from scheduler.store import StepView
+from worker.node import execute_node, execute_planned, prefetch_step
 
 log = logging.getLogger(__name__)
 
@@ -42,49 +46,55 @@ RETRY_ON_STORE_ERRORS: dict[str, Any] = {
 }
 
 
-@app.task(name=NODE_TASK, bind=True, **RETRY_ON_STORE_ERRORS)
-def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
-             path: list[Any] | None = None) -> None:
-    """`path` ([kind, index or node]) lets the worker plan only its own task."""
-    res = resources()
+def register_node_tasks(app: CeleryGraphApp) -> None:
+    """Put `run_node` and `run_nodes` on `app`, with the settings `app` carries."""
+
+    @app.task(name=NODE_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
+    def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
+                 path: TaskPath = None) -> None:
+        message = RunNodes(thread_id, run_id, checkpoint_id, (NodeRef(task_id, path),))
+        run_message(resources(app.settings), app, message, _run_here(self, app))
+
+    @app.task(name=NODES_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
+    def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
+                  tasks: Any) -> None:
+        refs = parse_node_refs(tasks)
+        if not refs:
+            log.warning("ignoring %s for run %r: malformed task list", NODES_TASK, run_id)
+            return
+        message = RunNodes(thread_id, run_id, checkpoint_id, refs)
+        run_message(resources(app.settings), app, message, _run_here(self, app))
+
+
+def run_message(res: Resources, app: Celery, message: RunNodes,
+                run_here: str | None) -> None:
+    """Run a message's tasks one after the other; each keeps its own lease and memo, so a
+    crash costs only the task it interrupts. A batch reads its step and checkpoint once."""
     res.load_graphs()
-    _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path,
-                     _run_here(self, res))
+    view = prefetched = None
+    if len(message.tasks) > 1:
+        task_ids = [t.task_id for t in message.tasks]
+        view = res.store.step_view(message.thread_id, message.run_id, message.checkpoint_id,
+                                   task_ids)
+        prefetched = prefetch_step(res, message.thread_id, message.checkpoint_id, task_ids)
+    for ref in message.tasks:
+        run_and_advance(res, app, message.thread_id, message.run_id, message.checkpoint_id,
+                        ref, run_here, view, prefetched)
 
 
-@app.task(name=NODES_TASK, bind=True, **RETRY_ON_STORE_ERRORS)
-def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
-              tasks: list[list[Any]]) -> None:
-    """Several tasks of one superstep, `[[task_id, path], ...]`, one after the other; each
-    keeps its own lease and memo, so a crash costs only the task it interrupts."""
-    if not isinstance(tasks, list) or not all(
-        isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) for t in tasks
-    ):
-        log.warning("ignoring %s for run %r: malformed task list", NODES_TASK, run_id)
-        return
-    res = resources()
-    res.load_graphs()
-    run_here = _run_here(self, res)
-    task_ids = [t for t, _ in tasks]
-    view = res.store.step_view(thread_id, run_id, checkpoint_id, task_ids)
-    prefetched = prefetch_step(res, thread_id, checkpoint_id, task_ids)
-    for task_id, path in tasks:
-        _run_and_advance(res, thread_id, run_id, checkpoint_id, task_id, path, run_here, view,
-                         prefetched)
-
-
-def _run_here(task: Any, res: Resources) -> str | None:
+def _run_here(task: Any, app: CeleryGraphApp) -> str | None:
     """The queue this message came from, if lone next tasks bound for it may run here."""
     queue = (task.request.delivery_info or {}).get("routing_key")
-    return queue if res.settings.chain_in_place else None
+    return queue if app.settings.chain_in_place else None
 
 
-def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                     task_id: str, path: list[Any] | None, run_here: str | None,
-                     view: StepView | None = None,
-                     prefetched: CheckpointTuple | None = None) -> None:
+def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
+                    checkpoint_id: str, ref: NodeRef, run_here: str | None,
+                    view: StepView | None = None,
+                    prefetched: CheckpointTuple | None = None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
     step's task while the advance hands one back."""
+    task_id, path = ref.task_id, ref.path
     kept: KeptTask | None = None
     while True:
         finished = None
@@ -99,15 +109,16 @@ def _run_and_advance(res: Resources, thread_id: str, run_id: str, checkpoint_id:
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return
-        kept = _advance(res, thread_id, run_id, checkpoint_id, run_here,
+        kept = _advance(res, app, thread_id, run_id, checkpoint_id, run_here,
                         kept.loop if kept is not None else None)
         if kept is None:
             return
         checkpoint_id, task_id, path = kept.checkpoint_id, kept.task_id, kept.path
 
 
-def _advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-             run_here: str | None, loop: RunLoop | None) -> KeptTask | None:
+def _advance(res: Resources, app: Celery, thread_id: str, run_id: str,
+             checkpoint_id: str, run_here: str | None, loop: RunLoop | None
+             ) -> KeptTask | None:
     """Advance here; the next task if it is ours to run, None when nothing is left to do."""
     outcome = with_run_lease(
         res, app, thread_id, run_id,
@@ -115,8 +126,7 @@ def _advance(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
         run_here=run_here, wait=ADVANCE_LEASE_WAIT,
     )
     if outcome.status == "busy":
-        app.send_task(ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
-                      queue=res.settings.scheduler_queue,
-                      task_id=f"advance-{run_id}-{checkpoint_id}")
+        Sender(app, res.settings.scheduler_queue).advance(
+            Advance(thread_id, run_id, checkpoint_id), deduplicate=True)
         return None
     return outcome.detail if isinstance(outcome.detail, KeptTask) else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import itertools
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,6 @@ from graphdef.func import EntrypointGraph
 from graphdef.loop import CHECKPOINTER
 from graphdef.runtime import current_runtime_or_none
 from graphdef.types import Command
-from scheduler.localcluster import HOST
 
 from ..redis_server import redis_server
 from .apis import NAMES
@@ -69,70 +67,25 @@ class InProcessCluster:
             return f"{REF_MODULE}:graph{next(self._graph_counter)}"
 
 
-def _drop_connections(app: Any) -> None:
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-        app.amqp._producer_pool = None
-
-
-def _restore_app(app: Any, broker_url: str) -> None:
-    _drop_connections(app)
-    app.conf.broker_url = broker_url
-
-
-def _configure_app(app: Any, url: str, port: int) -> None:
-    """Point the process-wide app (the one the node and scheduler tasks send through) at
-    ``url``. It was built at import from the environment; nothing has connected yet, but if
-    something has, its pooled connections are dropped."""
-    app.conf.broker_url = url
-    _drop_connections(app)
-    with app.connection() as conn:
-        if (conn.hostname, conn.port) != (HOST, port):
-            raise RuntimeError(f"could not point the Celery app at {url}")
-
-
 @contextmanager
 def in_process_cluster(concurrency: int = 4) -> Iterator[InProcessCluster]:
-    """A private Redis, a Celery worker thread on ``worker.app.app`` and a sweeper."""
+    """A private Redis, a Celery worker thread on a worker app and a sweeper."""
     with ExitStack() as stack:
         server = stack.enter_context(redis_server())
         url = server.url
-        # Anything that reads settings from the environment in this process (resources(),
-        # Client() without settings) gets the private server, never a system Redis.
-        saved_env = {
-            k: os.environ.get(k) for k in ("CELERYGRAPH_BROKER_URL", "CELERYGRAPH_STORE_URL")
-        }
-        os.environ["CELERYGRAPH_BROKER_URL"] = url
-        os.environ["CELERYGRAPH_STORE_URL"] = url
-        stack.callback(_restore_env, saved_env)
-
-        # Importing `worker` and `scheduler` registers the node task and the scheduler's
-        # start-run and advance tasks on `worker.app.app`; those tasks send their follow-up
-        # messages through that same app, so it is the app the worker must run.
         from celery.contrib.testing.worker import start_worker
 
-        import scheduler  # noqa: F401
-        import worker  # noqa: F401
+        from scheduler import resources as resources_module
         from scheduler.client import Client
-        from worker import resources as resources_module
-        from worker.app import app
-        from worker.settings import Settings
-        from worker.sweeper import Sweeper
+        from scheduler.settings import Settings
+        from scheduler.sweeper import Sweeper
+        from worker.celery_app import create_app
 
         settings = Settings(broker_url=url, store_url=url, lease_seconds=1.5, sweep_seconds=0.25)
-        stack.callback(_restore_app, app, app.conf.broker_url)
-        _configure_app(app, url, server.port)
-        # resources() is built once per process from Settings.from_env() on first use; the
-        # worker's `worker_init` handler calls it. Build it now from our settings.
+        # The worker app runs the node tasks and the scheduler's start-run and advance tasks;
+        # they send their follow-up messages through that same app.
+        app = create_app(settings)
         res = resources_module.resources(settings)
-        if res.settings.store_url != url:
-            raise RuntimeError(
-                f"worker resources already bound to {res.settings.store_url} in this process"
-            )
-        # Afterwards this process's resources would point at a stopped server: drop them so
-        # that a later user builds its own (resources() rebuilds when its pid has none).
-        stack.callback(resources_module._by_pid.pop, os.getpid(), None)
 
         # celery.contrib.testing.worker.start_worker is what pytest-celery's
         # `celery.contrib.pytest` `celery_worker` fixture uses: a real WorkController in a
@@ -156,14 +109,6 @@ def in_process_cluster(concurrency: int = 4) -> Iterator[InProcessCluster]:
         sweeper.start()
         stack.callback(sweeper.stop)
         yield InProcessCluster(settings, Client(settings, app=app), worker_controller, sweeper)
-
-
-def _restore_env(saved: dict[str, str | None]) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -342,7 +287,7 @@ class DistributedApi:
         return kept[1]
 
     def bind(self, graph: Any, saver: Any) -> Any:
-        from worker import registry
+        from scheduler import registry
 
         # The scenario's InMemorySaver is not used: runs checkpoint in the cluster's Redis.
         graph.checkpointer = None

@@ -119,15 +119,15 @@ def test_failed_run_reports_the_node_error_type(cluster):
 
 def test_settled_run_frees_its_thread(cluster, monkeypatch):
     """Forces the race: the run's ending is delayed, as on a loaded machine."""
-    import worker.driver
+    import scheduler.driver
 
-    end = worker.driver.Driver._end
+    end = scheduler.driver.Driver._end
 
     def slow_end(self, run, status, **data):
         time.sleep(0.3)
         end(self, run, status, **data)
 
-    monkeypatch.setattr(worker.driver.Driver, "_end", slow_end)
+    monkeypatch.setattr(scheduler.driver.Driver, "_end", slow_end)
     api = distributed_api(cluster)
 
     def ask(state):

@@ -13,11 +13,11 @@ import time
 import pytest
 import redis
 
+from scheduler.leases import Heartbeat
 from scheduler.localcluster import LocalCluster
+from scheduler.store import RunStore
 from tests.cluster import Cluster, RedisServer
 from tests.faults import storm_graphs
-from worker.heartbeat import Heartbeat
-from worker.store import RunStore
 
 
 @pytest.fixture
@@ -221,9 +221,9 @@ def _scheduler_messages(r: redis.Redis) -> list[tuple[str, list, dict]]:
 
 def test_scheduler_dying_inside_finish_does_not_interleave_runs(redis_server, tmp_path):
     from graphdef.checkpoint.redis import RedisSaver
-    from worker.app import make_app
-    from worker.driver import Driver
-    from worker.resources import Resources
+    from scheduler.celery_app import make_app
+    from scheduler.driver import Driver
+    from scheduler.resources import Resources
 
     cluster = Cluster(tmp_path, redis_server.url)
     try:
@@ -299,13 +299,13 @@ def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypat
     """The start used to mark the run `running` unconditionally, undoing a cancel that landed
     while it applied the input; the run then went on as if never cancelled."""
     from graphdef.checkpoint.redis import RedisSaver
+    from scheduler import registry
+    from scheduler.driver import Driver
+    from scheduler.resources import Resources
     from scheduler.runs import create_run
+    from scheduler.settings import Settings
     from tests import dist_graphs
     from tests.recording_app import RecordingApp
-    from worker import registry
-    from worker.driver import Driver
-    from worker.resources import Resources
-    from worker.settings import Settings
 
     settings = Settings(broker_url=redis_server.url, store_url=redis_server.url)
     saver = RedisSaver.from_url(redis_server.url)

@@ -18,10 +18,10 @@ from typing import Any
 import redis
 from celery import Celery
 
-from worker.driver import START_TASK
-from worker.node import ADVANCE_TASK, NODE_TASK
-from worker.resources import Resources
-from worker.store import TERMINAL
+from scheduler.leases import run_lease
+from scheduler.protocol import Advance, NodeRef, RunNodes, Sender, StartRun
+from scheduler.resources import Resources
+from scheduler.store import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Sweeper:
     def __init__(self, res: Resources, app: Celery) -> None:
         self.res = res
-        self.app = app
+        self.send = Sender(app, res.settings.scheduler_queue)
         self.owner = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="celerygraph-sweeper",
@@ -68,7 +68,7 @@ class Sweeper:
             if run is None or run.get("status") in TERMINAL:
                 store.retire(thread_id, run_id)
                 continue
-            if store.lease_alive(thread_id, f"run-{run_id}"):
+            if store.lease_alive(thread_id, run_lease(run_id)):
                 continue
             if run.get("status") == "queued" or (
                 run.get("status") == "running" and not run.get("step")
@@ -96,10 +96,8 @@ class Sweeper:
         if advance_at:
             if now - advance_at > grace:
                 log.warning("re-advancing run %s at %s", run_id, checkpoint_id)
-                store.r.hset(store.key(thread_id, "step", run_id, checkpoint_id),
-                             "advance_at", now)
-                self.app.send_task(ADVANCE_TASK, args=[thread_id, run_id, checkpoint_id],
-                                   queue=self.res.settings.scheduler_queue)
+                store.note_readvance(thread_id, run_id, checkpoint_id, now)
+                self.send.advance(Advance(thread_id, run_id, checkpoint_id))
             return
         # A dispatch that died half-way: send again what never started.
         half_sent = not info.get("sent") and now - float(info.get("opened_at", now)) > grace
@@ -122,10 +120,10 @@ class Sweeper:
             log.warning("re-dispatching lost task %s (%s), attempt %d",
                         task_id, task.get("node"), attempt)
             self.redispatched += 1
-            self.app.send_task(
-                NODE_TASK, args=[thread_id, run_id, checkpoint_id, task_id, task.get("path")],
+            self.send.nodes(
+                RunNodes(thread_id, run_id, checkpoint_id, (NodeRef(task_id, task.get("path")),)),
                 queue=task.get("queue") or self.res.settings.node_queue,
-                task_id=f"{run_id[:8]}-{task_id}-{attempt}", shadow=task.get("shadow"),
+                shadow=task.get("shadow"), attempt=attempt,
             )
         if half_sent:
             store.mark_sent(thread_id, run_id, checkpoint_id)
@@ -144,6 +142,4 @@ class Sweeper:
 
     def _send_start(self, run: dict[str, Any]) -> None:
         self.res.store.update_run(run["thread_id"], run["run_id"])
-        self.app.send_task(START_TASK, kwargs={"run_id": run["run_id"],
-                                               "thread_id": run["thread_id"]},
-                           queue=self.res.settings.scheduler_queue)
+        self.send.start(StartRun(run["thread_id"], run["run_id"]))

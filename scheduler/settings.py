@@ -14,12 +14,18 @@ CELERYGRAPH_CHAIN_IN_PLACE     run a step's lone next task in the worker that fi
                                when it is bound for the same queue (1; 0: one message per node)
 CELERYGRAPH_STEP_MESSAGES      most messages one superstep sends to a queue; more tasks than this
                                go several to a message (64)
+
+Each entry point (a worker's or the scheduler's Celery app, a Client, the CLI) reads them
+once, through `Settings.from_env()`, and passes the result down. The fault suite's
+CELERYGRAPH_FAULTS is read by the Celery entry points alone (`scheduler.faults`).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+
+from scheduler.faults import Faults
 
 
 def _float(name: str, default: float) -> float:
@@ -51,6 +57,7 @@ class Settings:
     max_value_bytes: int = 16 * 1024 * 1024
     chain_in_place: bool = True
     step_messages: int = 64
+    faults: Faults = field(default_factory=Faults)
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.__dict__.items() if k not in ("broker_url", "store_url")}

@@ -10,10 +10,7 @@ supersteps; every step here can be repeated after a crash and reaches the same r
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,18 +21,15 @@ from graphdef import algo
 from graphdef.errors import GraphInterrupt, GraphRecursionError, NodeError, revive_error
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
-from worker import registry
-from worker.faults import maybe_crash
-from worker.fencing import FencedSaver, StaleCheckpointError
-from worker.heartbeat import Heartbeat
-from worker.node import NODE_TASK, NODES_TASK, run_config
-from worker.resources import Resources
-from worker.store import TERMINAL
+from scheduler import registry
+from scheduler.fencing import FencedSaver, StaleCheckpointError
+from scheduler.leases import Heartbeat, new_owner, run_lease
+from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun
+from scheduler.records import run_config
+from scheduler.resources import Resources
+from scheduler.store import TERMINAL
 
 log = logging.getLogger(__name__)
-
-START_TASK = "celerygraph.start_run"
-
 
 # How long a driver waits for another one working on the same run (a start still
 # dispatching when the first task's advance arrives); past that, the caller hands the
@@ -68,8 +62,8 @@ def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
                    action: Callable[[Driver], Outcome], *, run_here: str | None = None,
                    wait: float = LEASE_WAIT_SECONDS) -> Outcome:
     """Only one driver works on a run at a time; a dead one's lease lapses in seconds."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    name = f"run-{run_id}"
+    owner = new_owner()
+    name = run_lease(run_id)
     deadline = time.monotonic() + wait
     while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds):
         if time.monotonic() > deadline:
@@ -89,7 +83,7 @@ class Driver:
 
     def __init__(self, res: Resources, app: Celery, run_here: str | None = None) -> None:
         self.res = res
-        self.app = app
+        self.send = Sender(app, res.settings.scheduler_queue)
         self.store = res.store
         self.run_here = run_here
         # Events of supersteps finished without a dispatch, sent with the next store write.
@@ -192,7 +186,7 @@ class Driver:
                         self._raise_step_outcome(loop, todo)
                     return self._dispatch(run, loop, todo)
                 loop.finish_step()
-                maybe_crash("advance_checkpointed")
+                self.res.settings.faults.maybe_crash("advance_checkpointed")
                 after_barrier = False
                 self.pending_events.append(
                     ("step", {"step": loop.step - 1, "checkpoint_id": loop.checkpoint["id"]}))
@@ -248,24 +242,11 @@ class Driver:
                 checkpoint_id, todo[0].id, list(todo[0].path),
                 loop=loop if warm else None, task=todo[0] if warm else None,
             ))
-        headers = {"celerygraph_run": run_id, "celerygraph_thread": thread_id}
         for queue, batch in self._batches(todo, infos):
-            first = batch[0]
-            if len(batch) == 1:
-                self.app.send_task(
-                    NODE_TASK, args=[thread_id, run_id, checkpoint_id, first.id,
-                                     infos[first.id]["path"]],
-                    queue=queue, task_id=f"{run_id[:8]}-{first.id}",
-                    shadow=infos[first.id]["shadow"], headers=headers,
-                )
-                continue
             names = sorted({t.name for t in batch})
-            self.app.send_task(
-                NODES_TASK, args=[thread_id, run_id, checkpoint_id,
-                                  [[t.id, infos[t.id]["path"]] for t in batch]],
-                queue=queue, task_id=f"{run_id[:8]}-{first.id}-x{len(batch)}",
-                shadow=f"{graph_name}.{'+'.join(names)}", headers=headers,
-            )
+            refs = tuple(NodeRef(t.id, infos[t.id]["path"]) for t in batch)
+            self.send.nodes(RunNodes(thread_id, run_id, checkpoint_id, refs), queue=queue,
+                            shadow=f"{graph_name}.{'+'.join(names)}")
         self.store.mark_sent(thread_id, run_id, checkpoint_id)
         return Outcome("running")
 
@@ -346,5 +327,4 @@ class Driver:
             self.store.requeue_front(thread_id, next_run)
             return
         self.store.update_run(thread_id, next_run, status="queued")
-        self.app.send_task(START_TASK, kwargs={"thread_id": thread_id, "run_id": next_run},
-                           queue=self.res.settings.scheduler_queue)
+        self.send.start(StartRun(thread_id, next_run))

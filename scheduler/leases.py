@@ -1,4 +1,5 @@
-"""Keeps a running task's lease alive; when the process dies, the lease expires in seconds.
+"""Leases: who works on a task or a run right now. A holder keeps its lease alive with a
+heartbeat; when its process dies, the lease expires in seconds and the work is taken over.
 
 One refresher thread per process serves every lease the process holds: a thread started
 per task (and per advance) cost more than a short node itself on a busy machine.
@@ -8,15 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 from types import TracebackType
 
 import redis
 
-from worker.store import RunStore
+from scheduler.store import RunStore
 
 log = logging.getLogger(__name__)
+
+
+def new_owner() -> str:
+    """A lease holder's id: which host and process holds it, unique per holding."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_lease(run_id: str) -> str:
+    """The lease a driver holds while it starts or advances a run (tasks' are their ids)."""
+    return f"run-{run_id}"
 
 
 class Heartbeat:

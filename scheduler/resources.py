@@ -7,9 +7,9 @@ import threading
 from dataclasses import dataclass, field
 
 from graphdef.checkpoint.redis import RedisSaver
-from worker import registry
-from worker.settings import Settings
-from worker.store import RunStore
+from scheduler import registry
+from scheduler.settings import Settings
+from scheduler.store import RunStore
 
 
 @dataclass
@@ -31,20 +31,23 @@ class Resources:
 
 
 _lock = threading.Lock()
-_by_pid: dict[int, Resources] = {}
+_pid = 0
+_by_settings: dict[Settings, Resources] = {}
 
 
-def resources(settings: Settings | None = None) -> Resources:
-    """This process's resources; a forked child gets fresh connections of its own."""
-    pid = os.getpid()
+def resources(settings: Settings) -> Resources:
+    """This process's resources for `settings`; a forked child (prefork pool) gets fresh
+    connections of its own."""
+    global _pid
     with _lock:
-        res = _by_pid.get(pid)
+        if _pid != os.getpid():
+            _by_settings.clear()
+            _pid = os.getpid()
+        res = _by_settings.get(settings)
         if res is None:
-            settings = settings or Settings.from_env()
             saver = RedisSaver.from_url(settings.store_url)
             saver.max_value_bytes = settings.max_value_bytes
             res = Resources(settings, saver,
                             RunStore(saver.client, max_value_bytes=settings.max_value_bytes))
-            _by_pid.clear()
-            _by_pid[pid] = res
+            _by_settings[settings] = res
         return res

@@ -311,6 +311,11 @@ class RunStore:
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
                     orjson.dumps(info))
 
+    def note_readvance(self, thread_id: str, run_id: str, checkpoint_id: str,
+                       at: float) -> None:
+        """The sweeper sent the step's advance again at `at`: the next try waits from then."""
+        self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "advance_at", at)
+
     def finish_task(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
                     lease_owner: str | None = None, **event: Any) -> bool:
         """Announce a finished task, release its lease if `lease_owner` still holds it, and

@@ -1,0 +1,51 @@
+"""The Celery app every celerygraph process builds from its settings: producers, the
+scheduler and node workers configure it the same way.
+
+The settings that make a killed worker cost only its current node: late acks, reject on a
+lost worker, prefetch of one; JSON only on the wire; task events on so Flower sees every
+node. The app carries the settings it was built from, so its tasks never read the
+environment again.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from celery import Celery
+
+from scheduler.amqp import ShadowNamedAMQP
+from scheduler.settings import Settings
+
+
+class CeleryGraphApp(Celery):
+    """A Celery app configured for celerygraph, with the settings it was configured from."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("celerygraph", broker=settings.broker_url, amqp=ShadowNamedAMQP)
+        self.settings = settings
+        self.conf.update(
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            worker_prefetch_multiplier=1,
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+            event_serializer="json",
+            task_ignore_result=True,
+            task_default_queue=settings.node_queue,
+            task_send_sent_event=True,
+            worker_send_task_events=True,
+            broker_connection_retry_on_startup=True,
+            broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+            worker_hijack_root_logger=False,
+            worker_consumer="scheduler.consumer:SafeConsumer",
+        )
+        url = settings.broker_url
+        if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+            # kombu would fall back to no certificate checks for a bare rediss:// URL.
+            self.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def make_app(settings: Settings) -> CeleryGraphApp:
+    """An app for producers: it sends celerygraph's messages and runs no task."""
+    return CeleryGraphApp(settings)
