@@ -16,7 +16,6 @@ from typing import Any
 from celery import Celery
 
 from graphdef import algo
-from graphdef.checkpoint.redis import RedisSaver
 from graphdef.errors import InvalidResumeError, NodeError
 from graphdef.loop import CHECKPOINTER
 from graphdef.pregel import Pregel
@@ -24,11 +23,11 @@ from graphdef.types import Command, StateSnapshot
 from scheduler import registry
 from scheduler.celery_app import make_app
 from scheduler.protocol import Sender, StartRun
+from scheduler.records import SETTLED, RunRecord, RunStatus
+from scheduler.resources import Resources
 from scheduler.runs import ThreadBusyError, check_graph, create_run
 from scheduler.settings import Settings
-from scheduler.store import TERMINAL, RunStore, new_run_id
-
-SETTLED = TERMINAL | {"interrupted"}
+from scheduler.store import new_run_id
 
 
 class RunFailedError(RuntimeError):
@@ -60,14 +59,18 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"RunHandle(thread_id={self.thread_id!r}, id={self.id!r})"
 
-    def info(self) -> dict[str, Any]:
+    def record(self) -> RunRecord:
         run = self.client.store.run(self.thread_id, self.id)
         if run is None:
             raise LookupError(f"no run {self.id!r} on thread {self.thread_id!r}")
         return run
 
-    def status(self) -> str:
-        return str(self.info()["status"])
+    def info(self) -> dict[str, Any]:
+        """The run's record as plain JSON values."""
+        return self.record().as_dict()
+
+    def status(self) -> RunStatus:
+        return self.record().status
 
     def events(self, after: str = "0-0", *, follow: bool = False,
                timeout: float | None = None) -> Iterator[Event]:
@@ -87,18 +90,18 @@ class RunHandle:
                     return
             if not follow:
                 return
-            if not got and self.status() in SETTLED:
+            if not got and self.status().settled:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
 
-    def wait(self, timeout: float | None = None) -> str:
+    def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run is done, interrupted, failed, cancelled or rejected."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = "0-0"
         while True:
             status = self.status()
-            if status in SETTLED:
+            if status.settled:
                 return status
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -111,12 +114,12 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """The run's output (with `__interrupt__` when paused); raises if it failed."""
         status = self.wait(timeout)
-        info = self.info()
-        if status == "failed":
-            raise RunFailedError(info.get("error") or {})
-        if status == "rejected":
-            raise ThreadBusyError((info.get("error") or {}).get("message", "thread busy"))
-        if status == "cancelled":
+        error = self.record().error
+        if status == RunStatus.FAILED:
+            raise RunFailedError(error or {})
+        if status == RunStatus.REJECTED:
+            raise ThreadBusyError((error or {}).get("message", "thread busy"))
+        if status == RunStatus.CANCELLED:
             raise RuntimeError(f"run {self.id} was cancelled")
         return self.client.store.output(self.thread_id, self.id)
 
@@ -128,9 +131,9 @@ class Client:
         self.settings = settings or Settings.from_env()
         self.app = app or make_app(self.settings)
         self.send = Sender(self.app, self.settings.scheduler_queue)
-        self.saver = RedisSaver.from_url(self.settings.store_url)
-        self.saver.max_value_bytes = self.settings.max_value_bytes
-        self.store = RunStore(self.saver.client, max_value_bytes=self.settings.max_value_bytes)
+        res = Resources.connect(self.settings)
+        self.saver = res.saver
+        self.store = res.store
 
     # ---- submitting -----------------------------------------------------------------------
 
@@ -168,10 +171,7 @@ class Client:
         if claimed:
             self.send.start(StartRun(thread_id, run_id))
         else:
-            self.store.enqueue(thread_id, run_id)
-            self.store.update_run(thread_id, run_id, status="waiting")
-            self.store.add_event(thread_id, run_id, "waiting",
-                                 behind=self.store.active_run(thread_id))
+            self.store.wait_behind_active(thread_id, run_id)
         return RunHandle(self, thread_id, run_id)
 
     def resume(self, thread_id: str, command: Command | Any, *, durability: str = "async",
@@ -182,7 +182,7 @@ class Client:
         runs = self.store.runs_of(thread_id)
         if not runs:
             raise InvalidResumeError(f"Thread {thread_id!r} has no runs to resume")
-        graph = self.store.run(thread_id, runs[-1])["graph"]
+        graph = self._run_of(thread_id, runs[-1]).graph
         if command.resume is not None:
             head = self.saver.get_tuple({"configurable": {"thread_id": thread_id,
                                                           "checkpoint_ns": ""}})
@@ -206,15 +206,18 @@ class Client:
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""
-        run = self.store.run(thread_id, run_id)
-        if run is None:
-            raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
-        if run["status"] in TERMINAL:
+        if self._run_of(thread_id, run_id).status.terminal:
             return
-        self.store.end_run(thread_id, run_id, "cancelled")
+        self.store.end_run(thread_id, run_id, RunStatus.CANCELLED)
 
     def run(self, thread_id: str, run_id: str) -> RunHandle:
         return RunHandle(self, thread_id, run_id)
+
+    def _run_of(self, thread_id: str, run_id: str) -> RunRecord:
+        run = self.store.run(thread_id, run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
+        return run
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -227,9 +230,9 @@ class Client:
             out.append({
                 "thread_id": thread_id,
                 "runs": len(runs),
-                "run_id": last["run_id"] if last else None,
-                "graph": last["graph"] if last else None,
-                "status": last["status"] if last else None,
+                "run_id": last.run_id if last else None,
+                "graph": last.graph if last else None,
+                "status": last.status if last else None,
             })
         return out
 
@@ -237,7 +240,7 @@ class Client:
         runs = self.store.runs_of(thread_id)
         if not runs:
             raise LookupError(f"no runs on thread {thread_id!r}")
-        ref = self.store.run(thread_id, runs[-1])["graph"]
+        ref = self._run_of(thread_id, runs[-1]).graph
         try:
             return registry.resolve(ref)
         except registry.UnknownGraphError:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from celery import Celery
@@ -21,13 +22,13 @@ from graphdef import algo
 from graphdef.errors import GraphInterrupt, GraphRecursionError, NodeError, revive_error
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
+from graphdef.pregel import Pregel
 from scheduler import registry
 from scheduler.fencing import FencedSaver, StaleCheckpointError
 from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun
-from scheduler.records import run_config
+from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.store import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ log = logging.getLogger(__name__)
 LEASE_WAIT_SECONDS = 5.0
 
 
-@dataclass
-class Outcome:
-    """Where a drive stopped: waiting on workers, or a terminal or paused status."""
+class Stopped(StrEnum):
+    """Why a drive did nothing to its run."""
 
-    status: str
-    detail: Any = None
+    BUSY = "busy"  # another driver held the run's lease
+    STALE = "stale"  # the step was dealt with already, or the run is over
+    MISSING = "missing"  # no such run
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,17 @@ class KeptTask:
     task: algo.Task | None = None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """Where a drive stopped: the run's status (`running`: waiting on workers), or why it
+    did nothing; with what the run returned, how it failed, or the task kept to run here."""
+
+    status: RunStatus | Stopped
+    output: Any = None
+    error: ErrorInfo | None = None
+    kept: KeptTask | None = None
+
+
 def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
                    action: Callable[[Driver], Outcome], *, run_here: str | None = None,
                    wait: float = LEASE_WAIT_SECONDS) -> Outcome:
@@ -67,7 +79,7 @@ def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
     deadline = time.monotonic() + wait
     while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds):
         if time.monotonic() > deadline:
-            return Outcome("busy")
+            return Outcome(Stopped.BUSY)
         time.sleep(0.01)
     with Heartbeat(res.store, thread_id, name, owner, res.settings.lease_seconds):
         return action(Driver(res, app, run_here=run_here))
@@ -96,16 +108,16 @@ class Driver:
         run = self.store.run(thread_id, run_id)
         if run is None:
             raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
-        if run.get("status") in TERMINAL or run.get("step"):
-            return Outcome(run["status"])
+        if run.status.terminal or run.step:
+            return Outcome(run.status)
         if not self.store.claim_thread(thread_id, run_id):
             return self._busy(run)
-        if "base_head" not in run:
-            run["base_head"] = self.res.saver.head(thread_id)
-            self.store.update_run(thread_id, run_id, base_head=run["base_head"])
+        if not run.has_base_head:
+            run.base_head = self.res.saver.head(thread_id)
+            self.store.update_run(thread_id, run_id, base_head=run.base_head)
         try:
-            graph = registry.resolve(run["graph"])
-            if self.res.saver.head(thread_id) != run["base_head"]:
+            graph = registry.resolve(run.graph)
+            if self.res.saver.head(thread_id) != run.base_head:
                 # A start that died after taking its input: carry on from what it wrote.
                 loop = self._loop(graph, None, run, checkpoint_id=None)
                 loop.load()
@@ -119,7 +131,7 @@ class Driver:
         if not self.store.mark_running(thread_id, run_id, stop=loop.stop):
             # Cancelled while starting: nothing is dispatched, and the thread is free again.
             self.store.release_thread(thread_id, run_id)
-            return Outcome("cancelled")
+            return Outcome(RunStatus.CANCELLED)
         self.store.add_event(thread_id, run_id, "started", step=loop.step)
         return self._drive(run, loop, after_barrier=False)
 
@@ -132,12 +144,14 @@ class Driver:
         """
         view = self.store.step_view(thread_id, run_id, checkpoint_id)
         run = view.run
-        if run is None or run.get("status") != "running":
-            return Outcome(run.get("status") if run else "missing")
-        if run.get("step") != checkpoint_id or view.active_run != run_id:
+        if run is None:
+            return Outcome(Stopped.MISSING)
+        if run.status != RunStatus.RUNNING:
+            return Outcome(run.status)
+        if run.step != checkpoint_id or view.active_run != run_id:
             # A late or repeated advance: this step was dealt with, or the run is over and
             # the thread's checkpoints now belong to the next run.
-            return Outcome("stale")
+            return Outcome(Stopped.STALE)
         if loop is not None:
             # A head that moved meanwhile fails the compare-and-set of the next checkpoint.
             after_barrier = True
@@ -146,11 +160,12 @@ class Driver:
             # died before dispatching from it: then carry on from the head, dispatching its
             # tasks.
             after_barrier = self.res.saver.head(thread_id) == checkpoint_id
-            graph = registry.resolve(run["graph"])
+            graph = registry.resolve(run.graph)
             loop = self._loop(graph, None, run, checkpoint_id=None)
             loop.load()
             loop.apply_null_writes()
-        loop.stop = int(run.get("stop", loop.stop))
+        if run.stop is not None:
+            loop.stop = run.stop
         if after_barrier:
             loop.conf[RESUMING] = bool(view.context.get("resuming"))
             if loop.conf[RESUMING]:
@@ -161,19 +176,17 @@ class Driver:
 
     # ---- the drive ------------------------------------------------------------------------
 
-    def _loop(self, graph: Any, run_input: Any, run: dict[str, Any],
+    def _loop(self, graph: Pregel, run_input: Any, run: RunRecord,
               checkpoint_id: str | None) -> RunLoop:
-        config = run_config(run, checkpoint_id or "")
-        if checkpoint_id is None:
-            config["configurable"].pop("checkpoint_id")
         return RunLoop(
-            graph, run_input, config, checkpointer=FencedSaver(self.res.saver),
-            durability="sync", interrupt_before=graph.interrupt_before,
-            interrupt_after=graph.interrupt_after, stream_modes=(),
+            graph, run_input, run.config_at(checkpoint_id),
+            checkpointer=FencedSaver(self.res.saver), durability="sync",
+            interrupt_before=graph.interrupt_before, interrupt_after=graph.interrupt_after,
+            stream_modes=(),
         )
 
-    def _drive(self, run: dict[str, Any], loop: RunLoop, *, after_barrier: bool) -> Outcome:
-        run_id = run["run_id"]
+    def _drive(self, run: RunRecord, loop: RunLoop, *, after_barrier: bool) -> Outcome:
+        run_id = run.run_id
         try:
             while loop.prepare_step():
                 todo = [t for t in loop.tasks.values() if not t.writes]
@@ -197,15 +210,15 @@ class Driver:
                 )
         except GraphInterrupt as exc:
             loop.close(exc)
-            return self._finish(run, loop, "interrupted")
+            return self._finish(run, loop, RunStatus.INTERRUPTED)
         except StaleCheckpointError:
             log.info("run %s: another scheduler advanced this step first", run_id)
-            return Outcome("stale")
+            return Outcome(Stopped.STALE)
         except Exception as exc:
             loop.close(exc)
             return self._fail(run, exc)
         loop.close(None)
-        return self._finish(run, loop, "done")
+        return self._finish(run, loop, RunStatus.DONE)
 
     def _raise_step_outcome(self, loop: RunLoop, todo: list[algo.Task]) -> None:
         """After a superstep's barrier: a failed task fails the run, interrupts pause it."""
@@ -218,11 +231,11 @@ class Driver:
         if interrupts:
             raise GraphInterrupt(interrupts)
 
-    def _dispatch(self, run: dict[str, Any], loop: RunLoop, todo: list[algo.Task]) -> Outcome:
-        thread_id, run_id = run["thread_id"], run["run_id"]
+    def _dispatch(self, run: RunRecord, loop: RunLoop, todo: list[algo.Task]) -> Outcome:
+        thread_id, run_id = run.thread_id, run.run_id
         checkpoint_id = loop.checkpoint["id"]
-        routes = dict(run.get("routes") or {})
-        graph_name = run["graph"].rsplit(":", 1)[-1]
+        routes = run.routes
+        graph_name = run.graph.rsplit(":", 1)[-1]
         infos = {}
         for task in todo:
             queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
@@ -238,7 +251,7 @@ class Driver:
             # Not marked sent: if the caller dies before taking the task's lease, the
             # sweeper sends it as it does the rest of a dispatch that died half-way.
             warm = not loop.pending_writes
-            return Outcome("running", KeptTask(
+            return Outcome(RunStatus.RUNNING, kept=KeptTask(
                 checkpoint_id, todo[0].id, list(todo[0].path),
                 loop=loop if warm else None, task=todo[0] if warm else None,
             ))
@@ -248,7 +261,7 @@ class Driver:
             self.send.nodes(RunNodes(thread_id, run_id, checkpoint_id, refs), queue=queue,
                             shadow=f"{graph_name}.{'+'.join(names)}")
         self.store.mark_sent(thread_id, run_id, checkpoint_id)
-        return Outcome("running")
+        return Outcome(RunStatus.RUNNING)
 
     def _batches(self, todo: list[algo.Task], infos: dict[str, dict[str, Any]]
                  ) -> list[tuple[str, list[algo.Task]]]:
@@ -266,24 +279,25 @@ class Driver:
 
     # ---- endings --------------------------------------------------------------------------
 
-    def _finish(self, run: dict[str, Any], loop: RunLoop, status: str) -> Outcome:
-        self.store.set_output(run["thread_id"], run["run_id"], loop.output)
+    def _finish(self, run: RunRecord, loop: RunLoop, status: RunStatus) -> Outcome:
+        self.store.set_output(run.thread_id, run.run_id, loop.output)
         self._end(run, status, output=loop.output,
                   interrupts=list(getattr(loop, "interrupts", [])))
-        return Outcome(status, loop.output)
+        return Outcome(status, output=loop.output)
 
-    def _fail(self, run: dict[str, Any], exc: BaseException) -> Outcome:
+    def _fail(self, run: RunRecord, exc: BaseException) -> Outcome:
+        error: ErrorInfo
         if isinstance(exc, NodeError):
             error = {"type": exc.type_name, "message": exc.message}
         else:
             error = {"type": type(exc).__name__, "message": str(exc)}
-        self._end(run, "failed", error=error)
-        return Outcome("failed", error)
+        self._end(run, RunStatus.FAILED, error=error)
+        return Outcome(RunStatus.FAILED, error=error)
 
-    def _end(self, run: dict[str, Any], status: str, **data: Any) -> None:
+    def _end(self, run: RunRecord, status: RunStatus, **data: Any) -> None:
         """The status, its event and the thread's release land together (`RunStore.end_run`):
         a producer that resumes the moment it sees the result finds the thread free."""
-        thread_id, run_id = run["thread_id"], run["run_id"]
+        thread_id, run_id = run.thread_id, run.run_id
         self._compact(run)
         for kind, earlier in self.pending_events:
             self.store.add_event(thread_id, run_id, kind, **earlier)
@@ -293,30 +307,29 @@ class Driver:
         if self.res.settings.run_ttl:
             self.store.expire_thread(thread_id, self.res.settings.run_ttl)
 
-    def _compact(self, run: dict[str, Any]) -> None:
+    def _compact(self, run: RunRecord) -> None:
         """`exit` durability: workers need every checkpoint while the run goes, but history
         keeps only the last one this run wrote, as in-process."""
-        if run.get("durability") != "exit":
+        if run.durability != "exit":
             return
-        ids = self.res.saver.checkpoint_ids(run["thread_id"])
-        base = run.get("base_head")
+        ids = self.res.saver.checkpoint_ids(run.thread_id)
+        base = run.base_head
         written = ids[ids.index(base) + 1:] if base in ids else ids
-        self.res.saver.drop_checkpoints(run["thread_id"], written[:-1])
+        self.res.saver.drop_checkpoints(run.thread_id, written[:-1])
 
-    def _busy(self, run: dict[str, Any]) -> Outcome:
-        thread_id, run_id = run["thread_id"], run["run_id"]
-        if run.get("on_busy") == "enqueue":
-            self.store.enqueue(thread_id, run_id)
-            self.store.update_run(thread_id, run_id, status="waiting")
-            self.store.add_event(thread_id, run_id, "waiting",
-                                 behind=self.store.active_run(thread_id))
-            return Outcome("waiting")
-        error = {"type": "ThreadBusyError",
-                 "message": f"thread {thread_id!r} is running {self.store.active_run(thread_id)}"}
-        self.store.update_run(thread_id, run_id, status="rejected", error=error)
+    def _busy(self, run: RunRecord) -> Outcome:
+        thread_id, run_id = run.thread_id, run.run_id
+        if run.on_busy == "enqueue":
+            self.store.wait_behind_active(thread_id, run_id)
+            return Outcome(RunStatus.WAITING)
+        error: ErrorInfo = {
+            "type": "ThreadBusyError",
+            "message": f"thread {thread_id!r} is running {self.store.active_run(thread_id)}",
+        }
+        self.store.update_run(thread_id, run_id, status=RunStatus.REJECTED, error=error)
         self.store.add_event(thread_id, run_id, "rejected", error=error)
         self.store.retire(thread_id, run_id)
-        return Outcome("rejected", error)
+        return Outcome(RunStatus.REJECTED, error=error)
 
     def _start_queued(self, thread_id: str) -> None:
         """Start the next run waiting on the thread, if any (the sweeper does it if we die)."""
@@ -326,5 +339,5 @@ class Driver:
         if not self.store.claim_thread(thread_id, next_run):
             self.store.requeue_front(thread_id, next_run)
             return
-        self.store.update_run(thread_id, next_run, status="queued")
+        self.store.update_run(thread_id, next_run, status=RunStatus.QUEUED)
         self.send.start(StartRun(thread_id, next_run))

@@ -1,16 +1,99 @@
-"""What the run store keeps about a run, typed."""
+"""What the run store keeps about a run, typed: its status and its record.
+
+A run record is a Redis hash of JSON values (`RunStore.run`). Fields that a record of an
+older release lacks take their defaults here, and unknown fields are ignored, so records
+written before an upgrade still read.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, TypedDict
 
 from graphdef.pregel import DEFAULT_RECURSION_LIMIT
 
 
-def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
-    """The config a run's loops use at `checkpoint_id`: the producer's, pinned to the thread."""
-    config = dict(run.get("config") or {})
-    conf = {**config.get("configurable", {}), "thread_id": run["thread_id"],
-            "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
-    return {**config, "configurable": conf,
-            "recursion_limit": config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)}
+class RunStatus(StrEnum):
+    """A run's status; stored as its plain string value."""
+
+    QUEUED = "queued"  # stored, its start message sent
+    WAITING = "waiting"  # queued behind the thread's active run (`on_busy="enqueue"`)
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"  # paused on an interrupt; a resume is a new run
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"  # its thread was busy, with `on_busy="reject"`
+
+    @property
+    def terminal(self) -> bool:
+        """Nothing more happens to the run."""
+        return self in TERMINAL
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more happens until someone acts: a producer stops waiting."""
+        return self in SETTLED
+
+
+TERMINAL = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED,
+                      RunStatus.REJECTED})
+SETTLED = TERMINAL | {RunStatus.INTERRUPTED}
+
+
+class ErrorInfo(TypedDict):
+    """A failure as stored and reported: the exception's class name and message."""
+
+    type: str
+    message: str
+
+
+@dataclass
+class RunRecord:
+    """One run of a graph on a thread, as the run store keeps it."""
+
+    thread_id: str
+    run_id: str
+    graph: str
+    status: RunStatus
+    durability: str = "async"
+    on_busy: str = "reject"
+    config: dict[str, Any] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    # The checkpoint id of the superstep dispatched last; None before the first one.
+    step: str | None = None
+    # The step number past which the run stops (its recursion limit).
+    stop: int | None = None
+    # The thread's head when the run took its input: an `exit` run compacts what it added
+    # after it, and a start that died half-way knows whether its input was applied.
+    base_head: str | None = None
+    error: ErrorInfo | None = None
+    finished_at: float | None = None
+    # Whether `base_head` was recorded (None is a valid head: the thread was empty).
+    has_base_head: bool = field(default=False, repr=False)
+
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        kept["status"] = RunStatus(kept.get("status", RunStatus.QUEUED))
+        kept["has_base_head"] = "base_head" in values
+        return cls(**kept)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON values (the CLI and `RunHandle.info()` show this)."""
+        return {k: v for k, v in asdict(self).items()
+                if v is not None and k != "has_base_head"}
+
+    def config_at(self, checkpoint_id: str | None) -> dict[str, Any]:
+        """The config the run's loops use at `checkpoint_id` (None: the thread's head): the
+        producer's config, pinned to the thread."""
+        conf = {**self.config.get("configurable", {}), "thread_id": self.thread_id,
+                "checkpoint_ns": ""}
+        if checkpoint_id is not None:
+            conf["checkpoint_id"] = checkpoint_id
+        return {**self.config, "configurable": conf,
+                "recursion_limit": self.config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)}

@@ -19,6 +19,14 @@ class Resources:
     store: RunStore
     loaded: bool = field(default=False)
 
+    @classmethod
+    def connect(cls, settings: Settings) -> Resources:
+        """New connections to the store that `settings` names."""
+        saver = RedisSaver.from_url(settings.store_url)
+        saver.max_value_bytes = settings.max_value_bytes
+        store = RunStore(saver.client, max_value_bytes=settings.max_value_bytes)
+        return cls(settings, saver, store)
+
     def load_graphs(self) -> None:
         if not self.loaded:
             registry.load_modules(self.settings.graph_modules)
@@ -45,9 +53,5 @@ def resources(settings: Settings) -> Resources:
             _pid = os.getpid()
         res = _by_settings.get(settings)
         if res is None:
-            saver = RedisSaver.from_url(settings.store_url)
-            saver.max_value_bytes = settings.max_value_bytes
-            res = Resources(settings, saver,
-                            RunStore(saver.client, max_value_bytes=settings.max_value_bytes))
-            _by_settings[settings] = res
+            res = _by_settings[settings] = Resources.connect(settings)
         return res

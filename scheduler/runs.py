@@ -7,6 +7,7 @@ from typing import Any
 from graphdef import serde
 from graphdef.pregel import DURABILITY_MODES
 from scheduler import registry
+from scheduler.records import RunRecord, RunStatus
 from scheduler.store import RunStore, new_run_id
 
 BUSY_POLICIES = ("reject", "enqueue")
@@ -53,9 +54,9 @@ def create_run(
     serde.check_serializable(config or {}, root="config")
     run_id = run_id or new_run_id()
     store.create_run(
-        thread_id, run_id,
-        {"graph": graph, "status": "queued", "durability": durability, "on_busy": on_busy,
-         "config": config or {}, "routes": routes or {}},
+        RunRecord(thread_id=thread_id, run_id=run_id, graph=graph, status=RunStatus.QUEUED,
+                  durability=durability, on_busy=on_busy, config=config or {},
+                  routes=routes or {}),
         run_input,
     )
     return run_id

@@ -19,8 +19,7 @@ import orjson
 import redis
 
 from graphdef import serde
-
-TERMINAL = frozenset({"done", "failed", "cancelled", "rejected"})
+from scheduler.records import TERMINAL, RunRecord, RunStatus
 
 # KEYS: done set, step hash, events stream, the task's lease. ARGV: task id, now, event
 # payload, lease owner ('' to leave the lease alone). One script, so the event, the release
@@ -66,7 +65,7 @@ return 0
 class StepView:
     """A run, its thread's active run, and one step (and task) of it, read together."""
 
-    run: dict[str, Any] | None
+    run: RunRecord | None
     active_run: str | None
     context: dict[str, Any]
     done: frozenset[str]  # of the tasks asked about, those the step counts finished
@@ -106,15 +105,14 @@ class RunStore:
 
     # ---- runs -----------------------------------------------------------------------------
 
-    def create_run(self, thread_id: str, run_id: str, fields: dict[str, Any],
-                   run_input: Any) -> None:
+    def create_run(self, run: RunRecord, run_input: Any) -> None:
         """Store a new run's record and input together, or fail leaving nothing behind."""
+        thread_id, run_id = run.thread_id, run.run_id
         encoded_input = serde.dumps(run_input, root="input")
         if self.max_value_bytes is not None and len(encoded_input) > self.max_value_bytes:
             raise serde.ValueTooLargeError("input", len(encoded_input), self.max_value_bytes)
-        now = time.time()
-        record = {**fields, "thread_id": thread_id, "run_id": run_id, "created_at": now,
-                  "updated_at": now}
+        run.created_at = run.updated_at = time.time()
+        record = run.as_dict()
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(thread_id, "run", run_id),
                       mapping={k: orjson.dumps(v) for k, v in record.items()})
@@ -123,11 +121,8 @@ class RunStore:
             pipe.sadd(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
             pipe.execute()
 
-    def run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
-        raw = self.r.hgetall(self.key(thread_id, "run", run_id))
-        if not raw:
-            return None
-        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+    def run(self, thread_id: str, run_id: str) -> RunRecord | None:
+        return _record(self.r.hgetall(self.key(thread_id, "run", run_id)))
 
     def run_input(self, thread_id: str, run_id: str) -> Any:
         data = self.r.get(self.key(thread_id, "run", run_id, "input"))
@@ -176,7 +171,7 @@ class RunStore:
                 pipe.hexists(step_key, f"task:{task_id}")
             raw, active, context, *flags = pipe.execute()
         return StepView(
-            run={k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None,
+            run=_record(raw),
             active_run=active.decode() if active is not None else None,
             context=serde.loads(context) if context is not None else {},
             done=frozenset(t for t, f in zip(task_ids, flags[::2], strict=True) if f),
@@ -200,7 +195,7 @@ class RunStore:
     def release_thread(self, thread_id: str, run_id: str) -> None:
         self._release(keys=[self.key(thread_id, "active")], args=[run_id])
 
-    def end_run(self, thread_id: str, run_id: str, status: str, **data: Any) -> bool:
+    def end_run(self, thread_id: str, run_id: str, status: RunStatus, **data: Any) -> bool:
         """Store a run's final (or paused) status, announce it, and free its thread, at once;
         False (and nothing written) if the run already ended, e.g. it was cancelled.
 
@@ -226,7 +221,7 @@ class RunStore:
     def mark_running(self, thread_id: str, run_id: str, **fields: Any) -> bool:
         """Mark a started run `running`; False (nothing written) if it already ended: a
         cancel that landed while it was starting is not overwritten."""
-        fields = {**fields, "status": "running", "updated_at": time.time()}
+        fields = {**fields, "status": RunStatus.RUNNING, "updated_at": time.time()}
 
         def mark(pipe: redis.client.Pipeline) -> None:
             pipe.hset(self.key(thread_id, "run", run_id),
@@ -249,8 +244,12 @@ class RunStore:
 
         return bool(self.r.transaction(guarded, run_key, value_from_callable=True))
 
-    def enqueue(self, thread_id: str, run_id: str) -> None:
+    def wait_behind_active(self, thread_id: str, run_id: str) -> None:
+        """Queue a run behind the thread's active run (`on_busy="enqueue"`): it starts on the
+        state that one leaves."""
         self.r.rpush(self.key(thread_id, "queue"), run_id)
+        self.update_run(thread_id, run_id, status=RunStatus.WAITING)
+        self.add_event(thread_id, run_id, "waiting", behind=self.active_run(thread_id))
 
     def requeue_front(self, thread_id: str, run_id: str) -> None:
         self.r.lpush(self.key(thread_id, "queue"), run_id)
@@ -416,6 +415,12 @@ class RunStore:
         """Give every key of a finished thread a lifetime (CELERYGRAPH_RUN_TTL)."""
         for key in self.r.scan_iter(match=f"{self.prefix}:{thread_tag(thread_id)}:*", count=500):
             self.r.expire(key, int(seconds))
+
+
+def _record(raw: dict[bytes, bytes]) -> RunRecord | None:
+    if not raw:
+        return None
+    return RunRecord.from_fields({k.decode(): orjson.loads(v) for k, v in raw.items()})
 
 
 def new_run_id() -> str:

@@ -20,8 +20,8 @@ from celery import Celery
 
 from scheduler.leases import run_lease
 from scheduler.protocol import Advance, NodeRef, RunNodes, Sender, StartRun
+from scheduler.records import RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.store import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -65,32 +65,31 @@ class Sweeper:
         now = time.time()
         for thread_id, run_id in store.active_runs():
             run = store.run(thread_id, run_id)
-            if run is None or run.get("status") in TERMINAL:
+            if run is None or run.status.terminal:
                 store.retire(thread_id, run_id)
                 continue
             if store.lease_alive(thread_id, run_lease(run_id)):
                 continue
-            if run.get("status") == "queued" or (
-                run.get("status") == "running" and not run.get("step")
+            if run.status == RunStatus.QUEUED or (
+                run.status == RunStatus.RUNNING and not run.step
             ):
                 # Never started, or its start died before dispatching the first step.
-                if now - run.get("updated_at", now) > grace:
+                if now - run.updated_at > grace:
                     self._send_start(run)
                 continue
-            if run.get("status") == "waiting":
+            if run.status == RunStatus.WAITING:
                 # Queued behind a run that ended before this one joined the queue.
                 if store.active_run(thread_id) is None and store.claim_thread(thread_id, run_id):
                     store.unqueue(thread_id, run_id)
                     self._send_start(run)
                 continue
-            checkpoint_id = run.get("step")
-            if checkpoint_id:
-                self._sweep_step(run, checkpoint_id, now, grace)
+            if run.step:
+                self._sweep_step(run, run.step, now, grace)
 
-    def _sweep_step(self, run: dict[str, Any], checkpoint_id: str, now: float,
+    def _sweep_step(self, run: RunRecord, checkpoint_id: str, now: float,
                     grace: float) -> None:
         store = self.res.store
-        thread_id, run_id = run["thread_id"], run["run_id"]
+        thread_id, run_id = run.thread_id, run.run_id
         info = store.step_info(thread_id, run_id, checkpoint_id)
         advance_at = float(info.get("advance_at", 0) or 0)
         if advance_at:
@@ -140,6 +139,6 @@ class Sweeper:
         queue = task.get("queue") or self.res.settings.node_queue
         return int(self.broker.llen(queue)) == 0
 
-    def _send_start(self, run: dict[str, Any]) -> None:
-        self.res.store.update_run(run["thread_id"], run["run_id"])
-        self.send.start(StartRun(run["thread_id"], run["run_id"]))
+    def _send_start(self, run: RunRecord) -> None:
+        self.res.store.update_run(run.thread_id, run.run_id)
+        self.send.start(StartRun(run.thread_id, run.run_id))

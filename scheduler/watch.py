@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from scheduler.client import SETTLED, Event, RunHandle
+from scheduler.client import Event, RunHandle
+from scheduler.records import SETTLED
 
 
 @dataclass

@@ -74,7 +74,7 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
     after = runs_per_task(res, thread_id)
     assert {k: v for k, v in after.items() if k in before} == before
     assert sorted(after.values()) == [1, 1, 1, 1, 1]  # four `work` and the `total` step
-    assert res.store.run(thread_id, run_id)["status"] == "done"
+    assert res.store.run(thread_id, run_id).status == "done"
 
 
 def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch):
@@ -87,7 +87,7 @@ def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch
     assert [execute_node(res, thread_id, run_id, checkpoint_id, *t) for t in batch] == [
         False, True]
     outcome = Driver(res, app, run_here="nodes").advance(thread_id, run_id, checkpoint_id)
-    kept = outcome.detail
+    kept = outcome.kept
     assert kept.loop is not None and kept.task.name == "slow"
     # This worker stalls past the lease; the sweeper sends `slow` elsewhere, where it saves
     # its memo and dies before counting it.

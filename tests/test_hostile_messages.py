@@ -286,7 +286,8 @@ def paused_run(cluster: Cluster) -> dict[str, Any]:
     thread_id = f"paused-{uuid.uuid4().hex[:8]}"
     handle = client.submit("tests.dist_graphs:approval", {"log": []}, thread_id=thread_id)
     assert handle.wait(timeout=60) == "interrupted"
-    return client.store.run(thread_id, handle.id) or {}
+    run = client.store.run(thread_id, handle.id)
+    return run.as_dict() if run else {}
 
 
 def _bogus_task(cluster: Cluster, server: RedisServer, run: dict[str, Any]) -> str:
@@ -305,7 +306,7 @@ def test_forged_task_id_on_a_real_run_runs_nothing(
     bogus = _bogus_task(cluster, server, paused_run)
     assert node_runs(raw) == runs
     assert cluster.client().saver.head(thread_id) == head
-    assert cluster.client().store.run(thread_id, run_id)["status"] == "interrupted"
+    assert cluster.client().store.run(thread_id, run_id).status == "interrupted"
     assert any("not dispatched for step" in line
                for line in error_lines(cluster, "worker1", bogus))
     assert_serving(cluster)
@@ -332,9 +333,9 @@ def test_start_run_with_a_graph_outside_the_configured_modules_fails_clearly(
                                    "input": {"log": []}}),
             queue="scheduler", task="celerygraph.start_run")  # fmt: skip
     store = cluster.client().store
-    wait_until("the run to fail", lambda: (store.run(thread_id, run_id) or {}).get("status")
+    wait_until("the run to fail", lambda: getattr(store.run(thread_id, run_id), "status", None)
                == "failed")  # fmt: skip
-    error = store.run(thread_id, run_id)["error"]
+    error = store.run(thread_id, run_id).error
     assert error["type"] == "UnknownGraphError"
     assert ref in error["message"] and "CELERYGRAPH_GRAPHS" in error["message"]
     kinds = [kind for _, kind, _ in store.events(thread_id, run_id)]
@@ -352,8 +353,8 @@ def test_reading_a_forged_run_imports_nothing(
     publish(server, task_body([], {"thread_id": thread_id, "run_id": run_id, "graph": ref}),
             queue="scheduler", task="celerygraph.start_run")  # fmt: skip
     client = cluster.client()
-    wait_until("the run to fail", lambda: (client.store.run(thread_id, run_id) or {}).get(
-        "status") == "failed")  # fmt: skip
+    wait_until("the run to fail", lambda: getattr(client.store.run(thread_id, run_id),
+                                                  "status", None) == "failed")
     monkeypatch.syspath_prepend(str(canary_dir))
     try:
         with pytest.raises(Exception):  # noqa: B017 - any clear refusal will do

@@ -21,9 +21,9 @@ from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from scheduler import registry
 from scheduler.faults import Faults
 from scheduler.leases import Heartbeat, new_owner
-from scheduler.records import run_config
+from scheduler.records import RunRecord
 from scheduler.resources import Resources
-from scheduler.store import FIRST_START, TERMINAL, StepView
+from scheduler.store import FIRST_START, StepView
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     if run is None:
         log.warning("ignoring node task %s: thread %r has no run %r", task_id, thread_id, run_id)
         return False
-    if run.get("status") in TERMINAL or task_id in view.done:
+    if run.status.terminal or task_id in view.done:
         return False
     if task_id not in view.dispatched:
         log.warning("ignoring node task %s: not dispatched for step %s of run %r",
@@ -130,13 +130,13 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                                  node=node, outcome=outcome)
 
 
-def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
+def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
               path: list[Any] | None, context: dict[str, Any],
               saver: OwnWritesSaver) -> tuple[str, str]:
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
-    graph = registry.resolve(run["graph"])
+    graph = registry.resolve(run.graph)
     loop = RunLoop(
-        graph, None, run_config(run, checkpoint_id),
+        graph, None, run.config_at(checkpoint_id),
         checkpointer=saver,
         durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
     )

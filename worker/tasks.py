@@ -17,7 +17,7 @@ from celery import Celery
 from graphdef.checkpoint.base import CheckpointTuple
 from graphdef.loop import RunLoop
 from scheduler.celery_app import CeleryGraphApp
-from scheduler.driver import KeptTask, with_run_lease
+from scheduler.driver import KeptTask, Stopped, with_run_lease
 from scheduler.protocol import (
     NODE_TASK,
     NODES_TASK,
@@ -125,8 +125,8 @@ def _advance(res: Resources, app: Celery, thread_id: str, run_id: str,
         lambda d: d.advance(thread_id, run_id, checkpoint_id, loop=loop),
         run_here=run_here, wait=ADVANCE_LEASE_WAIT,
     )
-    if outcome.status == "busy":
+    if outcome.status == Stopped.BUSY:
         Sender(app, res.settings.scheduler_queue).advance(
             Advance(thread_id, run_id, checkpoint_id), deduplicate=True)
         return None
-    return outcome.detail if isinstance(outcome.detail, KeptTask) else None
+    return outcome.kept

@@ -15,6 +15,7 @@ import redis
 
 from scheduler.leases import Heartbeat
 from scheduler.localcluster import LocalCluster
+from scheduler.records import RunRecord, RunStatus
 from scheduler.store import RunStore
 from tests.cluster import Cluster, RedisServer
 from tests.faults import storm_graphs
@@ -148,7 +149,7 @@ def test_node_task_failing_on_redis_before_its_lease_is_sent_again(redis_server,
         store = RunStore(redis_server.client())
 
         def sent() -> bool:
-            step = (store.run("blip-before-lease", handle.id) or {}).get("step")
+            step = getattr(store.run("blip-before-lease", handle.id), "step", None)
             return bool(step) and "sent" in store.step_info("blip-before-lease", handle.id, step)
 
         wait_until(sent, what="the node task to be sent")
@@ -276,11 +277,11 @@ def test_a_run_that_ends_after_it_was_cancelled_stays_cancelled(redis_server):
     """An advance that read the run as running just before a cancel must not overwrite the
     cancel with its own `done` (seen as a flaky `celerygraph cancel` test)."""
     store = RunStore(redis_server.client())
-    store.create_run("t", "r", {"graph": "g", "status": "running"}, None)
+    store.create_run(RunRecord("t", "r", graph="g", status=RunStatus.RUNNING), None)
     assert store.claim_thread("t", "r")
     assert store.end_run("t", "r", "cancelled")
     assert not store.end_run("t", "r", "done", output={"log": []})
-    assert store.run("t", "r")["status"] == "cancelled"
+    assert store.run("t", "r").status == "cancelled"
     assert [kind for _, kind, _ in store.events("t", "r")] == ["cancelled"]
     assert store.active_run("t") is None and ("t", "r") not in store.active_runs()
 
@@ -322,6 +323,6 @@ def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypat
     monkeypatch.setattr(registry, "resolve", resolve_while_cancelled)
     app = RecordingApp()
     assert Driver(res, app).start("t", run_id).status == "cancelled"
-    assert res.store.run("t", run_id)["status"] == "cancelled"
+    assert res.store.run("t", run_id).status == "cancelled"
     assert app.sent == [] and res.store.active_run("t") is None
     assert [kind for _, kind, _ in res.store.events("t", run_id)] == ["cancelled"]
