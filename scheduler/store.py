@@ -1,10 +1,10 @@
 """Run coordination state in Redis: runs, thread locks, step barriers, leases, events.
 
 Checkpoints and task memos live in the RedisSaver; this module holds what the distributed
-run needs around them. Every key of a thread carries the thread in a hash tag
-(`cg:{thread}:...`) so that one thread's keys share a Redis Cluster slot and each Lua
-script touches one slot. User data (input, output, resume answers) goes through our serde;
-bookkeeping is plain JSON. Nothing here is ever unpickled.
+run needs around them. Every key of a thread carries the thread's hash tag
+(`graphdef.checkpoint.keys`, the same as the saver's) so that one thread's keys share a
+Redis Cluster slot and each Lua script touches one slot. User data (input, output, resume
+answers) goes through our serde; bookkeeping is plain JSON. Nothing here is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ import orjson
 import redis
 
 from graphdef import serde
+from graphdef.checkpoint.keys import (
+    DEFAULT_PREFIX,
+    check_prefix,
+    glob_escape,
+    thread_prefix,
+    threads_matching,
+)
 from scheduler.records import TERMINAL, RunRecord, RunStatus
 
 # KEYS: done set, step hash, events stream, the task's lease. ARGV: task id, now, event
@@ -77,19 +84,13 @@ def _event_payload(data: dict[str, Any]) -> bytes:
     return serde.dumps(data, root="event") if data else b"{}"
 
 
-def thread_tag(thread_id: str) -> str:
-    if not thread_id or "{" in thread_id or "}" in thread_id:
-        raise ValueError(f"thread_id must be non-empty and free of braces, got {thread_id!r}")
-    return "{" + thread_id + "}"
-
-
 class RunStore:
     """Typed access to the coordination keys; one instance per process is enough."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "cg",
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX,
                  max_value_bytes: int | None = None) -> None:
         self.r = client
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.max_value_bytes = max_value_bytes
         self._finish_task = client.register_script(_FINISH_TASK)
         self._release = client.register_script(_RELEASE_IF_OWNER)
@@ -97,11 +98,11 @@ class RunStore:
         self._acquire = client.register_script(_ACQUIRE_LEASE)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "cg") -> RunStore:
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RunStore:
         return cls(redis.Redis.from_url(url), prefix)
 
     def key(self, thread_id: str, *parts: str) -> str:
-        return ":".join((self.prefix, thread_tag(thread_id), *parts))
+        return thread_prefix(self.prefix, thread_id) + ":".join(parts)
 
     # ---- runs -----------------------------------------------------------------------------
 
@@ -151,11 +152,9 @@ class RunStore:
         self.r.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
 
     def threads(self) -> list[str]:
-        found = set()
-        for key in self.r.scan_iter(match=f"{self.prefix}:{{*}}:runs", count=500):
-            text = key.decode()
-            found.add(text[text.index("{") + 1 : text.rindex("}")])
-        return sorted(found)
+        pattern = glob_escape(f"{self.prefix}:{{") + "*}:runs"
+        keys = [k.decode(errors="replace") for k in self.r.scan_iter(match=pattern, count=500)]
+        return sorted(threads_matching(keys, self.prefix, ":runs"))
 
     def step_view(self, thread_id: str, run_id: str, checkpoint_id: str,
                   task_ids: Sequence[str] = ()) -> StepView:
@@ -413,7 +412,8 @@ class RunStore:
 
     def expire_thread(self, thread_id: str, seconds: float) -> None:
         """Give every key of a finished thread a lifetime (CELERYGRAPH_RUN_TTL)."""
-        for key in self.r.scan_iter(match=f"{self.prefix}:{thread_tag(thread_id)}:*", count=500):
+        pattern = glob_escape(thread_prefix(self.prefix, thread_id)) + "*"
+        for key in self.r.scan_iter(match=pattern, count=500):
             self.r.expire(key, int(seconds))
 
 

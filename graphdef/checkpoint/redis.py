@@ -25,7 +25,6 @@ nothing here unpickles.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,15 @@ from graphdef.checkpoint.delta import (
     BlobRef,
     CorruptStorageError,
     PendingBlob,
+)
+from graphdef.checkpoint.keys import (
+    DEFAULT_PREFIX,
+    b64,
+    check_prefix,
+    glob_escape,
+    thread_prefix,
+    threads_matching,
+    unb64,
 )
 from graphdef.serde import SerializerProtocol
 
@@ -314,40 +322,13 @@ return total
 # ------------------------------------------------------------------------------- key names
 
 
-def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _unb64(text: str) -> str:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-
-
-def _thread_tag(thread_id: str) -> str:
-    """The thread id itself when it is a safe hash tag, else ``~`` + base64url of it.
-
-    Raw tags never start with ``~``, so the two forms cannot collide; the empty id and ids
-    with braces (which would end or empty the hash tag) are always encoded.
-    """
-    if thread_id and "{" not in thread_id and "}" not in thread_id and thread_id[0] != "~":
-        return thread_id
-    return "~" + _b64(thread_id)
-
-
-def _thread_of_tag(tag: str) -> str:
-    return _unb64(tag[1:]) if tag.startswith("~") else tag
-
-
 def _ns_part(ns: str) -> str:
     # base64url has no ':' or braces; a single '_' is never base64 of a non-empty text.
-    return _b64(ns) if ns else "_"
+    return b64(ns) if ns else "_"
 
 
 def _ns_of_part(part: str) -> str:
-    return "" if part == "_" else _unb64(part)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+    return "" if part == "_" else unb64(part)
 
 
 def _blob_field(channel: str, ref: BlobRef) -> str:
@@ -489,11 +470,9 @@ class RedisSaver(BaseCheckpointSaver):
         *,
         serde: SerializerProtocol | None = None,
         ttl: float | None = None,
-        prefix: str = "cg",
+        prefix: str = DEFAULT_PREFIX,
     ) -> None:
         super().__init__(serde=serde)
-        if "{" in prefix or "}" in prefix:
-            raise ValueError(f"key prefix {prefix!r} must not contain '{{' or '}}'")
         if ttl is not None and not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if isinstance(url_or_client, str):
@@ -504,7 +483,7 @@ class RedisSaver(BaseCheckpointSaver):
         kwargs = getattr(self._client, "get_connection_kwargs", dict)()
         if kwargs.get("decode_responses"):
             raise ValueError("RedisSaver needs a client with decode_responses=False")
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.ttl = ttl
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
         register = self._client.register_script
@@ -537,7 +516,7 @@ class RedisSaver(BaseCheckpointSaver):
     # ------------------------------------------------------------------------------ keys
 
     def _thread_prefix(self, thread_id: str) -> str:
-        return f"{self.prefix}:{{{_thread_tag(thread_id)}}}:"
+        return thread_prefix(self.prefix, thread_id)
 
     def _keys(self, thread_id: str, ns: str) -> _Keys:
         tp = self._thread_prefix(thread_id)
@@ -556,17 +535,10 @@ class RedisSaver(BaseCheckpointSaver):
 
     def _threads(self) -> list[str]:
         """Every thread with stored keys under this prefix."""
-        head = f"{self.prefix}:{{"
-        threads = set()
-        for raw in self._client.scan_iter(match=_glob_escape(head) + "*}:keys", count=1000):
-            key = raw.decode(errors="replace")
-            end = key.find("}", len(head))
-            if end < 0 or key != key[: end + 1] + ":keys":
-                continue
-            try:
-                threads.add(_thread_of_tag(key[len(head) : end]))
-            except ValueError:  # not a key this saver wrote (a bad '~' tag)
-                continue
+        pattern = glob_escape(f"{self.prefix}:{{") + "*}:keys"
+        keys = [raw.decode(errors="replace")
+                for raw in self._client.scan_iter(match=pattern, count=1000)]
+        threads = threads_matching(keys, self.prefix, ":keys")
         return sorted(threads)
 
     def _namespaces(self, thread_ids: Sequence[str]) -> list[tuple[str, str]]:
