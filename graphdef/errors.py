@@ -1,4 +1,9 @@
-"""Exceptions a graph author or caller can see, named as LangGraph names them."""
+"""Exceptions a graph author or caller can see, named as LangGraph names them.
+
+Every error celerygraph raises derives from `CeleryGraphError`, and also from the built-in
+class LangGraph's own error of that name has (RecursionError, RuntimeError, ...), so code
+written against LangGraph catches them as before.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,34 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class GraphRecursionError(RecursionError):
+class CeleryGraphError(Exception):
+    """The base of every error celerygraph raises: `except CeleryGraphError` catches ours."""
+
+
+class GraphRecursionError(CeleryGraphError, RecursionError):
     """The run took more supersteps than `recursion_limit` allows."""
 
 
-class InvalidUpdateError(Exception):
+class InvalidUpdateError(CeleryGraphError):
     """A node, command or `update_state` wrote something the state cannot accept."""
 
 
-class EmptyInputError(Exception):
+class EmptyInputError(CeleryGraphError):
     """A run was started with nothing to start from."""
 
 
-class EmptyChannelError(Exception):
+class EmptyChannelError(CeleryGraphError):
     """A channel was read before anything was written to it."""
 
 
-class InvalidResumeError(RuntimeError):
+class InvalidResumeError(CeleryGraphError, RuntimeError):
     """A resume that does not match the interrupts the thread is waiting on.
 
     A RuntimeError subclass because LangGraph raises RuntimeError for the ambiguous case.
     """
 
 
-class GraphBubbleUp(Exception):
+class GraphBubbleUp(CeleryGraphError):
     """Control flow that must pass through user code and reach the run loop."""
 
 
@@ -56,7 +65,7 @@ class ParentCommand(GraphBubbleUp):
         return self.args[0]
 
 
-class NodeError(Exception):
+class NodeError(CeleryGraphError):
     """A node failure read back from storage, where the original class is not trusted.
 
     Savers never revive arbitrary exception classes; this keeps the name and message.
@@ -70,6 +79,10 @@ class NodeError(Exception):
 
     def __repr__(self) -> str:
         return f"{self.type_name}({', '.join(repr(a) for a in self.original_args)})"
+
+
+class StaleCheckpointError(CeleryGraphError, RuntimeError):
+    """A compare-and-set write found another newest checkpoint than the one expected."""
 
 
 def revive_error(record: Any) -> BaseException:

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from graphdef.errors import CeleryGraphError
+
 __all__ = [
     "NotSerializableError",
     "Serde",
@@ -46,7 +48,7 @@ _NoneType = type(None)
 _SCALARS = frozenset({str, int, bool, _NoneType})
 
 
-class SerdeError(ValueError):
+class SerdeError(CeleryGraphError, ValueError):
     """Bytes that cannot be decoded, or a value that cannot be encoded."""
 
 

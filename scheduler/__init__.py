@@ -7,8 +7,8 @@ first use, so importing `scheduler` reads nothing.
 
 from typing import Any
 
-from scheduler.client import Client, RunFailedError, RunHandle
-from scheduler.runs import ThreadBusyError
+from scheduler.client import Client, RunHandle
+from scheduler.errors import RunFailedError, ThreadBusyError
 
 __all__ = ["Client", "RunFailedError", "RunHandle", "ThreadBusyError", "app"]
 

@@ -16,29 +16,19 @@ from typing import Any
 from celery import Celery
 
 from graphdef import algo
-from graphdef.errors import InvalidResumeError, NodeError
+from graphdef.errors import InvalidResumeError
 from graphdef.loop import CHECKPOINTER
 from graphdef.pregel import Pregel
 from graphdef.types import Command, StateSnapshot
 from scheduler import registry
 from scheduler.celery_app import make_app
+from scheduler.errors import RunFailedError, ThreadBusyError, UnknownGraphError, UnknownRunError
 from scheduler.protocol import Sender, StartRun
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.runs import ThreadBusyError, check_graph, create_run
+from scheduler.runs import check_graph, create_run
 from scheduler.settings import Settings
 from scheduler.store import new_run_id
-
-
-class RunFailedError(RuntimeError):
-    """The run failed; `error` holds the failing node's error type and message."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(f"{error.get('type')}: {error.get('message')}")
-        self.error = error
-
-    def as_node_error(self) -> NodeError:
-        return NodeError(str(self.error.get("type")), str(self.error.get("message")))
 
 
 @dataclass(frozen=True)
@@ -62,7 +52,7 @@ class RunHandle:
     def record(self) -> RunRecord:
         run = self.client.store.run(self.thread_id, self.id)
         if run is None:
-            raise LookupError(f"no run {self.id!r} on thread {self.thread_id!r}")
+            raise UnknownRunError(f"no run {self.id!r} on thread {self.thread_id!r}")
         return run
 
     def info(self) -> dict[str, Any]:
@@ -216,7 +206,7 @@ class Client:
     def _run_of(self, thread_id: str, run_id: str) -> RunRecord:
         run = self.store.run(thread_id, run_id)
         if run is None:
-            raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
+            raise UnknownRunError(f"no run {run_id!r} on thread {thread_id!r}")
         return run
 
     # ---- reading --------------------------------------------------------------------------
@@ -239,11 +229,11 @@ class Client:
     def _graph_of(self, thread_id: str) -> Pregel:
         runs = self.store.runs_of(thread_id)
         if not runs:
-            raise LookupError(f"no runs on thread {thread_id!r}")
+            raise UnknownRunError(f"no runs on thread {thread_id!r}")
         ref = self._run_of(thread_id, runs[-1]).graph
         try:
             return registry.resolve(ref)
-        except registry.UnknownGraphError:
+        except UnknownGraphError:
             module, _, attr = ref.partition(":")
             # A run record can be forged by anyone who can send start_run: import only the
             # modules this process is configured to run graphs from.

@@ -19,12 +19,19 @@ from typing import Any
 from celery import Celery
 
 from graphdef import algo
-from graphdef.errors import GraphInterrupt, GraphRecursionError, NodeError, revive_error
+from graphdef.errors import (
+    GraphInterrupt,
+    GraphRecursionError,
+    NodeError,
+    StaleCheckpointError,
+    revive_error,
+)
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from graphdef.pregel import Pregel
 from scheduler import registry
-from scheduler.fencing import FencedSaver, StaleCheckpointError
+from scheduler.errors import UnknownRunError
+from scheduler.fencing import FencedSaver
 from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
@@ -107,7 +114,7 @@ class Driver:
         """Take the thread, apply the run's input or command, and dispatch the first step."""
         run = self.store.run(thread_id, run_id)
         if run is None:
-            raise LookupError(f"no run {run_id!r} on thread {thread_id!r}")
+            raise UnknownRunError(f"no run {run_id!r} on thread {thread_id!r}")
         if run.status.terminal or run.step:
             return Outcome(run.status)
         if not self.store.claim_thread(thread_id, run_id):

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphdef.checkpoint.redis import RedisSaver, StaleCheckpointError
-
-__all__ = ["FencedSaver", "StaleCheckpointError"]
+from graphdef.checkpoint.redis import RedisSaver
 
 
 class FencedSaver:

@@ -12,11 +12,7 @@ import threading
 from typing import Any
 
 from graphdef.pregel import Pregel
-
-
-class UnknownGraphError(LookupError):
-    """A graph reference that no worker is configured to run."""
-
+from scheduler.errors import UnknownGraphError
 
 _lock = threading.Lock()
 _graphs: dict[str, Pregel] = {}

@@ -7,24 +7,21 @@ from typing import Any
 from graphdef import serde
 from graphdef.pregel import DURABILITY_MODES
 from scheduler import registry
+from scheduler.errors import UnknownGraphError
 from scheduler.records import RunRecord, RunStatus
 from scheduler.store import RunStore, new_run_id
 
 BUSY_POLICIES = ("reject", "enqueue")
 
 
-class ThreadBusyError(RuntimeError):
-    """A run was submitted to a thread that is running another, with `on_busy="reject"`."""
-
-
 def check_graph(store: RunStore, ref: str) -> None:
     if ":" not in ref:
-        raise registry.UnknownGraphError(
+        raise UnknownGraphError(
             f"Graph reference {ref!r} must look like 'package.module:attribute'"
         )
     if ref in registry.known() or store.graph_known(ref):
         return
-    raise registry.UnknownGraphError(
+    raise UnknownGraphError(
         f"Unknown graph {ref!r}: no worker loads it (set CELERYGRAPH_GRAPHS on the workers); "
         f"known graphs: {store.published_graphs() or sorted(registry.known())}"
     )

@@ -156,7 +156,7 @@ def test_sigkill_scheduler_mid_run_then_restart(redis_server, tmp_path):
 
 
 def test_concurrent_producers_on_one_thread_one_wins(redis_server, tmp_path):
-    from scheduler.runs import ThreadBusyError
+    from scheduler.errors import ThreadBusyError
 
     cluster = Cluster(tmp_path, redis_server.url)
     try:

@@ -80,7 +80,7 @@ def test_failed_node_fails_run_and_resume_reruns_only_it(cluster, redis_server):
 
 
 def test_unknown_graph_is_rejected_before_anything_is_stored(cluster, redis_server):
-    from scheduler.registry import UnknownGraphError
+    from scheduler.errors import UnknownGraphError
 
     before = sorted(redis_server.client().keys("cg:{unknown-1}*"))
     with pytest.raises(UnknownGraphError, match="no worker loads it"):
@@ -105,7 +105,7 @@ def test_resume_with_nothing_pending_is_rejected(cluster, redis_server):
 
 
 def test_busy_thread_rejects_second_submission(cluster, redis_server):
-    from scheduler.runs import ThreadBusyError
+    from scheduler.errors import ThreadBusyError
 
     client = cluster.client()
     first = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 1.0},

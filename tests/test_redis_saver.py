@@ -17,7 +17,8 @@ import redis
 from redis.crc import key_slot
 
 from graphdef.checkpoint.base import ERROR
-from graphdef.checkpoint.redis import RedisSaver, StaleCheckpointError
+from graphdef.checkpoint.redis import RedisSaver
+from graphdef.errors import StaleCheckpointError
 from graphdef.serde import SerdeError
 from tests.redis_server import RedisServer, redis_server
 from tests.saver_conformance import History, SaverConformance, cfg, make, snapshot

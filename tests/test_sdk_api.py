@@ -29,6 +29,7 @@ from langgraph.graph.message import add_messages as langgraph_add_messages
 
 import graphdef
 from graphdef import messages as graphdef_messages
+from graphdef.errors import CeleryGraphError
 from graphdef.types import default_retry_on
 from tests.differential.apis import load_api
 from tests.differential.observe import normalize
@@ -53,8 +54,11 @@ def note(name: str):
 
 @pytest.mark.parametrize("name", ["GraphRecursionError", "InvalidUpdateError", "EmptyInputError"])
 def test_errors_are_exported_with_langgraphs_bases(name):
+    """LangGraph's bases, in LangGraph's order, plus the project's one base."""
     ours, theirs = getattr(graphdef, name), getattr(langgraph.errors, name)
-    assert [c.__name__ for c in ours.__mro__] == [c.__name__ for c in theirs.__mro__]
+    assert CeleryGraphError in ours.__mro__
+    assert [c.__name__ for c in ours.__mro__ if c is not CeleryGraphError] == [
+        c.__name__ for c in theirs.__mro__]
     assert name in graphdef.__all__
 
 

@@ -19,6 +19,7 @@ from graphdef.constants import NULL_TASK_ID, RESUME
 from graphdef.executor import run_step
 from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
 from scheduler import registry
+from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
 from scheduler.leases import Heartbeat, new_owner
 from scheduler.records import RunRecord
@@ -26,10 +27,6 @@ from scheduler.resources import Resources
 from scheduler.store import FIRST_START, StepView
 
 log = logging.getLogger(__name__)
-
-
-class StaleTaskError(LookupError):
-    """The checkpoint no longer plans this task (the graph code changed under the run)."""
 
 
 class OwnWritesSaver:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from graphdef.errors import CeleryGraphError
 from graphdef.serde import NotSerializableError, SerializerProtocol, ValueTooLargeError
 
 EMPTY, FULL, DELTA = "empty", "full", "delta"
@@ -27,7 +28,7 @@ KINDS = frozenset((EMPTY, FULL, DELTA))
 BlobRef = tuple[int, str]  # (version, digest)
 
 
-class CorruptStorageError(LookupError):
+class CorruptStorageError(CeleryGraphError, LookupError):
     """Stored blobs do not rebuild a value: one is missing or malformed (storage was edited)."""
 
 

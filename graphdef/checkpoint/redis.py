@@ -67,17 +67,10 @@ from graphdef.checkpoint.keys import (
     threads_matching,
     unb64,
 )
+from graphdef.errors import StaleCheckpointError
 from graphdef.serde import SerializerProtocol
 
-try:  # moves to base.py once the scheduler needs it without Redis
-    from graphdef.checkpoint.base import StaleCheckpointError  # type: ignore[attr-defined]
-except ImportError:
-
-    class StaleCheckpointError(RuntimeError):  # type: ignore[no-redef]
-        """A compare-and-set write found another newest checkpoint than the one expected."""
-
-
-__all__ = ["RedisSaver", "StaleCheckpointError"]
+__all__ = ["RedisSaver"]
 
 _KIND_CODE = {EMPTY: b"e", FULL: b"f", DELTA: b"d"}
 _CODE_KIND = {code[0]: kind for kind, code in _KIND_CODE.items()}

@@ -226,7 +226,7 @@ class DistributedGraph:
                 binding.ref, input, thread_id=thread_id, durability=mode,
                 config=run_config or None,
             )
-        from scheduler.client import RunFailedError
+        from scheduler.errors import RunFailedError
 
         try:
             return handle.result(timeout=RESULT_TIMEOUT)

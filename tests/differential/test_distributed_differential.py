@@ -97,7 +97,7 @@ def test_registries_name_scenarios():
 
 
 def test_failed_run_reports_the_node_error_type(cluster):
-    from scheduler.client import RunFailedError
+    from scheduler.errors import RunFailedError
 
     api = distributed_api(cluster)
 
