@@ -13,10 +13,11 @@ import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graphdef import algo
-from graphdef.algo import NullTask, Task, Write
+from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import MISSING
 from graphdef.checkpoint.base import (
     BaseCheckpointSaver,
@@ -29,6 +30,7 @@ from graphdef.constants import (
     ERROR,
     INPUT,
     INTERRUPT,
+    NS_SEP,
     NULL_TASK_ID,
     PUSH,
     RESUME,
@@ -42,8 +44,9 @@ from graphdef.errors import (
     InvalidResumeError,
 )
 from graphdef.executor import run_step
-from graphdef.runtime import TaskRuntime, current_runtime_or_none
-from graphdef.types import Command, Interrupt, Send
+from graphdef.retry import run_with_retry
+from graphdef.runtime import TaskRuntime, bind_runtime, current_runtime_or_none, reset_runtime
+from graphdef.types import Command, Interrupt, RetryPolicy, Send
 
 if TYPE_CHECKING:
     from graphdef.pregel import Pregel
@@ -82,6 +85,14 @@ def command_writes(cmd: Command) -> list[Write]:
         writes.append((RESUME, cmd.resume))
     writes.extend(cmd.update_as_tuples())
     return writes
+
+
+class TaskCall(Protocol):
+    """A `@task` function as the loop runs it (a `graphdef.func.TaskFunction`)."""
+
+    name: str
+    func: Callable[..., Any]
+    retry_policy: Sequence[RetryPolicy]
 
 
 class RunLoop:
@@ -413,7 +424,7 @@ class RunLoop:
             resume=resume,
             take_null_resume=self._take_null_resume,
             send=task.writes.extend,
-            call=functools.partial(self.call_task, task),
+            call=functools.partial(self.run_call, task),
         )
 
     def _take_null_resume(self) -> Any:
@@ -439,8 +450,48 @@ class RunLoop:
         else:
             self.put_writes(task.id, [(ERROR, error_record(exc))], task)
 
-    def call_task(self, parent: Task, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        return self.graph.run_call(self, parent, func, args, kwargs)
+    def run_call(
+        self, parent: Task, fn: TaskCall, args: tuple, kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Run one `@task` call, or hand back its saved result if it already finished."""
+        runtime = current_runtime_or_none()
+        if runtime is None:
+            raise RuntimeError("A task was called outside of a running graph")
+        idx = next(runtime.call_counter)
+        call_id = algo.task_id(
+            self.checkpoint["id"], parent.checkpoint_ns, str(self.step), fn.name, PUSH,
+            parent.id, str(idx),
+        )
+        future: Future[Any] = Future()
+        for tid, chan, value in self.pending_writes:
+            if tid == call_id and chan == RETURN:
+                future.set_result(value)
+                return future
+        call = Task(
+            id=call_id, name=fn.name, path=(PUSH, parent.path, idx, parent.id), input=args,
+            triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
+            node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
+        )
+        call_runtime = TaskRuntime(
+            task=call, config=runtime.config, resume=[],
+            take_null_resume=runtime.take_null_resume, send=call.writes.extend,
+            call=functools.partial(self.run_call, call),
+        )
+
+        def run() -> None:
+            token = bind_runtime(call_runtime)
+            try:
+                result = run_with_retry(lambda: fn.func(*args, **kwargs), fn.retry_policy)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
+                future.set_exception(exc)
+                return
+            finally:
+                reset_runtime(token)
+            self.put_writes(call_id, [(RETURN, result)], call)
+            future.set_result(result)
+
+        self.submit_call(run)
+        return future
 
     def submit_call(self, run: Callable[[], None]) -> None:
         """Run a `@task` call beside its caller, which waits on the call's future."""

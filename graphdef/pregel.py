@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, PUSH, RETURN, START
+from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
 from graphdef.errors import InvalidUpdateError
 from graphdef.loop import CHECKPOINTER, DURABILITY, INTERNAL_KEYS, RunLoop
-from graphdef.retry import run_with_retry
-from graphdef.runtime import TaskRuntime, bind_runtime, current_runtime_or_none, reset_runtime
+from graphdef.runtime import TaskRuntime, current_runtime_or_none
 from graphdef.types import PregelTask, StateSnapshot
 
 DEFAULT_RECURSION_LIMIT = 25
@@ -98,49 +95,6 @@ class Pregel:
                 "langgraph_checkpoint_ns": task.checkpoint_ns,
             },
         }
-
-    def run_call(
-        self, loop: RunLoop, parent: Task, fn: Any, args: tuple, kwargs: dict[str, Any]
-    ) -> Future[Any]:
-        """Run one `@task` call, or hand back its saved result if it already finished."""
-        runtime = current_runtime_or_none()
-        if runtime is None:
-            raise RuntimeError("A task was called outside of a running graph")
-        idx = next(runtime.call_counter)
-        call_id = algo.task_id(
-            loop.checkpoint["id"], parent.checkpoint_ns, str(loop.step), fn.name, PUSH,
-            parent.id, str(idx),
-        )
-        future: Future[Any] = Future()
-        for tid, chan, value in loop.pending_writes:
-            if tid == call_id and chan == RETURN:
-                future.set_result(value)
-                return future
-        call = Task(
-            id=call_id, name=fn.name, path=(PUSH, parent.path, idx, parent.id), input=args,
-            triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
-            node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
-        )
-        call_runtime = TaskRuntime(
-            task=call, config=runtime.config, resume=[],
-            take_null_resume=runtime.take_null_resume, send=call.writes.extend,
-            call=functools.partial(loop.call_task, call),
-        )
-
-        def run() -> None:
-            token = bind_runtime(call_runtime)
-            try:
-                result = run_with_retry(lambda: fn.func(*args, **kwargs), fn.retry_policy)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
-                future.set_exception(exc)
-                return
-            finally:
-                reset_runtime(token)
-            loop.put_writes(call_id, [(RETURN, result)], call)
-            future.set_result(result)
-
-        loop.submit_call(run)
-        return future
 
     # ---- running --------------------------------------------------------------------------
 
