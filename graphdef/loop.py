@@ -14,11 +14,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
-from graphdef.channels import MISSING
+from graphdef.channels import MISSING, BaseChannel
 from graphdef.checkpoint.base import (
     BaseCheckpointSaver,
     Checkpoint,
@@ -47,9 +47,6 @@ from graphdef.executor import run_step
 from graphdef.retry import run_with_retry
 from graphdef.runtime import TaskRuntime, bind_runtime, current_runtime_or_none, reset_runtime
 from graphdef.types import Command, Interrupt, RetryPolicy, Send
-
-if TYPE_CHECKING:
-    from graphdef.pregel import Pregel
 
 # Internal config keys a parent passes to the graphs its nodes run.
 RESUMING = "__cg_resuming"
@@ -87,6 +84,30 @@ def command_writes(cmd: Command) -> list[Write]:
     return writes
 
 
+class LoopGraph(Protocol):
+    """What a run needs of its compiled graph (a `graphdef.pregel.Pregel`), declared here so
+    that the loop does not import the module that builds loops."""
+
+    nodes: dict[str, Node]
+    channel_specs: dict[str, BaseChannel]
+    trigger_to_nodes: dict[str, list[str]]
+    input_channels: str | list[str]
+    output_channels: str | list[str]
+    stream_channels: str | list[str]
+
+    def map_input(self, value: Any) -> list[Write]: ...
+
+    def task_update(self, task: Task, writes: list[Write], keys: str | list[str]) -> Any: ...
+
+    def task_config(
+        self,
+        config: dict[str, Any],
+        task: Task,
+        checkpointer: BaseCheckpointSaver | None,
+        durability: str,
+    ) -> dict[str, Any]: ...
+
+
 class TaskCall(Protocol):
     """A `@task` function as the loop runs it (a `graphdef.func.TaskFunction`)."""
 
@@ -100,7 +121,7 @@ class RunLoop:
 
     def __init__(
         self,
-        graph: Pregel,
+        graph: LoopGraph,
         input: Any,
         config: dict[str, Any],
         *,

@@ -13,8 +13,10 @@ from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
 from graphdef.errors import InvalidUpdateError
 from graphdef.loop import CHECKPOINTER, DURABILITY, INTERNAL_KEYS, RunLoop
+from graphdef.mermaid import GraphView
 from graphdef.runtime import TaskRuntime, current_runtime_or_none
 from graphdef.types import PregelTask, StateSnapshot
+from graphdef.update import update_state
 
 DEFAULT_RECURSION_LIMIT = 25
 DURABILITY_MODES = ("sync", "async", "exit")
@@ -332,13 +334,9 @@ class Pregel:
         as_node: str | None = None,
     ) -> dict[str, Any]:
         """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork."""
-        from graphdef.update import update_state
-
         return update_state(self, self._saver(config), self._state_config(config), values, as_node)
 
-    def get_graph(self) -> Any:
-        from graphdef.mermaid import GraphView
-
+    def get_graph(self) -> GraphView:
         return GraphView.from_pregel(self)
 
 
