@@ -22,8 +22,7 @@ from celery import Celery
 
 from graphdef import algo
 from graphdef.errors import GraphInterrupt, GraphRecursionError, NodeError, revive_error
-from graphdef.executor import run_step
-from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
+from graphdef.loop import RunLoop
 from worker import registry
 from worker.faults import maybe_crash
 from worker.fencing import FencedSaver, StaleCheckpointError
@@ -156,13 +155,9 @@ class Driver:
             loop = self._loop(graph, None, run, checkpoint_id=None)
             loop.load()
             loop.apply_null_writes()
-        loop.stop = int(run.get("stop", loop.stop))
+        loop.set_stop(int(run.get("stop", loop.stop)))
         if after_barrier:
-            loop.conf[RESUMING] = bool(view.context.get("resuming"))
-            if loop.conf[RESUMING]:
-                # The start marked the paused state as seen only in its memory: mark it again,
-                # or a static breakpoint would stop the resumed run a second time.
-                algo.mark_interrupt_seen(loop.checkpoint, loop.channels)
+            loop.set_resuming(bool(view.context.get("resuming")))
         return self._drive(run, loop, after_barrier=after_barrier)
 
     # ---- the drive ------------------------------------------------------------------------
@@ -185,7 +180,7 @@ class Driver:
                 todo = [t for t in loop.tasks.values() if not t.writes]
                 if inline := [t for t in todo if t.node.hidden]:
                     # `__start__` only maps the input to state: not worth a worker round trip.
-                    run_step(inline, loop.make_runtime, loop.task_finished, loop.channels)
+                    loop.run_planned(inline)
                     todo = [t for t in todo if not t.writes]
                 if todo:
                     if after_barrier:
@@ -234,8 +229,7 @@ class Driver:
             queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
             infos[task.id] = {"node": task.name, "queue": queue,
                               "shadow": f"{graph_name}.{task.name}", "path": list(task.path)}
-        context = {"resuming": bool(loop.conf.get(RESUMING)),
-                   "resume_map": loop.conf.get(RESUME_MAP)}
+        context = {"resuming": bool(loop.resuming), "resume_map": loop.resume_map}
         events = [*self.pending_events,
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
         self.pending_events.clear()
@@ -288,7 +282,7 @@ class Driver:
     def _finish(self, run: dict[str, Any], loop: RunLoop, status: str) -> Outcome:
         self.store.set_output(run["thread_id"], run["run_id"], loop.output)
         self._end(run, status, output=loop.output,
-                  interrupts=list(getattr(loop, "interrupts", [])))
+                  interrupts=list(loop.interrupts))
         return Outcome(status, loop.output)
 
     def _fail(self, run: dict[str, Any], exc: BaseException) -> Outcome:
