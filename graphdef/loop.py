@@ -12,12 +12,13 @@ import contextvars
 import functools
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol
 
 from graphdef import algo
-from graphdef.algo import NullTask, Task, Write
-from graphdef.channels import MISSING
+from graphdef.algo import Node, NullTask, Task, Write
+from graphdef.channels import MISSING, BaseChannel
 from graphdef.checkpoint.base import (
     BaseCheckpointSaver,
     Checkpoint,
@@ -29,6 +30,7 @@ from graphdef.constants import (
     ERROR,
     INPUT,
     INTERRUPT,
+    NS_SEP,
     NULL_TASK_ID,
     PUSH,
     RESUME,
@@ -42,20 +44,16 @@ from graphdef.errors import (
     InvalidResumeError,
 )
 from graphdef.executor import run_step
-from graphdef.runtime import TaskRuntime, current_runtime_or_none
-from graphdef.types import Command, Interrupt, Send
-
-if TYPE_CHECKING:
-    from graphdef.pregel import Pregel
-
-# Internal config keys a parent passes to the graphs its nodes run.
-RESUMING = "__cg_resuming"
-RESUME_MAP = "__cg_resume_map"
-CHECKPOINTER = "__cg_checkpointer"
-DURABILITY = "__cg_durability"
-STREAM = "__cg_stream"
-STREAM_MODES = "__cg_stream_modes"
-INTERNAL_KEYS = (RESUMING, RESUME_MAP, CHECKPOINTER, DURABILITY, STREAM, STREAM_MODES)
+from graphdef.retry import run_with_retry
+from graphdef.runtime import (
+    RunScope,
+    StreamSink,
+    TaskRuntime,
+    bind_runtime,
+    current_runtime_or_none,
+    reset_runtime,
+)
+from graphdef.types import Command, Interrupt, RetryPolicy, Send
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 
@@ -84,12 +82,44 @@ def command_writes(cmd: Command) -> list[Write]:
     return writes
 
 
+class LoopGraph(Protocol):
+    """What a run needs of its compiled graph (a `graphdef.pregel.Pregel`), declared here so
+    that the loop does not import the module that builds loops."""
+
+    nodes: dict[str, Node]
+    channel_specs: dict[str, BaseChannel]
+    trigger_to_nodes: dict[str, list[str]]
+    input_channels: str | list[str]
+    output_channels: str | list[str]
+    stream_channels: str | list[str]
+
+    def map_input(self, value: Any) -> list[Write]: ...
+
+    def task_update(self, task: Task, writes: list[Write], keys: str | list[str]) -> Any: ...
+
+    def task_config(self, config: dict[str, Any], task: Task) -> dict[str, Any]: ...
+
+
+class TaskCall(Protocol):
+    """A `@task` function as the loop runs it (a `graphdef.func.TaskFunction`)."""
+
+    name: str
+    func: Callable[..., Any]
+    retry_policy: Sequence[RetryPolicy]
+
+
 class RunLoop:
-    """One run of a compiled graph on one thread and namespace."""
+    """One run of a compiled graph on one thread and namespace.
+
+    In-process, `run()` drives it. A distributed driver or worker drives it from outside,
+    a piece at a time: `load`, `enter` or `apply_null_writes`, then `prepare_step`,
+    `run_planned`, `finish_step` and `close`; a worker runs one task with `plan_task` and
+    `run_planned`. `resuming` and `resume_map` carry a resume across those processes.
+    """
 
     def __init__(
         self,
-        graph: Pregel,
+        graph: LoopGraph,
         input: Any,
         config: dict[str, Any],
         *,
@@ -100,7 +130,13 @@ class RunLoop:
         stream_modes: Sequence[str],
         stream_subgraphs: bool = False,
         output_keys: str | list[str] | None = None,
+        sink: StreamSink | None = None,
+        resuming: bool | None = None,
+        resume_map: Mapping[str, Any] | None = None,
     ) -> None:
+        """`sink`: where a subgraph's chunks go, to the run streaming it with `subgraphs`.
+        `resuming`: whether this run takes up a paused state; None lets its input decide
+        (no input or a Command resumes). `resume_map`: answers to interrupts by id."""
         self.graph = graph
         self.input = input
         self.config = config
@@ -118,17 +154,35 @@ class RunLoop:
         self.is_nested = bool(self.ns)
         self.parent_runtime = current_runtime_or_none() if self.is_nested else None
         self.chunks: deque[Chunk] = deque()
-        self.sink: Callable[[tuple[str, ...], str, Any], None] | None = (
-            self.conf.get(STREAM) if self.is_nested else None
-        )
-        if self.sink is not None:
-            self.stream_modes = self.conf.get(STREAM_MODES, ())
-        elif stream_subgraphs:
-            self.conf[STREAM] = lambda ns, mode, payload: self.chunks.append((ns, mode, payload))
-            self.conf[STREAM_MODES] = stream_modes
+        self.sink = sink
+        # Subgraphs stream into the run that asked for them, however deep they are.
+        self.child_sink: StreamSink | None = sink
+        if sink is None and stream_subgraphs:
+            self.child_sink = self._collect
+        self.resuming = resuming
+        self.resume_map = resume_map
         self.tasks: dict[str, Task] = {}
         self.output: Any = None
         self.status = "pending"
+        self.interrupts: list[Interrupt] = []
+        # What `load` fills in; `loaded` tells `close` whether there is anything to save.
+        self.loaded = False
+        self.checkpoint_config: dict[str, Any] = {"configurable": {}}
+        self.prev_checkpoint_config: dict[str, Any] | None = None
+        self.checkpoint = Checkpoint(
+            v=1, id="", ts="", channel_values={}, channel_versions={}, versions_seen={},
+            updated_channels=None,
+        )
+        self.checkpoint_id_saved = ""
+        self.metadata: dict[str, Any] = {}
+        self.pending_writes: list[tuple[str, str, Any]] = []
+        self.channels: dict[str, BaseChannel] = {}
+        self.step = 0
+        self.stop = 0
+        self.previous_versions: dict[str, int] = {}
+        self.updated_channels: set[str] | None = None
+        self.is_replaying = False
+        self.loaded_by_id = False
         self._put_futures: list[concurrent.futures.Future[Any]] = []
         self._saver_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.RLock()
@@ -144,6 +198,9 @@ class RunLoop:
             self.sink(tuple(self.ns.split("|")), mode, payload)
         else:
             self.chunks.append(((), mode, payload))
+
+    def _collect(self, ns: tuple[str, ...], mode: str, payload: Any) -> None:
+        self.chunks.append((ns, mode, payload))
 
     def _emit_values(self) -> None:
         if "values" in self.stream_modes:
@@ -213,7 +270,7 @@ class RunLoop:
     def load(self) -> None:
         """Load the checkpoint this run starts from (the head, or `checkpoint_id`)."""
         saved: CheckpointTuple | None = None
-        self.checkpoint_config: dict[str, Any] = {
+        self.checkpoint_config = {
             "configurable": {
                 "thread_id": self.conf.get("thread_id"),
                 "checkpoint_ns": self.ns,
@@ -239,15 +296,16 @@ class RunLoop:
             self.checkpoint_config = saved.config
         self.prev_checkpoint_config = saved.parent_config
         self.checkpoint_id_saved = saved.checkpoint["id"]
-        self.checkpoint: Checkpoint = saved.checkpoint
-        self.metadata: dict[str, Any] = dict(saved.metadata)
-        self.pending_writes: list[tuple[str, str, Any]] = list(saved.pending_writes)
+        self.checkpoint = saved.checkpoint
+        self.metadata = dict(saved.metadata)
+        self.pending_writes = list(saved.pending_writes)
         self.channels = algo.channels_from_checkpoint(self.graph.channel_specs, self.checkpoint)
-        self.step: int = self.metadata["step"] + 1
+        self.step = self.metadata["step"] + 1
         self.stop = self.step + self.config["recursion_limit"] + 1
         self.previous_versions = dict(self.checkpoint["channel_versions"])
         stored_updated = self.checkpoint.get("updated_channels")
-        self.updated_channels: set[str] | None = set(stored_updated) if stored_updated else None
+        self.updated_channels = set(stored_updated) if stored_updated else None
+        self.loaded = True
 
     def _head_id(self) -> str | None:
         """The thread's newest checkpoint id; a saver with `head()` answers without a load."""
@@ -264,13 +322,13 @@ class RunLoop:
         is_command = isinstance(self.input, Command)
         has_state = bool(self.checkpoint["channel_versions"])
         is_resuming = has_state and bool(
-            self.conf.get(RESUMING, self.input is None or is_command)
+            (self.input is None or is_command) if self.resuming is None else self.resuming
         )
         addressed = "checkpoint_id" in self.checkpoint_config["configurable"] and bool(
             self.conf.get("checkpoint_id")
         )
-        resuming_with_answer = (is_command and self.input.resume is not None) or self.conf.get(
-            RESUMING, False
+        resuming_with_answer = (is_command and self.input.resume is not None) or bool(
+            self.resuming
         )
         time_travel = addressed and not resuming_with_answer
         superseded = self.loaded_by_id and self._head_id() != self.checkpoint_id_saved
@@ -285,7 +343,7 @@ class RunLoop:
             carried = self._accept_command(self.input, forks)
         self.apply_null_writes(carried)
         if is_resuming:
-            algo.mark_interrupt_seen(self.checkpoint, self.channels)
+            self._mark_interrupt_seen()
             if forks:
                 self.pending_writes = [w for w in self.pending_writes if w[1] != INTERRUPT]
                 self._put_checkpoint({"source": "fork"})
@@ -305,9 +363,26 @@ class RunLoop:
                 self.graph.trigger_to_nodes,
             )
             self._put_checkpoint({"source": "input"})
-        elif not self.conf.get(RESUMING):
+        elif not self.resuming:
             raise EmptyInputError(f"Received no input for {self.graph.input_channels}")
-        self.conf[RESUMING] = is_resuming
+        self.resuming = is_resuming
+
+    def _mark_interrupt_seen(self) -> None:
+        """Record that the caller saw the paused state, so a breakpoint does not fire twice."""
+        algo.mark_interrupt_seen(self.checkpoint, self.channels)
+
+    def set_resuming(self, resuming: bool) -> None:
+        """Take up the resume flag a run's start decided in another process. The start marked
+        the paused state as seen only in its own memory: a resuming loop marks it again, or a
+        static breakpoint would stop the resumed run a second time."""
+        self.resuming = resuming
+        if resuming:
+            self._mark_interrupt_seen()
+
+    def set_stop(self, stop: int) -> None:
+        """Hold to the step limit the run's start set: a loop loaded at a later checkpoint
+        would count the recursion limit from there."""
+        self.stop = stop
 
     def apply_null_writes(self, carried: Sequence[tuple[str, str, Any]] = ()) -> None:
         """Apply writes that belong to no task (a Command's update, a resume) to the state."""
@@ -338,7 +413,7 @@ class RunLoop:
                         f"Unknown or already answered interrupt id(s) {unknown}; "
                         f"pending: {sorted(pending)}"
                     )
-                self.conf[RESUME_MAP] = cmd.resume
+                self.resume_map = cmd.resume
             elif len(pending) > 1:
                 raise InvalidResumeError(
                     "When there are multiple pending interrupts, you must specify the "
@@ -388,32 +463,78 @@ class RunLoop:
         todo = [t for t in self.tasks.values() if not t.writes]
         if not todo:
             return
-        errors, interrupts = run_step(
-            todo, self.make_runtime, self.task_finished, self.channels
-        )
+        errors, interrupts = self.run_planned(todo)
         if errors:
             raise errors[0]
         if interrupts:
             raise GraphInterrupt(interrupts)
+
+    def run_planned(
+        self, tasks: Sequence[Task], before_save: Callable[[], None] | None = None
+    ) -> tuple[list[BaseException], list[Interrupt]]:
+        """Run planned tasks side by side, saving each one's writes as it finishes; returns
+        their failures and interrupts instead of raising them, for a caller that only
+        reports them. `before_save` runs just before each save (a fault-injection point)."""
+        if before_save is None:
+            return run_step(tasks, self.make_runtime, self.task_finished, self.channels)
+
+        def save(task: Task, exc: BaseException | None) -> None:
+            before_save()
+            self.task_finished(task, exc)
+
+        return run_step(tasks, self.make_runtime, save, self.channels)
+
+    def plan_task(self, task_id: str, path: Sequence[Any] | None = None) -> Task | None:
+        """Plan only the step's task `task_id` and make it the loop's one task; None when the
+        loaded checkpoint does not plan it. `path` finds it without planning its siblings."""
+        if path is not None:
+            task = algo.prepare_task(
+                self.checkpoint, self.channels, self.graph.nodes, self.step, (path[0], path[1])
+            )
+        else:
+            task = algo.prepare_next_tasks(
+                self.checkpoint, self.channels, self.graph.nodes, self.step,
+                updated_channels=self.updated_channels,
+                trigger_to_nodes=self.graph.trigger_to_nodes,
+            ).get(task_id)
+        if task is None or task.id != task_id:
+            return None
+        self.tasks = {task.id: task}
+        return task
+
+    def task_status(self, task_id: str) -> algo.TaskStatus | None:
+        """What a task's saved writes say (finished, paused, failed); None if it left none."""
+        return algo.task_statuses(w for w in self.pending_writes if w[0] == task_id).get(task_id)
+
+    def drop_null_resume(self) -> None:
+        """Forget a resume answer given without an interrupt id: a task that runs on its own
+        loop (a worker's) and did not pause before must not take the one meant for the task
+        that did."""
+        self.pending_writes = [
+            w for w in self.pending_writes if not (w[0] == NULL_TASK_ID and w[1] == RESUME)
+        ]
 
     def make_runtime(self, task: Task) -> TaskRuntime:
         resume: list[Any] = []
         for tid, chan, value in self.pending_writes:
             if tid == task.id and chan == RESUME:
                 resume = list(value) if isinstance(value, list) else [value]
-        resume_map = self.conf.get(RESUME_MAP)
-        if resume_map:
+        if self.resume_map:
             next_id = algo.interrupt_id(task.checkpoint_ns, len(resume))
-            if next_id in resume_map:
-                resume.append(resume_map[next_id])
-        config = self.graph.task_config(self.config, task, self.checkpointer, self.durability)
+            if next_id in self.resume_map:
+                resume.append(self.resume_map[next_id])
         return TaskRuntime(
             task=task,
-            config=config,
+            config=self.graph.task_config(self.config, task),
             resume=resume,
             take_null_resume=self._take_null_resume,
             send=task.writes.extend,
-            call=functools.partial(self.call_task, task),
+            call=functools.partial(self.run_call, task),
+            scope=RunScope(
+                checkpointer=self.checkpointer, durability=self.durability,
+                sink=self.child_sink, stream_modes=self.stream_modes,
+                resuming=self.resuming, resume_map=self.resume_map,
+            ),
         )
 
     def _take_null_resume(self) -> Any:
@@ -439,8 +560,48 @@ class RunLoop:
         else:
             self.put_writes(task.id, [(ERROR, error_record(exc))], task)
 
-    def call_task(self, parent: Task, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        return self.graph.run_call(self, parent, func, args, kwargs)
+    def run_call(
+        self, parent: Task, fn: TaskCall, args: tuple, kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Run one `@task` call, or hand back its saved result if it already finished."""
+        runtime = current_runtime_or_none()
+        if runtime is None:
+            raise RuntimeError("A task was called outside of a running graph")
+        idx = next(runtime.call_counter)
+        call_id = algo.task_id(
+            self.checkpoint["id"], parent.checkpoint_ns, str(self.step), fn.name, PUSH,
+            parent.id, str(idx),
+        )
+        future: Future[Any] = Future()
+        for tid, chan, value in self.pending_writes:
+            if tid == call_id and chan == RETURN:
+                future.set_result(value)
+                return future
+        call = Task(
+            id=call_id, name=fn.name, path=(PUSH, parent.path, idx, parent.id), input=args,
+            triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
+            node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
+        )
+        call_runtime = TaskRuntime(
+            task=call, config=runtime.config, resume=[],
+            take_null_resume=runtime.take_null_resume, send=call.writes.extend,
+            call=functools.partial(self.run_call, call), scope=runtime.scope,
+        )
+
+        def run() -> None:
+            token = bind_runtime(call_runtime)
+            try:
+                result = run_with_retry(lambda: fn.func(*args, **kwargs), fn.retry_policy)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
+                future.set_exception(exc)
+                return
+            finally:
+                reset_runtime(token)
+            self.put_writes(call_id, [(RETURN, result)], call)
+            future.set_result(result)
+
+        self.submit_call(run)
+        return future
 
     def submit_call(self, run: Callable[[], None]) -> None:
         """Run a `@task` call beside its caller, which waits on the call's future."""
@@ -463,7 +624,7 @@ class RunLoop:
         ):
             self.status = "interrupt_after"
             raise GraphInterrupt()
-        self.conf.pop(RESUMING, None)
+        self.resuming = None
 
     # ---- persistence ----------------------------------------------------------------------
 
@@ -570,7 +731,7 @@ class RunLoop:
                 self._saver_pool = None
 
     def close(self, exc: BaseException | None) -> None:
-        if not hasattr(self, "checkpoint"):
+        if not self.loaded:
             return
         try:
             if self.durability == "exit" and self.checkpointer is not None and (

@@ -6,12 +6,17 @@ import inspect
 import string
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from graphdef.constants import END, START
 
-if TYPE_CHECKING:
-    from graphdef.pregel import Pregel
+
+class DrawnGraph(Protocol):
+    """A compiled graph as drawn (a `graphdef.pregel.Pregel`), declared here so that this
+    module does not import the one that calls it. A `builder` attribute, when it has one
+    (a compiled `StateGraph`), gives the nodes and edges."""
+
+    name: str
 
 _SAFE_ID_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 
@@ -57,7 +62,7 @@ class GraphView:
     edges: list[tuple[str, str, bool, str | None]] = field(default_factory=list)
 
     @classmethod
-    def from_pregel(cls, graph: Pregel) -> GraphView:
+    def from_pregel(cls, graph: DrawnGraph) -> GraphView:
         builder = getattr(graph, "builder", None)
         if builder is None:
             return cls([START, graph.name, END], [(START, graph.name, False, None),

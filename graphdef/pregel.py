@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, PUSH, RETURN, START
+from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
 from graphdef.errors import InvalidUpdateError
-from graphdef.loop import CHECKPOINTER, DURABILITY, INTERNAL_KEYS, RunLoop
-from graphdef.retry import run_with_retry
-from graphdef.runtime import TaskRuntime, bind_runtime, current_runtime_or_none, reset_runtime
+from graphdef.loop import RunLoop
+from graphdef.mermaid import GraphView
+from graphdef.runtime import RunScope, TaskRuntime, current_runtime_or_none
 from graphdef.types import PregelTask, StateSnapshot
+from graphdef.update import update_state
 
 DEFAULT_RECURSION_LIMIT = 25
 DURABILITY_MODES = ("sync", "async", "exit")
@@ -76,18 +76,10 @@ class Pregel:
             return [{c: v} for c, v in own]
         return dict(own)
 
-    def task_config(
-        self,
-        config: dict[str, Any],
-        task: Task,
-        checkpointer: BaseCheckpointSaver | None,
-        durability: str,
-    ) -> dict[str, Any]:
+    def task_config(self, config: dict[str, Any], task: Task) -> dict[str, Any]:
         conf = config["configurable"]
         child = {k: v for k, v in conf.items() if k != "checkpoint_id"}
         child["checkpoint_ns"] = task.checkpoint_ns
-        child[CHECKPOINTER] = checkpointer
-        child[DURABILITY] = durability
         return {
             **config,
             "configurable": child,
@@ -99,52 +91,13 @@ class Pregel:
             },
         }
 
-    def run_call(
-        self, loop: RunLoop, parent: Task, fn: Any, args: tuple, kwargs: dict[str, Any]
-    ) -> Future[Any]:
-        """Run one `@task` call, or hand back its saved result if it already finished."""
-        runtime = current_runtime_or_none()
-        if runtime is None:
-            raise RuntimeError("A task was called outside of a running graph")
-        idx = next(runtime.call_counter)
-        call_id = algo.task_id(
-            loop.checkpoint["id"], parent.checkpoint_ns, str(loop.step), fn.name, PUSH,
-            parent.id, str(idx),
-        )
-        future: Future[Any] = Future()
-        for tid, chan, value in loop.pending_writes:
-            if tid == call_id and chan == RETURN:
-                future.set_result(value)
-                return future
-        call = Task(
-            id=call_id, name=fn.name, path=(PUSH, parent.path, idx, parent.id), input=args,
-            triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
-            node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
-        )
-        call_runtime = TaskRuntime(
-            task=call, config=runtime.config, resume=[],
-            take_null_resume=runtime.take_null_resume, send=call.writes.extend,
-            call=functools.partial(loop.call_task, call),
-        )
-
-        def run() -> None:
-            token = bind_runtime(call_runtime)
-            try:
-                result = run_with_retry(lambda: fn.func(*args, **kwargs), fn.retry_policy)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
-                future.set_exception(exc)
-                return
-            finally:
-                reset_runtime(token)
-            loop.put_writes(call_id, [(RETURN, result)], call)
-            future.set_result(result)
-
-        loop.submit_call(run)
-        return future
-
     # ---- running --------------------------------------------------------------------------
 
-    def _resolve(self, config: dict[str, Any] | None) -> tuple[dict[str, Any], Any, str]:
+    def _resolve(
+        self, config: dict[str, Any] | None, checkpointer: BaseCheckpointSaver | None
+    ) -> tuple[dict[str, Any], RunScope]:
+        """The run's config, and the scope it runs in: a subgraph's is its parent task's,
+        with the saver this graph has of its own, if any."""
         config = dict(config or {})
         conf = dict(config.get("configurable") or {})
         runtime = current_runtime_or_none()
@@ -153,22 +106,19 @@ class Pregel:
         config["configurable"] = conf
         config.setdefault("recursion_limit", DEFAULT_RECURSION_LIMIT)
         nested = bool(conf.get("checkpoint_ns"))
+        scope = runtime.scope if nested and runtime is not None else RunScope()
         if self.checkpointer is False:
-            checkpointer = None
+            saver = None
         elif isinstance(self.checkpointer, BaseCheckpointSaver):
-            checkpointer = self.checkpointer
+            saver = self.checkpointer
         else:
-            checkpointer = conf.get(CHECKPOINTER)
-        durability = conf.get(DURABILITY, "async")
-        if checkpointer is not None and not conf.get("thread_id"):
+            saver = checkpointer if checkpointer is not None else scope.checkpointer
+        if saver is not None and not conf.get("thread_id"):
             raise ValueError(
                 "Checkpointer requires one or more of the following 'configurable' keys: "
                 "thread_id, checkpoint_ns, checkpoint_id"
             )
-        if not nested:
-            for key in INTERNAL_KEYS:
-                conf.pop(key, None)
-        return config, checkpointer, durability
+        return config, dataclasses.replace(scope, checkpointer=saver)
 
     @staticmethod
     def _inherit_from_caller(runtime: TaskRuntime, conf: dict[str, Any]) -> dict[str, Any]:
@@ -189,12 +139,17 @@ class Pregel:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
+        checkpointer: BaseCheckpointSaver | None = None,
     ) -> Iterator[Any]:
-        """Run the graph, yielding chunks in the requested mode(s), as LangGraph does."""
+        """Run the graph, yielding chunks in the requested mode(s), as LangGraph does.
+
+        `checkpointer`: the saver for a graph compiled without one of its own, as a parent
+        graph's is for its subgraphs (`celerygraph run` passes its SQLite file's).
+        """
         modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
         loop = self._loop(
             input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
-            output_keys=self.stream_channels,
+            output_keys=self.stream_channels, checkpointer=checkpointer,
         )
         single = isinstance(stream_mode, str)
         for ns, mode, payload in loop.run():
@@ -212,18 +167,23 @@ class Pregel:
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
     ) -> Any:
-        """Run to completion or to the next interrupt and return the output."""
+        """Run to completion or to the next interrupt and return the output.
+
+        `checkpointer`: as for `stream`.
+        """
         if stream_mode != "values":
             return list(
                 self.stream(
                     input, config, stream_mode=stream_mode, durability=durability,
                     interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                    checkpointer=checkpointer,
                 )
             )
         loop = self._loop(
             input, config, ["values"], durability, interrupt_before, interrupt_after,
-            output_keys=self.output_channels,
+            output_keys=self.output_channels, checkpointer=checkpointer,
         )
         for _ in loop.run():
             pass
@@ -239,23 +199,28 @@ class Pregel:
         interrupt_after: Sequence[str] | str | None,
         subgraphs: bool = False,
         output_keys: str | list[str] | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
     ) -> RunLoop:
-        config, checkpointer, default_durability = self._resolve(config)
-        mode = durability or default_durability
+        config, scope = self._resolve(config, checkpointer)
+        mode = durability or scope.durability
         if mode not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {mode!r}")
         return RunLoop(
             self,
             input,
             config,
-            checkpointer=checkpointer,
+            checkpointer=scope.checkpointer,
             durability=mode,
             interrupt_before=self.interrupt_before if interrupt_before is None
             else interrupt_before,
             interrupt_after=self.interrupt_after if interrupt_after is None else interrupt_after,
-            stream_modes=modes,
+            # A subgraph streamed with its parent emits what the parent asked for.
+            stream_modes=scope.stream_modes if scope.sink is not None else modes,
             stream_subgraphs=subgraphs,
             output_keys=self.stream_channels if output_keys is None else output_keys,
+            sink=scope.sink,
+            resuming=scope.resuming,
+            resume_map=scope.resume_map,
         )
 
     def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
@@ -268,8 +233,8 @@ class Pregel:
 
     # ---- state ----------------------------------------------------------------------------
 
-    def _saver(self, config: dict[str, Any]) -> BaseCheckpointSaver:
-        saver = config.get("configurable", {}).get(CHECKPOINTER) or (
+    def _saver(self, checkpointer: BaseCheckpointSaver | None = None) -> BaseCheckpointSaver:
+        saver = checkpointer if checkpointer is not None else (
             self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver) else None
         )
         if saver is None:
@@ -279,11 +244,21 @@ class Pregel:
     def _state_config(self, config: dict[str, Any]) -> dict[str, Any]:
         conf = dict(config.get("configurable") or {})
         conf.setdefault("checkpoint_ns", "")
-        return {"configurable": {k: v for k, v in conf.items() if k not in INTERNAL_KEYS}}
+        return {"configurable": conf}
 
-    def get_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
-        """The thread's state: at its head (with finished tasks applied) or at `checkpoint_id`."""
-        saver = self._saver(config)
+    def get_state(
+        self,
+        config: dict[str, Any],
+        *,
+        subgraphs: bool = False,
+        checkpointer: BaseCheckpointSaver | None = None,
+    ) -> StateSnapshot:
+        """The thread's state: at its head (with finished tasks applied) or at `checkpoint_id`.
+
+        `checkpointer`: read with this saver rather than the graph's own, as a producer
+        reads a thread that workers checkpoint.
+        """
+        saver = self._saver(checkpointer)
         cfg = self._state_config(config)
         saved = saver.get_tuple(cfg)
         live = not cfg["configurable"].get("checkpoint_id")
@@ -296,9 +271,11 @@ class Pregel:
         filter: dict[str, Any] | None = None,
         before: dict[str, Any] | None = None,
         limit: int | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
     ) -> Iterator[StateSnapshot]:
-        """Every checkpoint of the thread's namespace, newest first."""
-        saver = self._saver(config)
+        """Every checkpoint of the thread's namespace, newest first; `checkpointer` as for
+        `get_state`."""
+        saver = self._saver(checkpointer)
         cfg = self._state_config(config)
         for saved in saver.list(cfg, filter=filter, before=before, limit=limit):
             yield self._snapshot(saved.config, saved, saver, live=False, recurse=False)
@@ -346,13 +323,11 @@ class Pregel:
                     "configurable": {
                         "thread_id": saved.config["configurable"]["thread_id"],
                         "checkpoint_ns": task.checkpoint_ns,
-                        CHECKPOINTER: saver,
                     }
                 }
-                state = task.node.subgraph.get_state(sub_cfg, subgraphs=True) if recurse else {
-                    "configurable": {k: v for k, v in sub_cfg["configurable"].items()
-                                     if k != CHECKPOINTER}
-                }
+                state = task.node.subgraph.get_state(
+                    sub_cfg, subgraphs=True, checkpointer=saver
+                ) if recurse else sub_cfg
             snapshot_tasks.append(
                 PregelTask(
                     task.id, task.name, task.path, status.error, interrupts, state,
@@ -378,13 +353,9 @@ class Pregel:
         as_node: str | None = None,
     ) -> dict[str, Any]:
         """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork."""
-        from graphdef.update import update_state
+        return update_state(self, self._saver(), self._state_config(config), values, as_node)
 
-        return update_state(self, self._saver(config), self._state_config(config), values, as_node)
-
-    def get_graph(self) -> Any:
-        from graphdef.mermaid import GraphView
-
+    def get_graph(self) -> GraphView:
         return GraphView.from_pregel(self)
 
 

@@ -7,16 +7,37 @@ anywhere inside a node, as it does with LangGraph.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from graphdef.algo import Task, Write, interrupt_id
 from graphdef.channels import MISSING
+from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import RESUME
 from graphdef.errors import GraphInterrupt
 from graphdef.types import Interrupt
+
+StreamSink = Callable[[tuple[str, ...], str, Any], None]
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What a run hands down to the graphs its tasks run as subgraphs, so that they save,
+    stream and resume as part of it. It travels with the task's runtime, never in the
+    config, which user code sees.
+
+    `resuming`: None when the run has no say (past its first superstep), so a subgraph
+    decides from its own input; `resume_map` answers interrupts by id at any depth.
+    """
+
+    checkpointer: BaseCheckpointSaver | None = None
+    durability: str = "async"
+    sink: StreamSink | None = None
+    stream_modes: Sequence[str] = ()
+    resuming: bool | None = None
+    resume_map: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -29,6 +50,7 @@ class TaskRuntime:
     take_null_resume: Callable[[], Any]
     send: Callable[[list[Write]], None]
     call: Callable[..., Any] | None = None
+    scope: RunScope = field(default_factory=RunScope)
     interrupt_counter: itertools.count = field(default_factory=itertools.count)
     call_counter: itertools.count = field(default_factory=itertools.count)
     subgraph_counter: itertools.count = field(default_factory=itertools.count)

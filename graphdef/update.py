@@ -7,20 +7,28 @@ write, so a rejected update leaves the thread as it was.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from graphdef import algo
-from graphdef.algo import Task, TaskContext
+from graphdef.algo import Node, Task, TaskContext
+from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from graphdef.constants import INTERRUPT, START
 from graphdef.errors import InvalidUpdateError
 from graphdef.runtime import TaskRuntime, bind_runtime, reset_runtime
 
-if TYPE_CHECKING:
-    from graphdef.pregel import Pregel
+
+class UpdatedGraph(Protocol):
+    """What an update needs of the compiled graph (a `graphdef.pregel.Pregel`), declared
+    here so that this module does not import the one that calls it."""
+
+    nodes: dict[str, Node]
+    channel_specs: dict[str, BaseChannel]
+    trigger_to_nodes: dict[str, list[str]]
+    stream_channels: str | list[str]
 
 
-def infer_as_node(graph: Pregel, versions_seen: dict[str, dict[str, int]]) -> str | None:
+def infer_as_node(graph: UpdatedGraph, versions_seen: dict[str, dict[str, int]]) -> str | None:
     """The node that most recently ran alone; None when that is ambiguous (LangGraph's rule)."""
     if len(graph.nodes) == 1:
         return next(iter(graph.nodes))
@@ -38,7 +46,7 @@ def infer_as_node(graph: Pregel, versions_seen: dict[str, dict[str, int]]) -> st
 
 
 def update_state(
-    graph: Pregel,
+    graph: UpdatedGraph,
     saver: BaseCheckpointSaver,
     config: dict[str, Any],
     values: Any,
@@ -95,7 +103,7 @@ def update_state(
     )
 
 
-def _reject_unknown_keys(graph: Pregel, values: Any) -> None:
+def _reject_unknown_keys(graph: UpdatedGraph, values: Any) -> None:
     """A deliberate difference from LangGraph, which drops unknown keys silently."""
     if not isinstance(values, dict):
         return

@@ -147,12 +147,12 @@ def cmd_graph_draw(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from graphdef.checkpoint.sqlite import SqliteSaver
-    from graphdef.loop import CHECKPOINTER
 
     graph = _load_graph(args.graph)
-    config = {"configurable": {"thread_id": args.thread, CHECKPOINTER: SqliteSaver(args.db)}}
+    config = {"configurable": {"thread_id": args.thread}}
     run_input = Command(resume=_json(args.resume)) if args.resume else _json(args.input)
-    _print(graph.invoke(run_input, config, durability=args.durability))
+    _print(graph.invoke(run_input, config, durability=args.durability,
+                        checkpointer=SqliteSaver(args.db)))
     return 0
 
 

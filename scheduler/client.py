@@ -17,7 +17,6 @@ from celery import Celery
 
 from graphdef import algo
 from graphdef.errors import InvalidResumeError
-from graphdef.loop import CHECKPOINTER
 from graphdef.pregel import Pregel
 from graphdef.types import Command, StateSnapshot
 from scheduler import registry
@@ -242,11 +241,13 @@ class Client:
             return getattr(importlib.import_module(module), attr)
 
     def _config(self, thread_id: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id, CHECKPOINTER: self.saver}}
+        return {"configurable": {"thread_id": thread_id}}
 
     def get_state(self, thread_id: str) -> StateSnapshot:
-        return self._graph_of(thread_id).get_state(self._config(thread_id))
+        return self._graph_of(thread_id).get_state(self._config(thread_id),
+                                                   checkpointer=self.saver)
 
     def get_state_history(self, thread_id: str, limit: int | None = None) -> list[StateSnapshot]:
         graph = self._graph_of(thread_id)
-        return list(graph.get_state_history(self._config(thread_id), limit=limit))
+        return list(graph.get_state_history(self._config(thread_id), limit=limit,
+                                            checkpointer=self.saver))

@@ -26,8 +26,7 @@ from graphdef.errors import (
     StaleCheckpointError,
     revive_error,
 )
-from graphdef.executor import run_step
-from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
+from graphdef.loop import RunLoop
 from graphdef.pregel import Pregel
 from scheduler import registry
 from scheduler.errors import UnknownRunError
@@ -172,13 +171,9 @@ class Driver:
             loop.load()
             loop.apply_null_writes()
         if run.stop is not None:
-            loop.stop = run.stop
+            loop.set_stop(run.stop)
         if after_barrier:
-            loop.conf[RESUMING] = bool(view.context.get("resuming"))
-            if loop.conf[RESUMING]:
-                # The start marked the paused state as seen only in its memory: mark it again,
-                # or a static breakpoint would stop the resumed run a second time.
-                algo.mark_interrupt_seen(loop.checkpoint, loop.channels)
+            loop.set_resuming(bool(view.context.get("resuming")))
         return self._drive(run, loop, after_barrier=after_barrier)
 
     # ---- the drive ------------------------------------------------------------------------
@@ -199,7 +194,7 @@ class Driver:
                 todo = [t for t in loop.tasks.values() if not t.writes]
                 if inline := [t for t in todo if t.node.hidden]:
                     # `__start__` only maps the input to state: not worth a worker round trip.
-                    run_step(inline, loop.make_runtime, loop.task_finished, loop.channels)
+                    loop.run_planned(inline)
                     todo = [t for t in todo if not t.writes]
                 if todo:
                     if after_barrier:
@@ -248,8 +243,7 @@ class Driver:
             queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
             infos[task.id] = {"node": task.name, "queue": queue,
                               "shadow": f"{graph_name}.{task.name}", "path": list(task.path)}
-        context = {"resuming": bool(loop.conf.get(RESUMING)),
-                   "resume_map": loop.conf.get(RESUME_MAP)}
+        context = {"resuming": bool(loop.resuming), "resume_map": loop.resume_map}
         events = [*self.pending_events,
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
         self.pending_events.clear()
@@ -289,7 +283,7 @@ class Driver:
     def _finish(self, run: RunRecord, loop: RunLoop, status: RunStatus) -> Outcome:
         self.store.set_output(run.thread_id, run.run_id, loop.output)
         self._end(run, status, output=loop.output,
-                  interrupts=list(getattr(loop, "interrupts", [])))
+                  interrupts=list(loop.interrupts))
         return Outcome(status, output=loop.output)
 
     def _fail(self, run: RunRecord, exc: BaseException) -> Outcome:

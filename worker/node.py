@@ -15,9 +15,8 @@ from typing import Any
 from graphdef import algo
 from graphdef.checkpoint.base import CheckpointTuple
 from graphdef.checkpoint.redis import RedisSaver
-from graphdef.constants import NULL_TASK_ID, RESUME
-from graphdef.executor import run_step
-from graphdef.loop import RESUME_MAP, RESUMING, RunLoop
+from graphdef.constants import NULL_TASK_ID
+from graphdef.loop import RunLoop
 from scheduler import registry
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
@@ -136,20 +135,14 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         graph, None, run.config_at(checkpoint_id),
         checkpointer=saver,
         durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
+        resuming=bool(context.get("resuming")), resume_map=context.get("resume_map"),
     )
     loop.load()
     loop.apply_null_writes()
-    if path is not None:
-        task = algo.prepare_task(loop.checkpoint, loop.channels, graph.nodes, loop.step,
-                                 (path[0], path[1]))
-    else:
-        task = algo.prepare_next_tasks(
-            loop.checkpoint, loop.channels, graph.nodes, loop.step,
-            updated_channels=loop.updated_channels, trigger_to_nodes=graph.trigger_to_nodes,
-        ).get(task_id)
-    if task is None or task.id != task_id:
+    task = loop.plan_task(task_id, path)
+    if task is None:
         raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
-    status = algo.task_statuses(w for w in loop.pending_writes if w[0] == task_id).get(task_id)
+    status = loop.task_status(task_id)
     if status is not None and status.finished:
         return task.name, "skipped"
     if status is not None and status.interrupts and not context.get("resuming"):
@@ -157,13 +150,7 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         # and paused, and its worker died before marking the barrier. Do not run it again.
         return task.name, "interrupted"
     if status is None or not status.interrupts:
-        loop.pending_writes = [
-            w for w in loop.pending_writes if not (w[0] == NULL_TASK_ID and w[1] == RESUME)
-        ]
-    loop.conf[RESUMING] = bool(context.get("resuming"))
-    if context.get("resume_map"):
-        loop.conf[RESUME_MAP] = context["resume_map"]
-    loop.tasks = {task.id: task}
+        loop.drop_null_resume()
     try:
         return task.name, run_on(loop, task, res.settings.faults)
     finally:
@@ -174,9 +161,8 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults) -> str:
     """Run a planned task on its loop, saving its memo; its outcome: finished, interrupted
     or failed."""
     faults.maybe_crash("node_started")
-    errors, interrupts = run_step([task], loop.make_runtime,
-                                  _crashing(loop.task_finished, faults),
-                                  loop.channels)
+    errors, interrupts = loop.run_planned(
+        [task], before_save=lambda: faults.maybe_crash("node_returned"))
     return "failed" if errors else "interrupted" if interrupts else "finished"
 
 
@@ -206,15 +192,6 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
             raise
 
     return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run)
-
-
-def _crashing(finished: Callable[[algo.Task, BaseException | None], None],
-              faults: Faults) -> Callable[..., None]:
-    def save(task: algo.Task, exc: BaseException | None) -> None:
-        faults.maybe_crash("node_returned")
-        finished(task, exc)
-
-    return save
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.

@@ -33,7 +33,6 @@ import graphdef
 from graphdef import errors as graph_errors
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.func import EntrypointGraph
-from graphdef.loop import CHECKPOINTER
 from graphdef.runtime import current_runtime_or_none
 from graphdef.types import Command
 
@@ -171,7 +170,6 @@ class Binding:
     def state_config(self, config: dict[str, Any]) -> dict[str, Any]:
         conf = dict(config.get("configurable") or {})
         conf["thread_id"] = self.thread_id(config)
-        conf[CHECKPOINTER] = self.api.cluster.client.saver
         return {**config, "configurable": conf}
 
 
@@ -180,11 +178,10 @@ class DistributedGraph:
 
     _binding: Binding
 
-    def _top_level(self, config: dict[str, Any] | None) -> bool:
+    def _top_level(self, checkpointer: Any = None) -> bool:
         """False inside a running node (a subgraph call) or for the engine's own calls,
-        which pass the saver in the config."""
-        conf = (config or {}).get("configurable") or {}
-        return current_runtime_or_none() is None and CHECKPOINTER not in conf
+        which pass the saver."""
+        return current_runtime_or_none() is None and checkpointer is None
 
     def invoke(
         self,
@@ -196,7 +193,7 @@ class DistributedGraph:
         interrupt_before: Any = None,
         interrupt_after: Any = None,
     ) -> Any:
-        if not self._top_level(config):
+        if not self._top_level():
             return super().invoke(  # type: ignore[misc]
                 input,
                 config,
@@ -234,24 +231,28 @@ class DistributedGraph:
             raise revive(failure) from failure
 
     def stream(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        if not self._top_level(config):
+        if not self._top_level(kwargs.get("checkpointer")):
             return super().stream(input, config, **kwargs)  # type: ignore[misc]
         raise NotSupportedDistributed(
             "stream(): a distributed run reports progress as run events, not stream chunks"
         )
 
-    def get_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
-        if self._top_level(config):
+    def get_state(self, config: dict[str, Any], *, subgraphs: bool = False,
+                  checkpointer: Any = None) -> Any:
+        if self._top_level(checkpointer):
             config = self._binding.state_config(config)
-        return super().get_state(config, subgraphs=subgraphs)  # type: ignore[misc]
+            checkpointer = self._binding.api.cluster.client.saver
+        return super().get_state(  # type: ignore[misc]
+            config, subgraphs=subgraphs, checkpointer=checkpointer)
 
     def get_state_history(self, config: dict[str, Any], **kwargs: Any) -> Any:
-        if self._top_level(config):
+        if self._top_level(kwargs.get("checkpointer")):
             config = self._binding.state_config(config)
+            kwargs["checkpointer"] = self._binding.api.cluster.client.saver
         return super().get_state_history(config, **kwargs)  # type: ignore[misc]
 
     def update_state(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        if not self._top_level(config):
+        if not self._top_level():
             return super().update_state(config, *args, **kwargs)  # type: ignore[misc]
         raise NotSupportedDistributed(
             "update_state: the producers' API has no state edits (Client has no update_state)"

@@ -64,7 +64,6 @@ import orjson
 import redis
 
 from graphdef import Command, InMemorySaver
-from graphdef.loop import CHECKPOINTER
 from scheduler.localcluster import ROOT, LocalCluster, RedisProcess
 from tests.faults import storm_graphs
 
@@ -157,13 +156,14 @@ def make_specs(count: int, seed: int) -> list[RunSpec]:
 def reference(spec: RunSpec) -> Expected:
     """The fault-free in-process run of the same graph object (graphdef + InMemorySaver)."""
     graph = storm_graphs.GRAPHS[spec.graph]
-    config = {"configurable": {"thread_id": spec.thread_id, CHECKPOINTER: InMemorySaver()}}
+    config = {"configurable": {"thread_id": spec.thread_id}}
+    saver = InMemorySaver()
     with storm_graphs.use_recorder(storm_graphs.MemoryRecorder()) as rec:
-        output = graph.invoke(spec.input, config)
+        output = graph.invoke(spec.input, config, checkpointer=saver)
         interrupts = [i.value for i in output.get("__interrupt__", [])]
         if interrupts:
             output = graph.invoke(Command(resume=storm_graphs.answer_for(spec.input["seed"])),
-                                  config)
+                                  config, checkpointer=saver)
     per_node: dict[str, list[int]] = defaultdict(list)
     for (_, node, _), runs in rec.counts.items():
         per_node[node].append(runs)
