@@ -125,8 +125,44 @@ def test_import_graph_counts_function_level_and_type_checking_imports() -> None:
     assert "graphdef.checkpoint.redis" in graph["graphdef.checkpoint"]
 
 
-def test_graphdef_has_no_import_cycles() -> None:
-    graph = import_graph(["graphdef", "scheduler", "worker"])
-    sdk = {m: {d for d in deps if d.startswith("graphdef")}
-           for m, deps in graph.items() if m.startswith("graphdef")}
-    assert find_cycles(sdk) == []
+LAYERS = ("graphdef", "scheduler", "worker")  # each may import only those before it
+
+
+def _external_imports(package: str) -> set[str]:
+    """Top-level names of what `package` imports from outside the project."""
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(LAYERS)
+
+
+def test_no_import_cycles_anywhere() -> None:
+    assert find_cycles(import_graph(LAYERS)) == []
+
+
+def test_imports_point_one_way_worker_scheduler_graphdef() -> None:
+    graph = import_graph(LAYERS)
+    wrong = sorted(
+        (module, dep)
+        for module, deps in graph.items()
+        for dep in deps
+        if LAYERS.index(dep.split(".")[0]) > LAYERS.index(module.split(".")[0])
+    )
+    assert wrong == []
+
+
+def test_graphdef_imports_no_celery() -> None:
+    assert not _external_imports("graphdef") & {"celery", "kombu", "billiard"}
+
+
+def test_the_layer_check_catches_a_wrong_import(tmp_path: Path) -> None:
+    for package, source in (("graphdef", "from scheduler import x\n"), ("scheduler", "")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "x.py").write_text(source)
+    graph = import_graph(["graphdef", "scheduler"], root=tmp_path)
+    assert graph["graphdef.x"] == {"scheduler.x"}
