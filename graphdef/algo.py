@@ -19,7 +19,9 @@ from graphdef.channels import MISSING, BaseChannel
 from graphdef.checkpoint.base import Checkpoint, PendingWrite
 from graphdef.checkpoint.ids import new_checkpoint_id
 from graphdef.constants import (
+    BRANCH_TO,
     CONTROL_WRITES,
+    END,
     ERROR,
     INTERRUPT,
     NO_WRITES,
@@ -32,8 +34,8 @@ from graphdef.constants import (
     RESUME,
     TASKS,
 )
-from graphdef.errors import revive_error
-from graphdef.types import Interrupt, RetryPolicy, Send
+from graphdef.errors import InvalidResumeError, revive_error
+from graphdef.types import Command, Interrupt, RetryPolicy, Send
 
 Write = tuple[str, Any]
 
@@ -386,6 +388,48 @@ def pending_interrupts(pending_writes: Iterable[PendingWrite]) -> list[Interrupt
         if not s.finished
         for i in s.interrupts
     ]
+
+
+def resume_map(resume: Any) -> dict[str, Any] | None:
+    """`Command(resume=...)` as answers by interrupt id, or None when it is one answer for
+    the one pending interrupt. Interrupt ids are 32 hex characters, which tells a map of
+    answers from an answer that happens to be a dict."""
+    if isinstance(resume, dict) and resume and all(
+        isinstance(k, str) and len(k) == 32 for k in resume
+    ):
+        return resume
+    return None
+
+
+def check_resume(resume: Any, pending: set[str], thread_id: Any) -> dict[str, Any] | None:
+    """Raise InvalidResumeError unless `resume` answers the thread's `pending` interrupt
+    ids unambiguously; returns its map of answers (see `resume_map`)."""
+    if not pending:
+        raise InvalidResumeError(f"Thread {thread_id!r} has no pending interrupt to resume")
+    answers = resume_map(resume)
+    if answers is not None:
+        if unknown := sorted(set(answers) - pending):
+            raise InvalidResumeError(
+                f"Unknown or already answered interrupt id(s) {unknown}; "
+                f"pending: {sorted(pending)}"
+            )
+    elif len(pending) > 1:
+        raise InvalidResumeError(
+            "When there are multiple pending interrupts, you must specify the "
+            "interrupt id when resuming: Command(resume={interrupt_id: value})."
+        )
+    return answers
+
+
+def goto_writes(cmd: Command) -> list[Write]:
+    """The writes a Command's `goto` stands for: a Send, or a branch to a node."""
+    writes: list[Write] = []
+    for target in cmd.goto_targets():
+        if isinstance(target, Send):
+            writes.append((TASKS, target))
+        elif target != END:
+            writes.append((BRANCH_TO.format(target), None))
+    return writes
 
 
 def finished_marker(writes: list[Write]) -> list[Write]:

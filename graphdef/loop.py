@@ -26,7 +26,6 @@ from graphdef.checkpoint.base import (
     empty_checkpoint,
 )
 from graphdef.constants import (
-    BRANCH_TO,
     ERROR,
     INPUT,
     INTERRUPT,
@@ -35,13 +34,11 @@ from graphdef.constants import (
     PUSH,
     RESUME,
     RETURN,
-    TASKS,
 )
 from graphdef.errors import (
     EmptyInputError,
     GraphInterrupt,
     GraphRecursionError,
-    InvalidResumeError,
 )
 from graphdef.executor import run_step
 from graphdef.retry import run_with_retry
@@ -53,7 +50,7 @@ from graphdef.runtime import (
     current_runtime_or_none,
     reset_runtime,
 )
-from graphdef.types import Command, Interrupt, RetryPolicy, Send
+from graphdef.types import Command, Interrupt, RetryPolicy
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 
@@ -70,12 +67,7 @@ def error_record(exc: BaseException) -> dict[str, Any]:
 
 def command_writes(cmd: Command) -> list[Write]:
     """The writes a Command given as run input stands for, all owned by no task."""
-    writes: list[Write] = []
-    for target in cmd.goto_targets():
-        if isinstance(target, Send):
-            writes.append((TASKS, target))
-        elif target != "__end__":
-            writes.append((BRANCH_TO.format(target), None))
+    writes = algo.goto_writes(cmd)
     if cmd.resume is not None:
         writes.append((RESUME, cmd.resume))
     writes.extend(cmd.update_as_tuples())
@@ -398,27 +390,13 @@ class RunLoop:
     def _accept_command(self, cmd: Command, forks: bool) -> list[tuple[str, str, Any]]:
         if cmd.resume is not None and self.checkpointer is None:
             raise RuntimeError("Cannot use Command(resume=...) without checkpointer")
-        resume_is_map = isinstance(cmd.resume, dict) and bool(cmd.resume) and all(
-            isinstance(k, str) and len(k) == 32 for k in cmd.resume
-        )
-        pending = {i.id for i in algo.pending_interrupts(self.pending_writes)}
+        resume_is_map = False
         if cmd.resume is not None:
-            if not pending:
-                raise InvalidResumeError(
-                    f"Thread {self.conf.get('thread_id')!r} has no pending interrupt to resume"
-                )
-            if resume_is_map:
-                if unknown := sorted(set(cmd.resume) - pending):
-                    raise InvalidResumeError(
-                        f"Unknown or already answered interrupt id(s) {unknown}; "
-                        f"pending: {sorted(pending)}"
-                    )
-                self.resume_map = cmd.resume
-            elif len(pending) > 1:
-                raise InvalidResumeError(
-                    "When there are multiple pending interrupts, you must specify the "
-                    "interrupt id when resuming: Command(resume={interrupt_id: value})."
-                )
+            pending = {i.id for i in algo.pending_interrupts(self.pending_writes)}
+            answers = algo.check_resume(cmd.resume, pending, self.conf.get("thread_id"))
+            if answers is not None:
+                resume_is_map = True
+                self.resume_map = answers
         writes = [
             w for w in command_writes(cmd) if not (w[0] == RESUME and resume_is_map)
         ]

@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, get_type_hints
 
 from graphdef import serde
-from graphdef.algo import Node, TaskContext, Write
+from graphdef.algo import Node, TaskContext, Write, goto_writes
 from graphdef.channels import (
     BaseChannel,
     BinaryOperatorAggregate,
@@ -480,9 +480,5 @@ def _control_writes(output: Any) -> list[Write]:
     for cmd in commands:
         if cmd.graph == Command.PARENT:
             raise ParentCommand(cmd)
-        for target in cmd.goto_targets():
-            if isinstance(target, Send):
-                writes.append((TASKS, target))
-            elif target != END:
-                writes.append((BRANCH_TO.format(target), None))
+        writes.extend(goto_writes(cmd))
     return writes

@@ -176,20 +176,7 @@ class Client:
             head = self.saver.get_tuple({"configurable": {"thread_id": thread_id,
                                                           "checkpoint_ns": ""}})
             pending = {i.id for i in algo.pending_interrupts(head.pending_writes if head else [])}
-            if not pending:
-                raise InvalidResumeError(
-                    f"Thread {thread_id!r} has no pending interrupt to resume"
-                )
-            is_map = isinstance(command.resume, dict) and bool(command.resume) and all(
-                isinstance(k, str) and len(k) == 32 for k in command.resume
-            )
-            if is_map and (unknown := sorted(set(command.resume) - pending)):
-                raise InvalidResumeError(f"Unknown or already answered interrupt id(s) {unknown}")
-            if not is_map and len(pending) > 1:
-                raise InvalidResumeError(
-                    "When there are multiple pending interrupts, you must specify the "
-                    "interrupt id when resuming: Command(resume={interrupt_id: value})."
-                )
+            algo.check_resume(command.resume, pending, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
                            on_busy=on_busy)
 
