@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from celery import current_task
+
 from graphdef import algo
 from graphdef.checkpoint.base import CheckpointTuple
 from graphdef.checkpoint.redis import RedisSaver
@@ -93,6 +95,13 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _worker_name() -> str:
+    """The Celery node name running this task (`worker1@host`, as Flower shows it), else the
+    host name: a run's events then say where each of its tasks ran."""
+    request = getattr(current_task, "request", None)
+    return getattr(request, "hostname", None) or socket.gethostname()
+
+
 def run_config(run: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
     config = dict(run.get("config") or {})
     conf = {**config.get("configurable", {}), "thread_id": run["thread_id"],
@@ -145,7 +154,7 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
         node, outcome = run()
     maybe_crash("memo_saved")
     return res.store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
-                                 node=node, outcome=outcome)
+                                 node=node, outcome=outcome, worker=_worker_name())
 
 
 def _run_task(res: Resources, run: dict[str, Any], checkpoint_id: str, task_id: str,
