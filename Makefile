@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench cluster cluster-stop clean fuzz
+.PHONY: venv demo demo-embedded test lint bench cluster cluster-stop clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The distributed demo: a private Redis, two Celery node workers and a scheduler; one worker
+# is SIGKILLed mid-node. FLOWER=1 also starts Flower and keeps it all up until Enter.
 demo: $(STAMP)
+	$(BIN)/python examples/distributed_demo.py $(if $(FLOWER),--flower)
+
+# The in-process demo: SQLite checkpoints, a process SIGKILLed and resumed by another.
+demo-embedded: $(STAMP)
 	$(BIN)/python examples/crash_and_resume.py
 
 test: $(STAMP)
