@@ -18,6 +18,8 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -98,7 +100,7 @@ def report(story: Story) -> list[str]:
     def line(label: str, text: str) -> str:
         return f"  {label + ':':<31} {text}"
 
-    lines = ["What happened, from the run's events"]
+    lines = ["What happened, from the run's events, the nodes' journal and the ledger"]
     for worker in sorted(story.ran_on):
         lines.append(line(f"{worker} ran", ", ".join(story.ran_on[worker])))
     counts = Counter(story.not_run_again)
@@ -133,6 +135,16 @@ def start_all(starts: list[Callable[[], object]]) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def wait_for_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 30) -> None:
+    """Wait until Flower listens, so that it sees the run's task events from the first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"Flower is not listening on port {port}")
 
 
 def wait_for_render(journal: Path, timeout: float = 60) -> int:
@@ -172,7 +184,7 @@ def run_demo(workdir: Path, flower: bool) -> int:
         if flower:
             port = int(os.environ.get("FLOWER_PORT") or free_port())
             auth = os.environ.get("FLOWER_BASIC_AUTH", "admin:" + os.urandom(6).hex())
-            starts.append(lambda: cluster.start_flower(port, auth))
+            starts.append(lambda: wait_for_port(cluster.start_flower(port, auth), port))
             flower_at = f"http://{HOST}:{port} (basic auth {auth})"
         started = time.monotonic()
         start_all(starts)
@@ -197,10 +209,11 @@ def run_demo(workdir: Path, flower: bool) -> int:
         print("\n".join(report(story)))
         print()
         if flower:
-            print(f"Flower: {flower_at}: one row per node run (orders.<node>), the killed"
-                  f" {SLOW_NODE} on {victim} and its re-run on another worker")
+            print(f"Flower: {flower_at}\n  a row per node run (orders.<node>) with its worker:"
+                  f" {SLOW_NODE} STARTED on {victim} (killed), SUCCESS on the other")
             with contextlib.suppress(EOFError, KeyboardInterrupt):  # no terminal: stop now
                 input("Press Enter to stop the cluster ")
+            print()
         else:
             print("Flower would show the same, a row per node run (orders.<node>) with its"
                   " worker:\n`make demo FLOWER=1` starts it and keeps the cluster up.")
