@@ -49,8 +49,6 @@ RENDER_SECONDS = 1.0  # how long `summarize` renders: the window in which it is 
 class Story:
     """What the run's events, the nodes' journal and the ledger say happened."""
 
-    killed_worker: str
-    killed_at: float  # wall clock, as Redis stream ids are
     ran_on: dict[str, list[str]] = field(default_factory=dict)  # worker -> nodes, in order
     not_run_again: list[str] = field(default_factory=list)
     ran_again: list[tuple[str, str, float, float]] = field(default_factory=list)
@@ -74,17 +72,19 @@ def tell(events: list[Event], journal: Path, ledger: Path, killed_worker: str,
          killed_at: float) -> Story:
     """Read the story off the run's events; the journal and ledger add what no event
     records (the killed node, and calls to `@task`s inside nodes)."""
-    story = Story(killed_worker, killed_at)
+    story = Story()
     finished = [e for e in events if e.type == "task_finished"]
     resent = {e.data["task_id"]: e for e in events if e.type == "task_redispatched"}
+    runs = Counter(e.data["task_id"] for e in finished)
     for event in finished:
-        worker, node = short(str(event.data.get("worker", "?"))), event.data["node"]
+        task_id, node = event.data["task_id"], event.data["node"]
+        worker = short(str(event.data.get("worker", "?")))
         story.ran_on.setdefault(worker, []).append(node)
         if event_time(event) < killed_at:
-            story.not_run_again.append(node)
-        elif event.data["task_id"] in resent:
-            sent = resent[event.data["task_id"]]
-            story.ran_again.append((node, worker, event_time(sent) - killed_at,
+            if runs[task_id] == 1 and task_id not in resent:
+                story.not_run_again.append(node)
+        elif task_id in resent:
+            story.ran_again.append((node, worker, event_time(resent[task_id]) - killed_at,
                                     event_time(event) - killed_at))
     story.ran_on.setdefault(killed_worker, []).append(f"{SLOW_NODE} (killed mid-node)")
     story.calls = Counter(event for _, _, event in read_journal(journal))
