@@ -33,3 +33,7 @@ class RunFailedError(CeleryGraphError, RuntimeError):
 
     def as_node_error(self) -> NodeError:
         return NodeError(str(self.error.get("type")), str(self.error.get("message")))
+
+
+class RedisServerNotFoundError(CeleryGraphError, FileNotFoundError):
+    """Neither PATH nor the installed packages provide a redis-server."""

@@ -15,13 +15,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from scheduler.errors import RedisServerNotFoundError
+
 # The oldest Redis the store's scripts and commands work on (`SET ... GET` needs 6.2); the
 # packaged binary is this version, and the tests run on it when PATH has no redis-server.
 OLDEST_SUPPORTED = (6, 2)
-
-
-class RedisServerNotFoundError(FileNotFoundError):
-    """Neither PATH nor the installed packages provide a redis-server."""
 
 
 def packaged_redis_server() -> Path | None:
