@@ -24,10 +24,12 @@ demo-embedded: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The long fuzz (tests/fuzz_long.py): serde decoder and checkpoint loaders, FUZZ_SECONDS in
 # all; coverage-guided with atheris when it is installed (pip install atheris).

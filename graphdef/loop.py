@@ -300,15 +300,9 @@ class RunLoop:
         self.loaded = True
 
     def _head_id(self) -> str | None:
-        """The thread's newest checkpoint id; a saver with `head()` answers without a load."""
-        head = getattr(self.checkpointer, "head", None)
-        if head is not None:
-            return head(self.conf.get("thread_id"), self.ns)
+        """The thread's newest checkpoint id."""
         assert self.checkpointer is not None
-        latest = self.checkpointer.get_tuple(
-            {"configurable": {"thread_id": self.conf.get("thread_id"), "checkpoint_ns": self.ns}}
-        )
-        return latest.checkpoint["id"] if latest is not None else None
+        return self.checkpointer.head(self.conf.get("thread_id"), self.ns)
 
     def _first(self) -> None:
         is_command = isinstance(self.input, Command)

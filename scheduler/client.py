@@ -107,7 +107,7 @@ class RunHandle:
         if status == RunStatus.FAILED:
             raise RunFailedError(error or {})
         if status == RunStatus.REJECTED:
-            raise ThreadBusyError((error or {}).get("message", "thread busy"))
+            raise ThreadBusyError(error["message"] if error else "thread busy")
         if status == RunStatus.CANCELLED:
             raise RuntimeError(f"run {self.id} was cancelled")
         return self.client.store.output(self.thread_id, self.id)
@@ -163,7 +163,7 @@ class Client:
             self.store.wait_behind_active(thread_id, run_id)
         return RunHandle(self, thread_id, run_id)
 
-    def resume(self, thread_id: str, command: Command | Any, *, durability: str = "async",
+    def resume(self, thread_id: str, command: Command[Any] | Any, *, durability: str = "async",
                on_busy: str = "reject") -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value)."""
         if not isinstance(command, Command):
@@ -225,7 +225,10 @@ class Client:
             # modules this process is configured to run graphs from.
             if module not in self.settings.graph_modules:
                 raise
-            return getattr(importlib.import_module(module), attr)
+            graph = getattr(importlib.import_module(module), attr, None)
+            if not isinstance(graph, Pregel):
+                raise
+            return graph
 
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}

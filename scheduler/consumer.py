@@ -58,6 +58,9 @@ def problem_with(message: Any) -> str | None:
 
 
 class SafeConsumer(Consumer):
+    # Set by Consumer.__init__ (from the broker connection); celery-types does not declare it.
+    connection_errors: tuple[type[BaseException], ...]
+
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handler = super().create_task_handler(*args, **kwargs)
         connection_errors = tuple(self.connection_errors or ())

@@ -238,7 +238,7 @@ class Driver:
         checkpoint_id = loop.checkpoint["id"]
         routes = run.routes
         graph_name = run.graph.rsplit(":", 1)[-1]
-        infos = {}
+        infos: dict[str, dict[str, Any]] = {}
         for task in todo:
             queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
             infos[task.id] = {"node": task.name, "queue": queue,

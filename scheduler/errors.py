@@ -3,6 +3,7 @@ from the built-in class that says what kind of failure it is."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graphdef.errors import CeleryGraphError, NodeError
@@ -27,7 +28,7 @@ class StaleTaskError(CeleryGraphError, LookupError):
 class RunFailedError(CeleryGraphError, RuntimeError):
     """The run failed; `error` holds the failing node's error type and message."""
 
-    def __init__(self, error: dict[str, Any]) -> None:
+    def __init__(self, error: Mapping[str, Any]) -> None:
         super().__init__(f"{error.get('type')}: {error.get('message')}")
         self.error = error
 

@@ -7,22 +7,20 @@ newer checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
-
+from graphdef.checkpoint.base import Checkpoint, CheckpointMetadata, Config
+from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
 
 
-class FencedSaver:
+class FencedSaver(DelegatingSaver):
     """Delegates to a RedisSaver; `put` becomes a compare-and-set on the thread's head."""
 
     def __init__(self, saver: RedisSaver) -> None:
+        super().__init__(saver)
         self.saver = saver
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.saver, name)
-
-    def put(self, config: dict[str, Any], checkpoint: Any, metadata: Any,
-            new_versions: dict[str, int]) -> dict[str, Any]:
+    def put(self, config: Config, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: dict[str, int]) -> Config:
         expected = config["configurable"].get("checkpoint_id") or None
         return self.saver.put_if_head(config, checkpoint, metadata, new_versions,
                                       expected_head=expected)

@@ -18,11 +18,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote
 
 import redis
 
 from scheduler.redis_binary import redis_server_binary
+from scheduler.settings import Settings
+
+if TYPE_CHECKING:
+    from scheduler.client import Client
 
 HOST = "127.0.0.1"
 SYSTEM_PORT = 6379
@@ -35,7 +40,7 @@ def free_port() -> int:
             sock.bind((HOST, 0))
             port = sock.getsockname()[1]
         if port != SYSTEM_PORT:
-            return port
+            return int(port)
 
 
 def _die_with_parent() -> None:
@@ -70,7 +75,7 @@ class RedisProcess:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
 
-    def client(self, **kwargs: object) -> redis.Redis:
+    def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis(host=HOST, port=self.port, password=self.password, **kwargs)
 
     def args(self) -> list[str]:
@@ -151,23 +156,11 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
 
-    def settings(self):  # noqa: ANN201 - imported lazily: a cluster user may need no Settings
-        from scheduler.settings import Settings
+    def settings(self) -> Settings:
+        """The settings the cluster's processes run with."""
+        return Settings.from_env(self.env)
 
-        env = self.env
-        return Settings(
-            broker_url=self.broker_url, store_url=self.store_url,
-            graph_modules=tuple(m for m in env["CELERYGRAPH_GRAPHS"].split(",") if m),
-            node_queue=env.get("CELERYGRAPH_NODE_QUEUE", "nodes"),
-            scheduler_queue=env.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler"),
-            lease_seconds=float(env.get("CELERYGRAPH_LEASE_SECONDS", "2.0")),
-            sweep_seconds=float(env.get("CELERYGRAPH_SWEEP_SECONDS", "0.5")),
-            max_value_bytes=int(env.get("CELERYGRAPH_MAX_VALUE_BYTES", str(16 * 1024 * 1024))),
-            chain_in_place=env.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
-            step_messages=max(1, int(env.get("CELERYGRAPH_STEP_MESSAGES", "64"))),
-        )
-
-    def client(self):  # noqa: ANN201
+    def client(self) -> Client:
         from scheduler.client import Client
 
         return Client(self.settings())
@@ -235,10 +228,20 @@ class LocalCluster:
         return self.logs[name].read_text(errors="replace")
 
 
-def _up(workdir: Path) -> dict[str, object]:
+class ClusterState(TypedDict, total=False):
+    """What `make cluster` started, kept in `cluster.json` for `make cluster-stop`."""
+
+    redis: str
+    redis_pid: int | None
+    pids: dict[str, int]
+    env: dict[str, str]
+    flower: str
+
+
+def _up(workdir: Path) -> ClusterState:
     """Start a Redis of its own (unless CELERYGRAPH_STORE_URL names one that answers), two
     workers, a scheduler and Flower; record what was started in `cluster.json`."""
-    state: dict[str, object] = {"pids": {}}
+    state: ClusterState = {"pids": {}}
     store_url = os.environ.get("CELERYGRAPH_STORE_URL")
     if store_url and redis_answers(store_url):
         state["redis"] = "external"
@@ -255,17 +258,15 @@ def _up(workdir: Path) -> dict[str, object]:
     cluster.start_worker("worker2", concurrency=2)
     cluster.start_scheduler()
     cluster.start_flower(flower_port, flower_auth)
-    state.update(
-        pids={name: proc.pid for name, proc in cluster.procs.items()},
-        env={"CELERYGRAPH_STORE_URL": store_url, "CELERYGRAPH_BROKER_URL": broker_url,
-             "CELERYGRAPH_GRAPHS": graphs},
-        flower=f"http://127.0.0.1:{flower_port} (basic auth {flower_auth})",
-    )
+    state["pids"] = {name: proc.pid for name, proc in cluster.procs.items()}
+    state["env"] = {"CELERYGRAPH_STORE_URL": store_url, "CELERYGRAPH_BROKER_URL": broker_url,
+                    "CELERYGRAPH_GRAPHS": graphs}
+    state["flower"] = f"http://127.0.0.1:{flower_port} (basic auth {flower_auth})"
     return state
 
 
-def _down(state: dict[str, object]) -> None:
-    pids = dict(state.get("pids") or {})  # type: ignore[call-overload]
+def _down(state: ClusterState) -> None:
+    pids = state.get("pids") or {}
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(int(pid), signal.SIGTERM)
@@ -279,9 +280,10 @@ def _down(state: dict[str, object]) -> None:
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(int(pid), signal.SIGKILL)
-    if state.get("redis_pid"):
+    redis_pid = state.get("redis_pid")
+    if redis_pid:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(state["redis_pid"]), signal.SIGTERM)  # type: ignore[call-overload]
+            os.kill(redis_pid, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster up; logs and state in {workdir}")
         print(f"Flower: {state['flower']}")
         print("To use it from this shell:")
-        for key, value in state["env"].items():  # type: ignore[union-attr]
+        for key, value in state["env"].items():
             print(f"  export {key}={value}")
         return 0
     if not record.exists():

@@ -23,13 +23,14 @@ CELERYGRAPH_FAULTS is read by the Celery entry points alone (`scheduler.faults`)
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from scheduler.faults import Faults
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
     return float(raw) if raw else default
 
 
@@ -66,24 +67,27 @@ class Settings:
                 + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")")
 
     @classmethod
-    def from_env(cls) -> Settings:
-        broker = os.environ.get("CELERYGRAPH_BROKER_URL", "redis://127.0.0.1:6379/0")
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings `env` (this process's environment by default) gives a process
+        started with it."""
+        env = os.environ if env is None else env
+        broker = env.get("CELERYGRAPH_BROKER_URL", "redis://127.0.0.1:6379/0")
         default_store = broker if broker.startswith(("redis://", "rediss://")) else (
             "redis://127.0.0.1:6379/0"
         )
-        modules = os.environ.get("CELERYGRAPH_GRAPHS", "")
-        ttl = os.environ.get("CELERYGRAPH_RUN_TTL")
+        modules = env.get("CELERYGRAPH_GRAPHS", "")
+        ttl = env.get("CELERYGRAPH_RUN_TTL")
         return cls(
             broker_url=broker,
-            store_url=os.environ.get("CELERYGRAPH_STORE_URL", default_store),
+            store_url=env.get("CELERYGRAPH_STORE_URL", default_store),
             graph_modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
-            node_queue=os.environ.get("CELERYGRAPH_NODE_QUEUE", "nodes"),
-            scheduler_queue=os.environ.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler"),
-            lease_seconds=_float("CELERYGRAPH_LEASE_SECONDS", 2.0),
-            sweep_seconds=_float("CELERYGRAPH_SWEEP_SECONDS", 0.5),
-            visibility_timeout=_float("CELERYGRAPH_VISIBILITY_TIMEOUT", 3600.0),
+            node_queue=env.get("CELERYGRAPH_NODE_QUEUE", "nodes"),
+            scheduler_queue=env.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler"),
+            lease_seconds=_float(env, "CELERYGRAPH_LEASE_SECONDS", 2.0),
+            sweep_seconds=_float(env, "CELERYGRAPH_SWEEP_SECONDS", 0.5),
+            visibility_timeout=_float(env, "CELERYGRAPH_VISIBILITY_TIMEOUT", 3600.0),
             run_ttl=float(ttl) if ttl else None,
-            max_value_bytes=int(_float("CELERYGRAPH_MAX_VALUE_BYTES", 16 * 1024 * 1024)),
-            chain_in_place=os.environ.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
-            step_messages=max(1, int(_float("CELERYGRAPH_STEP_MESSAGES", 64))),
+            max_value_bytes=int(_float(env, "CELERYGRAPH_MAX_VALUE_BYTES", 16 * 1024 * 1024)),
+            chain_in_place=env.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
+            step_messages=max(1, int(_float(env, "CELERYGRAPH_STEP_MESSAGES", 64))),
         )

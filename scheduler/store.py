@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -127,7 +127,7 @@ class RunStore:
 
     def run_input(self, thread_id: str, run_id: str) -> Any:
         data = self.r.get(self.key(thread_id, "run", run_id, "input"))
-        return serde.loads(data) if data is not None else None
+        return serde.loads(_raw(data)) if data is not None else None
 
     def update_run(self, thread_id: str, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -139,14 +139,14 @@ class RunStore:
 
     def output(self, thread_id: str, run_id: str) -> Any:
         data = self.r.get(self.key(thread_id, "run", run_id, "output"))
-        return serde.loads(data) if data is not None else None
+        return serde.loads(_raw(data)) if data is not None else None
 
     def runs_of(self, thread_id: str) -> list[str]:
-        return [r.decode() for r in self.r.lrange(self.key(thread_id, "runs"), 0, -1)]
+        return [_str(r) for r in self.r.lrange(self.key(thread_id, "runs"), 0, -1)]
 
     def active_runs(self) -> list[tuple[str, str]]:
         members = self.r.smembers(f"{self.prefix}:active-runs")
-        return [tuple(m.decode().split("\x00", 1)) for m in members]  # type: ignore[misc]
+        return [(thread, run) for thread, _, run in (_str(m).partition("\x00") for m in members)]
 
     def retire(self, thread_id: str, run_id: str) -> None:
         self.r.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
@@ -185,11 +185,11 @@ class RunStore:
         if self.r.set(key, run_id, nx=True):
             return True
         current = self.r.get(key)
-        return current is not None and current.decode() == run_id
+        return current is not None and _str(current) == run_id
 
     def active_run(self, thread_id: str) -> str | None:
         value = self.r.get(self.key(thread_id, "active"))
-        return value.decode() if value is not None else None
+        return _str(value) if value is not None else None
 
     def release_thread(self, thread_id: str, run_id: str) -> None:
         self._release(keys=[self.key(thread_id, "active")], args=[run_id])
@@ -233,15 +233,18 @@ class RunStore:
         """Queue `write` in a transaction that happens only if the run has not ended."""
         run_key = self.key(thread_id, "run", run_id)
 
-        def guarded(pipe: redis.client.Pipeline) -> bool:
-            current = pipe.hget(run_key, "status")
-            if current is not None and orjson.loads(current) in TERMINAL:
-                return False
-            pipe.multi()
-            write(pipe)
-            return True
+        ended = False
 
-        return bool(self.r.transaction(guarded, run_key, value_from_callable=True))
+        def guarded(pipe: redis.client.Pipeline) -> None:
+            nonlocal ended
+            current = pipe.hget(run_key, "status")
+            ended = current is not None and orjson.loads(current) in TERMINAL
+            if not ended:
+                pipe.multi()
+                write(pipe)
+
+        self.r.transaction(guarded, run_key)
+        return not ended
 
     def wait_behind_active(self, thread_id: str, run_id: str) -> None:
         """Queue a run behind the thread's active run (`on_busy="enqueue"`): it starts on the
@@ -258,7 +261,7 @@ class RunStore:
 
     def pop_queued(self, thread_id: str) -> str | None:
         value = self.r.lpop(self.key(thread_id, "queue"))
-        return value.decode() if value is not None else None
+        return _str(value) if isinstance(value, bytes | str) else None
 
     # ---- steps and barriers ---------------------------------------------------------------
 
@@ -294,15 +297,16 @@ class RunStore:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
 
-    def step_tasks(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, dict]:
+    def step_tasks(self, thread_id: str, run_id: str, checkpoint_id: str
+                   ) -> dict[str, dict[str, Any]]:
         raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
-        return {k.decode()[5:]: orjson.loads(v) for k, v in raw.items()
-                if k.startswith(b"task:")}
+        fields = {_str(k): v for k, v in raw.items()}
+        return {k[5:]: orjson.loads(v) for k, v in fields.items() if k.startswith("task:")}
 
     def step_info(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, str]:
         raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
-        return {k.decode(): v.decode() for k, v in raw.items()
-                if not k.startswith(b"task:") and k != b"context"}
+        fields = {_str(k): _str(v) for k, v in raw.items()}
+        return {k: v for k, v in fields.items() if not k.startswith("task:") and k != "context"}
 
     def note_redispatch(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
                         info: dict[str, Any]) -> None:
@@ -380,10 +384,12 @@ class RunStore:
         self, thread_id: str, run_id: str, after: str = "0-0", block_ms: int | None = None
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:
         key = self.key(thread_id, "events", run_id)
-        reply = self.r.xread({key: after}, block=block_ms, count=1000)
+        # A RESP2 reply (the protocol our clients speak): [(stream, [(id, fields), ...])].
+        reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                     self.r.xread({key: after}, block=block_ms, count=1000))
         for _, entries in reply or ():
             for event_id, fields in entries:
-                yield (event_id.decode(), fields[b"type"].decode(), serde.loads(fields[b"data"]))
+                yield (_str(event_id), _str(fields[b"type"]), serde.loads(fields[b"data"]))
 
     # ---- graph registry -------------------------------------------------------------------
 
@@ -396,7 +402,7 @@ class RunStore:
         return bool(self.r.hexists(f"{self.prefix}:graphs", ref))
 
     def published_graphs(self) -> list[str]:
-        return sorted(k.decode() for k in self.r.hkeys(f"{self.prefix}:graphs"))
+        return sorted(_str(k) for k in self.r.hkeys(f"{self.prefix}:graphs"))
 
     # ---- sweeper election -----------------------------------------------------------------
 
@@ -405,7 +411,7 @@ class RunStore:
         if self.r.set(key, owner, nx=True, px=int(seconds * 1000)):
             return True
         current = self.r.get(key)
-        if current is not None and current.decode() == owner:
+        if current is not None and _str(current) == owner:
             self.r.pexpire(key, int(seconds * 1000))
             return True
         return False
@@ -417,10 +423,19 @@ class RunStore:
             self.r.expire(key, int(seconds))
 
 
-def _record(raw: dict[bytes, bytes]) -> RunRecord | None:
+def _str(raw: bytes | str) -> str:
+    """A reply as text; our clients do not decode replies (checkpoints are bytes)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _raw(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def _record(raw: dict[bytes | str, bytes | str]) -> RunRecord | None:
     if not raw:
         return None
-    return RunRecord.from_fields({k.decode(): orjson.loads(v) for k, v in raw.items()})
+    return RunRecord.from_fields({_str(k): orjson.loads(v) for k, v in raw.items()})
 
 
 def new_run_id() -> str:

@@ -16,7 +16,8 @@ from typing import Any
 from celery import current_task
 
 from graphdef import algo
-from graphdef.checkpoint.base import CheckpointTuple
+from graphdef.checkpoint.base import CheckpointTuple, Config
+from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
@@ -31,7 +32,7 @@ from scheduler.store import FIRST_START, StepView
 log = logging.getLogger(__name__)
 
 
-class OwnWritesSaver:
+class OwnWritesSaver(DelegatingSaver):
     """The saver as one task sees it: the checkpoint with only its own and the null task's
     pending writes, so a task of a wide superstep does not fetch its siblings' memos.
 
@@ -41,14 +42,12 @@ class OwnWritesSaver:
 
     def __init__(self, saver: RedisSaver, task_id: str,
                  prefetched: CheckpointTuple | None = None) -> None:
+        super().__init__(saver)
         self.saver = saver
         self.task_ids = (task_id, NULL_TASK_ID)
         self.prefetched = prefetched
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.saver, name)
-
-    def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
+    def get_tuple(self, config: Config) -> CheckpointTuple | None:
         if self.prefetched is not None:
             return _own_copy(self.prefetched)
         return self.saver.get_tuple_for_tasks(config, self.task_ids)
@@ -70,15 +69,12 @@ def _own_copy(saved: CheckpointTuple) -> CheckpointTuple:
     """What a loop may change (the checkpoint's maps, its lists of values) copied, so that
     the tasks of one batch cannot see each other's edits."""
     cp = saved.checkpoint
-    checkpoint = {
-        **cp,
-        "channel_values": {k: list(v) if type(v) is list else v
-                           for k, v in cp["channel_values"].items()},
-        "channel_versions": dict(cp["channel_versions"]),
-        "versions_seen": {k: dict(v) for k, v in cp["versions_seen"].items()},
-    }
-    return dataclasses.replace(saved, checkpoint=checkpoint,  # type: ignore[arg-type]
-                               metadata=dict(saved.metadata),
+    checkpoint = cp.copy()
+    checkpoint["channel_values"] = {k: list(v) if type(v) is list else v
+                                    for k, v in cp["channel_values"].items()}
+    checkpoint["channel_versions"] = dict(cp["channel_versions"])
+    checkpoint["versions_seen"] = {k: dict(v) for k, v in cp["versions_seen"].items()}
+    return dataclasses.replace(saved, checkpoint=checkpoint, metadata=saved.metadata.copy(),
                                pending_writes=list(saved.pending_writes))
 
 

@@ -173,6 +173,12 @@ class BaseCheckpointSaver(ABC):
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the newest of its thread and namespace."""
 
+    def head(self, thread_id: str, ns: str = "") -> str | None:
+        """Id of the newest checkpoint of the thread's namespace, or None; a backend that
+        can answer without loading the checkpoint overrides this."""
+        latest = self.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
+        return latest.checkpoint["id"] if latest is not None else None
+
     def get(self, config: Config) -> Checkpoint | None:
         found = self.get_tuple(config)
         return None if found is None else found.checkpoint

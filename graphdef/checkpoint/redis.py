@@ -25,6 +25,7 @@ nothing here unpickles.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -817,7 +818,7 @@ class RedisSaver(BaseCheckpointSaver):
         keys = self._keys(str(thread_id), "")
         self._pruned(thread_id, self._prune(keys=[keys.index], args=[keep_last, keys.thread]))
 
-    def checkpoint_ids(self, thread_id: str, ns: str = "") -> list[str]:
+    def checkpoint_ids(self, thread_id: str, ns: str = "") -> builtins.list[str]:
         """Ids of the namespace's checkpoints, oldest first."""
         return [i.decode() for i in self._client.zrange(self._keys(str(thread_id), ns).cps, 0, -1)]
 
