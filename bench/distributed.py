@@ -41,7 +41,7 @@ from bench.bench_graphs import PEER_TASK, make_peer_app  # noqa: E402
 from scheduler.localcluster import LocalCluster, RedisProcess  # noqa: E402
 
 GRAPHS = "bench.bench_graphs"
-LEASE_SECONDS = "2.0"  # the documented defaults (worker/settings.py)
+LEASE_SECONDS = "2.0"  # the documented defaults (scheduler/settings.py)
 SWEEP_SECONDS = "0.5"
 VISIBILITY_TIMEOUT = "3600"  # Redis broker redelivery of unacked messages (Celery's default)
 

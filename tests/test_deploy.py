@@ -1,6 +1,6 @@
 """The deploy files parse, and cannot drift from the code they start.
 
-Checked against the package itself: every `CELERYGRAPH_*` name is one `worker/settings.py`
+Checked against the package itself: every `CELERYGRAPH_*` name is one `scheduler/settings.py`
 reads, every `celery -A <app> ...` names a module of this package exposing the Celery `app`
 with the tasks that role runs, every `-Q` queue is one the settings define or one the deploy
 README lists, and Flower never runs without basic auth.
