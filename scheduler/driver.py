@@ -35,6 +35,7 @@ from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
+from scheduler.store import BUSY, STARTED_ALREADY
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class KeptTask:
     # checkpoint (no pending writes): the task runs on them without a reload.
     loop: RunLoop | None = None
     task: algo.Task | None = None
+    # The loop's saver, which the next advance fences with its own lease.
+    saver: FencedSaver | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
             return Outcome(Stopped.BUSY)
         time.sleep(0.01)
     with Heartbeat(res.store, thread_id, name, owner, res.settings.lease_seconds):
-        return action(Driver(res, app, run_here=run_here))
+        lease = (res.store.key(thread_id, "lease", name), owner)
+        return action(Driver(res, app, run_here=run_here, lease=lease))
 
 
 class Driver:
@@ -96,12 +100,16 @@ class Driver:
 
     `run_here` names the queue of the node task that is advancing the run: a next superstep
     of one task bound for that same queue is not sent but handed back (`KeptTask`), so a
-    chain of single-node steps costs no broker round trip per step.
+    chain of single-node steps costs no broker round trip per step. `lease` (its key and
+    owner) fences every checkpoint this driver writes: once it lapses, nothing is written.
     """
 
-    def __init__(self, res: Resources, app: Celery, run_here: str | None = None) -> None:
+    def __init__(self, res: Resources, app: Celery, run_here: str | None = None,
+                 lease: tuple[str, str] | None = None) -> None:
         self.res = res
         self.send = Sender(app, res.settings.scheduler_queue)
+        self.lease = lease
+        self.saver = FencedSaver(res.saver, lease)
         self.store = res.store
         self.run_here = run_here
         # Events of supersteps finished without a dispatch, sent with the next store write.
@@ -116,11 +124,13 @@ class Driver:
             raise UnknownRunError(f"no run {run_id!r} on thread {thread_id!r}")
         if run.status.terminal or run.step:
             return Outcome(run.status)
-        if not self.store.claim_thread(thread_id, run_id):
+        claim = self.store.claim_thread_to_start(thread_id, run_id)
+        if claim == STARTED_ALREADY:
+            return Outcome(Stopped.STALE)  # another start got here first while this one stalled
+        if claim == BUSY:
             return self._busy(run)
-        if not run.has_base_head:
-            run.base_head = self.res.saver.head(thread_id)
-            self.store.update_run(thread_id, run_id, base_head=run.base_head)
+        run.base_head = self.store.record_base_head(thread_id, run_id,
+                                                    self.res.saver.head(thread_id))
         try:
             graph = registry.resolve(run.graph)
             if self.res.saver.head(thread_id) != run.base_head:
@@ -132,22 +142,30 @@ class Driver:
                 run_input = self.store.run_input(thread_id, run_id)
                 loop = self._loop(graph, run_input, run, checkpoint_id=None)
                 loop.enter()
+        except StaleCheckpointError:
+            return Outcome(Stopped.STALE)  # this start's lease lapsed; another took the run on
         except Exception as exc:
             return self._fail(run, exc)
         if not self.store.mark_running(thread_id, run_id, stop=loop.stop):
-            # Cancelled while starting: nothing is dispatched, and the thread is free again.
+            # Cancelled while starting, or taken over and moved on by another start: nothing
+            # is dispatched, and the thread is free again unless another run holds it.
             self.store.release_thread(thread_id, run_id)
-            return Outcome(RunStatus.CANCELLED)
+            now = self.store.run(thread_id, run_id)
+            return Outcome(now.status if now else Stopped.MISSING)
         self.store.add_event(thread_id, run_id, "started", step=loop.step)
         return self._drive(run, loop, after_barrier=False)
 
     def advance(self, thread_id: str, run_id: str, checkpoint_id: str,
-                loop: RunLoop | None = None) -> Outcome:
+                kept: KeptTask | None = None) -> Outcome:
         """Called once a superstep's tasks all finished: apply them and go on.
 
-        `loop`: the loop that planned the step and ran its one task in this process, which
-        already holds everything a reload would give.
+        `kept`: the step's one task as an earlier advance in this process handed it back and
+        this process ran it; its loop already holds everything a reload would give.
         """
+        loop = kept.loop if kept is not None else None
+        if kept is not None and kept.saver is not None:
+            kept.saver.fence(self.lease)
+            self.saver = kept.saver
         view = self.store.step_view(thread_id, run_id, checkpoint_id)
         run = view.run
         if run is None:
@@ -182,7 +200,7 @@ class Driver:
               checkpoint_id: str | None) -> RunLoop:
         return RunLoop(
             graph, run_input, run.config_at(checkpoint_id),
-            checkpointer=FencedSaver(self.res.saver), durability="sync",
+            checkpointer=self.saver, durability="sync",
             interrupt_before=graph.interrupt_before, interrupt_after=graph.interrupt_after,
             stream_modes=(),
         )
@@ -252,9 +270,13 @@ class Driver:
             # Not marked sent: if the caller dies before taking the task's lease, the
             # sweeper sends it as it does the rest of a dispatch that died half-way.
             warm = not loop.pending_writes
+            # The task runs under its own lease, not this run lease: what it writes on the
+            # loop (a subgraph's checkpoints) is not fenced by this advance.
+            self.saver.fence(None)
             return Outcome(RunStatus.RUNNING, kept=KeptTask(
                 checkpoint_id, todo[0].id, list(todo[0].path),
                 loop=loop if warm else None, task=todo[0] if warm else None,
+                saver=self.saver if warm else None,
             ))
         for queue, batch in self._batches(todo, infos):
             names = sorted({t.name for t in batch})

@@ -1,8 +1,11 @@
-"""A saver wrapper that writes a checkpoint only on top of the head it was planned from.
+"""A saver wrapper that writes a checkpoint only on top of the head it was planned from, and
+only while its driver holds the run's lease.
 
 Two schedulers that both try to advance one superstep both plan from the same head; the
 compare-and-set lets exactly one of them write, and a stale writer cannot overwrite a
-newer checkpoint.
+newer checkpoint. The lease check covers a driver that stalled (paused, starved) past its
+lease while another took the run over and moved it on: the head it reads when it wakes is
+current, but it no longer owns the run, so it writes nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ from graphdef.checkpoint.redis import RedisSaver
 class FencedSaver(DelegatingSaver):
     """Delegates to a RedisSaver; `put` becomes a compare-and-set on the thread's head."""
 
-    def __init__(self, saver: RedisSaver) -> None:
+    def __init__(self, saver: RedisSaver, lease: tuple[str, str] | None = None) -> None:
         super().__init__(saver)
         self.saver = saver
+        self.lease = lease
+
+    def fence(self, lease: tuple[str, str] | None) -> None:
+        """Write only while `lease` (its key, its owner) is held: a loop kept across
+        advances is fenced by each advance's own lease."""
+        self.lease = lease
 
     def put(self, config: Config, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: dict[str, int]) -> Config:
         expected = config["configurable"].get("checkpoint_id") or None
         return self.saver.put_if_head(config, checkpoint, metadata, new_versions,
-                                      expected_head=expected)
+                                      expected_head=expected, guard=self.lease)

@@ -26,7 +26,7 @@ from graphdef.checkpoint.keys import (
     thread_prefix,
     threads_matching,
 )
-from scheduler.records import TERMINAL, RunRecord, RunStatus
+from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
 
 # KEYS: done set, step hash, events stream, the task's lease. ARGV: task id, now, event
 # payload, lease owner ('' to leave the lease alone). One script, so the event, the release
@@ -59,6 +59,21 @@ return 0
 """
 FIRST_START = 1
 RESTART = 2
+
+# KEYS: the thread's active-run key, the run's record. ARGV: the run id, then the stored form
+# of each settled status. One script, so that a start that read the run before it moved on
+# (it dispatched a step, paused or ended meanwhile) cannot take the thread after it was freed.
+_CLAIM_TO_START = """
+if redis.call('HEXISTS', KEYS[2], 'step') == 1 then return -1 end
+local status = redis.call('HGET', KEYS[2], 'status')
+for i = 2, #ARGV do if status == ARGV[i] then return -1 end end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
+CLAIMED = 1
+BUSY = 0
+STARTED_ALREADY = -1
 
 _REFRESH_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -96,6 +111,7 @@ class RunStore:
         self._release = client.register_script(_RELEASE_IF_OWNER)
         self._refresh = client.register_script(_REFRESH_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
+        self._claim_to_start = client.register_script(_CLAIM_TO_START)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RunStore:
@@ -187,6 +203,25 @@ class RunStore:
         current = self.r.get(key)
         return current is not None and _str(current) == run_id
 
+    def claim_thread_to_start(self, thread_id: str, run_id: str) -> int:
+        """`claim_thread` for a run's start: CLAIMED, BUSY (another run has the thread), or
+        STARTED_ALREADY when the run dispatched a step or settled since the caller read it."""
+        return int(self._claim_to_start(
+            keys=[self.key(thread_id, "active"), self.key(thread_id, "run", run_id)],
+            args=[run_id, *(orjson.dumps(s) for s in SETTLED)],
+        ))
+
+    def record_base_head(self, thread_id: str, run_id: str, head: str | None) -> str | None:
+        """Record the head a run's start takes its input on, unless one was recorded already;
+        the recorded one."""
+        key = self.key(thread_id, "run", run_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "base_head", orjson.dumps(head))
+            pipe.hget(key, "base_head")
+            _, stored = pipe.execute()
+        value: str | None = orjson.loads(stored)
+        return value
+
     def active_run(self, thread_id: str) -> str | None:
         value = self.r.get(self.key(thread_id, "active"))
         return _str(value) if value is not None else None
@@ -218,33 +253,37 @@ class RunStore:
         return self._unless_ended(thread_id, run_id, end)
 
     def mark_running(self, thread_id: str, run_id: str, **fields: Any) -> bool:
-        """Mark a started run `running`; False (nothing written) if it already ended: a
-        cancel that landed while it was starting is not overwritten."""
+        """Mark a starting run `running`; False (nothing written) if it settled or dispatched
+        a step meanwhile: a cancel that landed while it was starting is not overwritten, and a
+        start that stalled while another took the run over changes nothing."""
         fields = {**fields, "status": RunStatus.RUNNING, "updated_at": time.time()}
 
         def mark(pipe: redis.client.Pipeline) -> None:
             pipe.hset(self.key(thread_id, "run", run_id),
                       mapping={k: orjson.dumps(v) for k, v in fields.items()})
 
-        return self._unless_ended(thread_id, run_id, mark)
+        return self._unless_ended(thread_id, run_id, mark, starting=True)
 
     def _unless_ended(self, thread_id: str, run_id: str,
-                      write: Callable[[redis.client.Pipeline], None]) -> bool:
-        """Queue `write` in a transaction that happens only if the run has not ended."""
+                      write: Callable[[redis.client.Pipeline], None],
+                      starting: bool = False) -> bool:
+        """Queue `write` in a transaction that happens only if the run has not ended; with
+        `starting`, only if it has not settled (paused counts) nor dispatched a step either."""
         run_key = self.key(thread_id, "run", run_id)
-
-        ended = False
+        refused = False
 
         def guarded(pipe: redis.client.Pipeline) -> None:
-            nonlocal ended
-            current = pipe.hget(run_key, "status")
-            ended = current is not None and orjson.loads(current) in TERMINAL
-            if not ended:
+            nonlocal refused
+            status, step = pipe.hmget(run_key, ["status", "step"])
+            moved_on = SETTLED if starting else TERMINAL
+            refused = (status is not None and orjson.loads(status) in moved_on) or (
+                starting and step is not None)
+            if not refused:
                 pipe.multi()
                 write(pipe)
 
         self.r.transaction(guarded, run_key)
-        return not ended
+        return not refused
 
     def wait_behind_active(self, thread_id: str, run_id: str) -> None:
         """Queue a run behind the thread's active run (`on_busy="enqueue"`): it starts on the

@@ -15,7 +15,6 @@ import redis
 from celery import Celery
 
 from graphdef.checkpoint.base import CheckpointTuple
-from graphdef.loop import RunLoop
 from scheduler.celery_app import CeleryGraphApp
 from scheduler.driver import KeptTask, Stopped, with_run_lease
 from scheduler.protocol import (
@@ -109,20 +108,19 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return
-        kept = _advance(res, app, thread_id, run_id, checkpoint_id, run_here,
-                        kept.loop if kept is not None else None)
+        kept = _advance(res, app, thread_id, run_id, checkpoint_id, run_here, kept)
         if kept is None:
             return
         checkpoint_id, task_id, path = kept.checkpoint_id, kept.task_id, kept.path
 
 
 def _advance(res: Resources, app: Celery, thread_id: str, run_id: str,
-             checkpoint_id: str, run_here: str | None, loop: RunLoop | None
+             checkpoint_id: str, run_here: str | None, kept: KeptTask | None
              ) -> KeptTask | None:
     """Advance here; the next task if it is ours to run, None when nothing is left to do."""
     outcome = with_run_lease(
         res, app, thread_id, run_id,
-        lambda d: d.advance(thread_id, run_id, checkpoint_id, loop=loop),
+        lambda d: d.advance(thread_id, run_id, checkpoint_id, kept=kept),
         run_here=run_here, wait=ADVANCE_LEASE_WAIT,
     )
     if outcome.status == Stopped.BUSY:

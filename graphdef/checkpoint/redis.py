@@ -690,12 +690,16 @@ class RedisSaver(BaseCheckpointSaver):
         metadata: CheckpointMetadata,
         new_versions: dict[str, int],
         expected_head: str | None,
+        guard: tuple[str, str] | None = None,
     ) -> Config:
         """``put``, but only while the newest checkpoint of the config's thread and namespace
-        is ``expected_head`` (None: there is none); otherwise raise ``StaleCheckpointError``
-        and store nothing. The check and the write are one atomic step."""
+        is ``expected_head`` (None: there is none) and, with ``guard`` (key, value), while
+        that key of the thread holds that value (a writer's lease: one whose lease lapsed
+        writes nothing); otherwise raise ``StaleCheckpointError`` and store nothing. The
+        checks and the write are one atomic step."""
         return self._put(
-            config, checkpoint, metadata, new_versions, check_head=True, expected=expected_head
+            config, checkpoint, metadata, new_versions, check_head=True, expected=expected_head,
+            guard=guard,
         )
 
     def _put(
@@ -707,15 +711,25 @@ class RedisSaver(BaseCheckpointSaver):
         *,
         check_head: bool,
         expected: str | None = None,
+        guard: tuple[str, str] | None = None,
     ) -> Config:
         prepared = self._prepare_put(config, checkpoint, metadata, new_versions)
         target = prepared.target
         keys = self._keys(target.thread_id, target.ns)
         watched = [keys.blob, keys.latest] + ([keys.cps] if check_head else [])
+        if guard is not None:
+            if not guard[0].startswith(keys.thread):
+                raise ValueError(f"guard key {guard[0]!r} is not a key of the thread")
+            watched.append(guard[0])
         with self._client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(*watched)
+                    if guard is not None and pipe.get(guard[0]) != guard[1].encode():
+                        raise StaleCheckpointError(
+                            f"thread {target.thread_id!r}: {guard[0]!r} no longer holds "
+                            f"{guard[1]!r}; the writer lost its lease"
+                        )
                     if check_head:
                         newest = pipe.zrevrange(keys.cps, 0, 0)
                         head = _decode_id(newest[0], keys.cps) if newest else None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -326,3 +327,85 @@ def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypat
     assert res.store.run("t", run_id).status == "cancelled"
     assert app.sent == [] and res.store.active_run("t") is None
     assert [kind for _, kind, _ in res.store.events("t", run_id)] == ["cancelled"]
+
+
+def _paused_run_setup(redis_server, thread_id: str):  # noqa: ANN202
+    """A run stored as `Client.submit` stores it (thread claimed, start not yet taken) of a
+    graph whose only node interrupts, and the resources a driver of it uses."""
+    from graphdef import END, START, StateGraph, interrupt
+    from graphdef.checkpoint.redis import RedisSaver
+    from scheduler import registry
+    from scheduler.resources import Resources
+    from scheduler.runs import create_run
+    from scheduler.settings import Settings
+
+    builder = StateGraph(dict)
+    builder.add_node("ask", lambda state: {"answer": interrupt("approve?")})
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    registry.register("tests.regressions:ask", builder.compile())
+    settings = Settings(broker_url=redis_server.url, store_url=redis_server.url)
+    saver = RedisSaver.from_url(redis_server.url)
+    res = Resources(settings, saver, RunStore(saver.client), loaded=True)
+    run_id = uuid.uuid4().hex
+    assert res.store.claim_thread(thread_id, run_id)
+    create_run(res.store, graph="tests.regressions:ask", run_input={}, thread_id=thread_id,
+               run_id=run_id, validate=False)
+    return res, run_id
+
+
+def test_a_start_that_read_the_run_before_it_paused_changes_nothing(redis_server, monkeypatch):
+    """Found by the fault storm (a resume refused with ThreadBusyError): a scheduler paused
+    between reading a queued run and claiming its thread, while another start ran the run to
+    its interrupt and freed the thread. Waking, it took the thread again and re-opened the
+    paused run. Its claim now checks the run atomically: nothing changes, the thread stays
+    free for the resume."""
+    from scheduler.driver import Driver, Stopped
+    from scheduler.protocol import NODE_TASK, NodeRef, RunNodes
+    from tests.recording_app import RecordingApp
+    from worker.tasks import run_message
+
+    thread_id = f"stale-start-{uuid.uuid4().hex[:6]}"
+    res, run_id = _paused_run_setup(redis_server, thread_id)
+    read_before_the_pause = res.store.run(thread_id, run_id)
+    app = RecordingApp()
+    assert Driver(res, app).start(thread_id, run_id).status == "running"
+    [(name, args)] = app.sent
+    assert name == NODE_TASK
+    run_message(res, app, RunNodes(*args[:3], (NodeRef(args[3], args[4]),)), run_here=None)
+    assert res.store.run(thread_id, run_id).status == "interrupted"
+    assert res.store.active_run(thread_id) is None
+    head = res.saver.head(thread_id)
+
+    reads = iter([read_before_the_pause])
+    real_run = RunStore.run
+    monkeypatch.setattr(RunStore, "run",
+                        lambda self, t, r: next(reads, None) or real_run(self, t, r))
+    late = RecordingApp()
+    assert Driver(res, late).start(thread_id, run_id).status == Stopped.STALE
+    assert late.sent == []
+    assert res.store.active_run(thread_id) is None
+    assert real_run(res.store, thread_id, run_id).status == "interrupted"
+    assert res.saver.head(thread_id) == head
+
+
+def test_a_start_whose_lease_lapsed_writes_no_checkpoint(redis_server):
+    """A start that stalled past its run lease while another driver took the run over must
+    not write: its checkpoint writes are fenced by the lease it held."""
+    from scheduler.driver import Driver, Stopped
+    from scheduler.leases import run_lease
+    from tests.recording_app import RecordingApp
+
+    thread_id = f"lapsed-{uuid.uuid4().hex[:6]}"
+    res, run_id = _paused_run_setup(redis_server, thread_id)
+    key = res.store.key(thread_id, "lease", run_lease(run_id))
+    assert res.store.acquire_lease(thread_id, run_lease(run_id), "the-new-holder", 5.0)
+    stalled = RecordingApp()
+    outcome = Driver(res, stalled, lease=(key, "the-stalled-one")).start(thread_id, run_id)
+    assert outcome.status == Stopped.STALE
+    assert stalled.sent == [] and res.saver.head(thread_id) is None
+    assert res.store.run(thread_id, run_id).status == "queued"
+    holder = RecordingApp()
+    assert Driver(res, holder, lease=(key, "the-new-holder")).start(
+        thread_id, run_id).status == "running"
+    assert len(holder.sent) == 1
