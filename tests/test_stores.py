@@ -80,3 +80,23 @@ def test_redis_store_keys_share_a_slot_per_root(redis: RedisServer) -> None:
     tags = {n[n.index("{"): n.index("}") + 1] for n in names if "{" in n}
     assert len(tags) == 2  # one hash tag (so one Cluster slot) per namespace root
     assert all(n.startswith("cg:kv:") for n in names)
+
+
+def test_deliberate_differences_from_langgraphs_in_memory_store() -> None:
+    """README "Stores": each line shows LangGraph's behaviour, then ours."""
+    from langgraph.store.memory import InMemoryStore as LangGraphStore
+
+    theirs, ours = LangGraphStore(), InMemoryStore()
+    for store in (theirs, ours):
+        store.get(("read", "only"), "k")
+        store.put(("emptied",), "k", {"v": 1})
+        store.delete(("emptied",), "k")
+    # Namespaces that only were read, or whose items were all deleted, are not listed.
+    assert theirs.list_namespaces() == [("emptied",), ("read", "only")]
+    assert ours.list_namespaces() == []
+    # An update keeps the item's created_at (LangGraph's InMemoryStore sets it anew; its
+    # SQL stores keep it). Pinned for all our stores by test_update_keeps_created_at.
+    # Our InMemoryStore supports TTL; LangGraph's raises.
+    with pytest.raises(NotImplementedError):
+        theirs.put(("a",), "t", {"v": 1}, ttl=1)
+    ours.put(("a",), "t", {"v": 1}, ttl=1)
