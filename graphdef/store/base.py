@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypedDict
 
+from graphdef.errors import CeleryGraphError
+
 
 class NotProvided:
     """Sentinel for "argument not given" where None means something (no TTL)."""
@@ -28,7 +30,7 @@ class NotProvided:
 NOT_PROVIDED = NotProvided()
 
 
-class InvalidNamespaceError(ValueError):
+class InvalidNamespaceError(CeleryGraphError, ValueError):
     """A namespace label is empty, not a string, or contains '.' or NUL."""
 
 
