@@ -15,33 +15,40 @@ from graphdef.errors import (
 from graphdef.func import entrypoint, task
 from graphdef.messages import MessagesState, add_messages
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config, interrupt
+from graphdef.runtime import get_config, get_store, interrupt
 from graphdef.state import CompiledStateGraph, StateGraph
+from graphdef.store import BaseStore, InMemoryStore, Item, SearchItem, SqliteStore
 from graphdef.types import Command, Interrupt, Overwrite, RetryPolicy, Send, StateSnapshot
 
 __all__ = [
     "END",
     "START",
+    "BaseStore",
     "Command",
     "CompiledStateGraph",
     "EmptyInputError",
     "GraphRecursionError",
     "InMemorySaver",
+    "InMemoryStore",
     "Interrupt",
     "InvalidResumeError",
     "InvalidUpdateError",
+    "Item",
     "MemorySaver",
     "MessagesState",
     "Overwrite",
     "Pregel",
     "RetryPolicy",
+    "SearchItem",
     "Send",
     "SqliteSaver",
+    "SqliteStore",
     "StateGraph",
     "StateSnapshot",
     "add_messages",
     "entrypoint",
     "get_config",
+    "get_store",
     "interrupt",
     "task",
 ]

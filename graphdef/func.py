@@ -18,8 +18,9 @@ from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
 from graphdef.pregel import Pregel
-from graphdef.runtime import current_runtime_or_none
-from graphdef.state import accepts_param
+from graphdef.runtime import current_runtime_or_none, get_store
+from graphdef.state import accepts_param, accepts_store, with_store
+from graphdef.store.base import BaseStore
 from graphdef.types import RetryPolicy
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ class TaskFunction(Generic[T]):
         self, func: Callable[..., T], *, name: str | None = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
     ) -> None:
-        self.func = func
+        self.func = with_store(func)
         self.name = name or func.__name__
         if isinstance(retry_policy, RetryPolicy):
             self.retry_policy: Sequence[RetryPolicy] = (retry_policy,)
@@ -77,17 +78,19 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         self,
         checkpointer: BaseCheckpointSaver | None = None,
         *,
+        store: BaseStore | None = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
         **_unused: Any,
     ) -> None:
         self.checkpointer = checkpointer
+        self.store = store
         if isinstance(retry_policy, RetryPolicy):
             self.retry_policy: Sequence[RetryPolicy] = (retry_policy,)
         else:
             self.retry_policy = tuple(retry_policy or ())
 
     def __call__(self, func: Callable[..., Any]) -> EntrypointGraph:
-        return EntrypointGraph(func, self.checkpointer, self.retry_policy)
+        return EntrypointGraph(func, self.checkpointer, self.retry_policy, self.store)
 
 
 def _final_writes(output: Any, context: TaskContext) -> list[Write]:
@@ -102,10 +105,12 @@ class EntrypointGraph(Pregel):
     def __init__(
         self, func: Callable[..., Any], checkpointer: BaseCheckpointSaver | None,
         retry_policy: Sequence[RetryPolicy],
+        store: BaseStore | None = None,
     ) -> None:
         self.func = func
         wants_previous = accepts_param(func, "previous")
         wants_config = accepts_param(func, "config")
+        wants_store = accepts_store(func)
 
         def bound(value: dict[str, Any], config: dict[str, Any]) -> Any:
             kwargs: dict[str, Any] = {}
@@ -113,6 +118,8 @@ class EntrypointGraph(Pregel):
                 kwargs["previous"] = value.get(PREVIOUS)
             if wants_config:
                 kwargs["config"] = config
+            if wants_store:
+                kwargs["store"] = get_store()
             return func(value[START], **kwargs)
 
         name = func.__name__
@@ -133,5 +140,6 @@ class EntrypointGraph(Pregel):
             output_channels=END,
             checkpointer=checkpointer,
             name=name,
+            store=store,
         )
         functools.update_wrapper(self, func)

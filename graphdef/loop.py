@@ -50,6 +50,7 @@ from graphdef.runtime import (
     current_runtime_or_none,
     reset_runtime,
 )
+from graphdef.store.base import BaseStore
 from graphdef.types import Command, Interrupt, RetryPolicy
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
@@ -84,6 +85,7 @@ class LoopGraph(Protocol):
     input_channels: str | list[str]
     output_channels: str | list[str]
     stream_channels: str | list[str]
+    store: BaseStore | None
 
     def map_input(self, value: Any) -> list[Write]: ...
 
@@ -125,10 +127,14 @@ class RunLoop:
         sink: StreamSink | None = None,
         resuming: bool | None = None,
         resume_map: Mapping[str, Any] | None = None,
+        store: Any = MISSING,
     ) -> None:
         """`sink`: where a subgraph's chunks go, to the run streaming it with `subgraphs`.
         `resuming`: whether this run takes up a paused state; None lets its input decide
-        (no input or a Command resumes). `resume_map`: answers to interrupts by id."""
+        (no input or a Command resumes). `resume_map`: answers to interrupts by id.
+        `store`: what nodes get as `store`; by default the graph's, so a worker that loads
+        a graph compiled with a store gives it to its nodes."""
+        self.store: BaseStore | None = graph.store if store is MISSING else store
         self.graph = graph
         self.input = input
         self.config = config
@@ -505,7 +511,7 @@ class RunLoop:
             scope=RunScope(
                 checkpointer=self.checkpointer, durability=self.durability,
                 sink=self.child_sink, stream_modes=self.stream_modes,
-                resuming=self.resuming, resume_map=self.resume_map,
+                resuming=self.resuming, resume_map=self.resume_map, store=self.store,
             ),
         )
 

@@ -16,6 +16,7 @@ from graphdef.errors import InvalidUpdateError
 from graphdef.loop import RunLoop
 from graphdef.mermaid import GraphView
 from graphdef.runtime import RunScope, TaskRuntime, current_runtime_or_none
+from graphdef.store.base import BaseStore
 from graphdef.types import PregelTask, StateSnapshot
 from graphdef.update import update_state
 
@@ -38,8 +39,10 @@ class Pregel:
         interrupt_before: Sequence[str] | str = (),
         interrupt_after: Sequence[str] | str = (),
         name: str = "LangGraph",
+        store: BaseStore | None = None,
     ) -> None:
         self.nodes = nodes
+        self.store = store
         self.channel_specs = channels
         self.input_channels = input_channels
         self.output_channels = output_channels
@@ -118,7 +121,8 @@ class Pregel:
                 "Checkpointer requires one or more of the following 'configurable' keys: "
                 "thread_id, checkpoint_ns, checkpoint_id"
             )
-        return config, dataclasses.replace(scope, checkpointer=saver)
+        store = scope.store if nested and runtime is not None else self.store
+        return config, dataclasses.replace(scope, checkpointer=saver, store=store)
 
     @staticmethod
     def _inherit_from_caller(runtime: TaskRuntime, conf: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +225,7 @@ class Pregel:
             sink=scope.sink,
             resuming=scope.resuming,
             resume_map=scope.resume_map,
+            store=scope.store,
         )
 
     def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:

@@ -17,6 +17,7 @@ from graphdef.channels import MISSING
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import RESUME
 from graphdef.errors import GraphInterrupt
+from graphdef.store.base import BaseStore
 from graphdef.types import Interrupt
 
 StreamSink = Callable[[tuple[str, ...], str, Any], None]
@@ -28,6 +29,7 @@ class RunScope:
     stream and resume as part of it. It travels with the task's runtime, never in the
     config, which user code sees.
 
+    `store`: the root graph's, which LangGraph gives its subgraphs even over their own.
     `resuming`: None when the run has no say (past its first superstep), so a subgraph
     decides from its own input; `resume_map` answers interrupts by id at any depth.
     """
@@ -38,6 +40,7 @@ class RunScope:
     stream_modes: Sequence[str] = ()
     resuming: bool | None = None
     resume_map: Mapping[str, Any] | None = None
+    store: BaseStore | None = None
 
 
 @dataclass
@@ -81,6 +84,11 @@ def reset_runtime(token: Any) -> None:
 def get_config() -> dict[str, Any]:
     """The running task's config (thread id, checkpoint namespace, user configurable)."""
     return current_runtime().config
+
+
+def get_store() -> BaseStore | None:
+    """The store of the running graph (the root graph's, in a subgraph), or None."""
+    return current_runtime().scope.store
 
 
 def interrupt(value: Any) -> Any:

@@ -23,7 +23,8 @@ from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import BRANCH_TO, END, START, TASKS
 from graphdef.errors import InvalidUpdateError, ParentCommand
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config
+from graphdef.runtime import get_config, get_store
+from graphdef.store.base import BaseStore
 from graphdef.types import Command, RetryPolicy, Send
 
 
@@ -62,6 +63,41 @@ def accepts_param(func: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(func).parameters
     except (TypeError, ValueError):
         return False
+
+
+_STORE_ANNOTATIONS: tuple[Any, ...] = (
+    inspect.Parameter.empty, BaseStore, "BaseStore", typing.Optional[BaseStore],  # noqa: UP045
+    "Optional[BaseStore]",
+)
+
+
+def accepts_store(func: Callable[..., Any]) -> bool:
+    """LangGraph's rule for injecting the store: a parameter named `store` (positional or
+    keyword, not *args) annotated `BaseStore`, `Optional[BaseStore]` or not at all. Other
+    annotations, `BaseStore | None` among them, get nothing, as in LangGraph."""
+    try:
+        param = inspect.signature(func).parameters.get("store")
+    except (TypeError, ValueError):
+        return False
+    return (
+        param is not None
+        and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+        and any(param.annotation is a or param.annotation == a for a in _STORE_ANNOTATIONS)
+    )
+
+
+def with_store(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func`, given the running graph's store as `store` if it asks for it and the caller
+    did not pass one."""
+    if not accepts_store(func):
+        return func
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "store" not in kwargs:
+            kwargs["store"] = get_store()
+        return func(*args, **kwargs)
+
+    return call
 
 
 def find_subgraph(action: Any) -> Pregel | None:
@@ -292,9 +328,12 @@ class StateGraph:
         interrupt_after: Sequence[str] | str | None = None,
         name: str | None = None,
         routes: dict[str, str] | None = None,
+        store: BaseStore | None = None,
         **_unused: Any,
     ) -> CompiledStateGraph:
-        """Compile; `routes` ({node: queue}) sends nodes to Celery queues when distributed."""
+        """Compile; `routes` ({node: queue}) sends nodes to Celery queues when distributed.
+        `store` is what nodes get as `store` and from `get_store()`; distributed, workers
+        use it as it is, so give them one every process reaches (a `RedisStore`)."""
         interrupt_before = interrupt_before or ()
         interrupt_after = interrupt_after or ()
         for schema in (self.state_schema, self.input_schema, self.output_schema,
@@ -309,7 +348,9 @@ class StateGraph:
             if node not in self.nodes:
                 raise ValueError(f"routes name unknown node {node!r}")
         self.compiled = True
-        compiled = CompiledStateGraph(self, checkpointer, interrupt_before, interrupt_after, name)
+        compiled = CompiledStateGraph(
+            self, checkpointer, interrupt_before, interrupt_after, name, store
+        )
         for node, queue in (routes or {}).items():
             compiled.nodes[node].queue = queue
         return compiled
@@ -325,6 +366,7 @@ class CompiledStateGraph(Pregel):
         interrupt_before: Sequence[str] | str,
         interrupt_after: Sequence[str] | str,
         name: str | None,
+        store: BaseStore | None = None,
     ) -> None:
         self.builder = builder
         keys: dict[str, Any] = {}
@@ -365,6 +407,7 @@ class CompiledStateGraph(Pregel):
             interrupt_before=interrupt_before,
             interrupt_after=interrupt_after,
             name=name or "LangGraph",
+            store=store,
         )
 
     def _start_node(self) -> Node:
@@ -379,12 +422,12 @@ class CompiledStateGraph(Pregel):
         )
 
     def _make_node(self, name: str, spec: _NodeSpec) -> Node:
-        action = spec.action
+        action = spec.action if isinstance(spec.action, Pregel) else with_store(spec.action)
         schema = spec.input_schema or self.builder.state_schema
-        subgraph = find_subgraph(action)
+        subgraph = find_subgraph(spec.action)
         if isinstance(action, Pregel):
             bound: Callable[[Any, dict[str, Any]], Any] = subgraph.run_as_subgraph
-        elif accepts_param(action, "config"):
+        elif accepts_param(spec.action, "config"):
             bound = lambda value, config: action(value, config=config)  # noqa: E731
         else:
             bound = lambda value, config: action(value)  # noqa: E731
@@ -410,16 +453,14 @@ class CompiledStateGraph(Pregel):
         reads = list(state_keys(self.builder.state_schema))
         mapper = _coerce(self.builder.state_schema)
         path_accepts_config = accepts_param(branch.path, "config")
+        path = with_store(branch.path)
         nodes = self.builder.nodes
 
         def write(output: Any, context: TaskContext) -> list[Write]:
             state = context.read_fresh(reads)
             if mapper is not None:
                 state = mapper(state)
-            if path_accepts_config:
-                result = branch.path(state, config=get_config())
-            else:
-                result = branch.path(state)
+            result = path(state, config=get_config()) if path_accepts_config else path(state)
             results = result if isinstance(result, list | tuple) else [result]
             writes: list[Write] = []
             for item in results:

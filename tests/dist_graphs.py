@@ -13,7 +13,8 @@ from typing import Annotated, Any, TypedDict
 
 import redis
 
-from graphdef import END, START, Send, StateGraph, get_config, interrupt
+from graphdef import END, START, BaseStore, Send, StateGraph, get_config, get_store, interrupt
+from graphdef.store.redis import RedisStore
 
 _client: redis.Redis | None = None
 
@@ -154,3 +155,33 @@ def _bloated() -> Any:
 
 
 bloated = _bloated()
+
+
+# The store workers' nodes use: a RedisStore on the cluster's Redis, as a deployment would
+# configure it. Nothing touches it at import, so importing this module without the variable
+# set (as a test process may) stays harmless.
+STORE = RedisStore(os.environ.get("CELERYGRAPH_STORE_URL", "redis://unset.invalid:1/0"),
+                   prefix="test-kv")
+
+
+def remember(state: Log, store: BaseStore) -> dict[str, Any]:
+    count("remember")
+    store.put(("visits", get_config()["configurable"]["thread_id"]), "n", {"n": state["n"]})
+    return {"log": ["remembered"]}
+
+
+def recall(state: Log) -> dict[str, Any]:
+    found = get_store().search(("visits",), filter={"n": {"$gte": 2}})
+    return {"log": [[item.namespace[1] for item in found]]}
+
+
+def _remembering() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("remember", remember)
+    builder.add_node("recall", recall)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", "recall")
+    return builder.compile(store=STORE)
+
+
+remembering = _remembering()

@@ -44,6 +44,19 @@ def test_chain_with_parallel_branches_and_join(cluster, redis_server):
     assert kinds[0] == "started" and kinds[-1] == "done"
 
 
+def test_nodes_on_workers_get_the_graphs_store(cluster, redis_server):
+    from graphdef.store.redis import RedisStore
+
+    client = cluster.client()
+    for thread_id, n in (("store-1", 1), ("store-2", 2), ("store-3", 3)):
+        handle = client.submit("tests.dist_graphs:remembering", {"log": [], "n": n},
+                               thread_id=thread_id)
+        assert handle.wait(timeout=60) == "done"
+    assert handle.result()["log"] == ["remembered", ["store-2", "store-3"]]
+    with RedisStore(redis_server.url, prefix="test-kv") as store:
+        assert store.get(("visits", "store-1"), "n").value == {"n": 1}
+
+
 def test_send_fan_out(cluster, redis_server):
     handle = cluster.client().submit("tests.dist_graphs:fanout", {"n": 20}, thread_id="fan-1")
     result = handle.result(timeout=60)

@@ -28,15 +28,21 @@ NAMES = (
     "InvalidUpdateError",
     "EmptyInputError",
     "InMemorySaver",
+    "BaseStore",
+    "InMemoryStore",
+    "get_store",
 )
 
 
 def _langgraph() -> SimpleNamespace:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.config import get_store
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
+    from langgraph.store.base import BaseStore
+    from langgraph.store.memory import InMemoryStore
     from langgraph.types import Command, Interrupt, RetryPolicy, Send, interrupt
 
     def sqlite_saver(path: str) -> SqliteSaver:
@@ -61,6 +67,9 @@ def _langgraph() -> SimpleNamespace:
         InvalidUpdateError=InvalidUpdateError,
         EmptyInputError=EmptyInputError,
         InMemorySaver=InMemorySaver,
+        BaseStore=BaseStore,
+        InMemoryStore=InMemoryStore,
+        get_store=get_store,
     )
 
 

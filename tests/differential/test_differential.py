@@ -12,13 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from . import scenarios_durable, scenarios_functional, scenarios_graph, scenarios_interrupt
+from . import (
+    scenarios_durable,
+    scenarios_functional,
+    scenarios_graph,
+    scenarios_interrupt,
+    scenarios_store,
+)
 from .apis import load_api
 from .observe import normalize
 
 SCENARIOS = {
     name.removeprefix("scenario_"): function
-    for module in (scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional)
+    for module in (scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
+                   scenarios_store)
     for name, function in vars(module).items()
     if name.startswith("scenario_")
 }
