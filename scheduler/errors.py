@@ -37,3 +37,8 @@ class RunFailedError(CeleryGraphError, RuntimeError):
 
 class RedisServerNotFoundError(CeleryGraphError, FileNotFoundError):
     """Neither PATH nor the installed packages provide a redis-server."""
+
+
+class NodeFailedError(CeleryGraphError, RuntimeError):
+    """Raised by a node's Celery task after its node failed and the failure was saved, so
+    that the task's Flower row and the worker's log say it failed."""
