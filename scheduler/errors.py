@@ -35,6 +35,10 @@ class RunFailedError(CeleryGraphError, RuntimeError):
         return NodeError(str(self.error.get("type")), str(self.error.get("message")))
 
 
+class GraphModuleError(CeleryGraphError, ImportError):
+    """A module named in CELERYGRAPH_GRAPHS failed to import; a worker refuses to start."""
+
+
 class RedisServerNotFoundError(CeleryGraphError, FileNotFoundError):
     """Neither PATH nor the installed packages provide a redis-server."""
 
