@@ -16,6 +16,8 @@ from typing import Any
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer.consumer import Consumer
 
+from scheduler.transport import guard_envelopes
+
 log = logging.getLogger(__name__)
 
 _OPTIONAL_HEADERS: dict[str, tuple[type, ...]] = {
@@ -58,6 +60,11 @@ def problem_with(message: Any) -> str | None:
 
 
 class SafeConsumer(Consumer):
+    def connect(self) -> Any:
+        conn = super().connect()
+        guard_envelopes(conn.transport)
+        return conn
+
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handler = super().create_task_handler(*args, **kwargs)
         connection_errors = tuple(self.connection_errors or ())
