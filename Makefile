@@ -22,7 +22,15 @@ demo: $(STAMP)
 demo-embedded: $(STAMP)
 	$(BIN)/python examples/crash_and_resume.py
 
-test: $(STAMP)
+# The Node.js producer example (tests/test_any_language.py runs it), from its lock file.
+NODE_EXAMPLE := examples/producers/node
+NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.installed
+
+$(NODE_STAMP): $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
+	npm ci --prefix $(NODE_EXAMPLE) --no-audit --no-fund
+	touch $@
+
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -172,8 +172,6 @@ def run_demo(workdir: Path, flower: bool) -> int:
         workdir, redis.url, graphs="examples.demo_graph",
         DEMO_JOURNAL=str(journal), DEMO_LEDGER=str(ledger),
         DEMO_RENDER_SECONDS=str(RENDER_SECONDS),
-        # One Celery task per node run, so that Flower has a row for each.
-        CELERYGRAPH_CHAIN_IN_PLACE="0",
     )
     try:
         print(f"Redis {redis_server_version(binary)} ({origin}) on {HOST}:{redis.port},"

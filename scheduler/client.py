@@ -85,16 +85,22 @@ class RunHandle:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
 
     def wait(self, timeout: float | None = None) -> RunStatus:
-        """Block until the run is done, interrupted, failed, cancelled or rejected."""
+        """Block until the run is done, interrupted, failed, cancelled or rejected.
+
+        A run not recorded yet is waited for too: a producer that chose its run id (any
+        language, `start_run` with `run_id`) may wait before the scheduler took its message.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         last = "0-0"
         while True:
-            status = self.status()
-            if status.settled:
-                return status
+            run = self.client.store.run(self.thread_id, self.id)
+            if run is not None and run.status.settled:
+                return run.status
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"run {self.id} still {status} after {timeout} s")
+                state = f"still {run.status}" if run is not None else (
+                    f"not recorded on thread {self.thread_id!r}")
+                raise TimeoutError(f"run {self.id} {state} after {timeout} s")
             block = 200 if remaining is None else max(1, min(200, int(remaining * 1000)))
             for event_id, _, _ in self.client.store.events(self.thread_id, self.id, last,
                                                            block_ms=block):

@@ -16,6 +16,8 @@ from typing import Any
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer.consumer import Consumer
 
+from scheduler.transport import guard_envelopes
+
 log = logging.getLogger(__name__)
 
 _OPTIONAL_HEADERS: dict[str, tuple[type, ...]] = {
@@ -60,6 +62,11 @@ def problem_with(message: Any) -> str | None:
 class SafeConsumer(Consumer):
     # Set by Consumer.__init__ (from the broker connection); celery-types does not declare it.
     connection_errors: tuple[type[BaseException], ...]
+
+    def connect(self) -> Any:
+        conn = super().connect()
+        guard_envelopes(conn.transport)
+        return conn
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handler = super().create_task_handler(*args, **kwargs)

@@ -32,7 +32,7 @@ from scheduler import registry
 from scheduler.errors import UnknownRunError
 from scheduler.fencing import FencedSaver
 from scheduler.leases import Heartbeat, new_owner, run_lease
-from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun
+from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun, shadow_name
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.store import BUSY, STARTED_ALREADY
@@ -60,6 +60,7 @@ class KeptTask:
     checkpoint_id: str
     task_id: str
     path: list[Any]
+    shadow: str  # its Flower name, `<graph>.<node>`
     # The advance's own loop and plan of the task, when the step starts from a fresh
     # checkpoint (no pending writes): the task runs on them without a reload.
     loop: RunLoop | None = None
@@ -255,12 +256,12 @@ class Driver:
         thread_id, run_id = run.thread_id, run.run_id
         checkpoint_id = loop.checkpoint["id"]
         routes = run.routes
-        graph_name = run.graph.rsplit(":", 1)[-1]
         infos: dict[str, dict[str, Any]] = {}
         for task in todo:
             queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
             infos[task.id] = {"node": task.name, "queue": queue,
-                              "shadow": f"{graph_name}.{task.name}", "path": list(task.path)}
+                              "shadow": shadow_name(run.graph, task.name),
+                              "path": list(task.path)}
         context = {"resuming": bool(loop.resuming), "resume_map": loop.resume_map}
         events = [*self.pending_events,
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
@@ -274,17 +275,25 @@ class Driver:
             # loop (a subgraph's checkpoints) is not fenced by this advance.
             self.saver.fence(None)
             return Outcome(RunStatus.RUNNING, kept=KeptTask(
-                checkpoint_id, todo[0].id, list(todo[0].path),
+                checkpoint_id, todo[0].id, list(todo[0].path), infos[todo[0].id]["shadow"],
                 loop=loop if warm else None, task=todo[0] if warm else None,
                 saver=self.saver if warm else None,
             ))
         for queue, batch in self._batches(todo, infos):
-            names = sorted({t.name for t in batch})
             refs = tuple(NodeRef(t.id, infos[t.id]["path"]) for t in batch)
             self.send.nodes(RunNodes(thread_id, run_id, checkpoint_id, refs), queue=queue,
-                            shadow=f"{graph_name}.{'+'.join(names)}")
+                            shadow=self._message_shadow(run, batch))
         self.store.mark_sent(thread_id, run_id, checkpoint_id)
         return Outcome(RunStatus.RUNNING)
+
+    @staticmethod
+    def _message_shadow(run: RunRecord, batch: list[algo.Task]) -> str:
+        """A lone task's message is its node's Flower row; a batch's is named apart
+        (`<graph>.<nodes>(xN)`) from the rows its tasks get of their own (`worker.rows`)."""
+        if len(batch) == 1:
+            return shadow_name(run.graph, batch[0].name)
+        names = "+".join(sorted({t.name for t in batch}))
+        return f"{shadow_name(run.graph, names)}(x{len(batch)})"
 
     def _batches(self, todo: list[algo.Task], infos: dict[str, dict[str, Any]]
                  ) -> list[tuple[str, list[algo.Task]]]:

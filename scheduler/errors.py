@@ -36,5 +36,14 @@ class RunFailedError(CeleryGraphError, RuntimeError):
         return NodeError(str(self.error.get("type")), str(self.error.get("message")))
 
 
+class GraphModuleError(CeleryGraphError, ImportError):
+    """A module named in CELERYGRAPH_GRAPHS failed to import; a worker refuses to start."""
+
+
 class RedisServerNotFoundError(CeleryGraphError, FileNotFoundError):
     """Neither PATH nor the installed packages provide a redis-server."""
+
+
+class NodeFailedError(CeleryGraphError, RuntimeError):
+    """Raised by a node's Celery task after its node failed and the failure was saved, so
+    that the task's Flower row and the worker's log say it failed."""

@@ -16,7 +16,9 @@ workers of the previous release may still read what an upgraded producer sends.
   `[thread_id, run_id, checkpoint_id, [[task_id, path], ...]]`.
 
 Node messages carry the headers `celerygraph_run` and `celerygraph_thread`, and Celery's
-`shadow` name `<graph>.<node>`, which Flower lists them by.
+`shadow` name `<graph>.<node>`, which Flower lists them by; a batch of N tasks is
+`<graph>.<node>+<other node>(xN)`, and each of its tasks sends task events of its own
+under its node's name (`worker.rows`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,18 @@ class RunNodes:
     tasks: tuple[NodeRef, ...]
 
 
+def node_message_id(run_id: str, task_id: str) -> str:
+    """The Celery task id of a task's first `run_node` message, and of its Flower row when
+    it runs without one (in place, or in a batch)."""
+    return f"{run_id[:8]}-{task_id}"
+
+
+def shadow_name(graph_ref: str, node: str) -> str:
+    """`<graph>.<node>`, the name Flower lists a node task by (`graph_ref` is
+    `package.module:attribute`)."""
+    return f"{graph_ref.rsplit(':', 1)[-1]}.{node}"
+
+
 def parse_node_refs(raw: Any) -> tuple[NodeRef, ...] | None:
     """The task list of a `run_nodes` message, or None if it is not `[[task_id, path], ...]`."""
     if not isinstance(raw, list) or not all(
@@ -117,7 +131,7 @@ class Sender:
         """One task goes as `run_node`, several as `run_nodes`; `attempt` > 1 marks a
         re-dispatch, whose Celery task id differs from the lost one's."""
         first = message.tasks[0]
-        task_id = f"{message.run_id[:8]}-{first.task_id}"
+        task_id = node_message_id(message.run_id, first.task_id)
         if len(message.tasks) > 1:
             task_id += f"-x{len(message.tasks)}"
         if attempt > 1:

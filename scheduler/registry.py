@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from graphdef.pregel import Pregel
-from scheduler.errors import UnknownGraphError
+from scheduler.errors import GraphModuleError, UnknownGraphError
 
 _lock = threading.Lock()
 _graphs: dict[str, Pregel] = {}
@@ -30,7 +30,13 @@ def load_modules(modules: tuple[str, ...] | list[str]) -> dict[str, Pregel]:
     """Import the configured modules and register every compiled graph at their top level."""
     found: dict[str, Pregel] = {}
     for name in modules:
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # a syntax error, a missing name: anything the module raises
+            raise GraphModuleError(
+                f"graph module {name!r} (CELERYGRAPH_GRAPHS) failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         for attr, value in vars(module).items():
             if isinstance(value, Pregel) and not attr.startswith("_"):
                 found[f"{name}:{attr}"] = value

@@ -17,6 +17,7 @@ from celery import signals
 
 from scheduler.celery_app import CeleryGraphApp
 from scheduler.driver import with_run_lease
+from scheduler.errors import GraphModuleError
 from scheduler.faults import Faults
 from scheduler.protocol import ADVANCE_TASK, START_TASK
 from scheduler.resources import resources
@@ -63,10 +64,22 @@ def register_scheduler_tasks(app: CeleryGraphApp) -> None:
 
 def serve_graphs(app: CeleryGraphApp) -> None:
     """When a `celery worker` of `app` starts: load the configured graphs, then publish them
-    and sweep for lost work (the sweeper publishes later if the store is down now)."""
+    and sweep for lost work (the sweeper publishes later if the store is down now).
+
+    A graph module that fails to import stops the worker before it is ready: up, it would
+    publish no graph, fail every task and sweep with the same ImportError, while producers
+    only saw "unknown graph".
+    """
     def load_graphs(sender: Any = None, **_: object) -> None:
-        if getattr(sender, "app", None) is app:
+        if getattr(sender, "app", None) is not app:
+            return
+        try:
             resources(app.settings).load_graphs()
+        except GraphModuleError as exc:
+            log.critical("%s; the worker stops", exc, exc_info=exc.__cause__)
+            # Celery logs and swallows an Exception raised by a signal handler; SystemExit
+            # ends the `celery worker` command (status 1) without saying it all again.
+            raise SystemExit(1) from exc
 
     def start_sweeper(sender: Any = None, **_: object) -> None:
         if getattr(sender, "app", None) is not app:

@@ -132,6 +132,19 @@ def _failing() -> Any:
 failing = _failing()
 
 
+def _fails_in_place() -> Any:
+    """`boom` is the lone next step after `ok`: it runs in place, in `ok`'s message."""
+    builder = StateGraph(Log)
+    builder.add_node("ok", step("ok"))
+    builder.add_node("boom", boom)
+    builder.add_edge(START, "ok")
+    builder.add_edge("ok", "boom")
+    return builder.compile()
+
+
+fails_in_place = _fails_in_place()
+
+
 def _single() -> Any:
     builder = StateGraph(Log)
     builder.add_node("one", step("one"))

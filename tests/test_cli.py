@@ -95,3 +95,34 @@ def test_watch_threads_and_graph_draw(cluster):
     assert "cli-4" in [t["thread_id"] for t in waiting]
     drawn = cli(None, "graph", "draw", "tests.embedded_graphs:approval").stdout
     assert drawn.startswith("graph TD;") and "prepare --> ask;" in drawn
+
+
+def test_wait_on_a_run_not_recorded_yet_waits_for_it(cluster):
+    """A producer that picks its run id (any language: `start_run` with `run_id`) can wait
+    before the scheduler has taken its message."""
+    from scheduler.protocol import Sender, StartRun
+
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "wait", "cli-early", "early-run", "--timeout",
+         "60"], cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    client = cluster.client()
+    handle = client.run("cli-early-2", "early-run-2")
+    with pytest.raises(TimeoutError, match="not recorded on thread 'cli-early-2'"):
+        handle.wait(timeout=0.3)
+    # The CLI is blocked in its wait (it has not exited) before the run exists.
+    assert waiting.poll() is None and client.store.run("cli-early", "early-run") is None
+    send = Sender(client.app, client.settings.scheduler_queue)
+    for thread_id, run_id in (("cli-early", "early-run"), ("cli-early-2", "early-run-2")):
+        send.start(StartRun(thread_id, run_id, graph="tests.dist_graphs:single",
+                            input={"log": []}))
+    assert handle.wait(timeout=60) == "done"
+    out, err = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["output"] == {"log": ["one"]}
+
+
+def test_wait_on_a_run_never_recorded_times_out_clearly(cluster):
+    done = cli(cluster, "wait", "cli-never", "no-such-run", "--timeout", "0.5", check=False)
+    assert done.returncode == 2
+    assert "TimeoutError: run no-such-run not recorded on thread 'cli-never'" in done.stderr

@@ -25,9 +25,11 @@ from scheduler import registry
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
 from scheduler.leases import Heartbeat, new_owner
+from scheduler.protocol import shadow_name
 from scheduler.records import RunRecord
 from scheduler.resources import Resources
 from scheduler.store import FIRST_START, StepView
+from worker.rows import NodeResult, NodeRows, RowRunner
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,14 @@ def _worker_name() -> str:
 def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                  task_id: str, path: list[Any] | None = None,
                  view: StepView | None = None,
-                 prefetched: CheckpointTuple | None = None) -> bool:
+                 prefetched: CheckpointTuple | None = None,
+                 rows: NodeRows | None = None) -> bool:
     """Run the task unless finished elsewhere; True when this call completed the superstep.
 
     `view` and `prefetched`: the step and its checkpoint as read once for a whole batch of
     its tasks (`run_nodes`). Neither decides alone whether a task runs: the lease refuses a
     task counted done, and a task taken before (which may have left a memo since the batch
-    read) loads its own writes.
+    read) loads its own writes. `rows`: the Flower rows of the message running it.
     """
     store = res.store
     view = view or store.step_view(thread_id, run_id, checkpoint_id, [task_id])
@@ -117,7 +120,8 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     saver = OwnWritesSaver(res.saver, task_id, prefetched if grant == FIRST_START else None)
     return _run_leased(res, thread_id, run_id, checkpoint_id, task_id, owner,
                        lambda: _run_task(res, run, checkpoint_id, task_id, path,
-                                         view.context, saver))
+                                         view.context, saver, rows,
+                                         restart=grant != FIRST_START))
 
 
 def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
@@ -134,7 +138,8 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
 
 def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
               path: list[Any] | None, context: dict[str, Any],
-              saver: OwnWritesSaver) -> tuple[str, str]:
+              saver: OwnWritesSaver, rows: NodeRows | None, *,
+              restart: bool) -> tuple[str, str]:
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
     graph = registry.resolve(run.graph)
     loop = RunLoop(
@@ -157,27 +162,35 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         return task.name, "interrupted"
     if status is None or not status.interrupts:
         loop.drop_null_resume()
+    row = None if rows is None else rows.row(shadow_name(run.graph, task.name), checkpoint_id,
+                                             task, restart=restart)
     try:
-        return task.name, run_on(loop, task, res.settings.faults)
+        return task.name, run_on(loop, task, res.settings.faults, row)
     finally:
         loop.close(None)
 
 
-def run_on(loop: RunLoop, task: algo.Task, faults: Faults) -> str:
-    """Run a planned task on its loop, saving its memo; its outcome: finished, interrupted
-    or failed."""
-    faults.maybe_crash("node_started")
-    errors, interrupts = loop.run_planned(
-        [task], before_save=lambda: faults.maybe_crash("node_returned"))
-    return "failed" if errors else "interrupted" if interrupts else "finished"
+def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None = None) -> str:
+    """Run a planned task on its loop, saving its memo, under its Flower `row` if it has
+    one; its outcome: finished, interrupted or failed."""
+    def node() -> NodeResult:
+        faults.maybe_crash("node_started")
+        errors, interrupts = loop.run_planned(
+            [task], before_save=lambda: faults.maybe_crash("node_returned"))
+        outcome = "failed" if errors else "interrupted" if interrupts else "finished"
+        return outcome, errors[0] if errors else None
+
+    return node()[0] if row is None else row(node)
 
 
 def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                    task: algo.Task, loop: RunLoop) -> bool | None:
+                    task: algo.Task, loop: RunLoop, row: RowRunner | None = None
+                    ) -> bool | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
     advance's own loop: no reload of what it holds in memory. True as for `execute_node`;
     None when another worker took the task meanwhile (this one stalled past the lease): what
-    that one left, a memo perhaps, is only in the store, so run it with `execute_node`."""
+    that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
+    `row`: its Flower row."""
     store = res.store
     owner = new_owner()
     grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
@@ -192,7 +205,7 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     def run() -> tuple[str, str]:
         try:
-            return task.name, run_on(loop, task, res.settings.faults)
+            return task.name, run_on(loop, task, res.settings.faults, row)
         except BaseException:
             loop.close(None)
             raise

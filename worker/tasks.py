@@ -30,6 +30,7 @@ from scheduler.protocol import (
 from scheduler.resources import Resources, resources
 from scheduler.store import StepView
 from worker.node import execute_node, execute_planned, prefetch_step
+from worker.rows import NodeRows
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
     def run_node(self: Any, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
                  path: TaskPath = None) -> None:
         message = RunNodes(thread_id, run_id, checkpoint_id, (NodeRef(task_id, path),))
-        run_message(resources(app.settings), app, message, _run_here(self, app))
+        rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=task_id)
+        try:
+            run_message(resources(app.settings), app, message, _run_here(self, app), rows)
+        finally:
+            rows.close()
+        rows.raise_own_failure()
 
     @app.task(name=NODES_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
     def run_nodes(self: Any, thread_id: str, run_id: str, checkpoint_id: str,
@@ -62,13 +68,18 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
             log.warning("ignoring %s for run %r: malformed task list", NODES_TASK, run_id)
             return
         message = RunNodes(thread_id, run_id, checkpoint_id, refs)
-        run_message(resources(app.settings), app, message, _run_here(self, app))
+        rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=None)
+        try:
+            run_message(resources(app.settings), app, message, _run_here(self, app), rows)
+        finally:
+            rows.close()
 
 
 def run_message(res: Resources, app: Celery, message: RunNodes,
-                run_here: str | None) -> None:
+                run_here: str | None, rows: NodeRows | None = None) -> None:
     """Run a message's tasks one after the other; each keeps its own lease and memo, so a
-    crash costs only the task it interrupts. A batch reads its step and checkpoint once."""
+    crash costs only the task it interrupts. A batch reads its step and checkpoint once.
+    `rows`: the Flower rows of the tasks that are not the message's own."""
     res.load_graphs()
     view = prefetched = None
     if len(message.tasks) > 1:
@@ -78,7 +89,7 @@ def run_message(res: Resources, app: Celery, message: RunNodes,
         prefetched = prefetch_step(res, message.thread_id, message.checkpoint_id, task_ids)
     for ref in message.tasks:
         run_and_advance(res, app, message.thread_id, message.run_id, message.checkpoint_id,
-                        ref, run_here, view, prefetched)
+                        ref, run_here, view, prefetched, rows)
 
 
 def _run_here(task: Any, app: CeleryGraphApp) -> str | None:
@@ -90,7 +101,8 @@ def _run_here(task: Any, app: CeleryGraphApp) -> str | None:
 def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
                     checkpoint_id: str, ref: NodeRef, run_here: str | None,
                     view: StepView | None = None,
-                    prefetched: CheckpointTuple | None = None) -> None:
+                    prefetched: CheckpointTuple | None = None,
+                    rows: NodeRows | None = None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
     step's task while the advance hands one back."""
     task_id, path = ref.task_id, ref.path
@@ -98,13 +110,14 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
     while True:
         finished = None
         if kept is not None and kept.loop is not None and kept.task is not None:
+            row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
-                                       kept.loop)
+                                       kept.loop, row)
             if finished is None:  # taken elsewhere meanwhile: its own loop is stale
                 kept = None
         if finished is None:
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
-                                    prefetched)
+                                    prefetched, rows)
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return

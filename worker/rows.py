@@ -1,0 +1,138 @@
+"""Flower rows for node runs that have no Celery message of their own.
+
+A message's own task gets its task events from Celery. A node run in place (the lone next
+task of a chain) or as one task of a `run_nodes` batch would otherwise be invisible: it
+sends the same events itself (task-received, -started, -succeeded, -failed, -retried) under
+an id of its own, so Flower lists it as `<graph>.<node>` with its state, runtime, arguments
+and worker, as if it had been its own `run_node` message. The events go through Celery's
+own event dispatcher, with the worker's node name, so Flower's state machine takes them
+like any worker's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.events.dispatcher import EventDispatcher
+from celery.utils.saferepr import saferepr
+
+from graphdef import algo
+from scheduler.errors import NodeFailedError
+from scheduler.protocol import node_message_id
+
+log = logging.getLogger(__name__)
+
+# What running a node returns: its outcome (finished, interrupted, failed) and its error.
+NodeResult = tuple[str, BaseException | None]
+# Runs a node (given as a call that runs it) under its row; returns the node's outcome.
+RowRunner = Callable[[Callable[[], NodeResult]], str]
+
+
+class NodeRows:
+    """The rows of the node runs one message carries.
+
+    `own_task_id`: the task the message itself stands for (a `run_node` message's), whose
+    row is the message's; None for a batch, whose message row names its nodes but whose
+    tasks each get a row here. The event dispatcher is opened on the first row and held until
+    `close`, so a chain run in place pays for one producer, not one per node.
+    """
+
+    def __init__(self, app: Celery, request: Any, thread_id: str, run_id: str,
+                 own_task_id: str | None) -> None:
+        self.app = app
+        self.hostname: str | None = getattr(request, "hostname", None)
+        self.message_id: str | None = getattr(request, "id", None)
+        self.root_id: str | None = getattr(request, "root_id", None) or self.message_id
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.own_task_id = own_task_id
+        self.own_error: BaseException | None = None
+        self.enabled = bool(app.conf.worker_send_task_events)
+        self._stack = contextlib.ExitStack()
+        self._dispatcher: EventDispatcher | None = None
+
+    def row(self, name: str, checkpoint_id: str, task: algo.Task, *,
+            restart: bool = False) -> RowRunner:
+        """What runs `task` under its row named `name`. `restart`: the task ran before (its
+        worker died), so its row gets an id of its own too instead of overwriting the lost
+        run's."""
+        return lambda node: self.run(name, checkpoint_id, task, restart=restart, node=node)
+
+    def run(self, name: str, checkpoint_id: str, task: algo.Task, *, restart: bool,
+            node: Callable[[], NodeResult]) -> str:
+        """Run `node` under its row; returns its outcome.
+
+        The message's own task has its row from Celery, which marks it finished only when
+        the message is, after the nodes it then ran in place: its outcome is sent as soon as
+        its node ends, so a worker killed in a later node does not leave it started.
+        """
+        own = task.id == self.own_task_id and self.message_id is not None
+        if own:
+            self.own_task_id = None  # a task runs once per message: later ones are in place
+            row_id = str(self.message_id)
+        else:
+            row_id = node_message_id(self.run_id, task.id)
+            if restart:
+                row_id += f"-r{uuid.uuid4().hex[:6]}"
+            args = [self.thread_id, self.run_id, checkpoint_id, task.id, list(task.path)]
+            self._send("task-received", row_id, name=name, args=saferepr(args), kwargs="{}",
+                       root_id=self.root_id, parent_id=self.message_id, retries=0, eta=None,
+                       expires=None)
+            self._send("task-started", row_id)
+        began = time.monotonic()
+        try:
+            outcome, error = node()
+        except redis.RedisError as exc:
+            # The message is retried (RETRY_ON_STORE_ERRORS); the sweeper sends this task
+            # again, as it does any task that started and lost its lease.
+            if not own:
+                self._send("task-retried", row_id, exception=saferepr(exc),
+                           traceback=traceback.format_exc())
+            raise
+        except Exception as exc:
+            if not own:
+                self._send("task-failed", row_id, exception=saferepr(exc),
+                           traceback=traceback.format_exc())
+            raise
+        runtime = time.monotonic() - began
+        if error is not None:
+            self._send("task-failed", row_id, exception=saferepr(error),
+                       traceback="".join(traceback.format_exception(error)))
+            if own:
+                self.own_error = error
+        else:
+            self._send("task-succeeded", row_id, result=saferepr(outcome), runtime=runtime)
+        return outcome
+
+    def raise_own_failure(self) -> None:
+        """Fail the message's own task when its node failed, so that its row says so (the
+        failure is already saved: the run has dealt with it)."""
+        if self.own_error is not None:
+            error = self.own_error
+            raise NodeFailedError(f"{type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        self._stack.close()
+        self._dispatcher = None
+
+    def _send(self, kind: str, row_id: str, **fields: Any) -> None:
+        """An event lost to a broker blip costs a row's detail, never the node."""
+        if not self.enabled:
+            return
+        try:
+            if self._dispatcher is None:
+                self._dispatcher = self._stack.enter_context(
+                    self.app.events.default_dispatcher(hostname=self.hostname))
+            self._dispatcher.send(kind, uuid=row_id, **fields)
+        except Exception:  # noqa: BLE001 - see above
+            log.warning("could not send %s for %s", kind, row_id, exc_info=True)
+            with contextlib.suppress(Exception):
+                self.close()
