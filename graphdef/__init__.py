@@ -15,7 +15,7 @@ from graphdef.errors import (
 from graphdef.func import entrypoint, task
 from graphdef.messages import MessagesState, add_messages
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config, interrupt
+from graphdef.runtime import get_config, get_stream_writer, interrupt
 from graphdef.state import CompiledStateGraph, StateGraph
 from graphdef.types import Command, Interrupt, Overwrite, RetryPolicy, Send, StateSnapshot
 
@@ -42,6 +42,7 @@ __all__ = [
     "add_messages",
     "entrypoint",
     "get_config",
+    "get_stream_writer",
     "interrupt",
     "task",
 ]

@@ -18,8 +18,8 @@ from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
 from graphdef.pregel import Pregel
-from graphdef.runtime import current_runtime_or_none
-from graphdef.state import accepts_param
+from graphdef.runtime import current_runtime, current_runtime_or_none
+from graphdef.state import accepts_param, is_async_callable, no_sync_function
 from graphdef.types import RetryPolicy
 
 T = TypeVar("T")
@@ -106,20 +106,26 @@ class EntrypointGraph(Pregel):
         self.func = func
         wants_previous = accepts_param(func, "previous")
         wants_config = accepts_param(func, "config")
+        wants_writer = accepts_param(func, "writer")
 
-        def bound(value: dict[str, Any], config: dict[str, Any]) -> Any:
+        def call(value: dict[str, Any], config: dict[str, Any]) -> Any:
             kwargs: dict[str, Any] = {}
             if wants_previous:
                 kwargs["previous"] = value.get(PREVIOUS)
             if wants_config:
                 kwargs["config"] = config
+            if wants_writer:
+                kwargs["writer"] = current_runtime().writer
             return func(value[START], **kwargs)
 
         name = func.__name__
+        asynchronous = is_async_callable(func)
         super().__init__(
             nodes={
                 name: Node(
-                    name=name, triggers=[START], reads=[START, PREVIOUS], bound=bound,
+                    name=name, triggers=[START], reads=[START, PREVIOUS],
+                    bound=no_sync_function(name) if asynchronous else call,
+                    abound=call if asynchronous else None,
                     writers=[_final_writes], retry_policy=retry_policy,
                 )
             },
@@ -135,3 +141,4 @@ class EntrypointGraph(Pregel):
             name=name,
         )
         functools.update_wrapper(self, func)
+        self.stream_mode = "updates"

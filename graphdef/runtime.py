@@ -30,6 +30,8 @@ class RunScope:
 
     `resuming`: None when the run has no say (past its first superstep), so a subgraph
     decides from its own input; `resume_map` answers interrupts by id at any depth.
+    `messages`: the run's `messages` stream handler
+    (`graphdef.stream_messages.StreamMessagesHandler`), which subgraphs' nodes report to.
     """
 
     checkpointer: BaseCheckpointSaver | None = None
@@ -38,6 +40,7 @@ class RunScope:
     stream_modes: Sequence[str] = ()
     resuming: bool | None = None
     resume_map: Mapping[str, Any] | None = None
+    messages: Any = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TaskRuntime:
     send: Callable[[list[Write]], None]
     call: Callable[..., Any] | None = None
     scope: RunScope = field(default_factory=RunScope)
+    writer: Callable[[Any], None] = field(default=lambda chunk: None)
     interrupt_counter: itertools.count = field(default_factory=itertools.count)
     call_counter: itertools.count = field(default_factory=itertools.count)
     subgraph_counter: itertools.count = field(default_factory=itertools.count)
@@ -81,6 +85,12 @@ def reset_runtime(token: Any) -> None:
 def get_config() -> dict[str, Any]:
     """The running task's config (thread id, checkpoint namespace, user configurable)."""
     return current_runtime().config
+
+
+def get_stream_writer() -> Callable[[Any], None]:
+    """The running task's `custom` stream writer; it drops what it is given when the run
+    does not stream `custom`, so a node need not know how it is run."""
+    return current_runtime().writer
 
 
 def interrupt(value: Any) -> Any:

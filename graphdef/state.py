@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -23,7 +24,7 @@ from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import BRANCH_TO, END, START, TASKS
 from graphdef.errors import InvalidUpdateError, ParentCommand
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config
+from graphdef.runtime import current_runtime, get_config
 from graphdef.types import Command, RetryPolicy, Send
 
 
@@ -62,6 +63,48 @@ def accepts_param(func: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(func).parameters
     except (TypeError, ValueError):
         return False
+
+
+def is_async_callable(func: Any) -> bool:
+    """Whether calling `func` gives a coroutine: an async function, a partial of one, or an
+    object whose `__call__` is one."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
+def no_sync_function(name: str) -> Callable[..., Any]:
+    """What a sync run calls in place of an async-only function: LangGraph's TypeError."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f'No synchronous function provided to "{name}".\nEither initialize with a '
+            "synchronous function or invoke via the async API (ainvoke, astream, etc.)"
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+def bind_action(action: Callable[..., Any]) -> Callable[[Any, dict[str, Any]], Any]:
+    """A node function called as the loop calls nodes, `(input, config)`, with the
+    optional parameters it declares (`config`, `writer`) filled in."""
+    wants_config = accepts_param(action, "config")
+    wants_writer = accepts_param(action, "writer")
+    if not (wants_config or wants_writer):
+        return lambda value, config: action(value)
+
+    def call(value: Any, config: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        if wants_config:
+            kwargs["config"] = config
+        if wants_writer:
+            kwargs["writer"] = current_runtime().writer
+        return action(value, **kwargs)
+
+    return call
 
 
 def find_subgraph(action: Any) -> Pregel | None:
@@ -366,6 +409,7 @@ class CompiledStateGraph(Pregel):
             interrupt_after=interrupt_after,
             name=name or "LangGraph",
         )
+        self.stream_mode = "updates"
 
     def _start_node(self) -> Node:
         input_keys = frozenset(self.input_keys)
@@ -382,17 +426,21 @@ class CompiledStateGraph(Pregel):
         action = spec.action
         schema = spec.input_schema or self.builder.state_schema
         subgraph = find_subgraph(action)
+        abound = None
         if isinstance(action, Pregel):
-            bound: Callable[[Any, dict[str, Any]], Any] = subgraph.run_as_subgraph
-        elif accepts_param(action, "config"):
-            bound = lambda value, config: action(value, config=config)  # noqa: E731
+            bound: Callable[[Any, dict[str, Any]], Any] = action.run_as_subgraph
+            abound = action.arun_as_subgraph
+        elif is_async_callable(action):
+            bound = no_sync_function(name)
+            abound = bind_action(action)
         else:
-            bound = lambda value, config: action(value)  # noqa: E731
+            bound = bind_action(action)
         return Node(
             name=name,
             triggers=[BRANCH_TO.format(name)],
             reads=list(state_keys(schema)),
             bound=bound,
+            abound=abound,
             writers=[self._updates_writer(self.state_key_set)],
             mapper=_coerce(schema),
             retry_policy=spec.retry_policy,
@@ -412,14 +460,15 @@ class CompiledStateGraph(Pregel):
         path_accepts_config = accepts_param(branch.path, "config")
         nodes = self.builder.nodes
 
-        def write(output: Any, context: TaskContext) -> list[Write]:
+        def route(context: TaskContext) -> Any:
             state = context.read_fresh(reads)
             if mapper is not None:
                 state = mapper(state)
             if path_accepts_config:
-                result = branch.path(state, config=get_config())
-            else:
-                result = branch.path(state)
+                return branch.path(state, config=get_config())
+            return branch.path(state)
+
+        def writes_for(result: Any) -> list[Write]:
             results = result if isinstance(result, list | tuple) else [result]
             writes: list[Write] = []
             for item in results:
@@ -433,6 +482,17 @@ class CompiledStateGraph(Pregel):
                     raise InvalidUpdateError(f"Conditional edge returned unknown node {dest!r}")
                 writes.append((BRANCH_TO.format(dest), None))
             return writes
+
+        if is_async_callable(branch.path):
+
+            async def awrite(output: Any, context: TaskContext) -> list[Write]:
+                return writes_for(await route(context))
+
+            awrite.__name__ = getattr(branch.path, "__name__", "branch")
+            return awrite
+
+        def write(output: Any, context: TaskContext) -> list[Write]:
+            return writes_for(route(context))
 
         return write
 

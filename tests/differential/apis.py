@@ -28,12 +28,14 @@ NAMES = (
     "InvalidUpdateError",
     "EmptyInputError",
     "InMemorySaver",
+    "get_stream_writer",
 )
 
 
 def _langgraph() -> SimpleNamespace:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.config import get_stream_writer
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
@@ -61,6 +63,7 @@ def _langgraph() -> SimpleNamespace:
         InvalidUpdateError=InvalidUpdateError,
         EmptyInputError=EmptyInputError,
         InMemorySaver=InMemorySaver,
+        get_stream_writer=get_stream_writer,
     )
 
 
