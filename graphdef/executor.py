@@ -14,7 +14,7 @@ from graphdef.algo import Task, TaskContext
 from graphdef.errors import GraphInterrupt, ParentCommand
 from graphdef.retry import arun_with_retry, run_with_retry
 from graphdef.runtime import TaskRuntime, bind_runtime, reset_runtime
-from graphdef.stream_messages import langchain_config
+from graphdef.stream_messages import bind_langchain_config, reset_langchain_config
 from graphdef.types import Command
 
 
@@ -41,23 +41,24 @@ def execute_task(task: Task, runtime: TaskRuntime, channels: Any) -> None:
 
     def attempt() -> None:
         token = bind_runtime(runtime)
+        lc_token = bind_langchain_config(runtime.config)
         try:
-            with langchain_config(runtime.config):
-                if messages is not None:
-                    messages.node_started(runtime.config["metadata"], task.input)
-                try:
-                    output = task.node.bound(task.input, runtime.config)
-                except ParentCommand as exc:
-                    output = _subgraph_command(task, exc)
-                if messages is not None:
-                    messages.node_finished(runtime.config["metadata"], output)
-                context = TaskContext(task, channels)
-                for writer in task.node.writers:
-                    writes = writer(output, context)
-                    if inspect.isawaitable(writes):
-                        _refuse_async(writes, writer)
-                    task.writes.extend(writes)
+            if messages is not None:
+                messages.node_started(runtime.config["metadata"], task.input)
+            try:
+                output = task.node.bound(task.input, runtime.config)
+            except ParentCommand as exc:
+                output = _subgraph_command(task, exc)
+            if messages is not None:
+                messages.node_finished(runtime.config["metadata"], output)
+            context = TaskContext(task, channels)
+            for writer in task.node.writers:
+                writes = writer(output, context)
+                if inspect.isawaitable(writes):
+                    _refuse_async(writes, writer)
+                task.writes.extend(writes)
         finally:
+            reset_langchain_config(lc_token)
             reset_runtime(token)
 
     run_with_retry(attempt, task.node.retry_policy, before_retry=_clearer(task, runtime))
@@ -81,29 +82,30 @@ async def aexecute_task(task: Task, runtime: TaskRuntime, channels: Any) -> None
 
     async def attempt() -> None:
         token = bind_runtime(runtime)
+        lc_token = bind_langchain_config(runtime.config)
         try:
-            with langchain_config(runtime.config):
-                if messages is not None:
-                    messages.node_started(runtime.config["metadata"], task.input)
-                try:
-                    if task.node.abound is not None:
-                        output = await task.node.abound(task.input, runtime.config)
-                    else:
-                        context = contextvars.copy_context()
-                        output = await asyncio.get_running_loop().run_in_executor(
-                            None, context.run, task.node.bound, task.input, runtime.config
-                        )
-                except ParentCommand as exc:
-                    output = _subgraph_command(task, exc)
-                if messages is not None:
-                    messages.node_finished(runtime.config["metadata"], output)
-                context_ = TaskContext(task, channels)
-                for writer in task.node.writers:
-                    writes: Any = writer(output, context_)
-                    if inspect.isawaitable(writes):
-                        writes = await writes
-                    task.writes.extend(writes)
+            if messages is not None:
+                messages.node_started(runtime.config["metadata"], task.input)
+            try:
+                if task.node.abound is not None:
+                    output = await task.node.abound(task.input, runtime.config)
+                else:
+                    context = contextvars.copy_context()
+                    output = await asyncio.get_running_loop().run_in_executor(
+                        None, context.run, task.node.bound, task.input, runtime.config
+                    )
+            except ParentCommand as exc:
+                output = _subgraph_command(task, exc)
+            if messages is not None:
+                messages.node_finished(runtime.config["metadata"], output)
+            writer_context = TaskContext(task, channels)
+            for writer in task.node.writers:
+                writes: Any = writer(output, writer_context)
+                if inspect.isawaitable(writes):
+                    writes = await writes
+                task.writes.extend(writes)
         finally:
+            reset_langchain_config(lc_token)
             reset_runtime(token)
 
     await arun_with_retry(attempt, task.node.retry_policy, before_retry=_clearer(task, runtime))

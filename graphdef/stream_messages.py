@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 from graphdef.constants import NS_SEP, PUSH
@@ -170,15 +169,15 @@ def _messages_in(value: Any) -> list[Any]:
     return []
 
 
-@contextmanager
-def langchain_config(config: dict[str, Any]) -> Iterator[None]:
+def bind_langchain_config(config: dict[str, Any]) -> Any:
     """Make a node's config LangChain's current one, where a chat model called without a
-    config finds the run's callbacks and metadata."""
+    config finds the run's callbacks and metadata; returns what `reset_langchain_config`
+    takes. A plain token rather than a context manager: it runs once per task."""
     if var_child_runnable_config is None:
-        yield
-        return
-    token = var_child_runnable_config.set(config)  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
+        return None
+    return var_child_runnable_config.set(config)  # type: ignore[arg-type]
+
+
+def reset_langchain_config(token: Any) -> None:
+    if token is not None:
         var_child_runnable_config.reset(token)
