@@ -31,13 +31,14 @@ NAMES = (
     "BaseStore",
     "InMemoryStore",
     "get_store",
+    "get_stream_writer",
 )
 
 
 def _langgraph() -> SimpleNamespace:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.config import get_store
+    from langgraph.config import get_store, get_stream_writer
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
@@ -70,6 +71,7 @@ def _langgraph() -> SimpleNamespace:
         BaseStore=BaseStore,
         InMemoryStore=InMemoryStore,
         get_store=get_store,
+        get_stream_writer=get_stream_writer,
     )
 
 
