@@ -104,3 +104,8 @@ def revive_error(record: Any) -> BaseException:
         except Exception:
             return NodeError(name, message, args)
     return NodeError(name, message, args)
+
+
+class UnsupportedParameterError(CeleryGraphError, NotImplementedError):
+    """A parameter LangGraph accepts that graphdef does not implement: refused by name rather
+    than ignored, so a ported program never silently loses behaviour it asked for."""

@@ -34,6 +34,7 @@ def execute_task(task: Task, runtime: TaskRuntime, channels: Any) -> None:
             reset_runtime(token)
 
     def clear() -> None:
+        runtime.attempt += 1
         task.writes.clear()
         runtime.interrupt_counter = type(runtime.interrupt_counter)()
         runtime.call_counter = type(runtime.call_counter)()

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from graphdef.algo import Node, TaskContext, Write
+from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import identifier
 from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
+from graphdef.inject import accepts_param, accepts_runtime, accepts_store, with_injected
+from graphdef.params import deprecated, refuse
 from graphdef.pregel import Pregel
-from graphdef.runtime import current_runtime_or_none, get_store
-from graphdef.state import accepts_param, accepts_store, with_store
+from graphdef.runtime import current_runtime, current_runtime_or_none, get_store, runtime_of
 from graphdef.store.base import BaseStore
-from graphdef.types import RetryPolicy
+from graphdef.types import CachePolicy, RetryPolicy
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,9 +37,11 @@ class TaskFunction(Generic[T]):
     def __init__(
         self, func: Callable[..., T], *, name: str | None = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
     ) -> None:
-        self.func = with_store(func)
+        self.func = with_injected(func)
         self.name = name or func.__name__
+        self.cache_policy = cache_policy
         if isinstance(retry_policy, RetryPolicy):
             self.retry_policy: Sequence[RetryPolicy] = (retry_policy,)
         else:
@@ -57,11 +62,22 @@ def task(
     *,
     name: str | None = None,
     retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+    cache_policy: CachePolicy[Any] | None = None,
+    timeout: Any = None,
+    **kwargs: Any,
 ) -> Any:
-    """Mark a function as a durable task: `@task` or `@task(name=..., retry_policy=...)`."""
+    """Mark a function as a durable task: `@task` or `@task(name=..., retry_policy=...)`.
+
+    `cache_policy`: with the entrypoint's `cache`, a call with equal arguments returns the
+    cached result without running. `timeout` raises UnsupportedParameterError.
+    """
+    refuse("task", timeout=timeout)
+    retry_policy = deprecated("task", kwargs, {"retry": "retry_policy"},
+                              {"retry_policy": retry_policy})["retry_policy"]
     if func is None:
-        return lambda f: TaskFunction(f, name=name, retry_policy=retry_policy)
-    return TaskFunction(func, name=name, retry_policy=retry_policy)
+        return lambda f: TaskFunction(f, name=name, retry_policy=retry_policy,
+                                      cache_policy=cache_policy)
+    return TaskFunction(func, name=name, retry_policy=retry_policy, cache_policy=cache_policy)
 
 
 class entrypoint:  # noqa: N801 - LangGraph's name
@@ -77,20 +93,36 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     def __init__(
         self,
         checkpointer: BaseCheckpointSaver | None = None,
-        *,
         store: BaseStore | None = None,
+        cache: BaseCache[Any] | None = None,
+        context_schema: Any = None,
+        cache_policy: CachePolicy[Any] | None = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
-        **_unused: Any,
+        timeout: Any = None,
+        **kwargs: Any,
     ) -> None:
+        """LangGraph's parameters, positional in its order. `cache_policy` applies to the
+        entrypoint and to its tasks that have none of their own; `timeout` raises
+        UnsupportedParameterError."""
+        refuse("entrypoint", timeout=timeout)
+        given = deprecated("entrypoint", kwargs, {"config_schema": "context_schema",
+                                                  "retry": "retry_policy"},
+                           {"context_schema": context_schema, "retry_policy": retry_policy})
+        context_schema, retry_policy = given["context_schema"], given["retry_policy"]
         self.checkpointer = checkpointer
         self.store = store
+        self.cache = cache
+        self.context_schema = context_schema
+        self.cache_policy = cache_policy
         if isinstance(retry_policy, RetryPolicy):
             self.retry_policy: Sequence[RetryPolicy] = (retry_policy,)
         else:
             self.retry_policy = tuple(retry_policy or ())
 
     def __call__(self, func: Callable[..., Any]) -> EntrypointGraph:
-        return EntrypointGraph(func, self.checkpointer, self.retry_policy, self.store)
+        return EntrypointGraph(func, self.checkpointer, self.retry_policy, self.store,
+                               cache=self.cache, cache_policy=self.cache_policy,
+                               context_schema=self.context_schema)
 
 
 def _final_writes(output: Any, context: TaskContext) -> list[Write]:
@@ -106,11 +138,16 @@ class EntrypointGraph(Pregel):
         self, func: Callable[..., Any], checkpointer: BaseCheckpointSaver | None,
         retry_policy: Sequence[RetryPolicy],
         store: BaseStore | None = None,
+        *,
+        cache: BaseCache[Any] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
+        context_schema: Any = None,
     ) -> None:
         self.func = func
         wants_previous = accepts_param(func, "previous")
         wants_config = accepts_param(func, "config")
         wants_store = accepts_store(func)
+        wants_runtime = accepts_runtime(func)
 
         def bound(value: dict[str, Any], config: dict[str, Any]) -> Any:
             kwargs: dict[str, Any] = {}
@@ -120,14 +157,22 @@ class EntrypointGraph(Pregel):
                 kwargs["config"] = config
             if wants_store:
                 kwargs["store"] = get_store()
+            if wants_runtime:
+                kwargs["runtime"] = runtime_of(current_runtime())
             return func(value[START], **kwargs)
 
         name = func.__name__
+        # The node reads the input and `previous`; its cache key is of the input alone, as
+        # LangGraph's entrypoint node reads only its input.
         super().__init__(
             nodes={
                 name: Node(
                     name=name, triggers=[START], reads=[START, PREVIOUS], bound=bound,
                     writers=[_final_writes], retry_policy=retry_policy,
+                    cache_policy=None if cache_policy is None else CachePolicy(
+                        key_func=lambda value: cache_policy.key_func(value[START]),
+                        ttl=cache_policy.ttl),
+                    cache_id=identifier(func),
                 )
             },
             channels={
@@ -141,5 +186,8 @@ class EntrypointGraph(Pregel):
             checkpointer=checkpointer,
             name=name,
             store=store,
+            cache=cache,
+            cache_policy=cache_policy,
+            context_schema=context_schema,
         )
         functools.update_wrapper(self, func)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import dataclasses
 import functools
 import threading
 from collections import deque
@@ -18,6 +19,8 @@ from typing import Any, Protocol
 
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
+from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import CACHE_NS_WRITES, CacheKey, cache_key, identifier
 from graphdef.channels import MISSING, BaseChannel
 from graphdef.checkpoint.base import (
     BaseCheckpointSaver,
@@ -31,6 +34,7 @@ from graphdef.constants import (
     INTERRUPT,
     NS_SEP,
     NULL_TASK_ID,
+    PREVIOUS,
     PUSH,
     RESUME,
     RETURN,
@@ -51,7 +55,7 @@ from graphdef.runtime import (
     reset_runtime,
 )
 from graphdef.store.base import BaseStore
-from graphdef.types import Command, Interrupt, RetryPolicy
+from graphdef.types import CachePolicy, Command, Interrupt, RetryPolicy
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 
@@ -86,6 +90,9 @@ class LoopGraph(Protocol):
     output_channels: str | list[str]
     stream_channels: str | list[str]
     store: BaseStore | None
+    cache: BaseCache[Any] | None
+    cache_policy: CachePolicy[Any] | None
+    context_schema: Any
 
     def map_input(self, value: Any) -> list[Write]: ...
 
@@ -100,6 +107,7 @@ class TaskCall(Protocol):
     name: str
     func: Callable[..., Any]
     retry_policy: Sequence[RetryPolicy]
+    cache_policy: CachePolicy[Any] | None
 
 
 class RunLoop:
@@ -128,13 +136,16 @@ class RunLoop:
         resuming: bool | None = None,
         resume_map: Mapping[str, Any] | None = None,
         store: Any = MISSING,
+        context: Any = None,
     ) -> None:
         """`sink`: where a subgraph's chunks go, to the run streaming it with `subgraphs`.
         `resuming`: whether this run takes up a paused state; None lets its input decide
         (no input or a Command resumes). `resume_map`: answers to interrupts by id.
         `store`: what nodes get as `store`; by default the graph's, so a worker that loads
-        a graph compiled with a store gives it to its nodes."""
+        a graph compiled with a store gives it to its nodes. `context`: the run's
+        `context=`, coerced to the graph's `context_schema`, for `Runtime.context`."""
         self.store: BaseStore | None = graph.store if store is MISSING else store
+        self.context = coerce_context(graph.context_schema, context)
         self.graph = graph
         self.input = input
         self.config = config
@@ -205,6 +216,8 @@ class RunLoop:
             self.emit("values", algo.read_values(self.channels, self.output_keys))
 
     def _emit_updates(self, task: Task, writes: list[Write], cached: bool = False) -> None:
+        """`cached`: the writes were not produced now (restored, or a cache hit), which
+        LangGraph marks with `__metadata__`."""
         if task.node.hidden or not writes:
             return
         if writes[0][0] == INTERRUPT:
@@ -435,7 +448,47 @@ class RunLoop:
         for task in self.tasks.values():
             if task.writes:
                 self._emit_updates(task, task.writes, cached=True)
+        self._match_cached_writes()
         return True
+
+    def _cache_key(self, task: Task) -> CacheKey | None:
+        """Where a node's writes are cached: its function and name, and the key of its
+        input; None when neither the node nor the graph has a cache policy."""
+        policy = task.node.cache_policy or self.graph.cache_policy
+        if self.graph.cache is None or policy is None or task.node.hidden:
+            return None
+        ns = (CACHE_NS_WRITES, task.node.cache_id, task.name)
+        return cache_key(ns, policy.key_func, policy.ttl, task.input)
+
+    def _call_cache_key(self, fn: TaskCall, args: tuple, kwargs: dict[str, Any]
+                        ) -> CacheKey | None:
+        """Where a `@task` call's result is cached: its function and its arguments' key."""
+        policy = fn.cache_policy or self.graph.cache_policy
+        if self.graph.cache is None or policy is None:
+            return None
+        return cache_key((CACHE_NS_WRITES, identifier(fn.func)), policy.key_func, policy.ttl,
+                         *args, **kwargs)
+
+    def _match_cached_writes(self) -> None:
+        """Give tasks whose input was cached their cached writes: they do not run, and
+        their writes are saved and streamed as a finished task's."""
+        cache = self.graph.cache
+        keys = {
+            (key.ns, key.key): task
+            for task in self.tasks.values()
+            if not task.writes and (key := self._cache_key(task)) is not None
+        }
+        if cache is None or not keys:
+            return
+        for full_key, writes in cache.get(list(keys)).items():
+            task = keys[full_key]
+            task.writes.extend(writes)
+            self.put_writes(task.id, task.writes, task, cached=True)
+
+    def _cache_writes(self, key: CacheKey | None, writes: list[Write]) -> None:
+        """Cache a finished task's writes under `key`, if it has one."""
+        if key is not None and self.graph.cache is not None:
+            self.graph.cache.set({(key.ns, key.key): (list(writes), key.ttl)})
 
     def run_tasks(self) -> None:
         todo = [t for t in self.tasks.values() if not t.writes]
@@ -501,6 +554,7 @@ class RunLoop:
             next_id = algo.interrupt_id(task.checkpoint_ns, len(resume))
             if next_id in self.resume_map:
                 resume.append(self.resume_map[next_id])
+        previous = self.channels.get(PREVIOUS)
         return TaskRuntime(
             task=task,
             config=self.graph.task_config(self.config, task),
@@ -512,7 +566,11 @@ class RunLoop:
                 checkpointer=self.checkpointer, durability=self.durability,
                 sink=self.child_sink, stream_modes=self.stream_modes,
                 resuming=self.resuming, resume_map=self.resume_map, store=self.store,
+                context=self.context,
             ),
+            checkpoint_id=self.checkpoint["id"],
+            previous=previous.get() if previous is not None and previous.is_available()
+            else None,
         )
 
     def _take_null_resume(self) -> Any:
@@ -530,6 +588,7 @@ class RunLoop:
         if exc is None:
             task.writes[:] = algo.finished_marker(task.writes)
             self.put_writes(task.id, task.writes, task)
+            self._cache_writes(self._cache_key(task), task.writes)
         elif isinstance(exc, GraphInterrupt):
             if exc.interrupts:
                 writes: list[Write] = [(INTERRUPT, list(exc.interrupts))]
@@ -560,10 +619,18 @@ class RunLoop:
             triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
             node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
         )
+        key = self._call_cache_key(fn, args, kwargs)
+        if key is not None and self.graph.cache is not None:
+            hit = self.graph.cache.get([(key.ns, key.key)]).get((key.ns, key.key))
+            if hit is not None:
+                self.put_writes(call_id, hit, call, cached=True)
+                future.set_result(dict(hit).get(RETURN))
+                return future
         call_runtime = TaskRuntime(
             task=call, config=runtime.config, resume=[],
             take_null_resume=runtime.take_null_resume, send=call.writes.extend,
             call=functools.partial(self.run_call, call), scope=runtime.scope,
+            checkpoint_id=runtime.checkpoint_id, previous=runtime.previous,
         )
 
         def run() -> None:
@@ -576,6 +643,7 @@ class RunLoop:
             finally:
                 reset_runtime(token)
             self.put_writes(call_id, [(RETURN, result)], call)
+            self._cache_writes(key, [(RETURN, result)])
             future.set_result(result)
 
         self.submit_call(run)
@@ -606,11 +674,14 @@ class RunLoop:
 
     # ---- persistence ----------------------------------------------------------------------
 
-    def put_writes(self, task_id: str, writes: list[Write], task: Task | None = None) -> None:
+    def put_writes(self, task_id: str, writes: list[Write], task: Task | None = None,
+                   *, cached: bool = False) -> None:
+        """`cached`: the writes came from the cache, not from running the task."""
         with self._lock:
-            self._put_writes(task_id, writes, task)
+            self._put_writes(task_id, writes, task, cached)
 
-    def _put_writes(self, task_id: str, writes: list[Write], task: Task | None) -> None:
+    def _put_writes(self, task_id: str, writes: list[Write], task: Task | None,
+                    cached: bool = False) -> None:
         if all(c in WRITES_IDX for c, _ in writes):
             writes = list({c: (c, v) for c, v in writes}.values())
         if task_id == NULL_TASK_ID:
@@ -628,7 +699,7 @@ class RunLoop:
                 self._writes_config(), to_save, task_id, task.path_key if task else ""
             )
         if task is not None:
-            self._emit_updates(task, list(writes))
+            self._emit_updates(task, list(writes), cached=cached)
 
     def _writes_config(self) -> dict[str, Any]:
         conf = dict(self.checkpoint_config["configurable"])
@@ -758,6 +829,16 @@ class RunLoop:
             values = {**(values if isinstance(values, dict) else {}),
                       INTERRUPT: list(self.interrupts)}
         self.output = values
+
+
+def coerce_context(schema: Any, context: Any) -> Any:
+    """A `context=` dict made into the graph's dataclass or pydantic `context_schema`, as
+    LangGraph does; anything else is passed as it is."""
+    if context is None or schema is None or not isinstance(context, dict):
+        return context
+    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
+        return schema(**context)
+    return context
 
 
 def _is_control(writes: list[Write]) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
+from graphdef.cache.base import BaseCache
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
@@ -17,7 +18,7 @@ from graphdef.loop import RunLoop
 from graphdef.mermaid import GraphView
 from graphdef.runtime import RunScope, TaskRuntime, current_runtime_or_none
 from graphdef.store.base import BaseStore
-from graphdef.types import PregelTask, StateSnapshot
+from graphdef.types import CachePolicy, PregelTask, StateSnapshot
 from graphdef.update import update_state
 
 DEFAULT_RECURSION_LIMIT = 25
@@ -40,9 +41,17 @@ class Pregel:
         interrupt_after: Sequence[str] | str = (),
         name: str = "LangGraph",
         store: BaseStore | None = None,
+        cache: BaseCache[Any] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
+        context_schema: Any = None,
     ) -> None:
+        """`cache_policy`: for nodes and `@task` calls without one of their own (an
+        entrypoint's); `context_schema`: what a `context=` dict is made into."""
         self.nodes = nodes
         self.store = store
+        self.cache = cache
+        self.cache_policy = cache_policy
+        self.context_schema = context_schema
         self.channel_specs = channels
         self.input_channels = input_channels
         self.output_channels = output_channels
@@ -144,16 +153,18 @@ class Pregel:
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
     ) -> Iterator[Any]:
         """Run the graph, yielding chunks in the requested mode(s), as LangGraph does.
 
         `checkpointer`: the saver for a graph compiled without one of its own, as a parent
         graph's is for its subgraphs (`celerygraph run` passes its SQLite file's).
+        `context`: the run's `Runtime.context` (not saved: pass it again on resume).
         """
         modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
         loop = self._loop(
             input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
-            output_keys=self.stream_channels, checkpointer=checkpointer,
+            output_keys=self.stream_channels, checkpointer=checkpointer, context=context,
         )
         single = isinstance(stream_mode, str)
         for ns, mode, payload in loop.run():
@@ -172,22 +183,23 @@ class Pregel:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
     ) -> Any:
         """Run to completion or to the next interrupt and return the output.
 
-        `checkpointer`: as for `stream`.
+        `checkpointer`, `context`: as for `stream`.
         """
         if stream_mode != "values":
             return list(
                 self.stream(
                     input, config, stream_mode=stream_mode, durability=durability,
                     interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                    checkpointer=checkpointer,
+                    checkpointer=checkpointer, context=context,
                 )
             )
         loop = self._loop(
             input, config, ["values"], durability, interrupt_before, interrupt_after,
-            output_keys=self.output_channels, checkpointer=checkpointer,
+            output_keys=self.output_channels, checkpointer=checkpointer, context=context,
         )
         for _ in loop.run():
             pass
@@ -204,6 +216,7 @@ class Pregel:
         subgraphs: bool = False,
         output_keys: str | list[str] | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
     ) -> RunLoop:
         config, scope = self._resolve(config, checkpointer)
         mode = durability or scope.durability
@@ -226,6 +239,8 @@ class Pregel:
             resuming=scope.resuming,
             resume_map=scope.resume_map,
             store=scope.store,
+            # A subgraph runs with its parent's context unless given one (LangGraph's merge).
+            context=scope.context if context is None else context,
         )
 
     def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
