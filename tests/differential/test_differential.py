@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from . import (
+    scenarios_cache,
     scenarios_durable,
     scenarios_functional,
     scenarios_graph,
     scenarios_interrupt,
+    scenarios_runtime,
     scenarios_store,
 )
 from .apis import load_api
@@ -25,7 +27,7 @@ from .observe import normalize
 SCENARIOS = {
     name.removeprefix("scenario_"): function
     for module in (scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-                   scenarios_store)
+                   scenarios_store, scenarios_runtime, scenarios_cache)
     for name, function in vars(module).items()
     if name.startswith("scenario_")
 }
