@@ -7,12 +7,14 @@ results instead of running again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from graphdef import serde
 from graphdef.algo import Node, TaskContext, Write
 from graphdef.cache.base import BaseCache
 from graphdef.cache.keys import identifier
@@ -120,6 +122,9 @@ class entrypoint:  # noqa: N801 - LangGraph's name
             self.retry_policy = tuple(retry_policy or ())
 
     def __call__(self, func: Callable[..., Any]) -> EntrypointGraph:
+        schema = self.context_schema
+        if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
+            serde.register(schema)  # a distributed run's context is decoded by workers
         return EntrypointGraph(func, self.checkpointer, self.retry_policy, self.store,
                                cache=self.cache, cache_policy=self.cache_policy,
                                context_schema=self.context_schema)

@@ -336,8 +336,9 @@ class StateGraph:
         refuse("compile", debug=debug, transformers=transformers)
         interrupt_before = interrupt_before or ()
         interrupt_after = interrupt_after or ()
+        # The context too: a distributed run's context is decoded by workers.
         for schema in (self.state_schema, self.input_schema, self.output_schema,
-                       *(n.input_schema for n in self.nodes.values())):
+                       self.context_schema, *(n.input_schema for n in self.nodes.values())):
             if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
                 serde.register(schema)
         self.validate(

@@ -45,6 +45,8 @@ UNSUPPORTED: dict[str, str] = {
     "command_goto_list_with_sends": STREAM,
     "interrupt_stream_and_resume": STREAM,
     "entrypoint_stream_sequential_tasks": STREAM,
+    "cache_hits_and_misses": STREAM + " (the cached update's metadata)",
+    "defer_with_conditional_edges": STREAM,
     "overwrite_bypasses_reducer": UPDATE_STATE,
     "update_state_then_continue": UPDATE_STATE,
     "fork_from_old_checkpoint": UPDATE_STATE + "; time travel from a checkpoint_id",
