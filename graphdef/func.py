@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from graphdef import serde
 from graphdef.algo import Node, TaskContext, Write
 from graphdef.cache.base import BaseCache
-from graphdef.cache.keys import identifier
+from graphdef.cache.keys import CACHE_NS_WRITES, identifier
 from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
@@ -49,6 +49,14 @@ class TaskFunction(Generic[T]):
         else:
             self.retry_policy = tuple(retry_policy or ())
         functools.update_wrapper(self, func)
+
+    def clear_cache(self, cache: BaseCache[Any]) -> None:
+        """Forget this task's cached results in `cache` (LangGraph's signature)."""
+        if self.cache_policy is not None:
+            cache.clear([(CACHE_NS_WRITES, identifier(self.func))])
+
+    async def aclear_cache(self, cache: BaseCache[Any]) -> None:
+        self.clear_cache(cache)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future[T]:
         runtime = current_runtime_or_none()

@@ -7,6 +7,7 @@ called as written.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -62,6 +63,7 @@ def with_injected(func: Callable[..., Any]) -> Callable[..., Any]:
     if not (wants_store or wants_runtime):
         return func
 
+    @functools.wraps(func)  # keeps its name: the cache files a task's results under it
     def call(*args: Any, **kwargs: Any) -> Any:
         if wants_store and "store" not in kwargs:
             kwargs["store"] = get_store()

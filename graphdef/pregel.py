@@ -10,6 +10,7 @@ from typing import Any
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import CACHE_NS_WRITES
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
@@ -374,6 +375,16 @@ class Pregel:
     ) -> dict[str, Any]:
         """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork."""
         return update_state(self, self._saver(), self._state_config(config), values, as_node)
+
+    def clear_cache(self, nodes: Sequence[str] | None = None) -> None:
+        """Forget the cached writes of `nodes` (all by default), as LangGraph's does."""
+        if self.cache is None:
+            raise ValueError("No cache is set for this graph. Cannot clear cache.")
+        self.cache.clear([(CACHE_NS_WRITES, self.nodes[n].cache_id, n)
+                          for n in nodes or self.nodes if n in self.nodes])
+
+    async def aclear_cache(self, nodes: Sequence[str] | None = None) -> None:
+        self.clear_cache(nodes)
 
     def get_graph(self) -> GraphView:
         return GraphView.from_pregel(self)

@@ -200,3 +200,31 @@ def scenario_defer_join_edge(api, tmp_path):
     graph = builder.compile(checkpointer=api.InMemorySaver())
     result = graph.invoke({"log": []}, thread())
     return {"result": result, "counts": counts.as_dict(), "history": history(graph, thread())}
+
+
+def scenario_cache_clear(api, tmp_path):
+    counts = Counts()
+    cache = api.InMemoryCache()
+
+    @api.task(cache_policy=api.CachePolicy())
+    def fetch(n, store):  # an injected parameter: the task keeps its own cache entries
+        counts.hit(f"fetch {n}")
+        return n
+
+    @api.task(cache_policy=api.CachePolicy())
+    def other(n, store):
+        counts.hit(f"other {n}")
+        return -n
+
+    @api.entrypoint(cache=cache, store=api.InMemoryStore())
+    def main(n):
+        return [fetch(n).result(), other(n).result()]
+
+    graph = _cached_chain(api, counts, api.CachePolicy(), cache=cache)
+    runs = [main.invoke(1), main.invoke(1), graph.invoke({"name": "a", "log": []})]
+    fetch.clear_cache(cache)
+    graph.clear_cache(["work"])
+    runs += [main.invoke(1), graph.invoke({"name": "a", "log": []})]
+    graph.clear_cache()
+    runs.append(graph.invoke({"name": "a", "log": []}))
+    return {"runs": runs, "counts": counts.as_dict()}
