@@ -129,3 +129,27 @@ class TestRedisCache(CacheConformance):
         backend.cache.clear()
         with redis.client() as client:
             assert client.keys("cg:cache:*") == []
+
+
+def test_default_key_encodes_with_the_serde_not_pickle() -> None:
+    """A deliberate difference (README): LangGraph pickles a node's input to key it; here it
+    is encoded by the serde (same bytes in every process), so an input the serde refuses
+    cannot be keyed: the run fails naming it instead of caching under a pickle."""
+    import operator
+    from typing import Annotated, TypedDict
+
+    from graphdef import CachePolicy, StateGraph
+    from graphdef.cache.keys import default_cache_key
+
+    assert default_cache_key({"b": 1, "a": {2, 1}}) == default_cache_key({"a": {1, 2}, "b": 1})
+
+    class State(TypedDict):
+        thing: object
+        log: Annotated[list, operator.add]
+
+    builder = StateGraph(State)
+    builder.add_node("node", lambda state: {"log": ["ran"]}, cache_policy=CachePolicy())
+    builder.add_edge("__start__", "node")
+    graph = builder.compile(cache=InMemoryCache())
+    with pytest.raises(NotSerializableError, match="cache key input"):
+        graph.invoke({"thing": object(), "log": []})
