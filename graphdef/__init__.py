@@ -16,7 +16,14 @@ from graphdef.errors import (
 from graphdef.func import entrypoint, task
 from graphdef.messages import MessagesState, add_messages
 from graphdef.pregel import Pregel
-from graphdef.runtime import Runtime, get_config, get_runtime, get_store, interrupt
+from graphdef.runtime import (
+    Runtime,
+    get_config,
+    get_runtime,
+    get_store,
+    get_stream_writer,
+    interrupt,
+)
 from graphdef.state import CompiledStateGraph, StateGraph
 from graphdef.store import BaseStore, InMemoryStore, Item, SearchItem, SqliteStore
 from graphdef.types import (
@@ -63,6 +70,7 @@ __all__ = [
     "get_config",
     "get_runtime",
     "get_store",
+    "get_stream_writer",
     "interrupt",
     "task",
 ]

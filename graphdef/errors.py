@@ -85,6 +85,11 @@ class StaleCheckpointError(CeleryGraphError, RuntimeError):
     """A compare-and-set write found another newest checkpoint than the one expected."""
 
 
+class NotImplementedFeatureError(CeleryGraphError, NotImplementedError):
+    """A parameter or stream mode LangGraph accepts that graphdef does not implement: named
+    in the message, because ignoring it would change what the caller gets without a word."""
+
+
 def revive_error(record: Any) -> BaseException:
     """Turn a stored error record back into an exception, never importing user classes.
 
@@ -104,8 +109,3 @@ def revive_error(record: Any) -> BaseException:
         except Exception:
             return NodeError(name, message, args)
     return NodeError(name, message, args)
-
-
-class UnsupportedParameterError(CeleryGraphError, NotImplementedError):
-    """A parameter LangGraph accepts that graphdef does not implement: refused by name rather
-    than ignored, so a ported program never silently loses behaviour it asked for."""

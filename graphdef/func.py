@@ -21,10 +21,17 @@ from graphdef.cache.keys import CACHE_NS_WRITES, identifier
 from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
-from graphdef.inject import accepts_param, accepts_runtime, accepts_store, with_injected
+from graphdef.inject import (
+    accepts_param,
+    accepts_runtime,
+    accepts_store,
+    is_async_callable,
+    with_injected,
+)
 from graphdef.params import deprecated, refuse
 from graphdef.pregel import Pregel
 from graphdef.runtime import current_runtime, current_runtime_or_none, get_store, runtime_of
+from graphdef.state import no_sync_function
 from graphdef.store.base import BaseStore
 from graphdef.types import CachePolicy, RetryPolicy
 
@@ -79,7 +86,7 @@ def task(
     """Mark a function as a durable task: `@task` or `@task(name=..., retry_policy=...)`.
 
     `cache_policy`: with the entrypoint's `cache`, a call with equal arguments returns the
-    cached result without running. `timeout` raises UnsupportedParameterError.
+    cached result without running. `timeout` raises NotImplementedFeatureError.
     """
     refuse("task", timeout=timeout)
     retry_policy = deprecated("task", kwargs, {"retry": "retry_policy"},
@@ -113,7 +120,7 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     ) -> None:
         """LangGraph's parameters, positional in its order. `cache_policy` applies to the
         entrypoint and to its tasks that have none of their own; `timeout` raises
-        UnsupportedParameterError."""
+        NotImplementedFeatureError."""
         refuse("entrypoint", timeout=timeout)
         given = deprecated("entrypoint", kwargs, {"config_schema": "context_schema",
                                                   "retry": "retry_policy"},
@@ -161,8 +168,9 @@ class EntrypointGraph(Pregel):
         wants_config = accepts_param(func, "config")
         wants_store = accepts_store(func)
         wants_runtime = accepts_runtime(func)
+        wants_writer = accepts_param(func, "writer")
 
-        def bound(value: dict[str, Any], config: dict[str, Any]) -> Any:
+        def call(value: dict[str, Any], config: dict[str, Any]) -> Any:
             kwargs: dict[str, Any] = {}
             if wants_previous:
                 kwargs["previous"] = value.get(PREVIOUS)
@@ -172,15 +180,20 @@ class EntrypointGraph(Pregel):
                 kwargs["store"] = get_store()
             if wants_runtime:
                 kwargs["runtime"] = runtime_of(current_runtime())
+            if wants_writer:
+                kwargs["writer"] = current_runtime().writer
             return func(value[START], **kwargs)
 
         name = func.__name__
+        asynchronous = is_async_callable(func)
         # The node reads the input and `previous`; its cache key is of the input alone, as
         # LangGraph's entrypoint node reads only its input.
         super().__init__(
             nodes={
                 name: Node(
-                    name=name, triggers=[START], reads=[START, PREVIOUS], bound=bound,
+                    name=name, triggers=[START], reads=[START, PREVIOUS],
+                    bound=no_sync_function(name) if asynchronous else call,
+                    abound=call if asynchronous else None,
                     writers=[_final_writes], retry_policy=retry_policy,
                     cache_policy=None if cache_policy is None else CachePolicy(
                         key_func=lambda value: cache_policy.key_func(value[START]),
@@ -204,3 +217,4 @@ class EntrypointGraph(Pregel):
             context_schema=context_schema,
         )
         functools.update_wrapper(self, func)
+        self.stream_mode = "updates"

@@ -56,19 +56,40 @@ def accepts_runtime(func: Callable[..., Any]) -> bool:
     return _param(func, "runtime") is not None
 
 
+def is_async_callable(func: Any) -> bool:
+    """Whether calling `func` gives a coroutine: an async function, a partial of one, or an
+    object whose `__call__` is one."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
 def with_injected(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func`, given the running graph's store as `store` and the task's `Runtime` as
-    `runtime` if it asks for them and the caller did not pass them."""
+    `runtime` if it asks for them and the caller did not pass them; async stays async."""
     wants_store, wants_runtime = accepts_store(func), accepts_runtime(func)
     if not (wants_store or wants_runtime):
         return func
 
-    @functools.wraps(func)  # keeps its name: the cache files a task's results under it
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def inject(kwargs: dict[str, Any]) -> dict[str, Any]:
         if wants_store and "store" not in kwargs:
             kwargs["store"] = get_store()
         if wants_runtime and "runtime" not in kwargs:
             kwargs["runtime"] = runtime_of(current_runtime())
-        return func(*args, **kwargs)
+        return kwargs
+
+    if is_async_callable(func):
+
+        @functools.wraps(func)
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **inject(kwargs))
+
+        return acall
+
+    @functools.wraps(func)  # keeps its name: the cache files a task's results under it
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **inject(kwargs))
 
     return call

@@ -11,14 +11,14 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from graphdef.errors import UnsupportedParameterError
+from graphdef.errors import NotImplementedFeatureError
 
 
 def refuse(where: str, **given: Any) -> None:
     """Raise for each parameter given a value (not None/False) that graphdef lacks."""
     for name, value in given.items():
         if value is not None and value is not False:
-            raise UnsupportedParameterError(
+            raise NotImplementedFeatureError(
                 f"{where}: parameter {name!r} is not supported by graphdef"
             )
 

@@ -107,6 +107,8 @@ class RunScope:
     `context`: the run's `context=`, which subgraphs and `@task` calls see too.
     `resuming`: None when the run has no say (past its first superstep), so a subgraph
     decides from its own input; `resume_map` answers interrupts by id at any depth.
+    `messages`: the run's `messages` stream handler
+    (`graphdef.stream_messages.StreamMessagesHandler`), which subgraphs' nodes report to.
     """
 
     checkpointer: BaseCheckpointSaver | None = None
@@ -117,6 +119,7 @@ class RunScope:
     resume_map: Mapping[str, Any] | None = None
     store: BaseStore | None = None
     context: Any = None
+    messages: Any = None
 
 
 @dataclass
@@ -138,6 +141,7 @@ class TaskRuntime:
     previous: Any = None
     attempt: int = 1
     first_attempt_time: float = field(default_factory=time.time)
+    writer: Callable[[Any], None] = field(default=lambda chunk: None)
     interrupt_counter: itertools.count = field(default_factory=itertools.count)
     call_counter: itertools.count = field(default_factory=itertools.count)
     subgraph_counter: itertools.count = field(default_factory=itertools.count)
@@ -175,6 +179,12 @@ def get_store() -> BaseStore | None:
     return current_runtime().scope.store
 
 
+def get_stream_writer() -> Callable[[Any], None]:
+    """The running task's `custom` stream writer; it drops what it is given when the run
+    does not stream `custom`, so a node need not know how it is run."""
+    return current_runtime().writer
+
+
 def get_runtime(context_schema: type[ContextT] | None = None) -> Runtime[ContextT]:
     """The running node's `Runtime`; `context_schema` only types the result, as in
     LangGraph."""
@@ -187,6 +197,7 @@ def runtime_of(task_runtime: TaskRuntime) -> Runtime[Any]:
     return Runtime(
         context=task_runtime.scope.context,
         store=task_runtime.scope.store,
+        stream_writer=task_runtime.writer,
         previous=task_runtime.previous,
         execution_info=ExecutionInfo(
             checkpoint_id=task_runtime.checkpoint_id,

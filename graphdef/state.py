@@ -26,10 +26,10 @@ from graphdef.channels import (
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import BRANCH_TO, END, START, TASKS
 from graphdef.errors import InvalidUpdateError, ParentCommand
-from graphdef.inject import accepts_param, with_injected
+from graphdef.inject import accepts_param, is_async_callable, with_injected
 from graphdef.params import deprecated, refuse
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config
+from graphdef.runtime import current_runtime, get_config
 from graphdef.store.base import BaseStore
 from graphdef.types import CachePolicy, Command, RetryPolicy, Send
 
@@ -61,6 +61,38 @@ def _initial_factory(base: Any) -> Callable[[], Any]:
     if isinstance(origin, type):
         return origin
     return list
+
+
+def no_sync_function(name: str) -> Callable[..., Any]:
+    """What a sync run calls in place of an async-only function: LangGraph's TypeError."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f'No synchronous function provided to "{name}".\nEither initialize with a '
+            "synchronous function or invoke via the async API (ainvoke, astream, etc.)"
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+def bind_action(action: Callable[..., Any]) -> Callable[[Any, dict[str, Any]], Any]:
+    """A node function called as the loop calls nodes, `(input, config)`, with the
+    optional parameters it declares (`config`, `writer`) filled in."""
+    wants_config = accepts_param(action, "config")
+    wants_writer = accepts_param(action, "writer")
+    if not (wants_config or wants_writer):
+        return lambda value, config: action(value)
+
+    def call(value: Any, config: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        if wants_config:
+            kwargs["config"] = config
+        if wants_writer:
+            kwargs["writer"] = current_runtime().writer
+        return action(value, **kwargs)
+
+    return call
 
 
 def find_subgraph(action: Any) -> Pregel | None:
@@ -200,7 +232,7 @@ class StateGraph:
         `defer`: run the node once, after all other pending work (a fan-in after a `Send`
         fan-out runs once, not per branch). `cache_policy`: with `compile(cache=...)`, a
         later run with an equal input reuses the node's cached writes instead of running
-        it. `error_handler`, `timeout` and `trace_policy` raise UnsupportedParameterError.
+        it. `error_handler`, `timeout` and `trace_policy` raise NotImplementedFeatureError.
         """
         refuse("add_node", error_handler=error_handler, timeout=timeout,
                trace_policy=trace_policy)
@@ -332,7 +364,7 @@ class StateGraph:
         `store` is what nodes get as `store` and from `get_store()`, `cache` where nodes
         with a `cache_policy` keep their writes; distributed, workers use both as they
         are, so give them ones every process reaches (`RedisStore`, `RedisCache`).
-        `debug=True` and `transformers` raise UnsupportedParameterError."""
+        `debug=True` and `transformers` raise NotImplementedFeatureError."""
         refuse("compile", debug=debug, transformers=transformers)
         interrupt_before = interrupt_before or ()
         interrupt_after = interrupt_after or ()
@@ -417,6 +449,7 @@ class CompiledStateGraph(Pregel):
             cache=cache,
             context_schema=builder.context_schema,
         )
+        self.stream_mode = "updates"
 
     def _start_node(self) -> Node:
         input_keys = frozenset(self.input_keys)
@@ -432,18 +465,22 @@ class CompiledStateGraph(Pregel):
     def _make_node(self, name: str, spec: _NodeSpec) -> Node:
         action = spec.action if isinstance(spec.action, Pregel) else with_injected(spec.action)
         schema = spec.input_schema or self.builder.state_schema
-        subgraph = find_subgraph(spec.action)
+        subgraph = find_subgraph(action)
+        abound = None
         if isinstance(action, Pregel):
-            bound: Callable[[Any, dict[str, Any]], Any] = subgraph.run_as_subgraph
-        elif accepts_param(spec.action, "config"):
-            bound = lambda value, config: action(value, config=config)  # noqa: E731
+            bound: Callable[[Any, dict[str, Any]], Any] = action.run_as_subgraph
+            abound = action.arun_as_subgraph
+        elif is_async_callable(action):
+            bound = no_sync_function(name)
+            abound = bind_action(action)
         else:
-            bound = lambda value, config: action(value)  # noqa: E731
+            bound = bind_action(action)
         return Node(
             name=name,
             triggers=[BRANCH_TO.format(name)],
             reads=list(state_keys(schema)),
             bound=bound,
+            abound=abound,
             writers=[self._updates_writer(self.state_key_set)],
             mapper=_coerce(schema),
             retry_policy=spec.retry_policy,
@@ -466,11 +503,15 @@ class CompiledStateGraph(Pregel):
         path = with_injected(branch.path)
         nodes = self.builder.nodes
 
-        def write(output: Any, context: TaskContext) -> list[Write]:
+        def route(context: TaskContext) -> Any:
             state = context.read_fresh(reads)
             if mapper is not None:
                 state = mapper(state)
-            result = path(state, config=get_config()) if path_accepts_config else path(state)
+            if path_accepts_config:
+                return path(state, config=get_config())
+            return path(state)
+
+        def writes_for(result: Any) -> list[Write]:
             results = result if isinstance(result, list | tuple) else [result]
             writes: list[Write] = []
             for item in results:
@@ -484,6 +525,17 @@ class CompiledStateGraph(Pregel):
                     raise InvalidUpdateError(f"Conditional edge returned unknown node {dest!r}")
                 writes.append((BRANCH_TO.format(dest), None))
             return writes
+
+        if is_async_callable(branch.path):
+
+            async def awrite(output: Any, context: TaskContext) -> list[Write]:
+                return writes_for(await route(context))
+
+            awrite.__name__ = getattr(branch.path, "__name__", "branch")
+            return awrite
+
+        def write(output: Any, context: TaskContext) -> list[Write]:
+            return writes_for(route(context))
 
         return write
 

@@ -16,7 +16,7 @@ import langgraph.graph
 import pytest
 
 from graphdef import CachePolicy, InMemoryCache, RetryPolicy, StateGraph, entrypoint, task
-from graphdef.errors import UnsupportedParameterError
+from graphdef.errors import NotImplementedFeatureError
 
 
 class Log(TypedDict):
@@ -66,7 +66,7 @@ def test_every_langgraph_parameter_is_known(name: str, theirs: Callable[..., Any
     (lambda: task(timeout=3), "timeout"),
 ])
 def test_unsupported_parameters_raise_naming_them(call: Callable[[], Any], name: str) -> None:
-    with pytest.raises(UnsupportedParameterError, match=repr(name)):
+    with pytest.raises(NotImplementedFeatureError, match=repr(name)):
         call()
 
 

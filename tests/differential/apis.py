@@ -31,6 +31,7 @@ NAMES = (
     "BaseStore",
     "InMemoryStore",
     "get_store",
+    "get_stream_writer",
     "Runtime",
     "get_runtime",
     "CachePolicy",
@@ -42,7 +43,7 @@ def _langgraph() -> SimpleNamespace:
     from langgraph.cache.memory import InMemoryCache
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.config import get_store
+    from langgraph.config import get_store, get_stream_writer
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
@@ -76,6 +77,7 @@ def _langgraph() -> SimpleNamespace:
         BaseStore=BaseStore,
         InMemoryStore=InMemoryStore,
         get_store=get_store,
+        get_stream_writer=get_stream_writer,
         Runtime=Runtime,
         get_runtime=get_runtime,
         CachePolicy=CachePolicy,

@@ -165,3 +165,31 @@ def scenario_runtime_context_on_resume(api, tmp_path):
     resumed = graph.invoke(api.Command(resume="yes"), thread(), context=Ctx("hal"))
     return {"paused": paused, "resumed": resumed,
             "outside": outcome(lambda: api.get_runtime())}
+
+
+def scenario_runtime_stream_writer_streams_custom(api, tmp_path):
+    @api.task
+    def step(n, runtime):
+        runtime.stream_writer({"task": n})
+        return n
+
+    def node(state: Log, runtime: api.Runtime[Ctx]):
+        runtime.stream_writer(f"node for {runtime.context.user}")
+        return {"log": ["done"]}
+
+    builder = api.StateGraph(Log, context_schema=Ctx)
+    builder.add_node("node", node)
+    builder.add_edge(api.START, "node")
+    graph = builder.compile()
+
+    @api.entrypoint(context_schema=Ctx)
+    def main(n, *, runtime):
+        runtime.stream_writer("main")
+        return step(n).result()
+
+    return {
+        "graph": list(graph.stream({"log": []}, stream_mode=["custom", "updates"],
+                                   context=Ctx("ivy"))),
+        "entrypoint": list(main.stream(3, stream_mode="custom", context=Ctx("jo"))),
+        "not_streamed": graph.invoke({"log": []}, context=Ctx("kim")),
+    }

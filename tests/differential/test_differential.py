@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from . import (
+    scenarios_async_stream,
     scenarios_cache,
     scenarios_durable,
     scenarios_functional,
@@ -26,8 +27,10 @@ from .observe import normalize
 
 SCENARIOS = {
     name.removeprefix("scenario_"): function
-    for module in (scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-                   scenarios_store, scenarios_runtime, scenarios_cache)
+    for module in (
+        scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
+        scenarios_store, scenarios_async_stream, scenarios_runtime, scenarios_cache,
+    )
     for name, function in vars(module).items()
     if name.startswith("scenario_")
 }
@@ -39,6 +42,9 @@ DELIBERATE = {
     "resume_without_pending_interrupt": (
         "Command(resume=...) with no pending interrupt raises InvalidResumeError; LangGraph "
         "returns the final values, or on a new thread runs the graph with no input"
+    ),
+    "stream_unknown_mode": (
+        "an unknown stream_mode raises ValueError; LangGraph streams nothing for it"
     ),
 }
 # graphdef's InvalidResumeError subclasses the RuntimeError LangGraph raises for the same case.
