@@ -1,5 +1,6 @@
 """`Runtime` fields graphdef fills differently from LangGraph (README, deliberate difference
-8), and the field list itself, read from LangGraph's class so that a new field fails here."""
+10), and the field list itself, read from LangGraph's class so that a new field fails here.
+The stream writer drops chunks unless the run streams `custom`, as LangGraph's does."""
 
 from __future__ import annotations
 
