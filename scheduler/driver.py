@@ -203,7 +203,7 @@ class Driver:
             graph, run_input, run.config_at(checkpoint_id),
             checkpointer=self.saver, durability="sync",
             interrupt_before=graph.interrupt_before, interrupt_after=graph.interrupt_after,
-            stream_modes=(),
+            stream_modes=(), context=run.run_context(),
         )
 
     def _drive(self, run: RunRecord, loop: RunLoop, *, after_barrier: bool) -> Outcome:

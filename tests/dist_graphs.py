@@ -10,11 +10,24 @@ import asyncio
 import operator
 import os
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 import redis
 
-from graphdef import END, START, BaseStore, Send, StateGraph, get_config, get_store, interrupt
+from graphdef import (
+    END,
+    START,
+    BaseStore,
+    CachePolicy,
+    Runtime,
+    Send,
+    StateGraph,
+    get_config,
+    get_store,
+    interrupt,
+)
+from graphdef.cache.redis import RedisCache
 from graphdef.store.redis import RedisStore
 
 _client: redis.Redis | None = None
@@ -231,3 +244,38 @@ def _asynchronous() -> Any:
 
 
 asynchronous = _asynchronous()
+
+
+@dataclass
+class Caller:
+    """The run context of `personal`: who the run is for."""
+
+    user: str
+
+
+# The node cache workers share, on the cluster's Redis (nothing touches it at import).
+CACHE = RedisCache(os.environ.get("CELERYGRAPH_STORE_URL", "redis://unset.invalid:1/0"),
+                   prefix="test-cache")
+
+
+def expensive(state: Log, runtime: Runtime[Caller]) -> dict[str, Any]:
+    count("expensive")
+    return {"log": [f"expensive {state['n']}"]}
+
+
+def greet(state: Log, runtime: Runtime[Caller]) -> dict[str, Any]:
+    count("greet")
+    return {"log": [f"for {runtime.context.user}"]}
+
+
+def _personal() -> Any:
+    builder = StateGraph(Log, context_schema=Caller)
+    builder.add_node("expensive", expensive,
+                     cache_policy=CachePolicy(key_func=lambda s: str(s["n"])))
+    builder.add_node("greet", greet)
+    builder.add_edge(START, "expensive")
+    builder.add_edge("expensive", "greet")
+    return builder.compile(cache=CACHE)
+
+
+personal = _personal()

@@ -57,6 +57,21 @@ def test_nodes_on_workers_get_the_graphs_store(cluster, redis_server):
         assert store.get(("visits", "store-1"), "n").value == {"n": 1}
 
 
+def test_context_reaches_workers_and_their_cache_is_shared(cluster, redis_server):
+    from tests.dist_graphs import Caller
+
+    client = cluster.client()
+    outputs = []
+    for thread_id, context in (("ctx-1", Caller("ada")), ("ctx-2", {"user": "bo"})):
+        handle = client.submit("tests.dist_graphs:personal", {"log": [], "n": 7},
+                               thread_id=thread_id, context=context)
+        outputs.append(handle.result(timeout=60)["log"])
+    assert outputs == [["expensive 7", "for ada"], ["expensive 7", "for bo"]]
+    # The second run found `expensive`'s writes in the workers' RedisCache.
+    assert runs(redis_server, "ctx-1") == {"expensive": 1, "greet": 1}
+    assert runs(redis_server, "ctx-2") == {"greet": 1}
+
+
 def test_send_fan_out(cluster, redis_server):
     handle = cluster.client().submit("tests.dist_graphs:fanout", {"n": 20}, thread_id="fan-1")
     result = handle.result(timeout=60)

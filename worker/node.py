@@ -147,6 +147,7 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         checkpointer=saver,
         durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
         resuming=bool(context.get("resuming")), resume_map=context.get("resume_map"),
+        context=run.run_context(),
     )
     loop.load()
     loop.apply_null_writes()

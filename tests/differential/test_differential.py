@@ -14,10 +14,12 @@ import pytest
 
 from . import (
     scenarios_async_stream,
+    scenarios_cache,
     scenarios_durable,
     scenarios_functional,
     scenarios_graph,
     scenarios_interrupt,
+    scenarios_runtime,
     scenarios_store,
 )
 from .apis import load_api
@@ -27,7 +29,7 @@ SCENARIOS = {
     name.removeprefix("scenario_"): function
     for module in (
         scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-        scenarios_store, scenarios_async_stream,
+        scenarios_store, scenarios_async_stream, scenarios_runtime, scenarios_cache,
     )
     for name, function in vars(module).items()
     if name.startswith("scenario_")
