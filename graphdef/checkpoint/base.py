@@ -145,19 +145,18 @@ class PreparedPut:
     ) -> dict[str, BlobRef]:
         """Which blob each channel's current version is: written now, the parent's, or else
         the newest stored blob of that version (a put whose parent was never saved)."""
-        written = {(b.channel, b.version): b.ref for b in blobs}
-        refs: dict[str, BlobRef] = {}
-        for channel, version in self.channel_versions.items():
-            ref = written.get((channel, version))
-            if ref is None:
-                parent = parent_refs.get(channel)
-                if parent is not None and parent[0] == version:
-                    ref = parent
-                else:
-                    digest = latest(channel, version)
-                    ref = None if digest is None else (version, digest)
-            if ref is not None:
-                refs[channel] = ref
+        versions = self.channel_versions
+        # Most channels did not change since the parent: take its refs wholesale, then the
+        # blobs written now, and look up only what is left.
+        refs = {c: ref for c, ref in parent_refs.items() if versions.get(c) == ref[0]}
+        for blob in blobs:
+            if versions.get(blob.channel) == blob.version:
+                refs[blob.channel] = blob.ref
+        for channel, version in versions.items():
+            if channel not in refs:
+                digest = latest(channel, version)
+                if digest is not None:
+                    refs[channel] = (version, digest)
         return refs
 
 
