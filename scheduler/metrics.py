@@ -184,16 +184,16 @@ class Backlog:
                                 "Runs not ended yet (read from the run store)", value=active)
 
 
-def serve(settings: Settings, app: Celery, store: RunStore) -> bool:
+def serve(settings: Settings, app: Celery, store: RunStore) -> None:
     """Start this worker's /metrics on `settings.metrics_port`, and record from now on in it
-    and in the pool children it forks later; True if serving.
+    and in the pool children it forks later.
 
     A port already taken is logged and leaves the worker running without metrics: a second
     process on a host with the same port must not stop nodes from running.
     """
     global _serving
     if settings.metrics_port is None:
-        return False
+        return
     directory = _multiprocess_dir()
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -208,10 +208,9 @@ def serve(settings: Settings, app: Celery, store: RunStore) -> bool:
         log.error("metrics: cannot listen on port %d (CELERYGRAPH_METRICS_PORT): %s; this "
                   "process serves no metrics and runs nodes as usual. Give each process on "
                   "a host a port of its own.", settings.metrics_port, exc)
-        return False
+        return
     _serving = True
     log.info("metrics: serving /metrics on port %d", settings.metrics_port)
-    return True
 
 
 def _multiprocess_dir() -> str:

@@ -18,6 +18,8 @@ with no provider, every function here costs a check and does nothing.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,12 +45,22 @@ CHECKPOINT_ID = "celerygraph.checkpoint_id"
 OUTCOME = "celerygraph.outcome"
 
 
+@functools.cache
+def _installed() -> bool:
+    """Whether the `otel` extra is; asked once, since a failed import is not cached and
+    would search the path again on every message and node."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except ModuleNotFoundError:  # no `opentelemetry` package at all
+        return False
+
+
 def _tracer() -> Tracer | None:
     """The tracer, or None while no TracerProvider is set (or the extra is missing)."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
+    if not _installed():
         return None
+    from opentelemetry import trace
+
     if isinstance(trace.get_tracer_provider(),
                   trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None

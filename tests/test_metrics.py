@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.localcluster import free_port
 from tests.cluster import Cluster, RedisServer
+from tests.test_crash import RABBITMQ_URL, rabbit_queues  # noqa: F401 - a fixture
 
 WAIT = 30.0  # bound on waiting for an endpoint to answer or a sample to appear
 
@@ -110,6 +111,34 @@ def test_counters_move_while_a_run_goes(cluster):
     assert total(after, "celerygraph_node_duration_seconds_bucket", node="slow", le="0.005") \
         < total(after, "celerygraph_node_duration_seconds_bucket", node="slow", le="+Inf")
     assert total(after, "celerygraph_active_runs") == 0
+    # One of the two processes holds the sweeper's lease and times its sweeps.
+    assert total(both(cluster), "celerygraph_sweep_duration_seconds_count") > 0
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_queue_depth_counts_the_messages_no_worker_took(broker, request, tmp_path):
+    """With no node worker up, the first superstep's messages wait in the node queue: the
+    scheduler reads them from the broker when scraped (LLEN; a passive queue_declare)."""
+    server = RedisServer(tmp_path / "redis")
+    if broker == "redis":
+        queues = {"nodes": "nodes", "scheduler": "scheduler"}
+        cluster = Cluster(tmp_path / "cluster", server.url)
+    else:
+        queues = request.getfixturevalue("rabbit_queues")
+        cluster = Cluster(tmp_path / "cluster", server.url, broker_url=RABBITMQ_URL,
+                          CELERYGRAPH_NODE_QUEUE=queues["nodes"],
+                          CELERYGRAPH_SCHEDULER_QUEUE=queues["scheduler"])
+    port = free_port()
+    try:
+        cluster.start_scheduler("depth-scheduler",
+                                env={"CELERYGRAPH_METRICS_PORT": str(port)})
+        cluster.client().submit("tests.dist_graphs:chain", {"log": []}, thread_id="waits")
+        eventually(lambda: total(scrape(port), "celerygraph_queue_depth",
+                                 queue=queues["nodes"]) == 2)  # a and b
+        assert total(scrape(port), "celerygraph_active_runs") == 1
+    finally:
+        cluster.stop()
+        server.stop()
 
 
 def test_a_taken_metrics_port_is_logged_and_the_worker_still_runs_nodes(tmp_path):
