@@ -19,7 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.localcluster import free_port
 from tests.cluster import Cluster, RedisServer
-from tests.test_crash import RABBITMQ_URL, rabbit_queues  # noqa: F401 - a fixture
+from tests.test_crash import (  # noqa: F401 - rabbit_queues is a fixture
+    RABBITMQ_URL,
+    rabbit_queues,
+    wait_for_start,
+    worker_running,
+)
 
 WAIT = 30.0  # bound on waiting for an endpoint to answer or a sample to appear
 
@@ -136,6 +141,32 @@ def test_queue_depth_counts_the_messages_no_worker_took(broker, request, tmp_pat
         eventually(lambda: total(scrape(port), "celerygraph_queue_depth",
                                  queue=queues["nodes"]) == 2)  # a and b
         assert total(scrape(port), "celerygraph_active_runs") == 1
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+def test_the_sweeper_counts_a_lapsed_lease_and_its_redispatch(tmp_path):
+    """SIGKILL the worker running `slow`: a surviving process's sweeper finds its lease
+    lapsed and sends it again, and counts both."""
+    server = RedisServer(tmp_path / "redis")
+    cluster = Cluster(tmp_path / "cluster", server.url)
+    ports = {name: free_port() for name in ("sweep-w1", "sweep-w2", "sweep-scheduler")}
+    try:
+        for name in ("sweep-w1", "sweep-w2"):
+            cluster.start(name, env={"CELERYGRAPH_METRICS_PORT": str(ports[name])})
+        cluster.start_scheduler("sweep-scheduler",
+                                env={"CELERYGRAPH_METRICS_PORT": str(ports["sweep-scheduler"])})
+        handle = cluster.client().submit("tests.dist_graphs:chain", {"log": [], "sleep": 2.0},
+                                         thread_id="swept")
+        victim = worker_running(cluster, wait_for_start(server, "swept", "slow"))
+        cluster.kill(victim)
+        assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+        survivors = [port for name, port in ports.items() if name != victim]
+        samples = [scrape(port) for port in survivors]
+        assert sum(total(s, "celerygraph_lease_expiries_total") for s in samples) >= 1
+        assert sum(total(s, "celerygraph_redispatches_total", kind="node")
+                   for s in samples) >= 1
     finally:
         cluster.stop()
         server.stop()
