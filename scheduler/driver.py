@@ -61,7 +61,7 @@ class KeptTask:
     task_id: str
     path: list[Any]
     shadow: str  # its Flower name, `<graph>.<node>`
-    graph: str = ""
+    graph: str
     # The traceparent of the superstep span that kept it: its node span's parent.
     trace_parent: str | None = None
     # The advance's own loop and plan of the task, when the step starts from a fresh

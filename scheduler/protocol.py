@@ -17,10 +17,9 @@ workers of the previous release may still read what an upgraded producer sends.
 
 When a trace is current, every message carries its context in W3C headers (`traceparent`,
 `tracestate`; `scheduler.tracing`). Node messages carry the headers `celerygraph_run` and
-`celerygraph_thread`, and Celery's
-`shadow` name `<graph>.<node>`, which Flower lists them by; a batch of N tasks is
-`<graph>.<node>+<other node>(xN)`, and each of its tasks sends task events of its own
-under its node's name (`worker.rows`).
+`celerygraph_thread`, and Celery's `shadow` name `<graph>.<node>`, which Flower lists them
+by; a batch of N tasks is `<graph>.<node>+<other node>(xN)`, and each of its tasks sends
+task events of its own under its node's name (`worker.rows`).
 """
 
 from __future__ import annotations

@@ -167,10 +167,17 @@ class NodeSpan:
         self.span = span
 
     def ran(self, node: str, outcome: str) -> None:
-        if self.span is not None:
-            self.span.set_attribute(NODE, node)
-            self.span.set_attribute(OUTCOME, outcome)
-            self.span.update_name(f"celerygraph.node {node}")
+        """A node that failed returned its error to the loop rather than raising it through
+        the span: mark the span failed here."""
+        if self.span is None:
+            return
+        self.span.set_attribute(NODE, node)
+        self.span.set_attribute(OUTCOME, outcome)
+        self.span.update_name(f"celerygraph.node {node}")
+        if outcome == "failed":
+            from opentelemetry.trace import Status, StatusCode
+
+            self.span.set_status(Status(StatusCode.ERROR, "the node raised"))
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from graphdef import END, START, StateGraph
 from scheduler import registry
@@ -125,6 +126,26 @@ def test_a_run_is_one_trace_of_superstep_and_node_spans(cluster, spans):
             attributes["celerygraph.checkpoint_id"]
     assert nodes["a"].parent.span_id == nodes["b"].parent.span_id
     assert len({nodes[n].parent.span_id for n in "acd"}) == 3
+
+
+def test_a_failed_node_is_a_failed_span(cluster, spans):
+    def boom(state: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("no")
+
+    builder = StateGraph(State)
+    builder.add_node("boom", boom)
+    builder.add_edge(START, "boom")
+    builder.add_edge("boom", END)
+    ref = cluster.next_ref()
+    registry.register(ref, builder.compile())
+    handle = cluster.client.submit(ref, {"log": []}, thread_id="traced-2")
+    with pytest.raises(Exception, match="no"):
+        handle.result(timeout=WAIT)
+    found = run_spans(spans, handle.id,
+                      lambda s: any(x.name == "celerygraph.node boom" for x in s))
+    [node] = [s for s in found if s.name == "celerygraph.node boom"]
+    assert node.attributes["celerygraph.outcome"] == "failed"
+    assert node.status.status_code == StatusCode.ERROR
 
 
 def test_an_exporter_that_cannot_connect_is_logged_and_the_worker_runs_nodes(
