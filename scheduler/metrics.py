@@ -194,7 +194,12 @@ def serve(settings: Settings, app: Celery, store: RunStore) -> None:
     global _serving
     if settings.metrics_port is None:
         return
-    directory = _multiprocess_dir()
+    try:
+        directory = _multiprocess_dir()
+    except OSError as exc:
+        log.error("metrics: cannot write samples to PROMETHEUS_MULTIPROC_DIR (%s); this "
+                  "process serves no metrics and runs nodes as usual", exc)
+        return
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -222,6 +227,10 @@ def _multiprocess_dir() -> str:
         directory = tempfile.mkdtemp(prefix="celerygraph-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         _remove_at_exit(directory)
+    # Checked here: a pool child finding it unusable would fail its node at the first count.
+    os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"{directory!r} is not writable")
     import prometheus_client.values as values
 
     # Imported before the directory was set (by a graph module, say): metric objects made

@@ -192,3 +192,23 @@ def test_a_taken_metrics_port_is_logged_and_the_worker_still_runs_nodes(tmp_path
         finally:
             cluster.stop()
             server.stop()
+
+
+def test_an_unusable_multiprocess_dir_is_logged_and_the_worker_still_runs_nodes(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    cluster = Cluster(tmp_path / "cluster", server.url)
+    try:
+        cluster.start("metrics-bad-dir", env={"CELERYGRAPH_METRICS_PORT": str(free_port()),
+                                              "PROMETHEUS_MULTIPROC_DIR": str(not_a_dir)})
+        cluster.start_scheduler("metrics-bad-dir-scheduler")
+        handle = cluster.client().submit("tests.dist_graphs:single", {"log": []},
+                                         thread_id="bad-dir")
+        assert handle.result(timeout=60) == {"log": ["one"]}
+        log = cluster.log("metrics-bad-dir")
+        assert "metrics: cannot write samples to PROMETHEUS_MULTIPROC_DIR" in log
+        assert str(not_a_dir) in log
+    finally:
+        cluster.stop()
+        server.stop()
