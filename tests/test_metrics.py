@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,13 +38,20 @@ def cluster(redis_server, tmp_path_factory):
     cluster.ports = {"worker": free_port(), "scheduler": free_port()}
     try:
         cluster.start("metrics-worker", concurrency=2,
-                      env={"CELERYGRAPH_METRICS_PORT": str(cluster.ports["worker"])})
-        cluster.start_scheduler(
-            "metrics-scheduler",
-            env={"CELERYGRAPH_METRICS_PORT": str(cluster.ports["scheduler"])})
+                      env=metrics_env(cluster.workdir, cluster.ports["worker"]))
+        cluster.start_scheduler("metrics-scheduler",
+                                env=metrics_env(cluster.workdir, cluster.ports["scheduler"]))
         yield cluster
     finally:
         cluster.stop()
+
+
+def metrics_env(workdir: Path, port: int) -> dict[str, str]:
+    """A process's metrics port, and its samples' directory under the test's own (the
+    default, a fresh temporary directory removed at exit, would outlive a SIGKILL)."""
+    directory = workdir / f"metrics-{port}"
+    directory.mkdir(parents=True)
+    return {"CELERYGRAPH_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
 
 def scrape(port: int) -> Samples:
@@ -135,8 +143,7 @@ def test_queue_depth_counts_the_messages_no_worker_took(broker, request, tmp_pat
                           CELERYGRAPH_SCHEDULER_QUEUE=queues["scheduler"])
     port = free_port()
     try:
-        cluster.start_scheduler("depth-scheduler",
-                                env={"CELERYGRAPH_METRICS_PORT": str(port)})
+        cluster.start_scheduler("depth-scheduler", env=metrics_env(tmp_path, port))
         cluster.client().submit("tests.dist_graphs:chain", {"log": []}, thread_id="waits")
         eventually(lambda: total(scrape(port), "celerygraph_queue_depth",
                                  queue=queues["nodes"]) == 2)  # a and b
@@ -154,9 +161,9 @@ def test_the_sweeper_counts_a_lapsed_lease_and_its_redispatch(tmp_path):
     ports = {name: free_port() for name in ("sweep-w1", "sweep-w2", "sweep-scheduler")}
     try:
         for name in ("sweep-w1", "sweep-w2"):
-            cluster.start(name, env={"CELERYGRAPH_METRICS_PORT": str(ports[name])})
+            cluster.start(name, env=metrics_env(tmp_path, ports[name]))
         cluster.start_scheduler("sweep-scheduler",
-                                env={"CELERYGRAPH_METRICS_PORT": str(ports["sweep-scheduler"])})
+                                env=metrics_env(tmp_path, ports["sweep-scheduler"]))
         handle = cluster.client().submit("tests.dist_graphs:chain", {"log": [], "sleep": 2.0},
                                          thread_id="swept")
         victim = worker_running(cluster, wait_for_start(server, "swept", "slow"))
@@ -181,7 +188,7 @@ def test_a_taken_metrics_port_is_logged_and_the_worker_still_runs_nodes(tmp_path
         taken.listen()
         port = taken.getsockname()[1]
         try:
-            cluster.start("metrics-port-taken", env={"CELERYGRAPH_METRICS_PORT": str(port)})
+            cluster.start("metrics-port-taken", env=metrics_env(tmp_path, port))
             cluster.start_scheduler("metrics-port-taken-scheduler")
             handle = cluster.client().submit("tests.dist_graphs:single", {"log": []},
                                              thread_id="port-taken")
