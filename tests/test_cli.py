@@ -68,8 +68,10 @@ def test_user_errors_are_clear_and_exit_nonzero(cluster):
 
 
 def test_cancel(cluster):
+    # `slow` sleeps long enough for the cancel to land first even on a loaded machine (the
+    # CLI alone takes about half a second to start); the wait returns at the cancel.
     submitted = json.loads(cli(cluster, "submit", "tests.dist_graphs:chain", "--thread",
-                               "cli-3", "--input", '{"log": [], "sleep": 1.0}').stdout)
+                               "cli-3", "--input", '{"log": [], "sleep": 5.0}').stdout)
     cli(cluster, "cancel", "cli-3", submitted["run_id"])
     waited = cli(cluster, "wait", "cli-3", submitted["run_id"], "--timeout", "30", check=False)
     assert json.loads(waited.stdout)["status"] == "cancelled"
