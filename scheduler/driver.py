@@ -28,7 +28,7 @@ from graphdef.errors import (
 )
 from graphdef.loop import RunLoop
 from graphdef.pregel import Pregel
-from scheduler import registry
+from scheduler import metrics, registry, tracing
 from scheduler.errors import UnknownRunError
 from scheduler.fencing import FencedSaver
 from scheduler.leases import Heartbeat, new_owner, run_lease
@@ -61,6 +61,9 @@ class KeptTask:
     task_id: str
     path: list[Any]
     shadow: str  # its Flower name, `<graph>.<node>`
+    graph: str
+    # The traceparent of the superstep span that kept it: its node span's parent.
+    trace_parent: str | None = None
     # The advance's own loop and plan of the task, when the step starts from a fresh
     # checkpoint (no pending writes): the task runs on them without a reload.
     loop: RunLoop | None = None
@@ -130,6 +133,13 @@ class Driver:
             return Outcome(Stopped.STALE)  # another start got here first while this one stalled
         if claim == BUSY:
             return self._busy(run)
+        with tracing.run_span(run.graph, thread_id, run_id, run.traceparent) as traceparent:
+            run.traceparent = traceparent
+            return self._start_claimed(run)
+
+    def _start_claimed(self, run: RunRecord) -> Outcome:
+        """`start`, once the run holds its thread."""
+        thread_id, run_id = run.thread_id, run.run_id
         run.base_head = self.store.record_base_head(thread_id, run_id,
                                                     self.res.saver.head(thread_id))
         try:
@@ -147,13 +157,15 @@ class Driver:
             return Outcome(Stopped.STALE)  # this start's lease lapsed; another took the run on
         except Exception as exc:
             return self._fail(run, exc)
-        if not self.store.mark_running(thread_id, run_id, stop=loop.stop):
+        traced = {"traceparent": run.traceparent} if run.traceparent else {}
+        if not self.store.mark_running(thread_id, run_id, stop=loop.stop, **traced):
             # Cancelled while starting, or taken over and moved on by another start: nothing
             # is dispatched, and the thread is free again unless another run holds it.
             self.store.release_thread(thread_id, run_id)
             now = self.store.run(thread_id, run_id)
             return Outcome(now.status if now else Stopped.MISSING)
         self.store.add_event(thread_id, run_id, "started", step=loop.step)
+        metrics.run_started(run.graph)
         return self._drive(run, loop, after_barrier=False)
 
     def advance(self, thread_id: str, run_id: str, checkpoint_id: str,
@@ -253,6 +265,14 @@ class Driver:
             raise GraphInterrupt(interrupts)
 
     def _dispatch(self, run: RunRecord, loop: RunLoop, todo: list[algo.Task]) -> Outcome:
+        checkpoint_id = loop.checkpoint["id"]
+        metrics.superstep(run.graph)
+        with tracing.superstep_span(run.graph, run.thread_id, run.run_id, loop.step,
+                                    checkpoint_id, run.traceparent) as traceparent:
+            return self._send_step(run, loop, todo, traceparent)
+
+    def _send_step(self, run: RunRecord, loop: RunLoop, todo: list[algo.Task],
+                   traceparent: str | None) -> Outcome:
         thread_id, run_id = run.thread_id, run.run_id
         checkpoint_id = loop.checkpoint["id"]
         routes = run.routes
@@ -276,6 +296,7 @@ class Driver:
             self.saver.fence(None)
             return Outcome(RunStatus.RUNNING, kept=KeptTask(
                 checkpoint_id, todo[0].id, list(todo[0].path), infos[todo[0].id]["shadow"],
+                graph=run.graph, trace_parent=traceparent,
                 loop=loop if warm else None, task=todo[0] if warm else None,
                 saver=self.saver if warm else None,
             ))
@@ -334,7 +355,8 @@ class Driver:
         for kind, earlier in self.pending_events:
             self.store.add_event(thread_id, run_id, kind, **earlier)
         self.pending_events.clear()
-        self.store.end_run(thread_id, run_id, status, **data)
+        if self.store.end_run(thread_id, run_id, status, **data):
+            metrics.run_ended(run.graph, status)
         self._start_queued(thread_id)
         if self.res.settings.run_ttl:
             self.store.expire_thread(thread_id, self.res.settings.run_ttl)
@@ -361,6 +383,7 @@ class Driver:
         self.store.update_run(thread_id, run_id, status=RunStatus.REJECTED, error=error)
         self.store.add_event(thread_id, run_id, "rejected", error=error)
         self.store.retire(thread_id, run_id)
+        metrics.run_ended(run.graph, RunStatus.REJECTED)
         return Outcome(RunStatus.REJECTED, error=error)
 
     def _start_queued(self, thread_id: str) -> None:

@@ -166,10 +166,13 @@ class LocalCluster:
         return Client(self.settings())
 
     def spawn(self, name: str, cmd: list[str], ready: bytes | None,
-              timeout: float = 30) -> subprocess.Popen[bytes]:
+              timeout: float = 30, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start `cmd` with the cluster's environment, plus `env` for this process alone
+        (what differs between processes on one host, such as a metrics port)."""
         log = self.workdir / f"{name}.log"
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out,
+            proc = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **(env or {})}, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         self.logs[name] = log
@@ -179,17 +182,19 @@ class LocalCluster:
 
     def start_worker(self, name: str, *, app: str = "worker", queues: str | None = None,
                      concurrency: int = 1, pool: str = "prefork",
-                     extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+                     extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+                     ) -> subprocess.Popen[bytes]:
         queues = queues or self.env.get("CELERYGRAPH_NODE_QUEUE", "nodes")
         cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
                "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "--loglevel", "INFO",
                "--without-gossip", "--without-mingle", *extra]
-        return self.spawn(name, cmd, b" ready.")
+        return self.spawn(name, cmd, b" ready.", env=env)
 
-    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
+    def start_scheduler(self, name: str = "scheduler", env: dict[str, str] | None = None
+                        ) -> subprocess.Popen[bytes]:
         queue = self.env.get("CELERYGRAPH_SCHEDULER_QUEUE", "scheduler")
         return self.start_worker(name, app="scheduler", queues=queue, pool="threads",
-                                 concurrency=4)
+                                 concurrency=4, env=env)
 
     def start_flower(self, port: int, basic_auth: str,
                      name: str = "flower") -> subprocess.Popen[bytes]:

@@ -15,10 +15,11 @@ workers of the previous release may still read what an upgraded producer sends.
 - `celerygraph.run_nodes`, on the nodes' queue: args
   `[thread_id, run_id, checkpoint_id, [[task_id, path], ...]]`.
 
-Node messages carry the headers `celerygraph_run` and `celerygraph_thread`, and Celery's
-`shadow` name `<graph>.<node>`, which Flower lists them by; a batch of N tasks is
-`<graph>.<node>+<other node>(xN)`, and each of its tasks sends task events of its own
-under its node's name (`worker.rows`).
+When a trace is current, every message carries its context in W3C headers (`traceparent`,
+`tracestate`; `scheduler.tracing`). Node messages carry the headers `celerygraph_run` and
+`celerygraph_thread`, and Celery's `shadow` name `<graph>.<node>`, which Flower lists them
+by; a batch of N tasks is `<graph>.<node>+<other node>(xN)`, and each of its tasks sends
+task events of its own under its node's name (`worker.rows`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from celery import Celery
+
+from scheduler import tracing
 
 START_TASK = "celerygraph.start_run"
 ADVANCE_TASK = "celerygraph.advance"
@@ -117,7 +120,8 @@ class Sender:
         self.scheduler_queue = scheduler_queue
 
     def start(self, message: StartRun) -> None:
-        self.app.send_task(START_TASK, kwargs=message.kwargs(), queue=self.scheduler_queue)
+        self.app.send_task(START_TASK, kwargs=message.kwargs(), queue=self.scheduler_queue,
+                           headers=tracing.message_headers() or None)
 
     def advance(self, message: Advance, *, deduplicate: bool = False) -> None:
         """`deduplicate`: a worker's hand-over, one per step, gets a task id of its own."""
@@ -125,7 +129,8 @@ class Sender:
                    else None)
         self.app.send_task(ADVANCE_TASK, args=[message.thread_id, message.run_id,
                                                message.checkpoint_id],
-                           queue=self.scheduler_queue, task_id=task_id)
+                           queue=self.scheduler_queue, task_id=task_id,
+                           headers=tracing.message_headers() or None)
 
     def nodes(self, message: RunNodes, *, queue: str, shadow: str | None,
               attempt: int = 1) -> None:
@@ -144,4 +149,5 @@ class Sender:
             name, args = NODES_TASK, [*head, [[t.task_id, t.path] for t in message.tasks]]
         self.app.send_task(name, args=args, queue=queue, task_id=task_id, shadow=shadow,
                            headers={RUN_HEADER: message.run_id,
-                                    THREAD_HEADER: message.thread_id})
+                                    THREAD_HEADER: message.thread_id,
+                                    **tracing.message_headers()})

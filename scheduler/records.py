@@ -75,6 +75,9 @@ class RunRecord:
     base_head: str | None = None
     error: ErrorInfo | None = None
     finished_at: float | None = None
+    # The run's trace context (W3C traceparent) when traced: its superstep and node spans
+    # hang from it, in whichever process (`scheduler.tracing`).
+    traceparent: str | None = None
     # Whether `base_head` was recorded (None is a valid head: the thread was empty).
     has_base_head: bool = field(default=False, repr=False)
     # The run's `context=` (LangGraph's `Runtime.context`) in the serde's JSON form, so that

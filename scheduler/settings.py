@@ -14,6 +14,8 @@ CELERYGRAPH_CHAIN_IN_PLACE     run a step's lone next task in the worker that fi
                                when it is bound for the same queue (1; 0: one message per node)
 CELERYGRAPH_STEP_MESSAGES      most messages one superstep sends to a queue; more tasks than this
                                go several to a message (64)
+CELERYGRAPH_METRICS_PORT       port of this worker or scheduler process's Prometheus /metrics
+                               (unset: no metrics); processes on one host need one each
 
 Each entry point (a worker's or the scheduler's Celery app, a Client, the CLI) reads them
 once, through `Settings.from_env()`, and passes the result down. The fault suite's
@@ -58,6 +60,7 @@ class Settings:
     max_value_bytes: int = 16 * 1024 * 1024
     chain_in_place: bool = True
     step_messages: int = 64
+    metrics_port: int | None = None
     faults: Faults = field(default_factory=Faults)
 
     def __repr__(self) -> str:
@@ -77,6 +80,7 @@ class Settings:
         )
         modules = env.get("CELERYGRAPH_GRAPHS", "")
         ttl = env.get("CELERYGRAPH_RUN_TTL")
+        metrics_port = env.get("CELERYGRAPH_METRICS_PORT")
         return cls(
             broker_url=broker,
             store_url=env.get("CELERYGRAPH_STORE_URL", default_store),
@@ -90,4 +94,5 @@ class Settings:
             max_value_bytes=int(_float(env, "CELERYGRAPH_MAX_VALUE_BYTES", 16 * 1024 * 1024)),
             chain_in_place=env.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
             step_messages=max(1, int(_float(env, "CELERYGRAPH_STEP_MESSAGES", 64))),
+            metrics_port=int(metrics_port) if metrics_port else None,
         )

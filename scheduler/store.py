@@ -164,6 +164,9 @@ class RunStore:
         members = self.r.smembers(f"{self.prefix}:active-runs")
         return [(thread, run) for thread, _, run in (_str(m).partition("\x00") for m in members)]
 
+    def active_run_count(self) -> int:
+        return int(self.r.scard(f"{self.prefix}:active-runs"))
+
     def retire(self, thread_id: str, run_id: str) -> None:
         self.r.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
 

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from scheduler import metrics
 from scheduler.leases import run_lease
 from scheduler.protocol import Advance, NodeRef, RunNodes, Sender, StartRun
 from scheduler.records import RunRecord, RunStatus
@@ -55,7 +56,9 @@ class Sweeper:
                     self.res.publish_graphs()
                     self.published = True
                 if self.res.store.try_sweeper(self.owner, interval * 4):
+                    began = time.perf_counter()
                     self.sweep()
+                    metrics.swept(time.perf_counter() - began)
             except Exception:  # a Redis blip (or a store not up yet) must not end the thread
                 log.exception("sweep failed")
 
@@ -97,6 +100,7 @@ class Sweeper:
                 log.warning("re-advancing run %s at %s", run_id, checkpoint_id)
                 store.note_readvance(thread_id, run_id, checkpoint_id, now)
                 self.send.advance(Advance(thread_id, run_id, checkpoint_id))
+                metrics.redispatched("advance")
             return
         # A dispatch that died half-way: send again what never started.
         half_sent = not info.get("sent") and now - float(info.get("opened_at", now)) > grace
@@ -105,12 +109,13 @@ class Sweeper:
                 continue
             if store.lease_alive(thread_id, task_id):
                 continue
-            if not store.was_started(thread_id, task_id) and not (
-                half_sent or self._taken_and_lost(task, now, grace)
-            ):
+            started = store.was_started(thread_id, task_id)
+            if not started and not (half_sent or self._taken_and_lost(task, now, grace)):
                 continue
             if now - task.get("dispatched_at", now) < grace:
                 continue
+            if started:
+                metrics.lease_expired()
             attempt = int(task.get("attempt", 1)) + 1
             store.note_redispatch(thread_id, run_id, checkpoint_id, task_id,
                                   {**task, "attempt": attempt, "dispatched_at": now})
@@ -124,6 +129,7 @@ class Sweeper:
                 queue=task.get("queue") or self.res.settings.node_queue,
                 shadow=task.get("shadow"), attempt=attempt,
             )
+            metrics.redispatched("node")
         if half_sent:
             store.mark_sent(thread_id, run_id, checkpoint_id)
 
@@ -142,3 +148,4 @@ class Sweeper:
     def _send_start(self, run: RunRecord) -> None:
         self.res.store.update_run(run.thread_id, run.run_id)
         self.send.start(StartRun(run.thread_id, run.run_id))
+        metrics.redispatched("start")

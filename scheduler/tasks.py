@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import signals
 
+from scheduler import metrics, tracing
 from scheduler.celery_app import CeleryGraphApp
 from scheduler.driver import with_run_lease
 from scheduler.errors import GraphModuleError
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 def register_scheduler_tasks(app: CeleryGraphApp) -> None:
     """Put `start_run` and `advance` on `app`, with the settings `app` carries."""
 
-    @app.task(name=START_TASK, shared=False)
+    @app.task(name=START_TASK, bind=True, shared=False)
     def start_run(
+        self: Any,
         thread_id: str,
         run_id: str | None = None,
         graph: str | None = None,
@@ -51,22 +53,26 @@ def register_scheduler_tasks(app: CeleryGraphApp) -> None:
                                 on_busy=on_busy, run_id=run_id, routes=routes, validate=False,
                                 context=context)
         started = run_id
-        outcome = with_run_lease(res, app, thread_id, started,
-                                 lambda d: d.start(thread_id, started))
+        with tracing.from_message(self.request):
+            outcome = with_run_lease(res, app, thread_id, started,
+                                     lambda d: d.start(thread_id, started))
         return str(outcome.status)
 
-    @app.task(name=ADVANCE_TASK, shared=False)
-    def advance(thread_id: str, run_id: str, checkpoint_id: str) -> str:
+    @app.task(name=ADVANCE_TASK, bind=True, shared=False)
+    def advance(self: Any, thread_id: str, run_id: str, checkpoint_id: str) -> str:
         res = resources(app.settings)
         res.load_graphs()
-        outcome = with_run_lease(res, app, thread_id, run_id,
-                                 lambda d: d.advance(thread_id, run_id, checkpoint_id))
+        with tracing.from_message(self.request):
+            outcome = with_run_lease(res, app, thread_id, run_id,
+                                     lambda d: d.advance(thread_id, run_id, checkpoint_id))
         return str(outcome.status)
 
 
 def serve_graphs(app: CeleryGraphApp) -> None:
-    """When a `celery worker` of `app` starts: load the configured graphs, then publish them
-    and sweep for lost work (the sweeper publishes later if the store is down now).
+    """When a `celery worker` of `app` starts: load the configured graphs, serve metrics and
+    set up tracing if configured (before the pool forks: its children record into what the
+    main process serves), then publish the graphs and sweep for lost work (the sweeper
+    publishes later if the store is down now).
 
     A graph module that fails to import stops the worker before it is ready: up, it would
     publish no graph, fail every task and sweep with the same ImportError, while producers
@@ -75,13 +81,16 @@ def serve_graphs(app: CeleryGraphApp) -> None:
     def load_graphs(sender: Any = None, **_: object) -> None:
         if getattr(sender, "app", None) is not app:
             return
+        res = resources(app.settings)
         try:
-            resources(app.settings).load_graphs()
+            res.load_graphs()
         except GraphModuleError as exc:
             log.critical("%s; the worker stops", exc, exc_info=exc.__cause__)
             # Celery logs and swallows an Exception raised by a signal handler; SystemExit
             # ends the `celery worker` command (status 1) without saying it all again.
             raise SystemExit(1) from exc
+        metrics.serve(app.settings, app, res.store)
+        tracing.configure_from_env()
 
     def start_sweeper(sender: Any = None, **_: object) -> None:
         if getattr(sender, "app", None) is not app:

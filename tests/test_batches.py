@@ -100,7 +100,7 @@ def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch
     # Back, this worker must not run `slow` on the loop it kept: it goes the ordinary way,
     # which finds the memo.
     assert execute_planned(res, thread_id, run_id, kept.checkpoint_id, kept.task,
-                           kept.loop) is None
+                           kept.loop, graph=kept.graph, trace_parent=kept.trace_parent) is None
     assert execute_node(res, thread_id, run_id, kept.checkpoint_id, kept.task_id, kept.path)
     runs = {field.split("|")[0]: n for field, n in runs_per_task(res, thread_id).items()}
     assert runs == {"a": 1, "b": 1, "slow": 1}

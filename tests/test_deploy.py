@@ -125,11 +125,29 @@ def env_file(path: Path) -> dict[str, str]:
     return out
 
 
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def shell_assignments(line: str) -> dict[str, str]:
+    """The `NAME=value` assignments a Procfile line puts before its last command."""
+    argv = shlex.split(re.split(r"&&|;", line)[-1])
+    out = {}
+    for token in argv:
+        if not ASSIGNMENT.match(token):
+            break
+        name, value = token.split("=", 1)
+        out[name] = value
+    return out
+
+
 def shell_commands(line: str) -> list[list[str]]:
-    """A Procfile line as argv lists: split on `&&` and `;`, without a leading `exec`."""
+    """A Procfile line as argv lists: split on `&&` and `;`, without leading `NAME=value`
+    assignments and `exec`."""
     out = []
     for part in re.split(r"&&|;", line):
         argv = shlex.split(part)
+        while argv and ASSIGNMENT.match(argv[0]):
+            argv = argv[1:]
         if argv and argv[0] == "exec":
             argv = argv[1:]
         if argv:
@@ -318,6 +336,31 @@ def test_every_setting_is_set_in_each_deployment_and_documented():
     assert {k for k in env_file(DEPLOY / "local.env") if k.startswith("CELERYGRAPH_")} == known
     readme = (DEPLOY / "README.md").read_text()
     assert {n for n in known if f"| `{n}` |" not in readme} == set()
+
+
+def test_every_worker_and_scheduler_serves_metrics_on_a_port_scrapers_find():
+    """Compose and Kubernetes expose and annotate the metrics port (one per container or
+    pod); the Procfile's processes share a host, so each has a port of its own."""
+    [configmap] = [o for _, o in k8s_objects() if o.get("kind") == "ConfigMap"]
+    port = configmap["data"]["CELERYGRAPH_METRICS_PORT"]
+    assert compose()["x-celerygraph-env"]["CELERYGRAPH_METRICS_PORT"] == port
+    for name, service in compose()["services"].items():
+        parsed = parse_celery(list(service.get("command") or []))
+        if parsed and parsed["role"] == "worker":
+            assert port in [str(p) for p in service["expose"]], name
+            assert service["labels"]["prometheus.io/scrape"] == "true", name
+            assert service["labels"]["prometheus.io/port"] == port, name
+    for where, obj, container in k8s_containers():
+        parsed = parse_celery(list(container.get("command", [])))
+        if parsed and parsed["role"] == "worker":
+            annotations = obj["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true", where
+            assert annotations["prometheus.io/port"] == port, where
+            assert int(port) in [p["containerPort"] for p in container["ports"]], where
+    ports = {name: shell_assignments(line).get("CELERYGRAPH_METRICS_PORT")
+             for name, line in procfile().items()
+             if (p := parse_celery(shell_commands(line)[-1])) and p["role"] == "worker"}
+    assert all(ports.values()) and len(set(ports.values())) == len(ports), ports
 
 
 def test_queue_settings_match_the_queues_commands_consume():

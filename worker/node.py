@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import current_task
@@ -21,7 +23,7 @@ from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
-from scheduler import registry
+from scheduler import metrics, registry, tracing
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
 from scheduler.leases import Heartbeat, new_owner
@@ -91,13 +93,14 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                  task_id: str, path: list[Any] | None = None,
                  view: StepView | None = None,
                  prefetched: CheckpointTuple | None = None,
-                 rows: NodeRows | None = None) -> bool:
+                 rows: NodeRows | None = None, kept_by: str | None = None) -> bool:
     """Run the task unless finished elsewhere; True when this call completed the superstep.
 
     `view` and `prefetched`: the step and its checkpoint as read once for a whole batch of
     its tasks (`run_nodes`). Neither decides alone whether a task runs: the lease refuses a
     task counted done, and a task taken before (which may have left a memo since the batch
     read) loads its own writes. `rows`: the Flower rows of the message running it.
+    `kept_by`: the trace context of the advance that kept the task to run here.
     """
     store = res.store
     view = view or store.step_view(thread_id, run_id, checkpoint_id, [task_id])
@@ -118,19 +121,27 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
     saver = OwnWritesSaver(res.saver, task_id, prefetched if grant == FIRST_START else None)
+    span = tracing.node_span(run.graph, thread_id, run_id, checkpoint_id, task_id,
+                             run_traceparent=run.traceparent, kept_by=kept_by)
     return _run_leased(res, thread_id, run_id, checkpoint_id, task_id, owner,
                        lambda: _run_task(res, run, checkpoint_id, task_id, path,
                                          view.context, saver, rows,
-                                         restart=grant != FIRST_START))
+                                         restart=grant != FIRST_START),
+                       run.graph, span)
 
 
 def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                task_id: str, owner: str, run: Callable[[], tuple[str, str]]) -> bool:
-    """Run a task whose lease `owner` holds, with a heartbeat, then count it (and hand the
-    lease back) in one step; `run` returns its node and outcome."""
+                task_id: str, owner: str, run: Callable[[], tuple[str, str]], graph: str,
+                span: AbstractContextManager[tracing.NodeSpan]) -> bool:
+    """Run a task whose lease `owner` holds, with a heartbeat and under its trace `span`,
+    then count it (and hand the lease back) in one step; `run` returns its node and
+    outcome."""
     with Heartbeat(res.store, thread_id, task_id, owner, res.settings.lease_seconds,
-                   hand_over=True):
+                   hand_over=True), span as traced:
+        began = time.perf_counter()
         node, outcome = run()
+        metrics.node_ran(graph, node, outcome, time.perf_counter() - began)
+        traced.ran(node, outcome)
     res.settings.faults.maybe_crash("memo_saved")
     return res.store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
                                  node=node, outcome=outcome, worker=_worker_name())
@@ -185,13 +196,13 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None
 
 
 def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                    task: algo.Task, loop: RunLoop, row: RowRunner | None = None
-                    ) -> bool | None:
+                    task: algo.Task, loop: RunLoop, row: RowRunner | None = None, *,
+                    graph: str, trace_parent: str | None) -> bool | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
     advance's own loop: no reload of what it holds in memory. True as for `execute_node`;
     None when another worker took the task meanwhile (this one stalled past the lease): what
     that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
-    `row`: its Flower row."""
+    `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it."""
     store = res.store
     owner = new_owner()
     grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
@@ -211,7 +222,9 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
             loop.close(None)
             raise
 
-    return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run)
+    span = tracing.node_span(graph, thread_id, run_id, checkpoint_id, task.id,
+                             run_traceparent=None, kept_by=trace_parent)
+    return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run, graph, span)
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.

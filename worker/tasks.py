@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 
 from graphdef.checkpoint.base import CheckpointTuple
+from scheduler import tracing
 from scheduler.celery_app import CeleryGraphApp
 from scheduler.driver import KeptTask, Stopped, with_run_lease
 from scheduler.protocol import (
@@ -55,7 +56,8 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
         message = RunNodes(thread_id, run_id, checkpoint_id, (NodeRef(task_id, path),))
         rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=task_id)
         try:
-            run_message(resources(app.settings), app, message, _run_here(self, app), rows)
+            with tracing.from_message(self.request):
+                run_message(resources(app.settings), app, message, _run_here(self, app), rows)
         finally:
             rows.close()
         rows.raise_own_failure()
@@ -70,7 +72,9 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
         message = RunNodes(thread_id, run_id, checkpoint_id, refs)
         rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=None)
         try:
-            run_message(resources(app.settings), app, message, _run_here(self, app), rows)
+            with tracing.from_message(self.request):
+                run_message(resources(app.settings), app, message, _run_here(self, app),
+                            rows)
         finally:
             rows.close()
 
@@ -112,12 +116,14 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
         if kept is not None and kept.loop is not None and kept.task is not None:
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
-                                       kept.loop, row)
+                                       kept.loop, row, graph=kept.graph,
+                                       trace_parent=kept.trace_parent)
             if finished is None:  # taken elsewhere meanwhile: its own loop is stale
                 kept = None
         if finished is None:
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
-                                    prefetched, rows)
+                                    prefetched, rows,
+                                    kept_by=kept.trace_parent if kept is not None else None)
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return
