@@ -16,6 +16,7 @@ from graphdef.prebuilt.injection import InjectedState, InjectedStore
 from graphdef.prebuilt.react_agent import (
     AgentState,
     AgentStateWithStructuredResponse,
+    RemainingSteps,
     create_react_agent,
 )
 from graphdef.prebuilt.tool_errors import ToolInvocationError
@@ -26,6 +27,7 @@ __all__ = [
     "AgentStateWithStructuredResponse",
     "InjectedState",
     "InjectedStore",
+    "RemainingSteps",
     "ToolInvocationError",
     "ToolNode",
     "create_react_agent",

@@ -8,7 +8,7 @@ same edges, one `Send` per tool call in version "v2"), so checkpoints, interrupt
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal, TypedDict, get_type_hints
+from typing import Annotated, Any, Literal, NotRequired, TypedDict, get_type_hints
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import Runnable
@@ -32,11 +32,20 @@ from graphdef.store.base import BaseStore
 from graphdef.types import Send
 
 
+class _NotComputed:
+    """Marks `RemainingSteps`: LangGraph computes it per step (a managed value); graphdef
+    has no managed values, so the key exists for schemas to port and stays empty."""
+
+
+RemainingSteps = Annotated[int, _NotComputed]
+
+
 class AgentState(TypedDict):
-    """The agent's state: the conversation. LangGraph's also has `remaining_steps`, a
-    managed value graphdef does not have (README, "Prebuilt agents")."""
+    """The agent's state: the conversation, and LangGraph's `remaining_steps` key, which
+    graphdef leaves empty (README, "Prebuilt agents")."""
 
     messages: Annotated[Sequence[BaseMessage], add_messages]
+    remaining_steps: NotRequired[RemainingSteps]
 
 
 class AgentStateWithStructuredResponse(AgentState):
@@ -66,7 +75,9 @@ def _refuse_unsupported(options: dict[str, Any], deprecated: dict[str, Any]) -> 
 def _check_state_schema(state_schema: Any, response_format: Any) -> Any:
     if state_schema is None:
         return AgentStateWithStructuredResponse if response_format is not None else AgentState
-    required = {"messages"} | ({"structured_response"} if response_format is not None else set())
+    required = {"messages", "remaining_steps"} | (
+        {"structured_response"} if response_format is not None else set()
+    )
     if missing := required - set(get_type_hints(state_schema)):
         raise ValueError(f"Missing required key(s) {missing} in state_schema")
     return state_schema

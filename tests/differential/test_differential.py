@@ -17,6 +17,7 @@ from . import (
     scenarios_functional,
     scenarios_graph,
     scenarios_interrupt,
+    scenarios_prebuilt,
     scenarios_store,
 )
 from .apis import load_api
@@ -25,7 +26,7 @@ from .observe import normalize
 SCENARIOS = {
     name.removeprefix("scenario_"): function
     for module in (scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-                   scenarios_store)
+                   scenarios_store, scenarios_prebuilt)
     for name, function in vars(module).items()
     if name.startswith("scenario_")
 }
