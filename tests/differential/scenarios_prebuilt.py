@@ -447,8 +447,38 @@ def scenario_tool_returns_command(api, tmp_path):
 
     bad_model = ScriptedChatModel(replies=[asks(call("forgetful", {}, "c1")), says("x")])
     bad = api.create_react_agent(bad_model, [forgetful], state_schema=Profile)
+
+    @tool
+    def escalate(reason: str, call_id: Annotated[str, InjectedToolCallId]) -> Any:
+        """Hand the conversation to a human."""
+        return api.Command(goto="human", update={
+            "messages": [ToolMessage(f"escalated: {reason}", tool_call_id=call_id)]})
+
+    counts = Counts()
+
+    def human(state):
+        counts.hit("human")
+        return {"name": "human"}
+
+    model = ScriptedChatModel(replies=[asks(call("escalate", {"reason": "angry"}, "c1")),
+                                       says("handed over")])
     return {"result": observed(result), "history": history(agent, config),
-            "forgetful": outcome(lambda: bad.invoke({"messages": [("user", "x")], "name": "?"}))}
+            "forgetful": outcome(lambda: bad.invoke({"messages": [("user", "x")], "name": "?"})),
+            "goto": observed(goto_graph(api, model, escalate, human, Profile).invoke(
+                {"messages": [("user", "help")], "name": "?"})),
+            "goto_counts": counts.as_dict()}
+
+
+def goto_graph(api, model, escalate, human, state):
+    """agent -> tools, where a tool's Command(goto="human") runs "human" beside "agent"."""
+    builder = api.StateGraph(state)
+    builder.add_node("agent", lambda s: {"messages": [model.invoke(s["messages"])]})
+    builder.add_node(api.ToolNode([escalate]))
+    builder.add_node("human", human)
+    builder.add_edge(api.START, "agent")
+    builder.add_conditional_edges("agent", api.tools_condition)
+    builder.add_edge("tools", "agent")
+    return builder.compile()
 
 
 # ---- what create_react_agent refuses --------------------------------------------------------
@@ -476,3 +506,13 @@ def scenario_react_agent_bad_input(api, tmp_path):
         "dangling_tool_call": outcome(lambda: agent.invoke({"messages": dangling})),
         "model_calls": len(model.seen),
     }
+
+
+def scenario_react_recursion_limit(api, tmp_path):
+    """LangGraph's agent reads `remaining_steps` and answers "Sorry, need more steps" near
+    the limit; graphdef leaves the key empty, so the run hits the limit (DELIBERATE)."""
+    model = ScriptedChatModel(replies=[asks(call("add", {"a": i, "b": i}, f"c{i}"))
+                                       for i in range(10)])
+    agent = api.create_react_agent(model, arithmetic(Counts()))
+    return outcome(lambda: observed(
+        agent.invoke({"messages": [("user", "loop")]}, {"recursion_limit": 6})))

@@ -39,6 +39,11 @@ DELIBERATE = {
         "Command(resume=...) with no pending interrupt raises InvalidResumeError; LangGraph "
         "returns the final values, or on a new thread runs the graph with no input"
     ),
+    "react_recursion_limit": (
+        "remaining_steps is not computed (graphdef has no managed values): a ReAct agent at "
+        "the recursion limit raises GraphRecursionError; LangGraph's answers \"Sorry, need "
+        "more steps to process this request.\""
+    ),
 }
 # graphdef's InvalidResumeError subclasses the RuntimeError LangGraph raises for the same case.
 RENAMED_ERRORS = {"InvalidResumeError": "RuntimeError"}
