@@ -117,11 +117,15 @@ class ToolNode:
         def run(call: ToolCall) -> Any:
             return self._run_one(call, input_type, state, store, config)
 
-        # Each call runs in a copy of this context, so that interrupt() and the store
-        # reach the running task from the pool's threads.
-        contexts = [contextvars.copy_context() for _ in calls]
-        with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
-            outputs = list(pool.map(lambda c, ctx: ctx.run(run, c), calls, contexts))
+        if len(calls) == 1:  # a call sent on its own (version "v2"): no thread needed
+            outputs = [run(calls[0])]
+        else:
+            # Each call runs in a copy of this context, so that interrupt() and the store
+            # reach the running task from the pool's threads. Pool size as LangGraph's:
+            # `max_concurrency` from the config, else the executor's default.
+            contexts = [contextvars.copy_context() for _ in calls]
+            with ThreadPoolExecutor(max_workers=config.get("max_concurrency")) as pool:
+                outputs = list(pool.map(lambda c, ctx: ctx.run(run, c), calls, contexts))
         return self._combine(outputs, input_type)
 
     # ---- input ----------------------------------------------------------------------------
