@@ -15,6 +15,8 @@ from typing import Any, Union
 from langchain_core.tools import ToolException
 from pydantic import ValidationError
 
+from graphdef.errors import CeleryGraphError
+
 ErrorHandling = Union[  # noqa: UP007 - spelled as LangGraph spells it
     bool, str, Callable[..., str], type[Exception], tuple[type[Exception], ...]
 ]
@@ -28,7 +30,7 @@ INVOCATION_ERROR = (
 INVALID_TOOL = "Error: {requested_tool} is not a valid tool, try one of [{available_tools}]."
 
 
-class ToolInvocationError(ToolException):
+class ToolInvocationError(ToolException, CeleryGraphError):
     """The model called a tool with arguments its schema rejects; only the arguments the
     model controls are named, since it cannot fix injected ones."""
 
