@@ -1,12 +1,14 @@
 """Embedded engine vs LangGraph in-process: the same graphs, in-memory savers, `sync` durability.
 
-Prints the median time per superstep of each and our/LangGraph ratio (target <= 0.5).
+Prints the median time per superstep of each and our/LangGraph ratio (target <= 0.5), for
+sync graphs run with `invoke` and async graphs (async nodes) run with `ainvoke`.
 Usage: python bench/embedded_vs_langgraph.py [--runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import operator
 import statistics
 import time
@@ -39,11 +41,20 @@ def load(name: str) -> types.SimpleNamespace:
     )
 
 
-def chain(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
+async def _async_increment(state: ChainState) -> dict[str, int]:
+    return {"x": state["x"] + 1}
+
+
+async def _async_double(state: dict[str, int]) -> dict[str, list[int]]:
+    return {"results": [state["n"] * 2]}
+
+
+def chain(api: types.SimpleNamespace, node: Callable[..., Any] | None = None
+          ) -> tuple[Any, Any, int]:
     graph = api.StateGraph(ChainState)
     names = [f"n{i}" for i in range(CHAIN_LENGTH)]
     for name in names:
-        graph.add_node(name, lambda s: {"x": s["x"] + 1})
+        graph.add_node(name, node or (lambda s: {"x": s["x"] + 1}))
     graph.add_edge(api.START, names[0])
     for a, b in zip(names, names[1:], strict=False):
         graph.add_edge(a, b)
@@ -52,9 +63,10 @@ def chain(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
     return app, {"x": 0}, CHAIN_LENGTH + 1
 
 
-def fan_out(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
+def fan_out(api: types.SimpleNamespace, node: Callable[..., Any] | None = None
+            ) -> tuple[Any, Any, int]:
     graph = api.StateGraph(FanState)
-    graph.add_node("work", lambda s: {"results": [s["n"] * 2]})
+    graph.add_node("work", node or (lambda s: {"results": [s["n"] * 2]}))
     graph.add_conditional_edges(
         api.START, lambda s: [api.Send("work", {"n": i}) for i in range(s["n"])], ["work"]
     )
@@ -63,13 +75,25 @@ def fan_out(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
     return app, {"n": FAN_OUT, "results": []}, 2
 
 
-def time_per_step(build: Callable[[Any], tuple[Any, Any, int]], api: Any, runs: int) -> float:
+def async_chain(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
+    return chain(api, _async_increment)
+
+
+def async_fan_out(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
+    return fan_out(api, _async_double)
+
+
+def time_per_step(build: Callable[[Any], tuple[Any, Any, int]], api: Any, runs: int,
+                  use_async: bool = False) -> float:
     app, inp, steps = build(api)
     samples = []
     for i in range(runs + 1):
         config = {"configurable": {"thread_id": f"bench-{i}"}, "recursion_limit": 1000}
         start = time.perf_counter()
-        app.invoke(inp, config, durability="sync")
+        if use_async:
+            asyncio.run(app.ainvoke(inp, config, durability="sync"))
+        else:
+            app.invoke(inp, config, durability="sync")
         elapsed = time.perf_counter() - start
         if i:  # the first run warms imports and caches
             samples.append(elapsed / steps)
@@ -82,10 +106,15 @@ def main() -> None:
     args = parser.parse_args()
     ours, theirs = load("graphdef"), load("langgraph")
     print(f"{'workload':<28}{'graphdef':>14}{'langgraph':>14}{'ratio':>9}")
-    workloads = ((f"chain of {CHAIN_LENGTH}", chain), (f"Send fan-out of {FAN_OUT}", fan_out))
-    for label, build in workloads:
-        a = time_per_step(build, ours, args.runs)
-        b = time_per_step(build, theirs, args.runs)
+    workloads = (
+        (f"chain of {CHAIN_LENGTH}", chain, False),
+        (f"Send fan-out of {FAN_OUT}", fan_out, False),
+        (f"async chain of {CHAIN_LENGTH}", async_chain, True),
+        (f"async Send fan-out of {FAN_OUT}", async_fan_out, True),
+    )
+    for label, build, use_async in workloads:
+        a = time_per_step(build, ours, args.runs, use_async)
+        b = time_per_step(build, theirs, args.runs, use_async)
         print(f"{label:<28}{a * 1e3:>11.3f} ms{b * 1e3:>11.3f} ms{a / b:>9.2f}")
     print("time per superstep, median of", args.runs, "runs; ratio = graphdef / langgraph")
 

@@ -15,7 +15,7 @@ from graphdef.errors import (
 from graphdef.func import entrypoint, task
 from graphdef.messages import MessagesState, add_messages
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config, get_store, interrupt
+from graphdef.runtime import get_config, get_store, get_stream_writer, interrupt
 from graphdef.state import CompiledStateGraph, StateGraph
 from graphdef.store import BaseStore, InMemoryStore, Item, SearchItem, SqliteStore
 from graphdef.types import Command, Interrupt, Overwrite, RetryPolicy, Send, StateSnapshot
@@ -49,6 +49,7 @@ __all__ = [
     "entrypoint",
     "get_config",
     "get_store",
+    "get_stream_writer",
     "interrupt",
     "task",
 ]

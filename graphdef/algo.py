@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,9 @@ class Node:
     triggers: list[str]
     reads: str | list[str]
     bound: Callable[[Any, dict[str, Any]], Any]
+    # An async node's coroutine function; the async API awaits it (and runs `bound`, the
+    # sync one, in a thread when there is none).
+    abound: Callable[[Any, dict[str, Any]], Awaitable[Any]] | None = None
     writers: list[Callable[[Any, TaskContext], list[Write]]] = field(default_factory=list)
     mapper: Callable[[Any], Any] | None = None
     retry_policy: Sequence[RetryPolicy] = ()

@@ -85,6 +85,11 @@ class StaleCheckpointError(CeleryGraphError, RuntimeError):
     """A compare-and-set write found another newest checkpoint than the one expected."""
 
 
+class NotImplementedFeatureError(CeleryGraphError, NotImplementedError):
+    """A parameter or stream mode LangGraph accepts that graphdef does not implement: named
+    in the message, because ignoring it would change what the caller gets without a word."""
+
+
 def revive_error(record: Any) -> BaseException:
     """Turn a stored error record back into an exception, never importing user classes.
 

@@ -18,8 +18,14 @@ from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
 from graphdef.pregel import Pregel
-from graphdef.runtime import current_runtime_or_none, get_store
-from graphdef.state import accepts_param, accepts_store, with_store
+from graphdef.runtime import current_runtime, current_runtime_or_none, get_store
+from graphdef.state import (
+    accepts_param,
+    accepts_store,
+    is_async_callable,
+    no_sync_function,
+    with_store,
+)
 from graphdef.store.base import BaseStore
 from graphdef.types import RetryPolicy
 
@@ -111,8 +117,9 @@ class EntrypointGraph(Pregel):
         wants_previous = accepts_param(func, "previous")
         wants_config = accepts_param(func, "config")
         wants_store = accepts_store(func)
+        wants_writer = accepts_param(func, "writer")
 
-        def bound(value: dict[str, Any], config: dict[str, Any]) -> Any:
+        def call(value: dict[str, Any], config: dict[str, Any]) -> Any:
             kwargs: dict[str, Any] = {}
             if wants_previous:
                 kwargs["previous"] = value.get(PREVIOUS)
@@ -120,13 +127,18 @@ class EntrypointGraph(Pregel):
                 kwargs["config"] = config
             if wants_store:
                 kwargs["store"] = get_store()
+            if wants_writer:
+                kwargs["writer"] = current_runtime().writer
             return func(value[START], **kwargs)
 
         name = func.__name__
+        asynchronous = is_async_callable(func)
         super().__init__(
             nodes={
                 name: Node(
-                    name=name, triggers=[START], reads=[START, PREVIOUS], bound=bound,
+                    name=name, triggers=[START], reads=[START, PREVIOUS],
+                    bound=no_sync_function(name) if asynchronous else call,
+                    abound=call if asynchronous else None,
                     writers=[_final_writes], retry_policy=retry_policy,
                 )
             },
@@ -143,3 +155,4 @@ class EntrypointGraph(Pregel):
             store=store,
         )
         functools.update_wrapper(self, func)
+        self.stream_mode = "updates"

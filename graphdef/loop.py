@@ -2,21 +2,24 @@
 
 This is the I/O half of the engine; planning and applying writes live in `algo`. A run
 is a generator of stream chunks `(namespace, mode, payload)`, so `invoke` and `stream`
-share one code path.
+share one code path; `arun` is the same run on an event loop, for the async API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import functools
+import inspect
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from graphdef import algo
+from graphdef import algo, stream
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import MISSING, BaseChannel
 from graphdef.checkpoint.base import (
@@ -40,8 +43,8 @@ from graphdef.errors import (
     GraphInterrupt,
     GraphRecursionError,
 )
-from graphdef.executor import run_step
-from graphdef.retry import run_with_retry
+from graphdef.executor import arun_step, run_step
+from graphdef.retry import arun_with_retry, run_with_retry
 from graphdef.runtime import (
     RunScope,
     StreamSink,
@@ -51,6 +54,7 @@ from graphdef.runtime import (
     reset_runtime,
 )
 from graphdef.store.base import BaseStore
+from graphdef.stream_messages import StreamMessagesHandler
 from graphdef.types import Command, Interrupt, RetryPolicy
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
@@ -91,7 +95,7 @@ class LoopGraph(Protocol):
 
     def task_update(self, task: Task, writes: list[Write], keys: str | list[str]) -> Any: ...
 
-    def task_config(self, config: dict[str, Any], task: Task) -> dict[str, Any]: ...
+    def task_config(self, config: dict[str, Any], task: Task, step: int) -> dict[str, Any]: ...
 
 
 class TaskCall(Protocol):
@@ -128,12 +132,14 @@ class RunLoop:
         resuming: bool | None = None,
         resume_map: Mapping[str, Any] | None = None,
         store: Any = MISSING,
+        messages: StreamMessagesHandler | None = None,
     ) -> None:
         """`sink`: where a subgraph's chunks go, to the run streaming it with `subgraphs`.
         `resuming`: whether this run takes up a paused state; None lets its input decide
         (no input or a Command resumes). `resume_map`: answers to interrupts by id.
         `store`: what nodes get as `store`; by default the graph's, so a worker that loads
-        a graph compiled with a store gives it to its nodes."""
+        a graph compiled with a store gives it to its nodes.
+        `messages`: the `messages` stream handler of the run this one is a subgraph of."""
         self.store: BaseStore | None = graph.store if store is MISSING else store
         self.graph = graph
         self.input = input
@@ -157,6 +163,17 @@ class RunLoop:
         self.child_sink: StreamSink | None = sink
         if sink is None and stream_subgraphs:
             self.child_sink = self._collect
+        if messages is None and sink is None and "messages" in stream_modes:
+            messages = StreamMessagesHandler(self._emit_at, stream_subgraphs)
+        self.messages = messages
+        # Chunks that come while tasks run (tokens, custom writes, subgraphs' chunks) are
+        # yielded as they come rather than after the step: `_wake` tells the consumer.
+        self.live = sink is None and (
+            stream_subgraphs or "messages" in stream_modes or "custom" in stream_modes
+        )
+        self._wake: Callable[[], None] | None = None
+        self.wants_tasks = "tasks" in stream_modes or "debug" in stream_modes
+        self.wants_checkpoints = "checkpoints" in stream_modes or "debug" in stream_modes
         self.resuming = resuming
         self.resume_map = resume_map
         self.tasks: dict[str, Task] = {}
@@ -195,10 +212,50 @@ class RunLoop:
         if self.sink is not None:
             self.sink(tuple(self.ns.split("|")), mode, payload)
         else:
-            self.chunks.append(((), mode, payload))
+            self._collect((), mode, payload)
+
+    def _emit_at(self, ns: tuple[str, ...], mode: str, payload: Any) -> None:
+        """Queue a chunk a task produced, under the namespace of the graph it runs in."""
+        if self.sink is not None:
+            self.sink(ns, mode, payload)
+        else:
+            self._collect(ns, mode, payload)
 
     def _collect(self, ns: tuple[str, ...], mode: str, payload: Any) -> None:
         self.chunks.append((ns, mode, payload))
+        if self._wake is not None:
+            self._wake()
+
+    def _emit_debuggable(self, mode: str, payload: dict[str, Any]) -> None:
+        """Emit a `tasks` or `checkpoints` payload, and its `debug` wrapping if asked for."""
+        self.emit(mode, payload)
+        if "debug" in self.stream_modes:
+            step = self.step - 1 if mode == "checkpoints" else self.step
+            self.emit("debug", stream.debug(mode, step, payload))
+
+    def _emit_checkpoint(self, tasks: Sequence[Task]) -> None:
+        """The `checkpoints` payload of the checkpoint the step about to run starts from."""
+        if not self.wants_checkpoints or self.checkpointer is None:
+            return
+        config = {"configurable": {**self.checkpoint_config["configurable"],
+                                   "checkpoint_id": self.checkpoint["id"]}}
+        self._emit_debuggable("checkpoints", stream.checkpoint(
+            config, self.prev_checkpoint_config, self.channels, self.graph.stream_channels,
+            self.metadata, tasks, self.pending_writes, self.output_keys,
+        ))
+
+    def _emit_task_result(self, task: Task, writes: list[Write],
+                          error: BaseException | None = None) -> None:
+        if self.wants_tasks and not task.node.hidden:
+            self._emit_debuggable("tasks", stream.task_result(
+                task, writes, self.graph.stream_channels, error))
+
+    def _writer(self, task: Task) -> Callable[[Any], None]:
+        """A task's `custom` stream writer: a no-op unless someone streams `custom`."""
+        if "custom" not in self.stream_modes:
+            return _drop
+        ns = stream.namespace(task.checkpoint_ns)
+        return lambda chunk: self._emit_at(ns, "custom", chunk)
 
     def _emit_values(self) -> None:
         if "values" in self.stream_modes:
@@ -234,31 +291,144 @@ class RunLoop:
             yield from self._drain()
             while self.prepare_step():
                 yield from self._drain()
-                self.run_tasks()
+                if self.live:
+                    yield from self._run_tasks_live()
+                else:
+                    self.run_tasks()
                 yield from self._drain()
                 self.finish_step()
                 yield from self._drain()
-            if self.status == "out_of_steps":
-                raise GraphRecursionError(
-                    f"Recursion limit of {self.config['recursion_limit']} reached "
-                    "without hitting a stop condition. You can increase the limit by "
-                    "setting the `recursion_limit` config key."
-                )
+            self._check_steps_left()
         except GraphInterrupt as exc:
             self.close(exc)
             if self.is_nested:
                 raise
             yield from self._drain()
             return
+        except Exception as exc:
+            self.close(exc)
+            # What finished before the failure (a sibling task's update) is still shown.
+            yield from self._drain()
+            raise
         except BaseException as exc:
             self.close(exc)
             raise
         self.close(None)
         yield from self._drain()
 
+    async def arun(self) -> AsyncIterator[Chunk]:
+        """`run` on an event loop: async nodes are awaited, a step's tasks run concurrently
+        on this loop, sync nodes in threads beside it."""
+        try:
+            self.enter()
+            for chunk in self._drain():
+                yield chunk
+            while self.prepare_step():
+                for chunk in self._drain():
+                    yield chunk
+                if self.live:
+                    async for chunk in self._arun_tasks_live():
+                        yield chunk
+                else:
+                    await self.arun_tasks()
+                for chunk in self._drain():
+                    yield chunk
+                self.finish_step()
+                for chunk in self._drain():
+                    yield chunk
+            self._check_steps_left()
+        except GraphInterrupt as exc:
+            self.close(exc)
+            if self.is_nested:
+                raise
+            for chunk in self._drain():
+                yield chunk
+            return
+        except Exception as exc:
+            self.close(exc)
+            for chunk in self._drain():
+                yield chunk
+            raise
+        except BaseException as exc:
+            self.close(exc)
+            raise
+        self.close(None)
+        for chunk in self._drain():
+            yield chunk
+
+    def _check_steps_left(self) -> None:
+        if self.status == "out_of_steps":
+            raise GraphRecursionError(
+                f"Recursion limit of {self.config['recursion_limit']} reached "
+                "without hitting a stop condition. You can increase the limit by "
+                "setting the `recursion_limit` config key."
+            )
+
     def _drain(self) -> Iterator[Chunk]:
         while self.chunks:
             yield self.chunks.popleft()
+
+    def _run_tasks_live(self) -> Iterator[Chunk]:
+        """Run the step's tasks in a thread while this one yields their chunks as they come."""
+        ready = threading.Event()
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self.run_tasks()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+                failure.append(exc)
+            finally:
+                done.set()
+                ready.set()
+
+        self._wake = ready.set
+        worker = threading.Thread(
+            target=contextvars.copy_context().run, args=(work,), name="graphdef-step",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            while not done.is_set():
+                ready.wait()
+                ready.clear()
+                yield from self._drain()
+        finally:
+            worker.join()
+            self._wake = None
+        if failure:
+            raise failure[0]
+
+    async def _arun_tasks_live(self) -> AsyncIterator[Chunk]:
+        """`_run_tasks_live` on an event loop; chunks may come from threads running sync
+        nodes, so they wake the loop thread-safely."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop_thread = threading.get_ident()
+
+        def wake() -> None:
+            if threading.get_ident() == loop_thread:
+                ready.set()
+            else:
+                loop.call_soon_threadsafe(ready.set)
+
+        self._wake = wake
+        step = asyncio.ensure_future(self.arun_tasks())
+        try:
+            while not step.done():
+                waiter = asyncio.ensure_future(ready.wait())
+                await asyncio.wait((step, waiter), return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                ready.clear()
+                for chunk in self._drain():
+                    yield chunk
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+            self._wake = None
+        step.result()
 
     def enter(self) -> None:
         """Load the thread's checkpoint and take this run's input or command."""
@@ -413,12 +583,11 @@ class RunLoop:
     def prepare_step(self) -> bool:
         if self.step > self.stop:
             self.status = "out_of_steps"
+            if self.wants_checkpoints:
+                self._emit_checkpoint(list(self._plan().values()))
             return False
-        self.tasks = algo.prepare_next_tasks(
-            self.checkpoint, self.channels, self.graph.nodes, self.step,
-            parent_ns=self.ns, updated_channels=self.updated_channels,
-            trigger_to_nodes=self.graph.trigger_to_nodes,
-        )
+        self.tasks = self._plan()
+        self._emit_checkpoint(list(self.tasks.values()))
         if not self.tasks:
             self.status = "done"
             return False
@@ -432,16 +601,39 @@ class RunLoop:
         ):
             self.status = "interrupt_before"
             raise GraphInterrupt()
+        if self.wants_tasks:
+            for task in self.tasks.values():
+                if not task.node.hidden:
+                    self._emit_debuggable(
+                        "tasks", stream.task_start(task, self.config.get("metadata") or {}))
         for task in self.tasks.values():
             if task.writes:
                 self._emit_updates(task, task.writes, cached=True)
         return True
+
+    def _plan(self) -> dict[str, Task]:
+        return algo.prepare_next_tasks(
+            self.checkpoint, self.channels, self.graph.nodes, self.step,
+            parent_ns=self.ns, updated_channels=self.updated_channels,
+            trigger_to_nodes=self.graph.trigger_to_nodes,
+        )
 
     def run_tasks(self) -> None:
         todo = [t for t in self.tasks.values() if not t.writes]
         if not todo:
             return
         errors, interrupts = self.run_planned(todo)
+        if errors:
+            raise errors[0]
+        if interrupts:
+            raise GraphInterrupt(interrupts)
+
+    async def arun_tasks(self) -> None:
+        todo = [t for t in self.tasks.values() if not t.writes]
+        if not todo:
+            return
+        errors, interrupts = await arun_step(
+            todo, self.make_runtime, self.task_finished, self.channels)
         if errors:
             raise errors[0]
         if interrupts:
@@ -501,9 +693,12 @@ class RunLoop:
             next_id = algo.interrupt_id(task.checkpoint_ns, len(resume))
             if next_id in self.resume_map:
                 resume.append(self.resume_map[next_id])
+        config = self.graph.task_config(self.config, task, self.step)
+        if self.messages is not None:
+            config["callbacks"] = _with_handler(config.get("callbacks"), self.messages)
         return TaskRuntime(
             task=task,
-            config=self.graph.task_config(self.config, task),
+            config=config,
             resume=resume,
             take_null_resume=self._take_null_resume,
             send=task.writes.extend,
@@ -512,7 +707,9 @@ class RunLoop:
                 checkpointer=self.checkpointer, durability=self.durability,
                 sink=self.child_sink, stream_modes=self.stream_modes,
                 resuming=self.resuming, resume_map=self.resume_map, store=self.store,
+                messages=self.messages,
             ),
+            writer=self._writer(task),
         )
 
     def _take_null_resume(self) -> Any:
@@ -530,13 +727,16 @@ class RunLoop:
         if exc is None:
             task.writes[:] = algo.finished_marker(task.writes)
             self.put_writes(task.id, task.writes, task)
+            self._emit_task_result(task, task.writes)
         elif isinstance(exc, GraphInterrupt):
             if exc.interrupts:
                 writes: list[Write] = [(INTERRUPT, list(exc.interrupts))]
                 writes.extend(w for w in task.writes if w[0] == RESUME)
                 self.put_writes(task.id, writes, task)
+                self._emit_task_result(task, writes)
         else:
             self.put_writes(task.id, [(ERROR, error_record(exc))], task)
+            self._emit_task_result(task, [], exc)
 
     def run_call(
         self, parent: Task, fn: TaskCall, args: tuple, kwargs: dict[str, Any]
@@ -550,11 +750,15 @@ class RunLoop:
             self.checkpoint["id"], parent.checkpoint_ns, str(self.step), fn.name, PUSH,
             parent.id, str(idx),
         )
-        future: Future[Any] = Future()
+        try:
+            aio_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            aio_loop = None
         for tid, chan, value in self.pending_writes:
             if tid == call_id and chan == RETURN:
-                future.set_result(value)
-                return future
+                done: Any = Future() if aio_loop is None else aio_loop.create_future()
+                done.set_result(value)
+                return done  # type: ignore[no-any-return]
         call = Task(
             id=call_id, name=fn.name, path=(PUSH, parent.path, idx, parent.id), input=args,
             triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
@@ -564,7 +768,15 @@ class RunLoop:
             task=call, config=runtime.config, resume=[],
             take_null_resume=runtime.take_null_resume, send=call.writes.extend,
             call=functools.partial(self.run_call, call), scope=runtime.scope,
+            writer=self._writer(call),
         )
+        if self.wants_tasks:
+            self._emit_debuggable("tasks", stream.task_start(
+                dataclasses.replace(call, input=(args, kwargs)), {}))
+        if aio_loop is not None:
+            return asyncio.ensure_future(  # type: ignore[return-value]
+                self._arun_call(call, call_runtime, fn, args, kwargs))
+        future: Future[Any] = Future()
 
         def run() -> None:
             token = bind_runtime(call_runtime)
@@ -576,10 +788,32 @@ class RunLoop:
             finally:
                 reset_runtime(token)
             self.put_writes(call_id, [(RETURN, result)], call)
+            self._emit_task_result(call, [(RETURN, result)])
             future.set_result(result)
 
         self.submit_call(run)
         return future
+
+    async def _arun_call(
+        self, call: Task, runtime: TaskRuntime, fn: TaskCall, args: tuple,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A `@task` call made on an event loop: awaited there if async, else in a thread."""
+        token = bind_runtime(runtime)
+        try:
+            if inspect.iscoroutinefunction(fn.func):
+                result = await arun_with_retry(lambda: fn.func(*args, **kwargs), fn.retry_policy)
+            else:
+                context = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(
+                    None, context.run, run_with_retry,
+                    lambda: fn.func(*args, **kwargs), fn.retry_policy,
+                )
+        finally:
+            reset_runtime(token)
+        self.put_writes(call.id, [(RETURN, result)], call)
+        self._emit_task_result(call, [(RETURN, result)])
+        return result
 
     def submit_call(self, run: Callable[[], None]) -> None:
         """Run a `@task` call beside its caller, which waits on the call's future."""
@@ -601,6 +835,9 @@ class RunLoop:
             self.checkpoint, self.interrupt_after, self.tasks.values()
         ):
             self.status = "interrupt_after"
+            # No step runs from this checkpoint, so stream it here.
+            if self.wants_checkpoints:
+                self._emit_checkpoint(list(self._plan().values()))
             raise GraphInterrupt()
         self.resuming = None
 
@@ -762,3 +999,22 @@ class RunLoop:
 
 def _is_control(writes: list[Write]) -> bool:
     return all(c in (INTERRUPT, RESUME, ERROR, RETURN, PUSH) for c, _ in writes)
+
+
+def _drop(chunk: Any) -> None:
+    """The `custom` writer of a run nobody streams `custom` from."""
+
+
+def _with_handler(callbacks: Any, handler: Any) -> Any:
+    """A node's callbacks with the run's `messages` handler added: a list as LangGraph
+    users pass one, or LangChain's callback manager."""
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        # A subgraph's node config comes from its parent node's, which has it already.
+        return callbacks if handler in callbacks else [*callbacks, handler]
+    if handler in callbacks.handlers:
+        return callbacks
+    manager = callbacks.copy()
+    manager.add_handler(handler, inherit=True)
+    return manager

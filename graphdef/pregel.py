@@ -1,10 +1,14 @@
-"""A compiled graph: the callable surface (`invoke`, `stream`, state and history) over the loop."""
+"""A compiled graph: the callable surface (`invoke`, `stream`, their async twins, batches,
+state and history) over the loop."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from graphdef import algo
@@ -12,16 +16,54 @@ from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
-from graphdef.errors import InvalidUpdateError
+from graphdef.errors import InvalidUpdateError, NotImplementedFeatureError
 from graphdef.loop import RunLoop
 from graphdef.mermaid import GraphView
 from graphdef.runtime import RunScope, TaskRuntime, current_runtime_or_none
 from graphdef.store.base import BaseStore
+from graphdef.stream import check_modes, langgraph_path
 from graphdef.types import PregelTask, StateSnapshot
 from graphdef.update import update_state
 
 DEFAULT_RECURSION_LIMIT = 25
 DURABILITY_MODES = ("sync", "async", "exit")
+# Configurable keys LangGraph copies into a task's metadata.
+METADATA_FROM_CONFIGURABLE = (
+    "thread_id", "checkpoint_id", "checkpoint_ns", "task_id", "run_id", "assistant_id",
+    "graph_id",
+)
+# What LangGraph's run methods accept that graphdef does not implement, with the value
+# that means "not used": anything else raises rather than being ignored.
+UNSUPPORTED_RUN_ARGS: dict[str, Any] = {
+    "context": None, "print_mode": (), "output_keys": None, "control": None,
+    "debug": None, "version": "v1",
+}
+
+
+def reject_unsupported(kwargs: dict[str, Any]) -> None:
+    """Raise for a run argument graphdef does not implement, naming it."""
+    for name, value in kwargs.items():
+        if name not in UNSUPPORTED_RUN_ARGS:
+            raise TypeError(f"Unexpected keyword argument {name!r}")
+        if value != UNSUPPORTED_RUN_ARGS[name] and not (name == "debug" and value is False):
+            raise NotImplementedFeatureError(
+                f"{name}={value!r} is not supported by graphdef"
+            )
+
+
+def merge_configs(base: dict[str, Any] | None, override: dict[str, Any] | None
+                  ) -> dict[str, Any]:
+    """`override` over `base`, merging `configurable` and `metadata` key by key and
+    concatenating `tags`, as LangChain merges a bound config with a call's."""
+    merged = dict(base or {})
+    for key, value in (override or {}).items():
+        if key in ("configurable", "metadata") and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **(value or {})}
+        elif key == "tags" and merged.get(key):
+            merged[key] = [*merged[key], *(value or [])]
+        else:
+            merged[key] = value
+    return merged
 
 
 class Pregel:
@@ -51,6 +93,10 @@ class Pregel:
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
         self.name = name
+        self.config: dict[str, Any] | None = None
+        # What `stream` yields when no mode is given: LangGraph's StateGraph and
+        # entrypoint graphs stream updates, a bare Pregel values.
+        self.stream_mode: str = "values"
         trigger_to_nodes: dict[str, list[str]] = {}
         for node in nodes.values():
             for chan in node.triggers:
@@ -79,20 +125,24 @@ class Pregel:
             return [{c: v} for c, v in own]
         return dict(own)
 
-    def task_config(self, config: dict[str, Any], task: Task) -> dict[str, Any]:
+    def task_config(self, config: dict[str, Any], task: Task, step: int) -> dict[str, Any]:
+        """A node's config: the run's, addressed to the task, with LangGraph's metadata keys
+        (which LangChain callbacks and tracers read)."""
         conf = config["configurable"]
         child = {k: v for k, v in conf.items() if k != "checkpoint_id"}
         child["checkpoint_ns"] = task.checkpoint_ns
-        return {
-            **config,
-            "configurable": child,
-            "metadata": {
-                **config.get("metadata", {}),
-                "langgraph_node": task.name,
-                "langgraph_triggers": task.triggers,
-                "langgraph_checkpoint_ns": task.checkpoint_ns,
-            },
-        }
+        metadata = dict(config.get("metadata") or {})
+        for key in METADATA_FROM_CONFIGURABLE:
+            if key not in metadata and conf.get(key):
+                metadata[key] = conf[key]
+        metadata.update(
+            langgraph_step=step,
+            langgraph_node=task.name,
+            langgraph_triggers=task.triggers,
+            langgraph_path=langgraph_path(task.path),
+            langgraph_checkpoint_ns=task.checkpoint_ns,
+        )
+        return {**config, "configurable": child, "metadata": metadata}
 
     # ---- running --------------------------------------------------------------------------
 
@@ -101,7 +151,7 @@ class Pregel:
     ) -> tuple[dict[str, Any], RunScope]:
         """The run's config, and the scope it runs in: a subgraph's is its parent task's,
         with the saver this graph has of its own, if any."""
-        config = dict(config or {})
+        config = merge_configs(self.config, config)
         conf = dict(config.get("configurable") or {})
         runtime = current_runtime_or_none()
         if runtime is not None and not conf.get("thread_id"):
@@ -138,29 +188,55 @@ class Pregel:
         input: Any,
         config: dict[str, Any] | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        stream_mode: str | Sequence[str] | None = None,
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
         checkpointer: BaseCheckpointSaver | None = None,
+        **unsupported: Any,
     ) -> Iterator[Any]:
         """Run the graph, yielding chunks in the requested mode(s), as LangGraph does.
 
         `checkpointer`: the saver for a graph compiled without one of its own, as a parent
         graph's is for its subgraphs (`celerygraph run` passes its SQLite file's).
         """
-        modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
+        reject_unsupported(unsupported)
+        stream_mode = self.stream_mode if stream_mode is None else stream_mode
+        modes = check_modes(stream_mode)
         loop = self._loop(
             input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
             output_keys=self.stream_channels, checkpointer=checkpointer,
         )
-        single = isinstance(stream_mode, str)
-        for ns, mode, payload in loop.run():
-            if single:
-                yield (ns, payload) if subgraphs else payload
-            else:
-                yield (ns, mode, payload) if subgraphs else (mode, payload)
+        shape = _chunk_shape(stream_mode, subgraphs)
+        for chunk in loop.run():
+            yield shape(chunk)
+
+    async def astream(
+        self,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        stream_mode: str | Sequence[str] | None = None,
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        subgraphs: bool = False,
+        checkpointer: BaseCheckpointSaver | None = None,
+        **unsupported: Any,
+    ) -> AsyncIterator[Any]:
+        """`stream` on the caller's event loop: async nodes are awaited and a step's tasks
+        run concurrently on it."""
+        reject_unsupported(unsupported)
+        stream_mode = self.stream_mode if stream_mode is None else stream_mode
+        modes = check_modes(stream_mode)
+        loop = self._loop(
+            input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
+            output_keys=self.stream_channels, checkpointer=checkpointer,
+        )
+        shape = _chunk_shape(stream_mode, subgraphs)
+        async for chunk in loop.arun():
+            yield shape(chunk)
 
     def invoke(
         self,
@@ -172,11 +248,13 @@ class Pregel:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        **unsupported: Any,
     ) -> Any:
         """Run to completion or to the next interrupt and return the output.
 
         `checkpointer`: as for `stream`.
         """
+        reject_unsupported(unsupported)
         if stream_mode != "values":
             return list(
                 self.stream(
@@ -192,6 +270,95 @@ class Pregel:
         for _ in loop.run():
             pass
         return loop.output
+
+    async def ainvoke(
+        self,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        stream_mode: str = "values",
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
+        **unsupported: Any,
+    ) -> Any:
+        """`invoke` on the caller's event loop; see `astream`."""
+        reject_unsupported(unsupported)
+        if stream_mode != "values":
+            return [
+                chunk async for chunk in self.astream(
+                    input, config, stream_mode=stream_mode, durability=durability,
+                    interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                    checkpointer=checkpointer,
+                )
+            ]
+        loop = self._loop(
+            input, config, ["values"], durability, interrupt_before, interrupt_after,
+            output_keys=self.output_channels, checkpointer=checkpointer,
+        )
+        async for _ in loop.arun():
+            pass
+        return loop.output
+
+    def batch(
+        self,
+        inputs: Sequence[Any],
+        config: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """`invoke` on each input, side by side (at most `max_concurrency` of the config at
+        once), outputs in input order; with `return_exceptions`, a failure is its output."""
+        configs = _batch_configs(config, len(inputs))
+        if not inputs:
+            return []
+
+        def one(pair: tuple[Any, dict[str, Any] | None]) -> Any:
+            try:
+                return self.invoke(pair[0], pair[1], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
+        workers = (configs[0] or {}).get("max_concurrency") or len(inputs)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, zip(inputs, configs, strict=True)))
+
+    async def abatch(
+        self,
+        inputs: Sequence[Any],
+        config: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """`ainvoke` on each input concurrently on this event loop; see `batch`."""
+        configs = _batch_configs(config, len(inputs))
+        limit = (configs[0] or {}).get("max_concurrency") if configs else None
+        gate = asyncio.Semaphore(limit) if limit else None
+
+        async def one(value: Any, cfg: dict[str, Any] | None) -> Any:
+            try:
+                if gate is None:
+                    return await self.ainvoke(value, cfg, **kwargs)
+                async with gate:
+                    return await self.ainvoke(value, cfg, **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
+        return list(await asyncio.gather(
+            *(one(v, c) for v, c in zip(inputs, configs, strict=True))))
+
+    def with_config(self, config: dict[str, Any] | None = None, **kwargs: Any) -> Pregel:
+        """A copy of this graph whose runs start from `config` (merged under each call's)."""
+        bound = copy.copy(self)
+        bound.config = merge_configs(self.config, merge_configs(config, kwargs))
+        return bound
 
     def _loop(
         self,
@@ -226,6 +393,7 @@ class Pregel:
             resuming=scope.resuming,
             resume_map=scope.resume_map,
             store=scope.store,
+            messages=scope.messages,
         )
 
     def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
@@ -233,6 +401,14 @@ class Pregel:
         loop = self._loop(input, config, ["values"], None, None, None,
                           output_keys=self.output_channels)
         for _ in loop.run():
+            pass
+        return loop.output
+
+    async def arun_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
+        """`run_as_subgraph` for a parent run on an event loop."""
+        loop = self._loop(input, config, ["values"], None, None, None,
+                          output_keys=self.output_channels)
+        async for _ in loop.arun():
             pass
         return loop.output
 
@@ -360,6 +536,29 @@ class Pregel:
         """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork."""
         return update_state(self, self._saver(), self._state_config(config), values, as_node)
 
+    async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
+        """`get_state`; graphdef's savers answer in-process, so it does not wait on I/O."""
+        return self.get_state(config, subgraphs=subgraphs)
+
+    async def aget_state_history(
+        self,
+        config: dict[str, Any],
+        *,
+        filter: dict[str, Any] | None = None,
+        before: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StateSnapshot]:
+        """`get_state_history` as an async iterator."""
+        for snapshot in self.get_state_history(config, filter=filter, before=before,
+                                               limit=limit):
+            yield snapshot
+
+    async def aupdate_state(
+        self, config: dict[str, Any], values: Any, as_node: str | None = None
+    ) -> dict[str, Any]:
+        """`update_state`; see `aget_state`."""
+        return self.update_state(config, values, as_node)
+
     def get_graph(self) -> GraphView:
         return GraphView.from_pregel(self)
 
@@ -369,3 +568,22 @@ def validate_update_keys(graph: Pregel, writes: list[Write]) -> None:
     for chan, _ in writes:
         if chan not in graph.channel_specs:
             raise InvalidUpdateError(f"Unknown state key {chan!r} in update")
+
+
+def _chunk_shape(stream_mode: str | Sequence[str], subgraphs: bool) -> Any:
+    """How a chunk is yielded: LangGraph's shape for one mode or a list, with or without
+    subgraph namespaces."""
+    single = isinstance(stream_mode, str)
+    if single:
+        return (lambda c: (c[0], c[2])) if subgraphs else (lambda c: c[2])
+    return (lambda c: c) if subgraphs else (lambda c: (c[1], c[2]))
+
+
+def _batch_configs(
+    config: dict[str, Any] | Sequence[dict[str, Any]] | None, count: int
+) -> list[dict[str, Any] | None]:
+    if isinstance(config, Sequence):
+        if len(config) != count:
+            raise ValueError("batch needs one config per input, or a single config")
+        return list(config)
+    return [config] * count

@@ -1,10 +1,12 @@
-"""Running one task attempt after another under its RetryPolicy."""
+"""Running one task attempt after another under its RetryPolicy, in a thread or on an
+event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from graphdef.errors import GraphBubbleUp
@@ -20,6 +22,29 @@ def _matches(policy: RetryPolicy, exc: Exception) -> bool:
     return bool(retry_on(exc))
 
 
+class _Backoff:
+    """How long to wait before the next attempt; raises when no policy allows one."""
+
+    def __init__(self, policies: Sequence[RetryPolicy]) -> None:
+        self.policies = policies
+        self.attempts = 0
+        self.interval = 0.0
+
+    def next_delay(self, exc: Exception) -> float:
+        policy = next((p for p in self.policies if _matches(p, exc)), None)
+        if policy is None:
+            raise exc
+        self.attempts += 1
+        if self.attempts >= policy.max_attempts:
+            raise exc
+        self.interval = (
+            policy.initial_interval
+            if self.attempts == 1
+            else min(policy.max_interval, self.interval * policy.backoff_factor)
+        )
+        return self.interval + random.uniform(0, 1) if policy.jitter else self.interval
+
+
 def run_with_retry(
     attempt: Callable[[], Any],
     policies: Sequence[RetryPolicy],
@@ -30,25 +55,30 @@ def run_with_retry(
 
     `before_retry` clears what a failed attempt wrote, so a retry starts clean.
     """
-    attempts = 0
-    interval = 0.0
+    backoff = _Backoff(policies)
     while True:
         try:
             return attempt()
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            policy = next((p for p in policies if _matches(p, exc)), None)
-            if policy is None:
-                raise
-            attempts += 1
-            if attempts >= policy.max_attempts:
-                raise
-            interval = (
-                policy.initial_interval
-                if attempts == 1
-                else min(policy.max_interval, interval * policy.backoff_factor)
-            )
-            delay = interval + random.uniform(0, 1) if policy.jitter else interval
-            time.sleep(delay)
+            time.sleep(backoff.next_delay(exc))
+            before_retry()
+
+
+async def arun_with_retry(
+    attempt: Callable[[], Awaitable[Any]],
+    policies: Sequence[RetryPolicy],
+    *,
+    before_retry: Callable[[], None] = lambda: None,
+) -> Any:
+    """`run_with_retry` for an async attempt: waits without blocking the event loop."""
+    backoff = _Backoff(policies)
+    while True:
+        try:
+            return await attempt()
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:
+            await asyncio.sleep(backoff.next_delay(exc))
             before_retry()

@@ -32,6 +32,8 @@ class RunScope:
     `store`: the root graph's, which LangGraph gives its subgraphs even over their own.
     `resuming`: None when the run has no say (past its first superstep), so a subgraph
     decides from its own input; `resume_map` answers interrupts by id at any depth.
+    `messages`: the run's `messages` stream handler
+    (`graphdef.stream_messages.StreamMessagesHandler`), which subgraphs' nodes report to.
     """
 
     checkpointer: BaseCheckpointSaver | None = None
@@ -41,6 +43,7 @@ class RunScope:
     resuming: bool | None = None
     resume_map: Mapping[str, Any] | None = None
     store: BaseStore | None = None
+    messages: Any = None
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TaskRuntime:
     send: Callable[[list[Write]], None]
     call: Callable[..., Any] | None = None
     scope: RunScope = field(default_factory=RunScope)
+    writer: Callable[[Any], None] = field(default=lambda chunk: None)
     interrupt_counter: itertools.count = field(default_factory=itertools.count)
     call_counter: itertools.count = field(default_factory=itertools.count)
     subgraph_counter: itertools.count = field(default_factory=itertools.count)
@@ -89,6 +93,11 @@ def get_config() -> dict[str, Any]:
 def get_store() -> BaseStore | None:
     """The store of the running graph (the root graph's, in a subgraph), or None."""
     return current_runtime().scope.store
+
+def get_stream_writer() -> Callable[[Any], None]:
+    """The running task's `custom` stream writer; it drops what it is given when the run
+    does not stream `custom`, so a node need not know how it is run."""
+    return current_runtime().writer
 
 
 def interrupt(value: Any) -> Any:

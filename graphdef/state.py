@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -23,7 +24,7 @@ from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import BRANCH_TO, END, START, TASKS
 from graphdef.errors import InvalidUpdateError, ParentCommand
 from graphdef.pregel import Pregel
-from graphdef.runtime import get_config, get_store
+from graphdef.runtime import current_runtime, get_config, get_store
 from graphdef.store.base import BaseStore
 from graphdef.types import Command, RetryPolicy, Send
 
@@ -92,10 +93,63 @@ def with_store(func: Callable[..., Any]) -> Callable[..., Any]:
     if not accepts_store(func):
         return func
 
+    if is_async_callable(func):
+
+        @functools.wraps(func)
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            if "store" not in kwargs:
+                kwargs["store"] = get_store()
+            return await func(*args, **kwargs)
+
+        return acall
+
+    @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
         if "store" not in kwargs:
             kwargs["store"] = get_store()
         return func(*args, **kwargs)
+
+    return call
+
+
+def is_async_callable(func: Any) -> bool:
+    """Whether calling `func` gives a coroutine: an async function, a partial of one, or an
+    object whose `__call__` is one."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
+def no_sync_function(name: str) -> Callable[..., Any]:
+    """What a sync run calls in place of an async-only function: LangGraph's TypeError."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f'No synchronous function provided to "{name}".\nEither initialize with a '
+            "synchronous function or invoke via the async API (ainvoke, astream, etc.)"
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+def bind_action(action: Callable[..., Any]) -> Callable[[Any, dict[str, Any]], Any]:
+    """A node function called as the loop calls nodes, `(input, config)`, with the
+    optional parameters it declares (`config`, `writer`) filled in."""
+    wants_config = accepts_param(action, "config")
+    wants_writer = accepts_param(action, "writer")
+    if not (wants_config or wants_writer):
+        return lambda value, config: action(value)
+
+    def call(value: Any, config: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        if wants_config:
+            kwargs["config"] = config
+        if wants_writer:
+            kwargs["writer"] = current_runtime().writer
+        return action(value, **kwargs)
 
     return call
 
@@ -409,6 +463,7 @@ class CompiledStateGraph(Pregel):
             name=name or "LangGraph",
             store=store,
         )
+        self.stream_mode = "updates"
 
     def _start_node(self) -> Node:
         input_keys = frozenset(self.input_keys)
@@ -424,18 +479,22 @@ class CompiledStateGraph(Pregel):
     def _make_node(self, name: str, spec: _NodeSpec) -> Node:
         action = spec.action if isinstance(spec.action, Pregel) else with_store(spec.action)
         schema = spec.input_schema or self.builder.state_schema
-        subgraph = find_subgraph(spec.action)
+        subgraph = find_subgraph(action)
+        abound = None
         if isinstance(action, Pregel):
-            bound: Callable[[Any, dict[str, Any]], Any] = subgraph.run_as_subgraph
-        elif accepts_param(spec.action, "config"):
-            bound = lambda value, config: action(value, config=config)  # noqa: E731
+            bound: Callable[[Any, dict[str, Any]], Any] = action.run_as_subgraph
+            abound = action.arun_as_subgraph
+        elif is_async_callable(action):
+            bound = no_sync_function(name)
+            abound = bind_action(action)
         else:
-            bound = lambda value, config: action(value)  # noqa: E731
+            bound = bind_action(action)
         return Node(
             name=name,
             triggers=[BRANCH_TO.format(name)],
             reads=list(state_keys(schema)),
             bound=bound,
+            abound=abound,
             writers=[self._updates_writer(self.state_key_set)],
             mapper=_coerce(schema),
             retry_policy=spec.retry_policy,
@@ -456,11 +515,15 @@ class CompiledStateGraph(Pregel):
         path = with_store(branch.path)
         nodes = self.builder.nodes
 
-        def write(output: Any, context: TaskContext) -> list[Write]:
+        def route(context: TaskContext) -> Any:
             state = context.read_fresh(reads)
             if mapper is not None:
                 state = mapper(state)
-            result = path(state, config=get_config()) if path_accepts_config else path(state)
+            if path_accepts_config:
+                return path(state, config=get_config())
+            return path(state)
+
+        def writes_for(result: Any) -> list[Write]:
             results = result if isinstance(result, list | tuple) else [result]
             writes: list[Write] = []
             for item in results:
@@ -474,6 +537,17 @@ class CompiledStateGraph(Pregel):
                     raise InvalidUpdateError(f"Conditional edge returned unknown node {dest!r}")
                 writes.append((BRANCH_TO.format(dest), None))
             return writes
+
+        if is_async_callable(branch.path):
+
+            async def awrite(output: Any, context: TaskContext) -> list[Write]:
+                return writes_for(await route(context))
+
+            awrite.__name__ = getattr(branch.path, "__name__", "branch")
+            return awrite
+
+        def write(output: Any, context: TaskContext) -> list[Write]:
+            return writes_for(route(context))
 
         return write
 

@@ -18,6 +18,8 @@ from langchain_core.tools.base import (
     get_all_basemodel_annotations,
 )
 
+from graphdef.errors import NotImplementedFeatureError
+
 
 class InjectedState(InjectedToolArg):
     """`Annotated[dict, InjectedState]` gets the whole graph state,
@@ -65,7 +67,7 @@ def _refuse_tool_runtime(tool: BaseTool, annotations: dict[str, Any]) -> None:
     tool expecting one would otherwise get whatever the model sent."""
     for name, annotation in annotations.items():
         if name == "runtime" or _marker(annotation, _DirectlyInjectedToolArg) is not None:
-            raise NotImplementedError(
+            raise NotImplementedFeatureError(
                 f"graphdef.prebuilt does not inject ToolRuntime: tool {tool.name!r} has a "
                 f"parameter {name!r} that LangGraph would fill with a ToolRuntime. Use "
                 "InjectedState, InjectedStore or InjectedToolCallId instead."

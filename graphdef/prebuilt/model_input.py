@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolM
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableSequence
 from langchain_core.tools import BaseTool
 
+from graphdef.errors import NotImplementedFeatureError
 from graphdef.state import accepts_param
 
 INVALID_CHAT_HISTORY = (
@@ -27,7 +28,7 @@ def state_value(state: Any, key: str, default: Any = None) -> Any:
 def check_prompt(prompt: Any) -> None:
     """Refuse, when the agent is built, a prompt kind LangGraph takes and we do not run."""
     if inspect.iscoroutinefunction(prompt):
-        raise NotImplementedError(
+        raise NotImplementedFeatureError(
             "create_react_agent(prompt=<async function>) is not supported by graphdef; "
             "pass a sync function"
         )

@@ -16,6 +16,7 @@ from langchain_core.tools import BaseTool
 
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END
+from graphdef.errors import NotImplementedFeatureError
 from graphdef.messages import add_messages
 from graphdef.prebuilt.model_input import (
     apply_prompt,
@@ -59,13 +60,15 @@ _NOT_SUPPORTED = ("pre_model_hook", "post_model_hook", "context_schema")
 def _refuse_unsupported(options: dict[str, Any], deprecated: dict[str, Any]) -> None:
     for option in _NOT_SUPPORTED:
         if options[option] is not None:
-            raise NotImplementedError(
+            raise NotImplementedFeatureError(
                 f"create_react_agent({option}=...) is not supported by graphdef"
             )
     if options["debug"]:
-        raise NotImplementedError("create_react_agent(debug=True) is not supported by graphdef")
+        raise NotImplementedFeatureError(
+            "create_react_agent(debug=True) is not supported by graphdef"
+        )
     if "config_schema" in deprecated:
-        raise NotImplementedError(
+        raise NotImplementedFeatureError(
             "create_react_agent(config_schema=...) is not supported by graphdef"
         )
     if deprecated:
@@ -112,7 +115,7 @@ def create_react_agent(
     if version not in ("v1", "v2"):
         raise ValueError(f"Invalid version {version}. Supported versions are 'v1' and 'v2'.")
     if callable(model) and not isinstance(model, str | Runnable):
-        raise NotImplementedError(
+        raise NotImplementedFeatureError(
             "create_react_agent(model=<callable>) (dynamic model selection) is not "
             "supported by graphdef; pass a chat model"
         )

@@ -27,7 +27,7 @@ from langchain_core.tools import tool as as_tool
 from langchain_core.tools.base import TOOL_MESSAGE_BLOCK_TYPES
 from pydantic import ValidationError
 
-from graphdef.errors import GraphBubbleUp
+from graphdef.errors import GraphBubbleUp, NotImplementedFeatureError
 from graphdef.messages import REMOVE_ALL_MESSAGES
 from graphdef.prebuilt.injection import Injections, find_injections
 from graphdef.prebuilt.tool_errors import (
@@ -88,7 +88,9 @@ class ToolNode:
         for option, value in (("tags", tags), ("wrap_tool_call", wrap_tool_call),
                               ("awrap_tool_call", awrap_tool_call)):
             if value is not None:
-                raise NotImplementedError(f"ToolNode({option}=...) is not supported by graphdef")
+                raise NotImplementedFeatureError(
+                    f"ToolNode({option}=...) is not supported by graphdef"
+                )
         self.name = name
         self.messages_key = messages_key
         self.handle_tool_errors = handle_tool_errors
@@ -189,7 +191,7 @@ class ToolNode:
         args = {k: v for k, v in call["args"].items() if k not in injections.all_keys}
         if injections.state:
             if state is None:
-                raise NotImplementedError(
+                raise NotImplementedFeatureError(
                     f"Tool {call['name']} needs InjectedState, but ToolNode was given bare "
                     "tool calls: graphdef has no state to read for them; pass the state "
                     "(or a list of messages) instead"

@@ -32,6 +32,7 @@ NAMES = (
     "BaseStore",
     "InMemoryStore",
     "get_store",
+    "get_stream_writer",
 )
 # graphdef.prebuilt's names, as langgraph.prebuilt has them.
 PREBUILT = (
@@ -43,7 +44,7 @@ PREBUILT = (
 def _langgraph() -> SimpleNamespace:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.config import get_store
+    from langgraph.config import get_store, get_stream_writer
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
@@ -90,6 +91,7 @@ def _langgraph() -> SimpleNamespace:
         BaseStore=BaseStore,
         InMemoryStore=InMemoryStore,
         get_store=get_store,
+        get_stream_writer=get_stream_writer,
         ToolNode=ToolNode,
         tools_condition=tools_condition,
         create_react_agent=create_react_agent,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from . import (
+    scenarios_async_stream,
     scenarios_durable,
     scenarios_functional,
     scenarios_graph,
@@ -25,8 +26,10 @@ from .observe import normalize
 
 SCENARIOS = {
     name.removeprefix("scenario_"): function
-    for module in (scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-                   scenarios_store, scenarios_prebuilt)
+    for module in (
+        scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
+        scenarios_store, scenarios_async_stream, scenarios_prebuilt,
+    )
     for name, function in vars(module).items()
     if name.startswith("scenario_")
 }
@@ -38,6 +41,9 @@ DELIBERATE = {
     "resume_without_pending_interrupt": (
         "Command(resume=...) with no pending interrupt raises InvalidResumeError; LangGraph "
         "returns the final values, or on a new thread runs the graph with no input"
+    ),
+    "stream_unknown_mode": (
+        "an unknown stream_mode raises ValueError; LangGraph streams nothing for it"
     ),
     "react_recursion_limit": (
         "remaining_steps is not computed (graphdef has no managed values): a ReAct agent at "

@@ -22,6 +22,7 @@ import pytest
 from .apis import load_api
 from .distributed_api import NotSupportedDistributed, distributed_api, in_process_cluster
 from .observe import normalize
+from .scenarios_async_stream import NOT_DISTRIBUTED
 from .scenarios_graph import LogState
 from .test_differential import DELIBERATE, SCENARIOS, assert_same, rename_errors
 
@@ -56,6 +57,11 @@ UNSUPPORTED: dict[str, str] = {
         "SqliteSaver shared with a child process; distributed runs checkpoint in Redis and "
         "resuming from another process is covered by tests/test_distributed.py"
     ),
+    **{
+        name: NOT_DISTRIBUTED
+        for name in SCENARIOS
+        if name.startswith(("async_", "stream_", "node_config_", "with_config_"))
+    },
 }
 
 @pytest.fixture(scope="module")
