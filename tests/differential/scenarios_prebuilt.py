@@ -7,6 +7,7 @@ No `from __future__ import annotations` here: langchain-core reads a tool's anno
 (`Annotated[dict, api.InjectedState]`) as objects to tell injected arguments apart.
 """
 
+import asyncio
 from typing import Annotated, Any, TypedDict
 
 import pydantic
@@ -15,6 +16,7 @@ from langchain_core.tools import InjectedToolCallId, tool
 
 from .fake_chat import ScriptedChatModel, asks, call, says
 from .observe import Counts, history, outcome, snapshot
+from .scenarios_async_stream import scrub
 from .scenarios_graph import thread
 
 
@@ -516,3 +518,41 @@ def scenario_react_recursion_limit(api, tmp_path):
     agent = api.create_react_agent(model, arithmetic(Counts()))
     return outcome(lambda: observed(
         agent.invoke({"messages": [("user", "loop")]}, {"recursion_limit": 6})))
+
+
+# ---- async and streams (in-process only: named async_/stream_, see the distributed suite) ----
+
+
+def scenario_async_react_agent(api, tmp_path):
+    counts = Counts()
+    model = ScriptedChatModel(replies=[
+        asks(call("add", {"a": 1, "b": 2}, "c1"), call("shout", {"text": "a"}, "c2")), says("ok"),
+        asks(call("add", {"a": 3, "b": 3}, "c3")), says("6"),
+    ])
+    agent = api.create_react_agent(model, arithmetic(counts), checkpointer=api.InMemorySaver())
+
+    async def run():
+        first = await agent.ainvoke({"messages": [("user", "go")]}, thread())
+        updates = [
+            {node: observed(update) for node, update in chunk.items()}
+            async for chunk in agent.astream({"messages": [("user", "more")]}, thread(),
+                                             stream_mode="updates")
+        ]
+        return first, updates
+
+    first, updates = asyncio.run(run())
+    return {"first": observed(first), "updates": updates, "counts": counts.as_dict()}
+
+
+def scenario_stream_react_agent_messages_and_updates(api, tmp_path):
+    model = ScriptedChatModel(replies=[asks(call("shout", {"text": "hey"}, "c1")), says("HEY")])
+    agent = api.create_react_agent(model, arithmetic(Counts()), name="shouter")
+    chunks = agent.stream({"messages": [("user", "shout hey")]},
+                          stream_mode=["messages", "updates"])
+    return scrub([
+        (mode, (transcript([chunk[0]]), {k: chunk[1].get(k) for k in (
+            "langgraph_node", "langgraph_step", "langgraph_triggers")})
+         if mode == "messages" else
+         {node: observed(update) for node, update in chunk.items()})
+        for mode, chunk in chunks
+    ])
