@@ -710,6 +710,7 @@ class RunLoop:
                 messages=self.messages,
             ),
             writer=self._writer(task),
+            remaining_steps=self.stop - self.step,
         )
 
     def _take_null_resume(self) -> Any:

@@ -58,6 +58,9 @@ class TaskRuntime:
     call: Callable[..., Any] | None = None
     scope: RunScope = field(default_factory=RunScope)
     writer: Callable[[Any], None] = field(default=lambda chunk: None)
+    # Supersteps left before the recursion limit (LangGraph's RemainingSteps), which the
+    # prebuilt agent reads to stop with an answer instead of failing the run.
+    remaining_steps: int | None = None
     interrupt_counter: itertools.count = field(default_factory=itertools.count)
     call_counter: itertools.count = field(default_factory=itertools.count)
     subgraph_counter: itertools.count = field(default_factory=itertools.count)

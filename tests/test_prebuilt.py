@@ -1,14 +1,21 @@
 """graphdef.prebuilt beyond the differential scenarios: what it refuses, where it deliberately
 differs from LangGraph, ToolNode outside a graph, and agents checkpointed to SQLite."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
-from graphdef import GraphRecursionError, InMemoryStore, SqliteSaver
-from graphdef.prebuilt import InjectedStore, ToolNode, create_react_agent
+from graphdef import (
+    START,
+    GraphRecursionError,
+    InMemoryStore,
+    SqliteSaver,
+    StateGraph,
+    add_messages,
+)
+from graphdef.prebuilt import InjectedStore, RemainingSteps, ToolNode, create_react_agent
 from tests.differential.fake_chat import ScriptedChatModel, asks, call, says
 
 
@@ -69,13 +76,33 @@ def test_tool_node_refuses_options_and_tool_runtime():
         ToolNode([needs_runtime])
 
 
-def test_agent_at_the_recursion_limit_raises_instead_of_apologising():
-    """Deliberate difference (README, "Prebuilt agents"): LangGraph's agent answers "Sorry,
-    need more steps to process this request." from its `remaining_steps` managed value."""
-    looping = model(*(asks(call("add", {"a": i, "b": i}, f"c{i}")) for i in range(10)))
-    agent = create_react_agent(looping, [add])
-    with pytest.raises(GraphRecursionError):
-        agent.invoke({"messages": [("user", "loop")]}, {"recursion_limit": 6})
+def test_agent_near_the_recursion_limit_answers_instead_of_failing():
+    def looping() -> ScriptedChatModel:
+        return model(*(asks(call("add", {"a": i, "b": i}, f"c{i}")) for i in range(10)))
+
+    result = create_react_agent(looping(), [add]).invoke(
+        {"messages": [("user", "loop")]}, {"recursion_limit": 6})
+    assert result["messages"][-1].content == "Sorry, need more steps to process this request."
+    with pytest.raises(GraphRecursionError):  # as in LangGraph: an odd limit is hit first
+        create_react_agent(looping(), [add]).invoke(
+            {"messages": [("user", "loop")]}, {"recursion_limit": 5})
+
+
+def test_a_node_state_has_no_remaining_steps():
+    """Deliberate difference (README, "Prebuilt agents"): LangGraph fills the
+    `remaining_steps` managed value in every node's state; graphdef has no managed values
+    and tells only the prebuilt agent how many steps are left."""
+
+    class Steps(TypedDict):
+        messages: Annotated[list, add_messages]
+        remaining_steps: RemainingSteps
+
+    seen = []
+    builder = StateGraph(Steps)
+    builder.add_node("look", lambda state: seen.append(state.get("remaining_steps")) or {})
+    builder.add_edge(START, "look")
+    builder.compile().invoke({"messages": [("user", "x")]})
+    assert seen == [None]
 
 
 def test_tool_node_outside_a_graph():

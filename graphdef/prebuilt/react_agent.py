@@ -27,23 +27,24 @@ from graphdef.prebuilt.model_input import (
     state_value,
 )
 from graphdef.prebuilt.tool_node import WITH_CONTEXT, ToolNode
-from graphdef.runtime import get_config
+from graphdef.runtime import current_runtime, get_config
 from graphdef.state import CompiledStateGraph, StateGraph
 from graphdef.store.base import BaseStore
 from graphdef.types import Send
 
 
-class _NotComputed:
-    """Marks `RemainingSteps`: LangGraph computes it per step (a managed value); graphdef
-    has no managed values, so the key exists for schemas to port and stays empty."""
+class _StepsLeft:
+    """Marks `RemainingSteps`. LangGraph computes the key for every node (a managed value);
+    graphdef has no managed values: the agent reads the steps left from its task instead,
+    and the key exists so that state schemas port (README, "Prebuilt agents")."""
 
 
-RemainingSteps = Annotated[int, _NotComputed]
+RemainingSteps = Annotated[int, _StepsLeft]
+SORRY = "Sorry, need more steps to process this request."
 
 
 class AgentState(TypedDict):
-    """The agent's state: the conversation, and LangGraph's `remaining_steps` key, which
-    graphdef leaves empty (README, "Prebuilt agents")."""
+    """The agent's state: the conversation, and LangGraph's `remaining_steps` key."""
 
     messages: Annotated[Sequence[BaseMessage], add_messages]
     remaining_steps: NotRequired[RemainingSteps]
@@ -73,6 +74,16 @@ def _refuse_unsupported(options: dict[str, Any], deprecated: dict[str, Any]) -> 
         )
     if deprecated:
         raise TypeError(f"create_react_agent() got unexpected keyword arguments: {deprecated}")
+
+
+def _out_of_steps(response: Any, remaining: int | None, return_direct: set[str]) -> bool:
+    """Whether the loop cannot finish before the recursion limit: tool calls need two more
+    steps (tools, then agent), a direct return one. Answering beats failing the run."""
+    if remaining is None or not isinstance(response, AIMessage):
+        return False
+    if remaining < 1 and all(call["name"] in return_direct for call in response.tool_calls):
+        return True
+    return remaining < 2 and bool(response.tool_calls)
 
 
 def _check_state_schema(state_schema: Any, response_format: Any) -> Any:
@@ -132,9 +143,11 @@ def create_react_agent(
 
     def call_model(state: Any) -> dict[str, Any]:
         check_chat_history(state_value(state, "messages"))
-        config = get_config()
-        response = bound.invoke(apply_prompt(prompt, state, config), config)
+        runtime = current_runtime()
+        response = bound.invoke(apply_prompt(prompt, state, runtime.config), runtime.config)
         response.name = name
+        if _out_of_steps(response, runtime.remaining_steps, return_direct):
+            return {"messages": [AIMessage(id=response.id, content=SORRY)]}
         return {"messages": [response]}
 
     def generate_structured_response(state: Any) -> dict[str, Any]:

@@ -511,13 +511,40 @@ def scenario_react_agent_bad_input(api, tmp_path):
 
 
 def scenario_react_recursion_limit(api, tmp_path):
-    """LangGraph's agent reads `remaining_steps` and answers "Sorry, need more steps" near
-    the limit; graphdef leaves the key empty, so the run hits the limit (DELIBERATE)."""
-    model = ScriptedChatModel(replies=[asks(call("add", {"a": i, "b": i}, f"c{i}"))
-                                       for i in range(10)])
-    agent = api.create_react_agent(model, arithmetic(Counts()))
-    return outcome(lambda: observed(
-        agent.invoke({"messages": [("user", "loop")]}, {"recursion_limit": 6})))
+    """Near the limit the agent answers "Sorry, need more steps" instead of failing; the
+    boundary depends on the steps left at each agent step, and on return_direct tools."""
+    @tool(return_direct=True)
+    def final(text: str) -> str:
+        """Answer directly."""
+        return text
+
+    observations = {}
+    for limit in (3, 4, 5, 6, 7):
+        model = ScriptedChatModel(replies=[asks(call("add", {"a": i, "b": i}, f"c{i}"))
+                                           for i in range(10)])
+        agent = api.create_react_agent(model, arithmetic(Counts()))
+        observations[limit] = outcome(lambda a=agent, n=limit: observed(
+            a.invoke({"messages": [("user", "loop")]}, {"recursion_limit": n})))
+        model = ScriptedChatModel(replies=[asks(call("add", {"a": 1, "b": 1}, "c1")),
+                                           asks(call("final", {"text": "bye"}, "c2"))])
+        agent = api.create_react_agent(model, [final, *arithmetic(Counts())])
+        observations[f"direct {limit}"] = outcome(lambda a=agent, n=limit: observed(
+            a.invoke({"messages": [("user", "loop")]}, {"recursion_limit": n})))
+    return observations
+
+
+def scenario_remaining_steps_in_a_node(api, tmp_path):
+    """LangGraph fills `remaining_steps` in every node's state; graphdef only tells the
+    prebuilt agent (DELIBERATE)."""
+    class Steps(TypedDict):
+        messages: Annotated[list, api.add_messages]
+        remaining_steps: api.RemainingSteps
+
+    builder = api.StateGraph(Steps)
+    builder.add_node("look", lambda state: {"messages": [
+        ("ai", str(state.get("remaining_steps")))]})
+    builder.add_edge(api.START, "look")
+    return observed(builder.compile().invoke({"messages": [("user", "x")]}))
 
 
 # ---- async and streams (in-process only: named async_/stream_, see the distributed suite) ----

@@ -45,10 +45,9 @@ DELIBERATE = {
     "stream_unknown_mode": (
         "an unknown stream_mode raises ValueError; LangGraph streams nothing for it"
     ),
-    "react_recursion_limit": (
-        "remaining_steps is not computed (graphdef has no managed values): a ReAct agent at "
-        "the recursion limit raises GraphRecursionError; LangGraph's answers \"Sorry, need "
-        "more steps to process this request.\""
+    "remaining_steps_in_a_node": (
+        "graphdef has no managed values: a node's state has no remaining_steps (only the "
+        "prebuilt agent is told the steps left); LangGraph fills it in every node"
     ),
 }
 # graphdef's InvalidResumeError subclasses the RuntimeError LangGraph raises for the same case.
