@@ -9,6 +9,7 @@ saved writes are found again after a crash.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,12 @@ class Node:
     subgraph: Any = None
     hidden: bool = False
     queue: str | None = None
+    # Its function is a coroutine function: only `abound` runs it.
+    is_async: bool = False
+
+    def needs_event_loop(self) -> bool:
+        """Whether running it takes an event loop: an async function or an async route."""
+        return self.is_async or any(inspect.iscoroutinefunction(w) for w in self.writers)
 
 
 @dataclass

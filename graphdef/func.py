@@ -138,7 +138,7 @@ class EntrypointGraph(Pregel):
                 name: Node(
                     name=name, triggers=[START], reads=[START, PREVIOUS],
                     bound=no_sync_function(name) if asynchronous else call,
-                    abound=call if asynchronous else None,
+                    abound=call if asynchronous else None, is_async=asynchronous,
                     writers=[_final_writes], retry_policy=retry_policy,
                 )
             },

@@ -640,18 +640,25 @@ class RunLoop:
             raise GraphInterrupt(interrupts)
 
     def run_planned(
-        self, tasks: Sequence[Task], before_save: Callable[[], None] | None = None
+        self, tasks: Sequence[Task], before_save: Callable[[], None] | None = None,
+        *, async_nodes: bool = False,
     ) -> tuple[list[BaseException], list[Interrupt]]:
         """Run planned tasks side by side, saving each one's writes as it finishes; returns
         their failures and interrupts instead of raising them, for a caller that only
-        reports them. `before_save` runs just before each save (a fault-injection point)."""
-        if before_save is None:
-            return run_step(tasks, self.make_runtime, self.task_finished, self.channels)
+        reports them. `before_save` runs just before each save (a fault-injection point).
 
-        def save(task: Task, exc: BaseException | None) -> None:
-            before_save()
-            self.task_finished(task, exc)
+        `async_nodes`: the caller (a worker, a driver) has no event loop of its own to await
+        async nodes and routes on, so a step with any runs on one made for it. The sync API
+        leaves it off and refuses them, as LangGraph does."""
+        save = self.task_finished
+        if before_save is not None:
 
+            def save(task: Task, exc: BaseException | None) -> None:
+                before_save()
+                self.task_finished(task, exc)
+
+        if async_nodes and any(t.node.needs_event_loop() for t in tasks):
+            return asyncio.run(arun_step(tasks, self.make_runtime, save, self.channels))
         return run_step(tasks, self.make_runtime, save, self.channels)
 
     def plan_task(self, task_id: str, path: Sequence[Any] | None = None) -> Task | None:

@@ -481,12 +481,14 @@ class CompiledStateGraph(Pregel):
         schema = spec.input_schema or self.builder.state_schema
         subgraph = find_subgraph(action)
         abound = None
+        is_async = False
         if isinstance(action, Pregel):
             bound: Callable[[Any, dict[str, Any]], Any] = action.run_as_subgraph
             abound = action.arun_as_subgraph
         elif is_async_callable(action):
             bound = no_sync_function(name)
             abound = bind_action(action)
+            is_async = True
         else:
             bound = bind_action(action)
         return Node(
@@ -495,6 +497,7 @@ class CompiledStateGraph(Pregel):
             reads=list(state_keys(schema)),
             bound=bound,
             abound=abound,
+            is_async=is_async,
             writers=[self._updates_writer(self.state_key_set)],
             mapper=_coerce(schema),
             retry_policy=spec.retry_policy,

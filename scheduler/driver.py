@@ -213,7 +213,7 @@ class Driver:
                 todo = [t for t in loop.tasks.values() if not t.writes]
                 if inline := [t for t in todo if t.node.hidden]:
                     # `__start__` only maps the input to state: not worth a worker round trip.
-                    loop.run_planned(inline)
+                    loop.run_planned(inline, async_nodes=True)
                     todo = [t for t in todo if not t.writes]
                 if todo:
                     if after_barrier:

@@ -6,6 +6,7 @@ tasks ran how often across processes, including processes it killed.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import os
 import time
@@ -198,3 +199,35 @@ def _remembering() -> Any:
 
 
 remembering = _remembering()
+
+
+# ---- async nodes and routes: a worker runs them on an event loop of its own ----------------
+
+
+async def fetch(state: Log) -> dict[str, Any]:
+    count("fetch")
+    await asyncio.sleep(0.01)
+    return {"log": ["fetched"], "n": state.get("n", 0) + 1}
+
+
+async def more_or_done(state: Log) -> str:
+    await asyncio.sleep(0)
+    return "fetch" if state["n"] < 3 else "wrap"
+
+
+def wrap(state: Log) -> dict[str, Any]:
+    count("wrap")
+    return {"log": ["wrapped"]}
+
+
+def _asynchronous() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("fetch", fetch)
+    builder.add_node("wrap", wrap)
+    builder.add_edge(START, "fetch")
+    builder.add_conditional_edges("fetch", more_or_done, ["fetch", "wrap"])
+    builder.add_edge("wrap", END)
+    return builder.compile()
+
+
+asynchronous = _asynchronous()

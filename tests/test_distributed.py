@@ -245,3 +245,12 @@ def test_a_worker_killed_inside_a_batch_costs_only_the_task_it_was_running(redis
         assert sorted(counts.values())[:-1] == [1] * 5 and max(counts.values()) <= 2, counts
     finally:
         cluster.stop()
+
+
+def test_async_nodes_and_routes_run_on_workers(cluster, redis_server):
+    """The sync API refuses an async node, as LangGraph's does; a worker, which has no event
+    loop of its own, runs the task on one."""
+    handle = cluster.client().submit("tests.dist_graphs:asynchronous", {"log": [], "n": 0},
+                                     thread_id="async-1")
+    assert handle.result(timeout=60) == {"log": ["fetched"] * 3 + ["wrapped"], "n": 3}
+    assert runs(redis_server, "async-1") == {"fetch": 3, "wrap": 1}

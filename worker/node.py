@@ -176,7 +176,7 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None
     def node() -> NodeResult:
         faults.maybe_crash("node_started")
         errors, interrupts = loop.run_planned(
-            [task], before_save=lambda: faults.maybe_crash("node_returned"))
+            [task], before_save=lambda: faults.maybe_crash("node_returned"), async_nodes=True)
         outcome = "failed" if errors else "interrupted" if interrupts else "finished"
         return outcome, errors[0] if errors else None
 
