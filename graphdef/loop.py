@@ -775,6 +775,7 @@ class RunLoop:
             checkpoint_id=self.checkpoint["id"],
             previous=previous.get() if previous is not None and previous.is_available()
             else None,
+            remaining_steps=self.stop - self.step,
         )
 
     def _take_null_resume(self) -> Any:

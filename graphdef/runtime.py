@@ -142,6 +142,9 @@ class TaskRuntime:
     attempt: int = 1
     first_attempt_time: float = field(default_factory=time.time)
     writer: Callable[[Any], None] = field(default=lambda chunk: None)
+    # Supersteps left before the recursion limit (LangGraph's RemainingSteps), which the
+    # prebuilt agent reads to stop with an answer instead of failing the run.
+    remaining_steps: int | None = None
     interrupt_counter: itertools.count = field(default_factory=itertools.count)
     call_counter: itertools.count = field(default_factory=itertools.count)
     subgraph_counter: itertools.count = field(default_factory=itertools.count)

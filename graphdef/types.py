@@ -12,6 +12,15 @@ from graphdef.cache.keys import default_cache_key
 N = TypeVar("N", bound=Hashable)
 KeyFuncT = TypeVar("KeyFuncT", bound=Callable[..., str | bytes])
 
+try:
+    # A tool returning a Command hands it to the ToolNode as it is (langchain-core wraps
+    # any other return value in a ToolMessage), as LangGraph's Command does.
+    from langchain_core.messages.tool import ToolOutputMixin
+except ImportError:  # pragma: no cover - exercised where langchain-core is absent
+
+    class ToolOutputMixin:  # type: ignore[no-redef]
+        pass
+
 
 @dataclass(frozen=True)
 class Send:
@@ -30,7 +39,7 @@ class Interrupt:
 
 
 @dataclass(frozen=True)
-class Command(Generic[N]):
+class Command(Generic[N], ToolOutputMixin):
     """Update state, route, and/or answer interrupts, from a node or as run input.
 
     Generic like LangGraph's, so that `-> Command[Literal["a", "b"]]` annotates a node.

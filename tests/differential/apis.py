@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import warnings
 from types import SimpleNamespace
 
 NAMES = (
@@ -37,6 +38,11 @@ NAMES = (
     "CachePolicy",
     "InMemoryCache",
 )
+# graphdef.prebuilt's names, as langgraph.prebuilt has them.
+PREBUILT = (
+    "ToolNode", "tools_condition", "create_react_agent", "InjectedState", "InjectedStore",
+    "RemainingSteps",
+)
 
 
 def _langgraph() -> SimpleNamespace:
@@ -47,6 +53,14 @@ def _langgraph() -> SimpleNamespace:
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
+    from langgraph.managed import RemainingSteps
+    from langgraph.prebuilt import (
+        InjectedState,
+        InjectedStore,
+        ToolNode,
+        tools_condition,
+    )
+    from langgraph.prebuilt import create_react_agent as deprecated_create_react_agent
     from langgraph.runtime import Runtime, get_runtime
     from langgraph.store.base import BaseStore
     from langgraph.store.memory import InMemoryStore
@@ -54,6 +68,12 @@ def _langgraph() -> SimpleNamespace:
 
     def sqlite_saver(path: str) -> SqliteSaver:
         return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+
+    def create_react_agent(*args, **kwargs):
+        # Deprecated in LangGraph 1.0 in favour of langchain's create_agent; still shipped.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return deprecated_create_react_agent(*args, **kwargs)
 
     return SimpleNamespace(
         name="langgraph",
@@ -82,16 +102,24 @@ def _langgraph() -> SimpleNamespace:
         get_runtime=get_runtime,
         CachePolicy=CachePolicy,
         InMemoryCache=InMemoryCache,
+        ToolNode=ToolNode,
+        tools_condition=tools_condition,
+        create_react_agent=create_react_agent,
+        InjectedState=InjectedState,
+        InjectedStore=InjectedStore,
+        RemainingSteps=RemainingSteps,
     )
 
 
 def _graphdef() -> SimpleNamespace:
     import graphdef
+    import graphdef.prebuilt
 
     return SimpleNamespace(
         name="graphdef",
         sqlite_saver=graphdef.SqliteSaver,
         **{name: getattr(graphdef, name) for name in NAMES},
+        **{name: getattr(graphdef.prebuilt, name) for name in PREBUILT},
     )
 
 

@@ -30,6 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import graphdef
+import graphdef.prebuilt
 from graphdef import errors as graph_errors
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.func import EntrypointGraph
@@ -37,7 +38,7 @@ from graphdef.runtime import current_runtime_or_none
 from graphdef.types import Command
 
 from ..redis_server import redis_server
-from .apis import NAMES
+from .apis import NAMES, PREBUILT
 
 RESULT_TIMEOUT = 60.0
 REF_MODULE = "tests.differential.distributed"
@@ -316,8 +317,15 @@ class DistributedApi:
                 "SqliteSaver across processes: distributed runs checkpoint in Redis"
             )
 
+        def create_react_agent(*args: Any, **kwargs: Any) -> Any:
+            return api.bind(
+                graphdef.prebuilt.create_react_agent(*args, **kwargs), kwargs.get("checkpointer")
+            )
+
         names = {name: getattr(graphdef, name) for name in NAMES}
-        names.update(StateGraph=StateGraph, entrypoint=entrypoint)
+        names.update({name: getattr(graphdef.prebuilt, name) for name in PREBUILT})
+        names.update(StateGraph=StateGraph, entrypoint=entrypoint,
+                     create_react_agent=create_react_agent)
         return SimpleNamespace(name="distributed", sqlite_saver=sqlite_saver, **names)
 
 

@@ -19,6 +19,7 @@ from . import (
     scenarios_functional,
     scenarios_graph,
     scenarios_interrupt,
+    scenarios_prebuilt,
     scenarios_runtime,
     scenarios_store,
 )
@@ -30,6 +31,7 @@ SCENARIOS = {
     for module in (
         scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
         scenarios_store, scenarios_async_stream, scenarios_runtime, scenarios_cache,
+        scenarios_prebuilt,
     )
     for name, function in vars(module).items()
     if name.startswith("scenario_")
@@ -45,6 +47,10 @@ DELIBERATE = {
     ),
     "stream_unknown_mode": (
         "an unknown stream_mode raises ValueError; LangGraph streams nothing for it"
+    ),
+    "remaining_steps_in_a_node": (
+        "graphdef has no managed values: a node's state has no remaining_steps (only the "
+        "prebuilt agent is told the steps left); LangGraph fills it in every node"
     ),
 }
 # graphdef's InvalidResumeError subclasses the RuntimeError LangGraph raises for the same case.
