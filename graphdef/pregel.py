@@ -27,7 +27,8 @@ from graphdef.stream import check_modes, langgraph_path
 from graphdef.types import CachePolicy, PregelTask, StateSnapshot
 from graphdef.update import update_state
 
-DEFAULT_RECURSION_LIMIT = 25
+# LangGraph 1.x's default: a loop ends by its own condition, not by this limit.
+DEFAULT_RECURSION_LIMIT = 10007
 DURABILITY_MODES = ("sync", "async", "exit")
 # Configurable keys LangGraph copies into a task's metadata.
 METADATA_FROM_CONFIGURABLE = (

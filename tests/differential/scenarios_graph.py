@@ -211,6 +211,23 @@ def scenario_loop_until_counter(api, tmp_path):
     }
 
 
+def scenario_default_recursion_limit_allows_a_long_loop(api, tmp_path):
+    """No `recursion_limit` given: LangGraph 1.x's default lets a loop of 60 supersteps end
+    on its own (an older default of 25 stopped it with GraphRecursionError)."""
+    counts = Counts()
+
+    def step(state):
+        counts.hit("step")
+        return {"count": state["count"] + 1}
+
+    builder = api.StateGraph(LoopState)
+    builder.add_node("step", step)
+    builder.add_edge(api.START, "step")
+    builder.add_conditional_edges("step", lambda state: api.END if state["count"] >= 60 else "step")
+    graph = builder.compile()
+    return {"output": graph.invoke({"count": 0, "log": []}), "counts": counts.as_dict()}
+
+
 def scenario_recursion_limit(api, tmp_path):
     counts = Counts()
 
