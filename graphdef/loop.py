@@ -27,6 +27,7 @@ from graphdef.checkpoint.base import (
     Checkpoint,
     CheckpointTuple,
     empty_checkpoint,
+    metadata_from_config,
 )
 from graphdef.constants import (
     ERROR,
@@ -56,6 +57,7 @@ from graphdef.runtime import (
 from graphdef.store.base import BaseStore
 from graphdef.stream_messages import StreamMessagesHandler
 from graphdef.types import Command, Interrupt, RetryPolicy
+from graphdef.update import resumable_interrupts
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 
@@ -155,6 +157,7 @@ class RunLoop:
             [self.output_keys] if isinstance(self.output_keys, str) else self.output_keys
         )
         self.ns: str = self.conf.get("checkpoint_ns", "")
+        self.run_metadata = metadata_from_config(config)
         self.is_nested = bool(self.ns)
         self.parent_runtime = current_runtime_or_none() if self.is_nested else None
         self.chunks: deque[Chunk] = deque()
@@ -562,7 +565,10 @@ class RunLoop:
             raise RuntimeError("Cannot use Command(resume=...) without checkpointer")
         resume_is_map = False
         if cmd.resume is not None:
-            pending = {i.id for i in algo.pending_interrupts(self.pending_writes)}
+            loaded = CheckpointTuple(self.checkpoint_config, self.checkpoint, self.metadata,
+                                     self.prev_checkpoint_config, self.pending_writes)
+            pending = {i.id for i in resumable_interrupts(
+                self.graph, self.checkpointer, loaded)}
             answers = algo.check_resume(cmd.resume, pending, self.conf.get("thread_id"))
             if answers is not None:
                 resume_is_map = True
@@ -694,6 +700,11 @@ class RunLoop:
             if next_id in self.resume_map:
                 resume.append(self.resume_map[next_id])
         config = self.graph.task_config(self.config, task, self.step)
+        # The subgraph a task runs records which checkpoint of each graph above it it ran
+        # under (its checkpoints' `parents`), as LangGraph's `checkpoint_map`.
+        config["configurable"]["checkpoint_map"] = {
+            **(self.conf.get("checkpoint_map") or {}), self.ns: self.checkpoint["id"],
+        }
         if self.messages is not None:
             config["callbacks"] = _with_handler(config.get("callbacks"), self.messages)
         return TaskRuntime(
@@ -878,8 +889,11 @@ class RunLoop:
             return
         if not exiting:
             metadata["step"] = self.step
-            metadata["parents"] = {}
-            self.metadata = metadata
+            # A subgraph's checkpoint names the checkpoints of the graphs above it that its
+            # step runs under, by namespace ("" for the root).
+            metadata["parents"] = dict(self.conf.get("checkpoint_map") or {}) if (
+                self.is_nested) else {}
+            self.metadata = {**self.run_metadata, **metadata}
         do_checkpoint = self.checkpointer is not None and (exiting or self.durability != "exit")
         self.checkpoint = algo.create_checkpoint(
             self.checkpoint,

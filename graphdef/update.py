@@ -12,10 +12,16 @@ from typing import Any, Protocol
 from graphdef import algo
 from graphdef.algo import Node, Task, TaskContext
 from graphdef.channels import BaseChannel
-from graphdef.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
-from graphdef.constants import INTERRUPT, START
+from graphdef.checkpoint.base import (
+    BaseCheckpointSaver,
+    CheckpointTuple,
+    empty_checkpoint,
+    metadata_from_config,
+)
+from graphdef.constants import INTERRUPT, NS_END, NS_SEP, START
 from graphdef.errors import InvalidUpdateError
 from graphdef.runtime import TaskRuntime, bind_runtime, reset_runtime
+from graphdef.types import Interrupt
 
 
 class UpdatedGraph(Protocol):
@@ -52,13 +58,14 @@ def update_state(
     values: Any,
     as_node: str | None,
 ) -> dict[str, Any]:
-    saved = saver.get_tuple(config)
+    """`graph` is the graph whose namespace `config` addresses (a subgraph's, for a config
+    from `get_state().tasks[i].state`): its nodes plan the task ids and write the values."""
+    conf = dict(config.get("configurable") or {})
+    ns = conf.setdefault("checkpoint_ns", "")
+    saved = saver.get_tuple({"configurable": conf})
     checkpoint = saved.checkpoint if saved else empty_checkpoint()
     step = saved.metadata.get("step", -1) if saved else -1
-    checkpoint_config = saved.config if saved else {
-        "configurable": {**config["configurable"], "checkpoint_ns": config["configurable"].get(
-            "checkpoint_ns", "")}
-    }
+    checkpoint_config = saved.config if saved else {"configurable": conf}
     channels = algo.channels_from_checkpoint(graph.channel_specs, checkpoint)
     if as_node is None:
         as_node = infer_as_node(graph, checkpoint["versions_seen"])
@@ -68,13 +75,15 @@ def update_state(
         raise InvalidUpdateError(f"Node {as_node} does not exist")
     node = graph.nodes[as_node]
     _reject_unknown_keys(graph, values)
-    pending = algo.prepare_next_tasks(checkpoint, channels, graph.nodes, step + 1) if saved else {}
+    pending = algo.prepare_next_tasks(
+        checkpoint, channels, graph.nodes, step + 1, parent_ns=ns) if saved else {}
     task_id = next((t.id for t in pending.values() if t.name == as_node), None) or algo.task_id(
         checkpoint["id"], "update", as_node
     )
+    task_ns = f"{ns}{NS_SEP}{as_node}" if ns else as_node
     task = Task(
         id=task_id, name=as_node, path=(INTERRUPT, 0), input=values, triggers=(INTERRUPT,),
-        checkpoint_ns="", node=node,
+        checkpoint_ns=f"{task_ns}{NS_END}{task_id}", node=node,
     )
     runtime = TaskRuntime(
         task=task, config=config, resume=[], take_null_resume=lambda: None,
@@ -95,11 +104,51 @@ def update_state(
         k: v for k, v in new_checkpoint["channel_versions"].items()
         if v != previous_versions.get(k)
     }
+    # A subgraph's update stays linked to the parent checkpoint its step ran from.
+    metadata = {
+        "source": "update", "step": step + 1,
+        "parents": saved.metadata.get("parents", {}) if saved else {},
+    }
     return saver.put(
         checkpoint_config,
         new_checkpoint,
-        {"source": "update", "step": step + 1, "parents": {}},
+        {**metadata_from_config(config), **metadata},
         new_versions,
+    )
+
+
+def resumable_interrupts(
+    graph: UpdatedGraph, saver: BaseCheckpointSaver, saved: CheckpointTuple
+) -> list[Interrupt]:
+    """The interrupts a `Command(resume=...)` at `saved` answers: those pending there, or,
+    when `update_state` wrote `saved` over a paused step ("edit, then approve"), those of
+    that step whose nodes `saved` still plans. LangGraph re-runs such a node on the edited
+    state and hands it the answer; an update as the paused node itself answered it, so
+    nothing is left to resume (README, "Deliberate differences", 1)."""
+    pending = algo.pending_interrupts(saved.pending_writes)
+    if pending or saved.metadata.get("source") != "update":
+        return pending
+    ns = saved.config["configurable"].get("checkpoint_ns", "")
+    still_planned = {t.name for t in _plan(graph, saved, ns).values()}
+    base: CheckpointTuple | None = saved
+    while base is not None and base.metadata.get("source") == "update":
+        base = saver.get_tuple(base.parent_config) if base.parent_config else None
+    if base is None:
+        return []
+    paused = _plan(graph, base, ns)
+    return [
+        i
+        for tid, status in algo.task_statuses(base.pending_writes).items()
+        if not status.finished and tid in paused and paused[tid].name in still_planned
+        for i in status.interrupts
+    ]
+
+
+def _plan(graph: UpdatedGraph, saved: CheckpointTuple, ns: str) -> dict[str, Task]:
+    channels = algo.channels_from_checkpoint(graph.channel_specs, saved.checkpoint)
+    return algo.prepare_next_tasks(
+        saved.checkpoint, channels, graph.nodes, saved.metadata.get("step", -1) + 1,
+        parent_ns=ns,
     )
 
 

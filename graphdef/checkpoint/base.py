@@ -396,6 +396,30 @@ def is_version(value: Any) -> bool:
     return type(value) is int
 
 
+# Config keys that address a checkpoint or describe a task, never copied into metadata.
+EXCLUDED_METADATA_KEYS = frozenset((
+    "thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "langgraph_step",
+    "langgraph_node", "langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
+))
+
+
+def metadata_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a run's config LangGraph records in each checkpoint's metadata, so that
+    `get_state_history(filter=...)` finds a run by its tags: `metadata` and `configurable`
+    entries whose values are str, int, float or bool, except addressing keys and private
+    (`__`) ones; a `metadata` entry wins over a `configurable` one of the same name."""
+    out: dict[str, Any] = {}
+    for source in (config.get("metadata"), config.get("configurable")):
+        for key, value in (source or {}).items():
+            if key in out or key in EXCLUDED_METADATA_KEYS or key.startswith("__"):
+                continue
+            if isinstance(value, str):
+                out[key] = value.replace("\u0000", "")
+            elif isinstance(value, int | float | bool):
+                out[key] = value
+    return out
+
+
 def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
     missing = object()
     return not filter or all(metadata.get(k, missing) == v for k, v in filter.items())

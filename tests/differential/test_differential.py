@@ -19,6 +19,7 @@ from . import (
     scenarios_graph,
     scenarios_interrupt,
     scenarios_store,
+    scenarios_substate,
 )
 from .apis import load_api
 from .observe import normalize
@@ -27,7 +28,7 @@ SCENARIOS = {
     name.removeprefix("scenario_"): function
     for module in (
         scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-        scenarios_store, scenarios_async_stream,
+        scenarios_store, scenarios_async_stream, scenarios_substate,
     )
     for name, function in vars(module).items()
     if name.startswith("scenario_")

@@ -53,6 +53,10 @@ UNSUPPORTED: dict[str, str] = {
         "time travel: invoke(None, {checkpoint_id}) forks an old checkpoint; "
         "Client.submit always continues a thread's head"
     ),
+    "history_filtered_by_run_metadata": (
+        "the resume run has a config of its own; Client.resume takes none (a resume runs "
+        "with no run metadata: history_filtered_by_one_runs_metadata covers a submit's)"
+    ),
     "sqlite_resume_in_new_process": (
         "SqliteSaver shared with a child process; distributed runs checkpoint in Redis and "
         "resuming from another process is covered by tests/test_distributed.py"
