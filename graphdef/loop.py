@@ -57,7 +57,7 @@ from graphdef.runtime import (
 from graphdef.store.base import BaseStore
 from graphdef.stream_messages import StreamMessagesHandler
 from graphdef.types import Command, Interrupt, RetryPolicy
-from graphdef.update import resumable_interrupts
+from graphdef.update import Resumable, resumable_interrupts
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 
@@ -565,10 +565,8 @@ class RunLoop:
             raise RuntimeError("Cannot use Command(resume=...) without checkpointer")
         resume_is_map = False
         if cmd.resume is not None:
-            loaded = CheckpointTuple(self.checkpoint_config, self.checkpoint, self.metadata,
-                                     self.prev_checkpoint_config, self.pending_writes)
-            pending = {i.id for i in resumable_interrupts(
-                self.graph, self.checkpointer, loaded)}
+            resumable = self._resumable()
+            pending = {i.id for i in resumable.interrupts}
             answers = algo.check_resume(cmd.resume, pending, self.conf.get("thread_id"))
             if answers is not None:
                 resume_is_map = True
@@ -681,6 +679,26 @@ class RunLoop:
     def task_status(self, task_id: str) -> algo.TaskStatus | None:
         """What a task's saved writes say (finished, paused, failed); None if it left none."""
         return algo.task_statuses(w for w in self.pending_writes if w[0] == task_id).get(task_id)
+
+    def _resumable(self, history: BaseCheckpointSaver | None = None) -> Resumable:
+        saver = history or self.checkpointer
+        assert saver is not None
+        loaded = CheckpointTuple(self.checkpoint_config, self.checkpoint, self.metadata,
+                                 self.prev_checkpoint_config, self.pending_writes)
+        return resumable_interrupts(self.graph, saver, loaded)
+
+    def paused_before(self, task_id: str, history: BaseCheckpointSaver | None = None) -> bool:
+        """Whether the step's task `task_id` paused before: on its own saved interrupt, or
+        as the re-run of a node that paused before `update_state` edited the state ("edit,
+        then approve"). Such a task takes an answer given without an interrupt id.
+        `history`: the saver to read earlier checkpoints with, when the loop's own shows
+        only this task's writes (a worker's)."""
+        status = self.task_status(task_id)
+        if status is not None and status.interrupts:
+            return True
+        if history is None and self.checkpointer is None:
+            return False
+        return task_id in self._resumable(history).reruns
 
     def drop_null_resume(self) -> None:
         """Forget a resume answer given without an interrupt id: a task that runs on its own

@@ -7,6 +7,7 @@ write, so a rejected update leaves the thread as it was.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from graphdef import algo
@@ -117,31 +118,42 @@ def update_state(
     )
 
 
+@dataclass
+class Resumable:
+    """What a `Command(resume=...)` at a checkpoint may answer."""
+
+    interrupts: list[Interrupt] = field(default_factory=list)
+    # Tasks planned at the checkpoint that re-run a node paused before an update: they take
+    # an answer given without an interrupt id, as a task that paused itself does.
+    reruns: set[str] = field(default_factory=set)
+
+
 def resumable_interrupts(
     graph: UpdatedGraph, saver: BaseCheckpointSaver, saved: CheckpointTuple
-) -> list[Interrupt]:
-    """The interrupts a `Command(resume=...)` at `saved` answers: those pending there, or,
-    when `update_state` wrote `saved` over a paused step ("edit, then approve"), those of
-    that step whose nodes `saved` still plans. LangGraph re-runs such a node on the edited
-    state and hands it the answer; an update as the paused node itself answered it, so
-    nothing is left to resume (README, "Deliberate differences", 1)."""
+) -> Resumable:
+    """The interrupts pending at `saved`, or, when `update_state` wrote `saved` over a
+    paused step ("edit, then approve"), those of that step whose nodes `saved` still plans:
+    LangGraph re-runs such a node on the edited state and hands it the answer. An update as
+    the paused node itself answered it, so nothing is left to resume there (README,
+    "Deliberate differences", 1)."""
     pending = algo.pending_interrupts(saved.pending_writes)
     if pending or saved.metadata.get("source") != "update":
-        return pending
+        return Resumable(pending)
     ns = saved.config["configurable"].get("checkpoint_ns", "")
-    still_planned = {t.name for t in _plan(graph, saved, ns).values()}
+    planned = {t.name: t for t in _plan(graph, saved, ns).values()}
     base: CheckpointTuple | None = saved
     while base is not None and base.metadata.get("source") == "update":
         base = saver.get_tuple(base.parent_config) if base.parent_config else None
     if base is None:
-        return []
+        return Resumable()
     paused = _plan(graph, base, ns)
-    return [
-        i
-        for tid, status in algo.task_statuses(base.pending_writes).items()
-        if not status.finished and tid in paused and paused[tid].name in still_planned
-        for i in status.interrupts
-    ]
+    carried = Resumable()
+    for tid, status in algo.task_statuses(base.pending_writes).items():
+        rerun = planned.get(paused[tid].name) if tid in paused else None
+        if rerun is not None and status.interrupts and not status.finished:
+            carried.interrupts.extend(status.interrupts)
+            carried.reruns.add(rerun.id)
+    return carried
 
 
 def _plan(graph: UpdatedGraph, saved: CheckpointTuple, ns: str) -> dict[str, Task]:
