@@ -259,7 +259,8 @@ class BaseCheckpointSaver(ABC):
             )
             for channel, version in new_versions.items()
         ]
-        row = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        # The id is the row's key in every backend; `_to_tuple` puts it back.
+        row = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
         return PreparedPut(
             target=target,
             checkpoint_id=checkpoint["id"],
@@ -348,8 +349,13 @@ class BaseCheckpointSaver(ABC):
     ) -> CheckpointTuple:
         """Rebuild a checkpoint from its row; ``writes`` come in insertion order."""
         checkpoint = self._decode_checkpoint(row.checkpoint)
+        checkpoint["id"] = row.checkpoint_id
+        refs = self._decode_refs(row.refs)
+        if "channel_versions" not in checkpoint:
+            # A backend may leave out versions its refs repeat exactly (see SqliteSaver.put).
+            checkpoint["channel_versions"] = {channel: ref[0] for channel, ref in refs.items()}
         values: dict[str, Any] = {}
-        for channel, head in self._decode_refs(row.refs).items():
+        for channel, head in refs.items():
             present, value = self.codec.read(
                 row.thread_id, row.ns, channel, head, lambda ref, c=channel: lookup(c, ref)
             )
