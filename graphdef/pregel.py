@@ -14,7 +14,7 @@ from typing import Any
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.channels import BaseChannel
-from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, with_checkpoint_map
 from graphdef.constants import INPUT, NS_END, NS_SEP, NULL_TASK_ID, RETURN, START
 from graphdef.errors import InvalidUpdateError, NotImplementedFeatureError
 from graphdef.loop import RunLoop
@@ -550,10 +550,10 @@ class Pregel:
         return StateSnapshot(
             values=algo.read_values(channels, self.stream_channels),
             next=tuple(t.name for t in tasks.values() if not t.writes),
-            config=saved.config,
+            config=with_checkpoint_map(saved.config, saved.metadata),
             metadata=saved.metadata,
             created_at=checkpoint["ts"],
-            parent_config=saved.parent_config,
+            parent_config=with_checkpoint_map(saved.parent_config, saved.metadata),
             tasks=tuple(snapshot_tasks),
             interrupts=tuple(i for t in snapshot_tasks for i in t.interrupts),
         )

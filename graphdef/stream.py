@@ -14,7 +14,7 @@ from typing import Any
 from graphdef import algo
 from graphdef.algo import Task, Write
 from graphdef.channels import BaseChannel
-from graphdef.checkpoint.base import EXCLUDED_METADATA_KEYS
+from graphdef.checkpoint.base import EXCLUDED_METADATA_KEYS, with_checkpoint_map
 from graphdef.constants import ERROR, INTERRUPT, NS_END, NS_SEP, PUSH, RETURN
 from graphdef.errors import NotImplementedFeatureError
 
@@ -130,8 +130,8 @@ def checkpoint(
             entries.append({"id": task.id, "name": task.name, "interrupts": interrupts,
                             "state": state})
     return {
-        "config": config,
-        "parent_config": parent_config,
+        "config": with_checkpoint_map(config, metadata),
+        "parent_config": with_checkpoint_map(parent_config, metadata),
         "values": algo.read_values(channels, stream_keys),
         "metadata": dict(metadata),
         "next": [t.name for t in tasks],

@@ -18,6 +18,7 @@ from graphdef.checkpoint.base import (
     CheckpointTuple,
     empty_checkpoint,
     metadata_from_config,
+    with_checkpoint_map,
 )
 from graphdef.constants import INTERRUPT, NS_END, NS_SEP, START
 from graphdef.errors import InvalidUpdateError
@@ -110,12 +111,13 @@ def update_state(
         "source": "update", "step": step + 1,
         "parents": saved.metadata.get("parents", {}) if saved else {},
     }
-    return saver.put(
+    saved_config = saver.put(
         checkpoint_config,
         new_checkpoint,
         {**metadata_from_config(config), **metadata},
         new_versions,
     )
+    return with_checkpoint_map(saved_config, metadata) or saved_config
 
 
 @dataclass

@@ -426,6 +426,18 @@ def metadata_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_checkpoint_map(config: Config | None, metadata: Mapping[str, Any] | None
+                        ) -> Config | None:
+    """A subgraph checkpoint's config as LangGraph shows it: with `checkpoint_map`, the
+    checkpoint id of each graph above it (its metadata's `parents`) and its own."""
+    parents = (metadata or {}).get("parents")
+    if config is None or not parents:
+        return config
+    conf = config["configurable"]
+    return {**config, "configurable": {
+        **conf, "checkpoint_map": {**parents, conf["checkpoint_ns"]: conf["checkpoint_id"]}}}
+
+
 def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
     missing = object()
     return not filter or all(metadata.get(k, missing) == v for k, v in filter.items())

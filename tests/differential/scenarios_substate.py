@@ -75,6 +75,9 @@ def sub_view(state) -> dict[str, Any]:
         "source": (state.metadata or {}).get("source"),
         "step": (state.metadata or {}).get("step"),
         "ns": ns_names(state.config["configurable"]["checkpoint_ns"]),
+        "config_keys": sorted(state.config["configurable"]),
+        "checkpoint_map_ns": [ns_names(ns) for ns in
+                              state.config["configurable"].get("checkpoint_map", {})],
     }
 
 
@@ -107,6 +110,7 @@ def scenario_subgraph_update_as_node_via_its_config(api, tmp_path):
     updated = graph.update_state(cfg, {"log": ["s2 by hand"]}, as_node="s2")
     return {
         "updated_ns": ns_names(updated["configurable"]["checkpoint_ns"]),
+        "updated_keys": sorted(updated["configurable"]),
         "sub": sub_view(graph.get_state(cfg)),
         "sub_history": history(graph, cfg),
         "root": snapshot(graph, config),
