@@ -911,7 +911,8 @@ class RunLoop:
             # step runs under, by namespace ("" for the root).
             metadata["parents"] = dict(self.conf.get("checkpoint_map") or {}) if (
                 self.is_nested) else {}
-            self.metadata = {**self.run_metadata, **metadata}
+            self.metadata = {**metadata, **{k: v for k, v in self.run_metadata.items()
+                                            if k not in metadata}}
         do_checkpoint = self.checkpointer is not None and (exiting or self.durability != "exit")
         self.checkpoint = algo.create_checkpoint(
             self.checkpoint,

@@ -114,7 +114,8 @@ def update_state(
     saved_config = saver.put(
         checkpoint_config,
         new_checkpoint,
-        {**metadata_from_config(config), **metadata},
+        {**metadata, **{k: v for k, v in metadata_from_config(config).items()
+                        if k not in metadata}},
         new_versions,
     )
     return with_checkpoint_map(saved_config, metadata) or saved_config
