@@ -13,7 +13,7 @@ import operator
 import statistics
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypedDict
 
 CHAIN_LENGTH = 100
@@ -83,21 +83,24 @@ def async_fan_out(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
     return fan_out(api, _async_double)
 
 
-def time_per_step(build: Callable[[Any], tuple[Any, Any, int]], api: Any, runs: int,
-                  use_async: bool = False) -> float:
-    app, inp, steps = build(api)
-    samples = []
+def times_per_step(build: Callable[[Any], tuple[Any, Any, int]], apis: Sequence[Any],
+                   runs: int, use_async: bool = False) -> list[float]:
+    """Median time per superstep of each API's graph. The APIs take turns run by run, so a
+    load that comes and goes on a shared machine weighs on each of them alike."""
+    apps = [build(api) for api in apis]
+    samples: list[list[float]] = [[] for _ in apis]
     for i in range(runs + 1):
-        config = {"configurable": {"thread_id": f"bench-{i}"}, "recursion_limit": 1000}
-        start = time.perf_counter()
-        if use_async:
-            asyncio.run(app.ainvoke(inp, config, durability="sync"))
-        else:
-            app.invoke(inp, config, durability="sync")
-        elapsed = time.perf_counter() - start
-        if i:  # the first run warms imports and caches
-            samples.append(elapsed / steps)
-    return statistics.median(samples)
+        for (app, inp, steps), out in zip(apps, samples, strict=True):
+            config = {"configurable": {"thread_id": f"bench-{i}"}, "recursion_limit": 1000}
+            start = time.perf_counter()
+            if use_async:
+                asyncio.run(app.ainvoke(inp, config, durability="sync"))
+            else:
+                app.invoke(inp, config, durability="sync")
+            elapsed = time.perf_counter() - start
+            if i:  # the first run warms imports and caches
+                out.append(elapsed / steps)
+    return [statistics.median(out) for out in samples]
 
 
 def main() -> None:
@@ -113,8 +116,7 @@ def main() -> None:
         (f"async Send fan-out of {FAN_OUT}", async_fan_out, True),
     )
     for label, build, use_async in workloads:
-        a = time_per_step(build, ours, args.runs, use_async)
-        b = time_per_step(build, theirs, args.runs, use_async)
+        a, b = times_per_step(build, (ours, theirs), args.runs, use_async)
         print(f"{label:<28}{a * 1e3:>11.3f} ms{b * 1e3:>11.3f} ms{a / b:>9.2f}")
     print("time per superstep, median of", args.runs, "runs; ratio = graphdef / langgraph")
 

@@ -9,6 +9,7 @@ saved writes are found again after a crash.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,14 @@ class Node:
     subgraph: Any = None
     hidden: bool = False
     queue: str | None = None
+    cache_policy: Any = None
+    cache_id: str = "__dynamic__"
+    # Its function is a coroutine function: only `abound` runs it.
+    is_async: bool = False
+
+    def needs_event_loop(self) -> bool:
+        """Whether running it takes an event loop: an async function or an async route."""
+        return self.is_async or any(inspect.iscoroutinefunction(w) for w in self.writers)
 
 
 @dataclass
@@ -173,7 +182,9 @@ def apply_writes(
 ) -> set[str]:
     """Apply one superstep's writes together, in task-path order, and bump versions.
 
-    Returns the channels that changed, which decide the next step's candidate nodes.
+    Returns the channels that changed, which decide the next step's candidate nodes. When
+    none of them triggers a node, channels are told the run would finish (`finish`), which
+    releases deferred nodes: a deferred node runs once, after all other pending work.
     """
     tasks = sorted(tasks, key=lambda t: task_path_str(t.path))
     bump_step = any(t.triggers for t in tasks)
@@ -206,6 +217,14 @@ def apply_writes(
     if bump_step:
         for chan, channel in channels.items():
             if chan not in updated and channel.is_available() and channel.update(()):
+                versions[chan] = next_version
+                if channel.is_available():
+                    updated.add(chan)
+    # Nothing left to trigger a node: this would be the last superstep, so deferred nodes'
+    # triggers become available and they run now, once, after all other work.
+    if bump_step and updated.isdisjoint(trigger_to_nodes):
+        for chan, channel in channels.items():
+            if channel.finish():
                 versions[chan] = next_version
                 if channel.is_available():
                     updated.add(chan)

@@ -59,6 +59,11 @@ class BaseChannel:
     def consume(self) -> bool:
         return False
 
+    def finish(self) -> bool:
+        """Told when a superstep leaves no node to run; True if that made it available
+        (only the channels of deferred nodes care)."""
+        return False
+
 
 class LastValue(BaseChannel):
     """A plain state key: at most one write per superstep."""
@@ -205,5 +210,95 @@ class NamedBarrierValue(BaseChannel):
     def consume(self) -> bool:
         if self.value == self.names:
             self.value = set()
+            return True
+        return False
+
+
+class LastValueAfterFinish(BaseChannel):
+    """A deferred node's trigger: holds its last write, readable only once the run has no
+    other work left (`finish`), then cleared when the node runs."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self, key: str = "") -> None:
+        super().__init__(key)
+        self.finished = False
+
+    def clone_empty(self) -> LastValueAfterFinish:
+        return LastValueAfterFinish(self.key)
+
+    def from_checkpoint(self, stored: Any) -> BaseChannel:
+        channel = self.clone_empty()
+        if stored is not MISSING:
+            channel.value, channel.finished = stored
+        return channel
+
+    def checkpoint(self) -> Any:
+        return MISSING if self.value is MISSING else (self.value, self.finished)
+
+    def is_available(self) -> bool:
+        return self.finished and self.value is not MISSING
+
+    def get(self) -> Any:
+        if not self.is_available():
+            raise EmptyChannelError(self.key)
+        return self.value
+
+    def update(self, values: Sequence[Any]) -> bool:
+        if not values:
+            return False
+        self.finished = False
+        self.value = values[-1]
+        return True
+
+    def consume(self) -> bool:
+        if self.finished:
+            self.finished = False
+            self.value = MISSING
+            return True
+        return False
+
+    def finish(self) -> bool:
+        if not self.finished and self.value is not MISSING:
+            self.finished = True
+            return True
+        return False
+
+
+class NamedBarrierValueAfterFinish(NamedBarrierValue):
+    """A join edge into a deferred node: complete, and then only once no other work is left."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self, key: str, names: frozenset[str]) -> None:
+        super().__init__(key, names)
+        self.finished = False
+
+    def clone_empty(self) -> NamedBarrierValueAfterFinish:
+        return NamedBarrierValueAfterFinish(self.key, self.names)
+
+    def from_checkpoint(self, stored: Any) -> BaseChannel:
+        channel = self.clone_empty()
+        if stored is not MISSING:
+            seen, channel.finished = stored
+            channel.value = set(seen)
+        return channel
+
+    def checkpoint(self) -> Any:
+        return (sorted(self.value), self.finished) if self.value else MISSING
+
+    def is_available(self) -> bool:
+        return self.finished and self.value == self.names
+
+    def consume(self) -> bool:
+        if self.finished and self.value == self.names:
+            self.finished = False
+            self.value = set()
+            return True
+        return False
+
+    def finish(self) -> bool:
+        if not self.finished and self.value == self.names:
+            self.finished = True
             return True
         return False

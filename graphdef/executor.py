@@ -28,6 +28,7 @@ def _subgraph_command(task: Task, exc: ParentCommand) -> Command:
 
 def _clearer(task: Task, runtime: TaskRuntime) -> Callable[[], None]:
     def clear() -> None:
+        runtime.attempt += 1
         task.writes.clear()
         runtime.interrupt_counter = type(runtime.interrupt_counter)()
         runtime.call_counter = type(runtime.call_counter)()

@@ -7,27 +7,33 @@ results instead of running again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from graphdef import serde
 from graphdef.algo import Node, TaskContext, Write
+from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import CACHE_NS_WRITES, identifier
 from graphdef.channels import EphemeralValue, LastValue, Topic
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import END, PREVIOUS, START, TASKS
-from graphdef.pregel import Pregel
-from graphdef.runtime import current_runtime, current_runtime_or_none, get_store
-from graphdef.state import (
+from graphdef.inject import (
     accepts_param,
+    accepts_runtime,
     accepts_store,
     is_async_callable,
-    no_sync_function,
-    with_store,
+    with_injected,
 )
+from graphdef.params import deprecated, refuse
+from graphdef.pregel import Pregel
+from graphdef.runtime import current_runtime, current_runtime_or_none, get_store, runtime_of
+from graphdef.state import no_sync_function
 from graphdef.store.base import BaseStore
-from graphdef.types import RetryPolicy
+from graphdef.types import CachePolicy, RetryPolicy
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,14 +46,24 @@ class TaskFunction(Generic[T]):
     def __init__(
         self, func: Callable[..., T], *, name: str | None = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
     ) -> None:
-        self.func = with_store(func)
+        self.func = with_injected(func)
         self.name = name or func.__name__
+        self.cache_policy = cache_policy
         if isinstance(retry_policy, RetryPolicy):
             self.retry_policy: Sequence[RetryPolicy] = (retry_policy,)
         else:
             self.retry_policy = tuple(retry_policy or ())
         functools.update_wrapper(self, func)
+
+    def clear_cache(self, cache: BaseCache[Any]) -> None:
+        """Forget this task's cached results in `cache` (LangGraph's signature)."""
+        if self.cache_policy is not None:
+            cache.clear([(CACHE_NS_WRITES, identifier(self.func))])
+
+    async def aclear_cache(self, cache: BaseCache[Any]) -> None:
+        self.clear_cache(cache)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future[T]:
         runtime = current_runtime_or_none()
@@ -63,11 +79,22 @@ def task(
     *,
     name: str | None = None,
     retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+    cache_policy: CachePolicy[Any] | None = None,
+    timeout: Any = None,
+    **kwargs: Any,
 ) -> Any:
-    """Mark a function as a durable task: `@task` or `@task(name=..., retry_policy=...)`."""
+    """Mark a function as a durable task: `@task` or `@task(name=..., retry_policy=...)`.
+
+    `cache_policy`: with the entrypoint's `cache`, a call with equal arguments returns the
+    cached result without running. `timeout` raises NotImplementedFeatureError.
+    """
+    refuse("task", timeout=timeout)
+    retry_policy = deprecated("task", kwargs, {"retry": "retry_policy"},
+                              {"retry_policy": retry_policy})["retry_policy"]
     if func is None:
-        return lambda f: TaskFunction(f, name=name, retry_policy=retry_policy)
-    return TaskFunction(func, name=name, retry_policy=retry_policy)
+        return lambda f: TaskFunction(f, name=name, retry_policy=retry_policy,
+                                      cache_policy=cache_policy)
+    return TaskFunction(func, name=name, retry_policy=retry_policy, cache_policy=cache_policy)
 
 
 class entrypoint:  # noqa: N801 - LangGraph's name
@@ -83,20 +110,39 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     def __init__(
         self,
         checkpointer: BaseCheckpointSaver | None = None,
-        *,
         store: BaseStore | None = None,
+        cache: BaseCache[Any] | None = None,
+        context_schema: Any = None,
+        cache_policy: CachePolicy[Any] | None = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
-        **_unused: Any,
+        timeout: Any = None,
+        **kwargs: Any,
     ) -> None:
+        """LangGraph's parameters, positional in its order. `cache_policy` applies to the
+        entrypoint and to its tasks that have none of their own; `timeout` raises
+        NotImplementedFeatureError."""
+        refuse("entrypoint", timeout=timeout)
+        given = deprecated("entrypoint", kwargs, {"config_schema": "context_schema",
+                                                  "retry": "retry_policy"},
+                           {"context_schema": context_schema, "retry_policy": retry_policy})
+        context_schema, retry_policy = given["context_schema"], given["retry_policy"]
         self.checkpointer = checkpointer
         self.store = store
+        self.cache = cache
+        self.context_schema = context_schema
+        self.cache_policy = cache_policy
         if isinstance(retry_policy, RetryPolicy):
             self.retry_policy: Sequence[RetryPolicy] = (retry_policy,)
         else:
             self.retry_policy = tuple(retry_policy or ())
 
     def __call__(self, func: Callable[..., Any]) -> EntrypointGraph:
-        return EntrypointGraph(func, self.checkpointer, self.retry_policy, self.store)
+        schema = self.context_schema
+        if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
+            serde.register(schema)  # a distributed run's context is decoded by workers
+        return EntrypointGraph(func, self.checkpointer, self.retry_policy, self.store,
+                               cache=self.cache, cache_policy=self.cache_policy,
+                               context_schema=self.context_schema)
 
 
 def _final_writes(output: Any, context: TaskContext) -> list[Write]:
@@ -112,11 +158,16 @@ class EntrypointGraph(Pregel):
         self, func: Callable[..., Any], checkpointer: BaseCheckpointSaver | None,
         retry_policy: Sequence[RetryPolicy],
         store: BaseStore | None = None,
+        *,
+        cache: BaseCache[Any] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
+        context_schema: Any = None,
     ) -> None:
         self.func = func
         wants_previous = accepts_param(func, "previous")
         wants_config = accepts_param(func, "config")
         wants_store = accepts_store(func)
+        wants_runtime = accepts_runtime(func)
         wants_writer = accepts_param(func, "writer")
 
         def call(value: dict[str, Any], config: dict[str, Any]) -> Any:
@@ -127,19 +178,27 @@ class EntrypointGraph(Pregel):
                 kwargs["config"] = config
             if wants_store:
                 kwargs["store"] = get_store()
+            if wants_runtime:
+                kwargs["runtime"] = runtime_of(current_runtime())
             if wants_writer:
                 kwargs["writer"] = current_runtime().writer
             return func(value[START], **kwargs)
 
         name = func.__name__
         asynchronous = is_async_callable(func)
+        # The node reads the input and `previous`; its cache key is of the input alone, as
+        # LangGraph's entrypoint node reads only its input.
         super().__init__(
             nodes={
                 name: Node(
                     name=name, triggers=[START], reads=[START, PREVIOUS],
                     bound=no_sync_function(name) if asynchronous else call,
-                    abound=call if asynchronous else None,
+                    abound=call if asynchronous else None, is_async=asynchronous,
                     writers=[_final_writes], retry_policy=retry_policy,
+                    cache_policy=None if cache_policy is None else CachePolicy(
+                        key_func=lambda value: cache_policy.key_func(value[START]),
+                        ttl=cache_policy.ttl),
+                    cache_id=identifier(func),
                 )
             },
             channels={
@@ -153,6 +212,9 @@ class EntrypointGraph(Pregel):
             checkpointer=checkpointer,
             name=name,
             store=store,
+            cache=cache,
+            cache_policy=cache_policy,
+            context_schema=context_schema,
         )
         functools.update_wrapper(self, func)
         self.stream_mode = "updates"

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from graphdef import algo, stream
 from graphdef.algo import Node, NullTask, Task, Write
+from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import CACHE_NS_WRITES, CacheKey, cache_key, identifier
 from graphdef.channels import MISSING, BaseChannel
 from graphdef.checkpoint.base import (
     BaseCheckpointSaver,
@@ -35,6 +37,7 @@ from graphdef.constants import (
     INTERRUPT,
     NS_SEP,
     NULL_TASK_ID,
+    PREVIOUS,
     PUSH,
     RESUME,
     RETURN,
@@ -56,7 +59,7 @@ from graphdef.runtime import (
 )
 from graphdef.store.base import BaseStore
 from graphdef.stream_messages import StreamMessagesHandler
-from graphdef.types import Command, Interrupt, RetryPolicy
+from graphdef.types import CachePolicy, Command, Interrupt, RetryPolicy
 from graphdef.update import Resumable, resumable_interrupts
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
@@ -92,6 +95,9 @@ class LoopGraph(Protocol):
     output_channels: str | list[str]
     stream_channels: str | list[str]
     store: BaseStore | None
+    cache: BaseCache[Any] | None
+    cache_policy: CachePolicy[Any] | None
+    context_schema: Any
 
     def map_input(self, value: Any) -> list[Write]: ...
 
@@ -106,6 +112,7 @@ class TaskCall(Protocol):
     name: str
     func: Callable[..., Any]
     retry_policy: Sequence[RetryPolicy]
+    cache_policy: CachePolicy[Any] | None
 
 
 class RunLoop:
@@ -135,14 +142,18 @@ class RunLoop:
         resume_map: Mapping[str, Any] | None = None,
         store: Any = MISSING,
         messages: StreamMessagesHandler | None = None,
+        context: Any = None,
     ) -> None:
         """`sink`: where a subgraph's chunks go, to the run streaming it with `subgraphs`.
         `resuming`: whether this run takes up a paused state; None lets its input decide
         (no input or a Command resumes). `resume_map`: answers to interrupts by id.
         `store`: what nodes get as `store`; by default the graph's, so a worker that loads
         a graph compiled with a store gives it to its nodes.
-        `messages`: the `messages` stream handler of the run this one is a subgraph of."""
+        `messages`: the `messages` stream handler of the run this one is a subgraph of.
+        `context`: the run's `context=`, coerced to the graph's `context_schema`, for
+        `Runtime.context`."""
         self.store: BaseStore | None = graph.store if store is MISSING else store
+        self.context = coerce_context(graph.context_schema, context)
         self.graph = graph
         self.input = input
         self.config = config
@@ -265,6 +276,8 @@ class RunLoop:
             self.emit("values", algo.read_values(self.channels, self.output_keys))
 
     def _emit_updates(self, task: Task, writes: list[Write], cached: bool = False) -> None:
+        """`cached`: the writes were not produced now (restored, or a cache hit), which
+        LangGraph marks with `__metadata__`."""
         if task.node.hidden or not writes:
             return
         if writes[0][0] == INTERRUPT:
@@ -613,6 +626,7 @@ class RunLoop:
         for task in self.tasks.values():
             if task.writes:
                 self._emit_updates(task, task.writes, cached=True)
+        self._match_cached_writes()
         return True
 
     def _plan(self) -> dict[str, Task]:
@@ -621,6 +635,45 @@ class RunLoop:
             parent_ns=self.ns, updated_channels=self.updated_channels,
             trigger_to_nodes=self.graph.trigger_to_nodes,
         )
+
+    def _cache_key(self, task: Task) -> CacheKey | None:
+        """Where a node's writes are cached: its function and name, and the key of its
+        input; None when neither the node nor the graph has a cache policy."""
+        policy = task.node.cache_policy or self.graph.cache_policy
+        if self.graph.cache is None or policy is None or task.node.hidden:
+            return None
+        ns = (CACHE_NS_WRITES, task.node.cache_id, task.name)
+        return cache_key(ns, policy.key_func, policy.ttl, task.input)
+
+    def _call_cache_key(self, fn: TaskCall, args: tuple, kwargs: dict[str, Any]
+                        ) -> CacheKey | None:
+        """Where a `@task` call's result is cached: its function and its arguments' key."""
+        policy = fn.cache_policy or self.graph.cache_policy
+        if self.graph.cache is None or policy is None:
+            return None
+        return cache_key((CACHE_NS_WRITES, identifier(fn.func)), policy.key_func, policy.ttl,
+                         *args, **kwargs)
+
+    def _match_cached_writes(self) -> None:
+        """Give tasks whose input was cached their cached writes: they do not run, and
+        their writes are saved and streamed as a finished task's."""
+        cache = self.graph.cache
+        keys = {
+            (key.ns, key.key): task
+            for task in self.tasks.values()
+            if not task.writes and (key := self._cache_key(task)) is not None
+        }
+        if cache is None or not keys:
+            return
+        for full_key, writes in cache.get(list(keys)).items():
+            task = keys[full_key]
+            task.writes.extend(writes)
+            self.put_writes(task.id, task.writes, task, cached=True)
+
+    def _cache_writes(self, key: CacheKey | None, writes: list[Write]) -> None:
+        """Cache a finished task's writes under `key`, if it has one."""
+        if key is not None and self.graph.cache is not None:
+            self.graph.cache.set({(key.ns, key.key): (list(writes), key.ttl)})
 
     def run_tasks(self) -> None:
         todo = [t for t in self.tasks.values() if not t.writes]
@@ -644,18 +697,25 @@ class RunLoop:
             raise GraphInterrupt(interrupts)
 
     def run_planned(
-        self, tasks: Sequence[Task], before_save: Callable[[], None] | None = None
+        self, tasks: Sequence[Task], before_save: Callable[[], None] | None = None,
+        *, async_nodes: bool = False,
     ) -> tuple[list[BaseException], list[Interrupt]]:
         """Run planned tasks side by side, saving each one's writes as it finishes; returns
         their failures and interrupts instead of raising them, for a caller that only
-        reports them. `before_save` runs just before each save (a fault-injection point)."""
-        if before_save is None:
-            return run_step(tasks, self.make_runtime, self.task_finished, self.channels)
+        reports them. `before_save` runs just before each save (a fault-injection point).
 
-        def save(task: Task, exc: BaseException | None) -> None:
-            before_save()
-            self.task_finished(task, exc)
+        `async_nodes`: the caller (a worker, a driver) has no event loop of its own to await
+        async nodes and routes on, so a step with any runs on one made for it. The sync API
+        leaves it off and refuses them, as LangGraph does."""
+        save = self.task_finished
+        if before_save is not None:
 
+            def save(task: Task, exc: BaseException | None) -> None:
+                before_save()
+                self.task_finished(task, exc)
+
+        if async_nodes and any(t.node.needs_event_loop() for t in tasks):
+            return asyncio.run(arun_step(tasks, self.make_runtime, save, self.channels))
         return run_step(tasks, self.make_runtime, save, self.channels)
 
     def plan_task(self, task_id: str, path: Sequence[Any] | None = None) -> Task | None:
@@ -717,6 +777,7 @@ class RunLoop:
             next_id = algo.interrupt_id(task.checkpoint_ns, len(resume))
             if next_id in self.resume_map:
                 resume.append(self.resume_map[next_id])
+        previous = self.channels.get(PREVIOUS)
         config = self.graph.task_config(self.config, task, self.step)
         # The subgraph a task runs records which checkpoint of each graph above it it ran
         # under (its checkpoints' `parents`), as LangGraph's `checkpoint_map`.
@@ -736,9 +797,13 @@ class RunLoop:
                 checkpointer=self.checkpointer, durability=self.durability,
                 sink=self.child_sink, stream_modes=self.stream_modes,
                 resuming=self.resuming, resume_map=self.resume_map, store=self.store,
+                context=self.context,
                 messages=self.messages,
             ),
             writer=self._writer(task),
+            checkpoint_id=self.checkpoint["id"],
+            previous=previous.get() if previous is not None and previous.is_available()
+            else None,
         )
 
     def _take_null_resume(self) -> Any:
@@ -757,6 +822,7 @@ class RunLoop:
             task.writes[:] = algo.finished_marker(task.writes)
             self.put_writes(task.id, task.writes, task)
             self._emit_task_result(task, task.writes)
+            self._cache_writes(self._cache_key(task), task.writes)
         elif isinstance(exc, GraphInterrupt):
             if exc.interrupts:
                 writes: list[Write] = [(INTERRUPT, list(exc.interrupts))]
@@ -793,18 +859,27 @@ class RunLoop:
             triggers=(PUSH,), checkpoint_ns=f"{parent.checkpoint_ns}{NS_SEP}{fn.name}:{call_id}",
             node=Node(name=fn.name, triggers=[], reads=[], bound=lambda v, c: None),
         )
+        key = self._call_cache_key(fn, args, kwargs)
+        if key is not None and self.graph.cache is not None:
+            hit = self.graph.cache.get([(key.ns, key.key)]).get((key.ns, key.key))
+            if hit is not None:
+                self.put_writes(call_id, hit, call, cached=True)
+                found: Any = Future() if aio_loop is None else aio_loop.create_future()
+                found.set_result(dict(hit).get(RETURN))
+                return found  # type: ignore[no-any-return]
         call_runtime = TaskRuntime(
             task=call, config=runtime.config, resume=[],
             take_null_resume=runtime.take_null_resume, send=call.writes.extend,
             call=functools.partial(self.run_call, call), scope=runtime.scope,
             writer=self._writer(call),
+            checkpoint_id=runtime.checkpoint_id, previous=runtime.previous,
         )
         if self.wants_tasks:
             self._emit_debuggable("tasks", stream.task_start(
                 dataclasses.replace(call, input=(args, kwargs)), {}))
         if aio_loop is not None:
             return asyncio.ensure_future(  # type: ignore[return-value]
-                self._arun_call(call, call_runtime, fn, args, kwargs))
+                self._arun_call(call, call_runtime, fn, args, kwargs, key))
         future: Future[Any] = Future()
 
         def run() -> None:
@@ -818,6 +893,7 @@ class RunLoop:
                 reset_runtime(token)
             self.put_writes(call_id, [(RETURN, result)], call)
             self._emit_task_result(call, [(RETURN, result)])
+            self._cache_writes(key, [(RETURN, result)])
             future.set_result(result)
 
         self.submit_call(run)
@@ -825,9 +901,10 @@ class RunLoop:
 
     async def _arun_call(
         self, call: Task, runtime: TaskRuntime, fn: TaskCall, args: tuple,
-        kwargs: dict[str, Any],
+        kwargs: dict[str, Any], key: CacheKey | None,
     ) -> Any:
-        """A `@task` call made on an event loop: awaited there if async, else in a thread."""
+        """A `@task` call made on an event loop: awaited there if async, else in a thread;
+        its result is cached under `key`, if it has one."""
         token = bind_runtime(runtime)
         try:
             if inspect.iscoroutinefunction(fn.func):
@@ -842,6 +919,7 @@ class RunLoop:
             reset_runtime(token)
         self.put_writes(call.id, [(RETURN, result)], call)
         self._emit_task_result(call, [(RETURN, result)])
+        self._cache_writes(key, [(RETURN, result)])
         return result
 
     def submit_call(self, run: Callable[[], None]) -> None:
@@ -872,11 +950,14 @@ class RunLoop:
 
     # ---- persistence ----------------------------------------------------------------------
 
-    def put_writes(self, task_id: str, writes: list[Write], task: Task | None = None) -> None:
+    def put_writes(self, task_id: str, writes: list[Write], task: Task | None = None,
+                   *, cached: bool = False) -> None:
+        """`cached`: the writes came from the cache, not from running the task."""
         with self._lock:
-            self._put_writes(task_id, writes, task)
+            self._put_writes(task_id, writes, task, cached)
 
-    def _put_writes(self, task_id: str, writes: list[Write], task: Task | None) -> None:
+    def _put_writes(self, task_id: str, writes: list[Write], task: Task | None,
+                    cached: bool = False) -> None:
         if all(c in WRITES_IDX for c, _ in writes):
             writes = list({c: (c, v) for c, v in writes}.values())
         if task_id == NULL_TASK_ID:
@@ -894,7 +975,7 @@ class RunLoop:
                 self._writes_config(), to_save, task_id, task.path_key if task else ""
             )
         if task is not None:
-            self._emit_updates(task, list(writes))
+            self._emit_updates(task, list(writes), cached=cached)
 
     def _writes_config(self) -> dict[str, Any]:
         conf = dict(self.checkpoint_config["configurable"])
@@ -1028,6 +1109,16 @@ class RunLoop:
             values = {**(values if isinstance(values, dict) else {}),
                       INTERRUPT: list(self.interrupts)}
         self.output = values
+
+
+def coerce_context(schema: Any, context: Any) -> Any:
+    """A `context=` dict made into the graph's dataclass or pydantic `context_schema`, as
+    LangGraph does; anything else is passed as it is."""
+    if context is None or schema is None or not isinstance(context, dict):
+        return context
+    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
+        return schema(**context)
+    return context
 
 
 def _is_control(writes: list[Write]) -> bool:

@@ -13,6 +13,8 @@ from typing import Any
 
 from graphdef import algo
 from graphdef.algo import Node, NullTask, Task, Write
+from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import CACHE_NS_WRITES
 from graphdef.channels import BaseChannel
 from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, with_checkpoint_map
 from graphdef.constants import INPUT, NS_END, NS_SEP, NULL_TASK_ID, RETURN, START
@@ -22,7 +24,7 @@ from graphdef.mermaid import GraphView
 from graphdef.runtime import RunScope, TaskRuntime, current_runtime_or_none
 from graphdef.store.base import BaseStore
 from graphdef.stream import check_modes, langgraph_path
-from graphdef.types import PregelTask, StateSnapshot
+from graphdef.types import CachePolicy, PregelTask, StateSnapshot
 from graphdef.update import update_state
 
 DEFAULT_RECURSION_LIMIT = 25
@@ -35,8 +37,7 @@ METADATA_FROM_CONFIGURABLE = (
 # What LangGraph's run methods accept that graphdef does not implement, with the value
 # that means "not used": anything else raises rather than being ignored.
 UNSUPPORTED_RUN_ARGS: dict[str, Any] = {
-    "context": None, "print_mode": (), "output_keys": None, "control": None,
-    "debug": None, "version": "v1",
+    "print_mode": (), "output_keys": None, "control": None, "debug": None, "version": "v1",
 }
 
 
@@ -82,9 +83,17 @@ class Pregel:
         interrupt_after: Sequence[str] | str = (),
         name: str = "LangGraph",
         store: BaseStore | None = None,
+        cache: BaseCache[Any] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
+        context_schema: Any = None,
     ) -> None:
+        """`cache_policy`: for nodes and `@task` calls without one of their own (an
+        entrypoint's); `context_schema`: what a `context=` dict is made into."""
         self.nodes = nodes
         self.store = store
+        self.cache = cache
+        self.cache_policy = cache_policy
+        self.context_schema = context_schema
         self.channel_specs = channels
         self.input_channels = input_channels
         self.output_channels = output_channels
@@ -194,19 +203,21 @@ class Pregel:
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
         **unsupported: Any,
     ) -> Iterator[Any]:
         """Run the graph, yielding chunks in the requested mode(s), as LangGraph does.
 
         `checkpointer`: the saver for a graph compiled without one of its own, as a parent
         graph's is for its subgraphs (`celerygraph run` passes its SQLite file's).
+        `context`: the run's `Runtime.context` (not saved: pass it again on resume).
         """
         reject_unsupported(unsupported)
         stream_mode = self.stream_mode if stream_mode is None else stream_mode
         modes = check_modes(stream_mode)
         loop = self._loop(
             input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
-            output_keys=self.stream_channels, checkpointer=checkpointer,
+            output_keys=self.stream_channels, checkpointer=checkpointer, context=context,
         )
         shape = _chunk_shape(stream_mode, subgraphs)
         for chunk in loop.run():
@@ -223,6 +234,7 @@ class Pregel:
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
         **unsupported: Any,
     ) -> AsyncIterator[Any]:
         """`stream` on the caller's event loop: async nodes are awaited and a step's tasks
@@ -232,7 +244,7 @@ class Pregel:
         modes = check_modes(stream_mode)
         loop = self._loop(
             input, config, modes, durability, interrupt_before, interrupt_after, subgraphs,
-            output_keys=self.stream_channels, checkpointer=checkpointer,
+            output_keys=self.stream_channels, checkpointer=checkpointer, context=context,
         )
         shape = _chunk_shape(stream_mode, subgraphs)
         async for chunk in loop.arun():
@@ -248,11 +260,12 @@ class Pregel:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
         **unsupported: Any,
     ) -> Any:
         """Run to completion or to the next interrupt and return the output.
 
-        `checkpointer`: as for `stream`.
+        `checkpointer`, `context`: as for `stream`.
         """
         reject_unsupported(unsupported)
         if stream_mode != "values":
@@ -260,12 +273,12 @@ class Pregel:
                 self.stream(
                     input, config, stream_mode=stream_mode, durability=durability,
                     interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                    checkpointer=checkpointer,
+                    checkpointer=checkpointer, context=context,
                 )
             )
         loop = self._loop(
             input, config, ["values"], durability, interrupt_before, interrupt_after,
-            output_keys=self.output_channels, checkpointer=checkpointer,
+            output_keys=self.output_channels, checkpointer=checkpointer, context=context,
         )
         for _ in loop.run():
             pass
@@ -281,6 +294,7 @@ class Pregel:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
         **unsupported: Any,
     ) -> Any:
         """`invoke` on the caller's event loop; see `astream`."""
@@ -290,12 +304,12 @@ class Pregel:
                 chunk async for chunk in self.astream(
                     input, config, stream_mode=stream_mode, durability=durability,
                     interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                    checkpointer=checkpointer,
+                    checkpointer=checkpointer, context=context,
                 )
             ]
         loop = self._loop(
             input, config, ["values"], durability, interrupt_before, interrupt_after,
-            output_keys=self.output_channels, checkpointer=checkpointer,
+            output_keys=self.output_channels, checkpointer=checkpointer, context=context,
         )
         async for _ in loop.arun():
             pass
@@ -371,6 +385,7 @@ class Pregel:
         subgraphs: bool = False,
         output_keys: str | list[str] | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        context: Any = None,
     ) -> RunLoop:
         config, scope = self._resolve(config, checkpointer)
         mode = durability or scope.durability
@@ -394,6 +409,8 @@ class Pregel:
             resume_map=scope.resume_map,
             store=scope.store,
             messages=scope.messages,
+            # A subgraph runs with its parent's context unless given one (LangGraph's merge).
+            context=scope.context if context is None else context,
         )
 
     def run_as_subgraph(self, input: Any, config: dict[str, Any]) -> Any:
@@ -592,6 +609,16 @@ class Pregel:
     ) -> dict[str, Any]:
         """`update_state`; see `aget_state`."""
         return self.update_state(config, values, as_node)
+
+    def clear_cache(self, nodes: Sequence[str] | None = None) -> None:
+        """Forget the cached writes of `nodes` (all by default), as LangGraph's does."""
+        if self.cache is None:
+            raise ValueError("No cache is set for this graph. Cannot clear cache.")
+        self.cache.clear([(CACHE_NS_WRITES, self.nodes[n].cache_id, n)
+                          for n in nodes or self.nodes if n in self.nodes])
+
+    async def aclear_cache(self, nodes: Sequence[str] | None = None) -> None:
+        self.clear_cache(nodes)
 
     def get_graph(self) -> GraphView:
         return GraphView.from_pregel(self)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import types
 import typing
@@ -12,21 +11,27 @@ from typing import Any, get_type_hints
 
 from graphdef import serde
 from graphdef.algo import Node, TaskContext, Write, goto_writes
+from graphdef.cache.base import BaseCache
+from graphdef.cache.keys import identifier
 from graphdef.channels import (
     BaseChannel,
     BinaryOperatorAggregate,
     EphemeralValue,
     LastValue,
+    LastValueAfterFinish,
     NamedBarrierValue,
+    NamedBarrierValueAfterFinish,
     Topic,
 )
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.constants import BRANCH_TO, END, START, TASKS
 from graphdef.errors import InvalidUpdateError, ParentCommand
+from graphdef.inject import accepts_param, is_async_callable, with_injected
+from graphdef.params import deprecated, refuse
 from graphdef.pregel import Pregel
-from graphdef.runtime import current_runtime, get_config, get_store
+from graphdef.runtime import current_runtime, get_config
 from graphdef.store.base import BaseStore
-from graphdef.types import Command, RetryPolicy, Send
+from graphdef.types import CachePolicy, Command, RetryPolicy, Send
 
 
 def state_keys(schema: Any) -> dict[str, Any]:
@@ -56,70 +61,6 @@ def _initial_factory(base: Any) -> Callable[[], Any]:
     if isinstance(origin, type):
         return origin
     return list
-
-
-def accepts_param(func: Callable[..., Any], name: str) -> bool:
-    """Whether a user function takes `name`, so it is passed only to those that want it."""
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-_STORE_ANNOTATIONS: tuple[Any, ...] = (
-    inspect.Parameter.empty, BaseStore, "BaseStore", typing.Optional[BaseStore],  # noqa: UP045
-    "Optional[BaseStore]",
-)
-
-
-def accepts_store(func: Callable[..., Any]) -> bool:
-    """LangGraph's rule for injecting the store: a parameter named `store` (positional or
-    keyword, not *args) annotated `BaseStore`, `Optional[BaseStore]` or not at all. Other
-    annotations, `BaseStore | None` among them, get nothing, as in LangGraph."""
-    try:
-        param = inspect.signature(func).parameters.get("store")
-    except (TypeError, ValueError):
-        return False
-    return (
-        param is not None
-        and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
-        and any(param.annotation is a or param.annotation == a for a in _STORE_ANNOTATIONS)
-    )
-
-
-def with_store(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func`, given the running graph's store as `store` if it asks for it and the caller
-    did not pass one."""
-    if not accepts_store(func):
-        return func
-
-    if is_async_callable(func):
-
-        @functools.wraps(func)
-        async def acall(*args: Any, **kwargs: Any) -> Any:
-            if "store" not in kwargs:
-                kwargs["store"] = get_store()
-            return await func(*args, **kwargs)
-
-        return acall
-
-    @functools.wraps(func)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if "store" not in kwargs:
-            kwargs["store"] = get_store()
-        return func(*args, **kwargs)
-
-    return call
-
-
-def is_async_callable(func: Any) -> bool:
-    """Whether calling `func` gives a coroutine: an async function, a partial of one, or an
-    object whose `__call__` is one."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004 - a callable object's method
-    )
 
 
 def no_sync_function(name: str) -> Callable[..., Any]:
@@ -192,6 +133,8 @@ class _NodeSpec:
     queue: str | None
     metadata: dict[str, Any] | None
     ends: tuple[str, ...] | dict[str, str] = ()
+    cache_policy: CachePolicy[Any] | None = None
+    defer: bool = False
 
 
 def _hinted_schema_and_ends(action: Any) -> tuple[Any, tuple[str, ...]]:
@@ -242,8 +185,20 @@ class StateGraph:
         *,
         input_schema: Any = None,
         output_schema: Any = None,
+        **kwargs: Any,
     ) -> None:
+        """`context_schema`: the type of `invoke(..., context=...)`, which nodes read as
+        `runtime.context`; a dict given as context is made into it if it is a dataclass
+        or pydantic model. `config_schema`, `input`, `output`: LangGraph's deprecated names."""
+        given = deprecated("StateGraph", kwargs, {"config_schema": "context_schema",
+                                                  "input": "input_schema",
+                                                  "output": "output_schema"},
+                           {"context_schema": context_schema, "input_schema": input_schema,
+                            "output_schema": output_schema})
+        context_schema, input_schema = given["context_schema"], given["input_schema"]
+        output_schema = given["output_schema"]
         self.state_schema = state_schema
+        self.context_schema = context_schema
         self.input_schema = input_schema or state_schema
         self.output_schema = output_schema or state_schema
         self.nodes: dict[str, _NodeSpec] = {}
@@ -260,13 +215,30 @@ class StateGraph:
         node: str | Callable[..., Any],
         action: Any = None,
         *,
-        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
-        input_schema: Any = None,
+        defer: bool = False,
         metadata: dict[str, Any] | None = None,
+        input_schema: Any = None,
+        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
+        error_handler: Any = None,
         destinations: Any = None,
+        timeout: Any = None,
+        trace_policy: Any = None,
         queue: str | None = None,
-        **_unused: Any,
+        **kwargs: Any,
     ) -> StateGraph:
+        """LangGraph's `add_node`; `queue` (ours) routes the node to a Celery queue.
+
+        `defer`: run the node once, after all other pending work (a fan-in after a `Send`
+        fan-out runs once, not per branch). `cache_policy`: with `compile(cache=...)`, a
+        later run with an equal input reuses the node's cached writes instead of running
+        it. `error_handler`, `timeout` and `trace_policy` raise NotImplementedFeatureError.
+        """
+        refuse("add_node", error_handler=error_handler, timeout=timeout,
+               trace_policy=trace_policy)
+        given = deprecated("add_node", kwargs, {"retry": "retry_policy", "input": "input_schema"},
+                           {"retry_policy": retry_policy, "input_schema": input_schema})
+        retry_policy, input_schema = given["retry_policy"], given["input_schema"]
         if not isinstance(node, str):
             action = node
             node = getattr(action, "name", None) or getattr(action, "__name__", None)
@@ -289,7 +261,8 @@ class StateGraph:
         if destinations is not None:
             ends = dict(destinations) if isinstance(destinations, dict) else tuple(destinations)
         self.nodes[node] = _NodeSpec(
-            action, policies, input_schema or hinted_schema, queue, metadata, ends
+            action, policies, input_schema or hinted_schema, queue, metadata, ends,
+            cache_policy, defer,
         )
         return self
 
@@ -378,20 +351,26 @@ class StateGraph:
         self,
         checkpointer: BaseCheckpointSaver | None | bool = None,
         *,
+        cache: BaseCache[Any] | None = None,
+        store: BaseStore | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        debug: bool = False,
         name: str | None = None,
+        transformers: Sequence[Callable[..., Any]] | None = None,
         routes: dict[str, str] | None = None,
-        store: BaseStore | None = None,
-        **_unused: Any,
     ) -> CompiledStateGraph:
         """Compile; `routes` ({node: queue}) sends nodes to Celery queues when distributed.
-        `store` is what nodes get as `store` and from `get_store()`; distributed, workers
-        use it as it is, so give them one every process reaches (a `RedisStore`)."""
+        `store` is what nodes get as `store` and from `get_store()`, `cache` where nodes
+        with a `cache_policy` keep their writes; distributed, workers use both as they
+        are, so give them ones every process reaches (`RedisStore`, `RedisCache`).
+        `debug=True` and `transformers` raise NotImplementedFeatureError."""
+        refuse("compile", debug=debug, transformers=transformers)
         interrupt_before = interrupt_before or ()
         interrupt_after = interrupt_after or ()
+        # The context too: a distributed run's context is decoded by workers.
         for schema in (self.state_schema, self.input_schema, self.output_schema,
-                       *(n.input_schema for n in self.nodes.values())):
+                       self.context_schema, *(n.input_schema for n in self.nodes.values())):
             if dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields"):
                 serde.register(schema)
         self.validate(
@@ -403,7 +382,7 @@ class StateGraph:
                 raise ValueError(f"routes name unknown node {node!r}")
         self.compiled = True
         compiled = CompiledStateGraph(
-            self, checkpointer, interrupt_before, interrupt_after, name, store
+            self, checkpointer, interrupt_before, interrupt_after, name, store, cache
         )
         for node, queue in (routes or {}).items():
             compiled.nodes[node].queue = queue
@@ -421,6 +400,7 @@ class CompiledStateGraph(Pregel):
         interrupt_after: Sequence[str] | str,
         name: str | None,
         store: BaseStore | None = None,
+        cache: BaseCache[Any] | None = None,
     ) -> None:
         self.builder = builder
         keys: dict[str, Any] = {}
@@ -435,7 +415,9 @@ class CompiledStateGraph(Pregel):
         self.input_keys = list(state_keys(builder.input_schema))
         nodes: dict[str, Node] = {START: self._start_node()}
         for name_, spec in builder.nodes.items():
-            channels[BRANCH_TO.format(name_)] = EphemeralValue(BRANCH_TO.format(name_))
+            branch = BRANCH_TO.format(name_)
+            channels[branch] = LastValueAfterFinish(branch) if spec.defer else EphemeralValue(
+                branch)
             nodes[name_] = self._make_node(name_, spec)
         for start, end in sorted(builder.edges):
             if end != END:
@@ -444,7 +426,9 @@ class CompiledStateGraph(Pregel):
             if end == END:
                 continue
             chan = f"join:{'+'.join(starts)}:{end}"
-            channels[chan] = NamedBarrierValue(chan, frozenset(starts))
+            barrier = (NamedBarrierValueAfterFinish if builder.nodes[end].defer
+                       else NamedBarrierValue)
+            channels[chan] = barrier(chan, frozenset(starts))
             nodes[end].triggers.append(chan)
             for start in starts:
                 nodes[start].writers.append(_static_write(chan, start))
@@ -462,6 +446,8 @@ class CompiledStateGraph(Pregel):
             interrupt_after=interrupt_after,
             name=name or "LangGraph",
             store=store,
+            cache=cache,
+            context_schema=builder.context_schema,
         )
         self.stream_mode = "updates"
 
@@ -477,16 +463,18 @@ class CompiledStateGraph(Pregel):
         )
 
     def _make_node(self, name: str, spec: _NodeSpec) -> Node:
-        action = spec.action if isinstance(spec.action, Pregel) else with_store(spec.action)
+        action = spec.action if isinstance(spec.action, Pregel) else with_injected(spec.action)
         schema = spec.input_schema or self.builder.state_schema
         subgraph = find_subgraph(action)
         abound = None
+        is_async = False
         if isinstance(action, Pregel):
             bound: Callable[[Any, dict[str, Any]], Any] = action.run_as_subgraph
             abound = action.arun_as_subgraph
         elif is_async_callable(action):
             bound = no_sync_function(name)
             abound = bind_action(action)
+            is_async = True
         else:
             bound = bind_action(action)
         return Node(
@@ -495,11 +483,14 @@ class CompiledStateGraph(Pregel):
             reads=list(state_keys(schema)),
             bound=bound,
             abound=abound,
+            is_async=is_async,
             writers=[self._updates_writer(self.state_key_set)],
             mapper=_coerce(schema),
             retry_policy=spec.retry_policy,
             subgraph=subgraph,
             queue=spec.queue,
+            cache_policy=spec.cache_policy,
+            cache_id=identifier(spec.action),
         )
 
     def _updates_writer(self, allowed: frozenset[str]) -> Callable[[Any, TaskContext], list[Write]]:
@@ -512,7 +503,7 @@ class CompiledStateGraph(Pregel):
         reads = list(state_keys(self.builder.state_schema))
         mapper = _coerce(self.builder.state_schema)
         path_accepts_config = accepts_param(branch.path, "config")
-        path = with_store(branch.path)
+        path = with_injected(branch.path)
         nodes = self.builder.nodes
 
         def route(context: TaskContext) -> Any:

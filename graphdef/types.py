@@ -7,7 +7,10 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
+from graphdef.cache.keys import default_cache_key
+
 N = TypeVar("N", bound=Hashable)
+KeyFuncT = TypeVar("KeyFuncT", bound=Callable[..., str | bytes])
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,15 @@ class RetryPolicy(NamedTuple):
     retry_on: (
         type[Exception] | Sequence[type[Exception]] | Callable[[Exception], bool]
     ) = default_retry_on
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class CachePolicy(Generic[KeyFuncT]):
+    """Cache a node's (or task's) writes under `key_func(input)` for `ttl` seconds (None:
+    until cleared), so that a later run with an equal input skips the node."""
+
+    key_func: KeyFuncT = default_cache_key  # type: ignore[assignment]
+    ttl: int | None = None
 
 
 class PregelTask(NamedTuple):

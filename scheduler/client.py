@@ -143,11 +143,13 @@ class Client:
         config: dict[str, Any] | None = None,
         on_busy: str = "reject",
         routes: dict[str, str] | None = None,
+        context: Any = None,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
         With `on_busy="reject"` a thread that is running another run raises ThreadBusyError
         and nothing is stored; with `"enqueue"` the run starts when the thread is free.
+        `context`: what its nodes read as `runtime.context` (`invoke(..., context=...)`).
         """
         check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
@@ -160,7 +162,7 @@ class Client:
         try:
             create_run(self.store, graph=graph, run_input=input, thread_id=thread_id,
                        config=config, durability=durability, on_busy=on_busy,
-                       run_id=run_id, routes=routes)
+                       run_id=run_id, routes=routes, context=context)
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
@@ -171,8 +173,9 @@ class Client:
         return RunHandle(self, thread_id, run_id)
 
     def resume(self, thread_id: str, command: Command[Any] | Any, *, durability: str = "async",
-               on_busy: str = "reject") -> RunHandle:
-        """Answer the thread's pending interrupt(s); a bare value means Command(resume=value)."""
+               on_busy: str = "reject", context: Any = None) -> RunHandle:
+        """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
+        `context` is not carried over from the paused run: pass it again, as with LangGraph."""
         if not isinstance(command, Command):
             command = Command(resume=command)
         runs = self.store.runs_of(thread_id)
@@ -191,7 +194,7 @@ class Client:
                     self._graph_of(thread_id), self.saver, head).interrupts
             algo.check_resume(command.resume, {i.id for i in interrupts}, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
-                           on_busy=on_busy)
+                           on_busy=on_busy, context=context)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""

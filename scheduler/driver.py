@@ -203,7 +203,7 @@ class Driver:
             graph, run_input, run.config_at(checkpoint_id),
             checkpointer=self.saver, durability="sync",
             interrupt_before=graph.interrupt_before, interrupt_after=graph.interrupt_after,
-            stream_modes=(),
+            stream_modes=(), context=run.run_context(),
         )
 
     def _drive(self, run: RunRecord, loop: RunLoop, *, after_barrier: bool) -> Outcome:
@@ -213,7 +213,7 @@ class Driver:
                 todo = [t for t in loop.tasks.values() if not t.writes]
                 if inline := [t for t in todo if t.node.hidden]:
                     # `__start__` only maps the input to state: not worth a worker round trip.
-                    loop.run_planned(inline)
+                    loop.run_planned(inline, async_nodes=True)
                     todo = [t for t in todo if not t.writes]
                 if todo:
                     if after_barrier:

@@ -53,6 +53,7 @@ class StartRun:
     durability: str = "async"
     on_busy: str = "reject"
     routes: dict[str, str] | None = None
+    context: Any = None
 
     def kwargs(self) -> dict[str, Any]:
         """Only what differs from the defaults: a stored run's start is its two ids."""

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypedDict
 
+import orjson
+
+from graphdef import serde
 from graphdef.pregel import DEFAULT_RECURSION_LIMIT
 
 
@@ -74,6 +77,14 @@ class RunRecord:
     finished_at: float | None = None
     # Whether `base_head` was recorded (None is a valid head: the thread was empty).
     has_base_head: bool = field(default=False, repr=False)
+    # The run's `context=` (LangGraph's `Runtime.context`) in the serde's JSON form, so that
+    # the record stays plain JSON and every loop of the run reads it with the record.
+    context: Any = None
+
+    def run_context(self) -> Any:
+        """The run's context as the producer gave it; loops coerce it to the graph's
+        `context_schema`."""
+        return None if self.context is None else serde.loads(orjson.dumps(self.context))
 
     @classmethod
     def from_fields(cls, values: dict[str, Any]) -> RunRecord:
@@ -97,3 +108,8 @@ class RunRecord:
             conf["checkpoint_id"] = checkpoint_id
         return {**self.config, "configurable": conf,
                 "recursion_limit": self.config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)}
+
+
+def encode_context(context: Any) -> Any:
+    """`context` as a run record keeps it (see `RunRecord.context`); None stays None."""
+    return None if context is None else orjson.loads(serde.dumps(context, root="context"))

@@ -8,7 +8,7 @@ from graphdef import serde
 from graphdef.pregel import DURABILITY_MODES
 from scheduler import registry
 from scheduler.errors import UnknownGraphError
-from scheduler.records import RunRecord, RunStatus
+from scheduler.records import RunRecord, RunStatus, encode_context
 from scheduler.store import RunStore, new_run_id
 
 BUSY_POLICIES = ("reject", "enqueue")
@@ -39,8 +39,10 @@ def create_run(
     run_id: str | None = None,
     routes: dict[str, str] | None = None,
     validate: bool = True,
+    context: Any = None,
 ) -> str:
-    """Validate, then store the run record and input in one transaction; returns the run id."""
+    """Validate, then store the run record and input in one transaction; returns the run id.
+    `context`: the run's `Runtime.context`, kept in the record."""
     if validate:
         check_graph(store, graph)
     if durability not in DURABILITY_MODES:
@@ -53,7 +55,7 @@ def create_run(
     store.create_run(
         RunRecord(thread_id=thread_id, run_id=run_id, graph=graph, status=RunStatus.QUEUED,
                   durability=durability, on_busy=on_busy, config=config or {},
-                  routes=routes or {}),
+                  routes=routes or {}, context=encode_context(context)),
         run_input,
     )
     return run_id

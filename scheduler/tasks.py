@@ -41,13 +41,15 @@ def register_scheduler_tasks(app: CeleryGraphApp) -> None:
         durability: str = "async",
         on_busy: str = "reject",
         routes: dict[str, str] | None = None,
+        context: Any = None,
     ) -> str:
         res = resources(app.settings)
         res.load_graphs()
         if run_id is None or res.store.run(thread_id, run_id) is None:
             run_id = create_run(res.store, graph=graph or "", run_input=input,
                                 thread_id=thread_id, config=config, durability=durability,
-                                on_busy=on_busy, run_id=run_id, routes=routes, validate=False)
+                                on_busy=on_busy, run_id=run_id, routes=routes, validate=False,
+                                context=context)
         started = run_id
         outcome = with_run_lease(res, app, thread_id, started,
                                  lambda d: d.start(thread_id, started))

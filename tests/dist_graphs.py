@@ -6,14 +6,28 @@ tasks ran how often across processes, including processes it killed.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import os
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 import redis
 
-from graphdef import END, START, BaseStore, Send, StateGraph, get_config, get_store, interrupt
+from graphdef import (
+    END,
+    START,
+    BaseStore,
+    CachePolicy,
+    Runtime,
+    Send,
+    StateGraph,
+    get_config,
+    get_store,
+    interrupt,
+)
+from graphdef.cache.redis import RedisCache
 from graphdef.store.redis import RedisStore
 
 _client: redis.Redis | None = None
@@ -198,3 +212,70 @@ def _remembering() -> Any:
 
 
 remembering = _remembering()
+
+
+# ---- async nodes and routes: a worker runs them on an event loop of its own ----------------
+
+
+async def fetch(state: Log) -> dict[str, Any]:
+    count("fetch")
+    await asyncio.sleep(0.01)
+    return {"log": ["fetched"], "n": state.get("n", 0) + 1}
+
+
+async def more_or_done(state: Log) -> str:
+    await asyncio.sleep(0)
+    return "fetch" if state["n"] < 3 else "wrap"
+
+
+def wrap(state: Log) -> dict[str, Any]:
+    count("wrap")
+    return {"log": ["wrapped"]}
+
+
+def _asynchronous() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("fetch", fetch)
+    builder.add_node("wrap", wrap)
+    builder.add_edge(START, "fetch")
+    builder.add_conditional_edges("fetch", more_or_done, ["fetch", "wrap"])
+    builder.add_edge("wrap", END)
+    return builder.compile()
+
+
+asynchronous = _asynchronous()
+
+
+@dataclass
+class Caller:
+    """The run context of `personal`: who the run is for."""
+
+    user: str
+
+
+# The node cache workers share, on the cluster's Redis (nothing touches it at import).
+CACHE = RedisCache(os.environ.get("CELERYGRAPH_STORE_URL", "redis://unset.invalid:1/0"),
+                   prefix="test-cache")
+
+
+def expensive(state: Log, runtime: Runtime[Caller]) -> dict[str, Any]:
+    count("expensive")
+    return {"log": [f"expensive {state['n']}"]}
+
+
+def greet(state: Log, runtime: Runtime[Caller]) -> dict[str, Any]:
+    count("greet")
+    return {"log": [f"for {runtime.context.user}"]}
+
+
+def _personal() -> Any:
+    builder = StateGraph(Log, context_schema=Caller)
+    builder.add_node("expensive", expensive,
+                     cache_policy=CachePolicy(key_func=lambda s: str(s["n"])))
+    builder.add_node("greet", greet)
+    builder.add_edge(START, "expensive")
+    builder.add_edge("expensive", "greet")
+    return builder.compile(cache=CACHE)
+
+
+personal = _personal()

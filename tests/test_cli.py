@@ -68,8 +68,10 @@ def test_user_errors_are_clear_and_exit_nonzero(cluster):
 
 
 def test_cancel(cluster):
+    # `slow` sleeps well past a CLI process's start on a loaded machine: the cancel lands
+    # while the run is still going.
     submitted = json.loads(cli(cluster, "submit", "tests.dist_graphs:chain", "--thread",
-                               "cli-3", "--input", '{"log": [], "sleep": 1.0}').stdout)
+                               "cli-3", "--input", '{"log": [], "sleep": 10.0}').stdout)
     cli(cluster, "cancel", "cli-3", submitted["run_id"])
     waited = cli(cluster, "wait", "cli-3", submitted["run_id"], "--timeout", "30", check=False)
     assert json.loads(waited.stdout)["status"] == "cancelled"

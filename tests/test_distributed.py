@@ -58,6 +58,21 @@ def test_nodes_on_workers_get_the_graphs_store(cluster, redis_server):
         assert store.get(("visits", "store-1"), "n").value == {"n": 1}
 
 
+def test_context_reaches_workers_and_their_cache_is_shared(cluster, redis_server):
+    from tests.dist_graphs import Caller
+
+    client = cluster.client()
+    outputs = []
+    for thread_id, context in (("ctx-1", Caller("ada")), ("ctx-2", {"user": "bo"})):
+        handle = client.submit("tests.dist_graphs:personal", {"log": [], "n": 7},
+                               thread_id=thread_id, context=context)
+        outputs.append(handle.result(timeout=60)["log"])
+    assert outputs == [["expensive 7", "for ada"], ["expensive 7", "for bo"]]
+    # The second run found `expensive`'s writes in the workers' RedisCache.
+    assert runs(redis_server, "ctx-1") == {"expensive": 1, "greet": 1}
+    assert runs(redis_server, "ctx-2") == {"greet": 1}
+
+
 def test_send_fan_out(cluster, redis_server):
     handle = cluster.client().submit("tests.dist_graphs:fanout", {"n": 20}, thread_id="fan-1")
     result = handle.result(timeout=60)
@@ -264,3 +279,12 @@ def test_a_worker_killed_inside_a_batch_costs_only_the_task_it_was_running(redis
         assert sorted(counts.values())[:-1] == [1] * 5 and max(counts.values()) <= 2, counts
     finally:
         cluster.stop()
+
+
+def test_async_nodes_and_routes_run_on_workers(cluster, redis_server):
+    """The sync API refuses an async node, as LangGraph's does; a worker, which has no event
+    loop of its own, runs the task on one."""
+    handle = cluster.client().submit("tests.dist_graphs:asynchronous", {"log": [], "n": 0},
+                                     thread_id="async-1")
+    assert handle.result(timeout=60) == {"log": ["fetched"] * 3 + ["wrapped"], "n": 3}
+    assert runs(redis_server, "async-1") == {"fetch": 3, "wrap": 1}

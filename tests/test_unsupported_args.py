@@ -42,7 +42,6 @@ def run(method: str, **kwargs: Any) -> Any:
 
 METHODS = ("invoke", "stream", "ainvoke", "astream")
 UNSUPPORTED = {
-    "context": {"user": "u"},
     "print_mode": "updates",
     "output_keys": ["log"],
     "control": object(),

@@ -147,6 +147,7 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         checkpointer=saver,
         durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
         resuming=bool(context.get("resuming")), resume_map=context.get("resume_map"),
+        context=run.run_context(),
     )
     loop.load()
     loop.apply_null_writes()
@@ -176,7 +177,7 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None
     def node() -> NodeResult:
         faults.maybe_crash("node_started")
         errors, interrupts = loop.run_planned(
-            [task], before_save=lambda: faults.maybe_crash("node_returned"))
+            [task], before_save=lambda: faults.maybe_crash("node_returned"), async_nodes=True)
         outcome = "failed" if errors else "interrupted" if interrupts else "finished"
         return outcome, errors[0] if errors else None
 

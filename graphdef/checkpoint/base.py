@@ -8,6 +8,7 @@ leaves storage exactly as it was.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -144,19 +145,18 @@ class PreparedPut:
     ) -> dict[str, BlobRef]:
         """Which blob each channel's current version is: written now, the parent's, or else
         the newest stored blob of that version (a put whose parent was never saved)."""
-        written = {(b.channel, b.version): b.ref for b in blobs}
-        refs: dict[str, BlobRef] = {}
-        for channel, version in self.channel_versions.items():
-            ref = written.get((channel, version))
-            if ref is None:
-                parent = parent_refs.get(channel)
-                if parent is not None and parent[0] == version:
-                    ref = parent
-                else:
-                    digest = latest(channel, version)
-                    ref = None if digest is None else (version, digest)
-            if ref is not None:
-                refs[channel] = ref
+        versions = self.channel_versions
+        # Most channels did not change since the parent: take its refs wholesale, then the
+        # blobs written now, and look up only what is left.
+        refs = {c: ref for c, ref in parent_refs.items() if versions.get(c) == ref[0]}
+        for blob in blobs:
+            if versions.get(blob.channel) == blob.version:
+                refs[blob.channel] = blob.ref
+        for channel, version in versions.items():
+            if channel not in refs:
+                digest = latest(channel, version)
+                if digest is not None:
+                    refs[channel] = (version, digest)
         return refs
 
 
@@ -300,25 +300,11 @@ class BaseCheckpointSaver(ABC):
         return orjson.dumps({channel: list(ref) for channel, ref in refs.items()})
 
     def _decode_refs(self, data: bytes) -> dict[str, BlobRef]:
-        """The channel refs of a stored checkpoint row; CorruptStorageError if malformed."""
-        doc = load_json(data, "channel refs of a checkpoint row")
-        if not isinstance(doc, dict):
-            raise CorruptStorageError(
-                f"channel refs of a checkpoint row are not an object: {type(doc).__name__}"
-            )
-        refs: dict[str, BlobRef] = {}
-        for channel, ref in doc.items():
-            if not (
-                isinstance(ref, list)
-                and len(ref) == 2
-                and is_version(ref[0])
-                and isinstance(ref[1], str)
-            ):
-                raise CorruptStorageError(
-                    f"malformed channel ref {ref!r} for channel {channel!r} of a checkpoint row"
-                )
-            refs[channel] = (ref[0], ref[1])
-        return refs
+        """The channel refs of a stored checkpoint row; CorruptStorageError if malformed.
+
+        Each put reads its parent's refs, and a chain's parent is the row the last put
+        wrote: a process decodes a row's refs once (the caller gets its own dict)."""
+        return dict(_parse_refs(data))
 
     def _decode_checkpoint(self, data: bytes) -> dict[str, Any]:
         """A stored checkpoint row (everything but the values); CorruptStorageError if it is
@@ -458,3 +444,25 @@ def list_bounds(
         configurable.get("checkpoint_id"),
         before_id,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_refs(data: bytes) -> dict[str, BlobRef]:
+    doc = load_json(data, "channel refs of a checkpoint row")
+    if not isinstance(doc, dict):
+        raise CorruptStorageError(
+            f"channel refs of a checkpoint row are not an object: {type(doc).__name__}"
+        )
+    refs: dict[str, BlobRef] = {}
+    for channel, ref in doc.items():
+        if not (
+            isinstance(ref, list)
+            and len(ref) == 2
+            and is_version(ref[0])
+            and isinstance(ref[1], str)
+        ):
+            raise CorruptStorageError(
+                f"malformed channel ref {ref!r} for channel {channel!r} of a checkpoint row"
+            )
+        refs[channel] = (ref[0], ref[1])
+    return refs

@@ -32,19 +32,25 @@ NAMES = (
     "InMemoryStore",
     "get_store",
     "get_stream_writer",
+    "Runtime",
+    "get_runtime",
+    "CachePolicy",
+    "InMemoryCache",
 )
 
 
 def _langgraph() -> SimpleNamespace:
+    from langgraph.cache.memory import InMemoryCache
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.config import get_store, get_stream_writer
     from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
     from langgraph.func import entrypoint, task
     from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
+    from langgraph.runtime import Runtime, get_runtime
     from langgraph.store.base import BaseStore
     from langgraph.store.memory import InMemoryStore
-    from langgraph.types import Command, Interrupt, RetryPolicy, Send, interrupt
+    from langgraph.types import CachePolicy, Command, Interrupt, RetryPolicy, Send, interrupt
 
     def sqlite_saver(path: str) -> SqliteSaver:
         return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
@@ -72,6 +78,10 @@ def _langgraph() -> SimpleNamespace:
         InMemoryStore=InMemoryStore,
         get_store=get_store,
         get_stream_writer=get_stream_writer,
+        Runtime=Runtime,
+        get_runtime=get_runtime,
+        CachePolicy=CachePolicy,
+        InMemoryCache=InMemoryCache,
     )
 
 

@@ -195,6 +195,7 @@ class DistributedGraph:
         durability: str | None = None,
         interrupt_before: Any = None,
         interrupt_after: Any = None,
+        context: Any = None,
     ) -> Any:
         if not self._top_level():
             return super().invoke(  # type: ignore[misc]
@@ -204,6 +205,7 @@ class DistributedGraph:
                 durability=durability,
                 interrupt_before=interrupt_before,
                 interrupt_after=interrupt_after,
+                context=context,
             )
         if stream_mode != "values":
             raise NotSupportedDistributed("invoke(stream_mode=...) streams chunks")
@@ -224,11 +226,11 @@ class DistributedGraph:
         if isinstance(input, Command) and input.resume is not None:
             # Client.resume checks the answer against the pending interrupts, then submits
             # the whole command (an update or goto beside the resume goes with it).
-            handle = client.resume(thread_id, input, durability=mode)
+            handle = client.resume(thread_id, input, durability=mode, context=context)
         else:
             handle = client.submit(
                 binding.ref, input, thread_id=thread_id, durability=mode,
-                config=run_config or None,
+                config=run_config or None, context=context,
             )
         from scheduler.errors import RunFailedError
 

@@ -14,10 +14,12 @@ import pytest
 
 from . import (
     scenarios_async_stream,
+    scenarios_cache,
     scenarios_durable,
     scenarios_functional,
     scenarios_graph,
     scenarios_interrupt,
+    scenarios_runtime,
     scenarios_store,
     scenarios_substate,
 )
@@ -28,7 +30,8 @@ SCENARIOS = {
     name.removeprefix("scenario_"): function
     for module in (
         scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
-        scenarios_store, scenarios_async_stream, scenarios_substate,
+        scenarios_store, scenarios_async_stream, scenarios_runtime, scenarios_cache,
+        scenarios_substate,
     )
     for name, function in vars(module).items()
     if name.startswith("scenario_")
