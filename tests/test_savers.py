@@ -176,6 +176,8 @@ def test_sqlite_values_too_big_for_a_row_round_trip_and_go_with_their_rows(
         assert loaded.pending_writes == [("task", "__error__", "f" * 4000), ("task", "items", big)]
         newest = saver.get(cfg("t"))
         assert newest is not None and newest["channel_values"]["items"] == big
+        # Versions read back from the refs keep the checkpoint's channel order.
+        assert list(newest["channel_versions"]) == ["items", "text"]
         assert payload_rows(path) > 0
         saver.prune("t", keep_last=1)
         assert saver.get(cfg("t")) == newest

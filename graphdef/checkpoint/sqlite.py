@@ -330,7 +330,10 @@ class SqliteSaver(BaseCheckpointSaver):
                 }).rowcount
                 if not inserted:
                     _drop_payloads(db, [payload])
-            channel_refs = self._refs(db, prepared, blobs)
+            found = self._refs(db, prepared, blobs)
+            # In the checkpoint's channel order, so that its versions can be read back from
+            # the refs in that order (below).
+            channel_refs = {c: found[c] for c in prepared.channel_versions if c in found}
             refs = self._encode_refs(channel_refs)
             row = prepared.checkpoint
             if [(c, r[0]) for c, r in channel_refs.items()] == list(
