@@ -29,6 +29,7 @@ from graphdef.checkpoint.base import (
     Checkpoint,
     CheckpointTuple,
     empty_checkpoint,
+    metadata_from_config,
 )
 from graphdef.constants import (
     ERROR,
@@ -59,6 +60,7 @@ from graphdef.runtime import (
 from graphdef.store.base import BaseStore
 from graphdef.stream_messages import StreamMessagesHandler
 from graphdef.types import CachePolicy, Command, Interrupt, RetryPolicy
+from graphdef.update import Resumable, resumable_interrupts
 
 WRITES_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 
@@ -166,6 +168,7 @@ class RunLoop:
             [self.output_keys] if isinstance(self.output_keys, str) else self.output_keys
         )
         self.ns: str = self.conf.get("checkpoint_ns", "")
+        self.run_metadata = metadata_from_config(config)
         self.is_nested = bool(self.ns)
         self.parent_runtime = current_runtime_or_none() if self.is_nested else None
         self.chunks: deque[Chunk] = deque()
@@ -575,7 +578,8 @@ class RunLoop:
             raise RuntimeError("Cannot use Command(resume=...) without checkpointer")
         resume_is_map = False
         if cmd.resume is not None:
-            pending = {i.id for i in algo.pending_interrupts(self.pending_writes)}
+            resumable = self._resumable()
+            pending = {i.id for i in resumable.interrupts}
             answers = algo.check_resume(cmd.resume, pending, self.conf.get("thread_id"))
             if answers is not None:
                 resume_is_map = True
@@ -736,6 +740,26 @@ class RunLoop:
         """What a task's saved writes say (finished, paused, failed); None if it left none."""
         return algo.task_statuses(w for w in self.pending_writes if w[0] == task_id).get(task_id)
 
+    def _resumable(self, history: BaseCheckpointSaver | None = None) -> Resumable:
+        saver = history or self.checkpointer
+        assert saver is not None
+        loaded = CheckpointTuple(self.checkpoint_config, self.checkpoint, self.metadata,
+                                 self.prev_checkpoint_config, self.pending_writes)
+        return resumable_interrupts(self.graph, saver, loaded)
+
+    def paused_before(self, task_id: str, history: BaseCheckpointSaver | None = None) -> bool:
+        """Whether the step's task `task_id` paused before: on its own saved interrupt, or
+        as the re-run of a node that paused before `update_state` edited the state ("edit,
+        then approve"). Such a task takes an answer given without an interrupt id.
+        `history`: the saver to read earlier checkpoints with, when the loop's own shows
+        only this task's writes (a worker's)."""
+        status = self.task_status(task_id)
+        if status is not None and status.interrupts:
+            return True
+        if history is None and self.checkpointer is None:
+            return False
+        return task_id in self._resumable(history).reruns
+
     def drop_null_resume(self) -> None:
         """Forget a resume answer given without an interrupt id: a task that runs on its own
         loop (a worker's) and did not pause before must not take the one meant for the task
@@ -755,6 +779,11 @@ class RunLoop:
                 resume.append(self.resume_map[next_id])
         previous = self.channels.get(PREVIOUS)
         config = self.graph.task_config(self.config, task, self.step)
+        # The subgraph a task runs records which checkpoint of each graph above it it ran
+        # under (its checkpoints' `parents`), as LangGraph's `checkpoint_map`.
+        config["configurable"]["checkpoint_map"] = {
+            **(self.conf.get("checkpoint_map") or {}), self.ns: self.checkpoint["id"],
+        }
         if self.messages is not None:
             config["callbacks"] = _with_handler(config.get("callbacks"), self.messages)
         return TaskRuntime(
@@ -960,8 +989,12 @@ class RunLoop:
             return
         if not exiting:
             metadata["step"] = self.step
-            metadata["parents"] = {}
-            self.metadata = metadata
+            # A subgraph's checkpoint names the checkpoints of the graphs above it that its
+            # step runs under, by namespace ("" for the root).
+            metadata["parents"] = dict(self.conf.get("checkpoint_map") or {}) if (
+                self.is_nested) else {}
+            self.metadata = {**metadata, **{k: v for k, v in self.run_metadata.items()
+                                            if k not in metadata}}
         do_checkpoint = self.checkpointer is not None and (exiting or self.durability != "exit")
         self.checkpoint = algo.create_checkpoint(
             self.checkpoint,

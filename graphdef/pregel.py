@@ -16,8 +16,8 @@ from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.cache.base import BaseCache
 from graphdef.cache.keys import CACHE_NS_WRITES
 from graphdef.channels import BaseChannel
-from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from graphdef.constants import INPUT, NS_SEP, NULL_TASK_ID, RETURN, START
+from graphdef.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, with_checkpoint_map
+from graphdef.constants import INPUT, NS_END, NS_SEP, NULL_TASK_ID, RETURN, START
 from graphdef.errors import InvalidUpdateError, NotImplementedFeatureError
 from graphdef.loop import RunLoop
 from graphdef.mermaid import GraphView
@@ -445,6 +445,29 @@ class Pregel:
         conf.setdefault("checkpoint_ns", "")
         return {"configurable": conf}
 
+    def _subgraph_for(self, config: dict[str, Any], *, for_update: bool = False
+                      ) -> Pregel | None:
+        """The subgraph a state method's namespaced config addresses (a config from
+        `get_state().tasks[i].state`), so that its own nodes and channels read and write its
+        checkpoints. None for this graph's own namespace, or, for a read, a namespace naming
+        no subgraph it declares (one a tool invokes): that read uses this graph's channels.
+
+        An update to such a namespace raises: this graph's nodes would write the wrong state
+        into it.
+        """
+        ns = (config.get("configurable") or {}).get("checkpoint_ns") or ""
+        names = [part.split(NS_END)[0] for part in ns.split(NS_SEP) if part and
+                 not part.isdigit()]
+        graph: Pregel = self
+        for name in names:
+            node = graph.nodes.get(name)
+            if node is None or not isinstance(node.subgraph, Pregel):
+                if for_update:
+                    raise ValueError(f"Subgraph {NS_SEP.join(names)} not found")
+                return None
+            graph = node.subgraph
+        return graph if names else None
+
     def get_state(
         self,
         config: dict[str, Any],
@@ -453,15 +476,22 @@ class Pregel:
         checkpointer: BaseCheckpointSaver | None = None,
     ) -> StateSnapshot:
         """The thread's state: at its head (with finished tasks applied) or at `checkpoint_id`.
+        A config with a subgraph's `checkpoint_ns` reads that subgraph's state.
 
         `checkpointer`: read with this saver rather than the graph's own, as a producer
         reads a thread that workers checkpoint.
         """
         saver = self._saver(checkpointer)
-        cfg = self._state_config(config)
+        graph = self._subgraph_for(config) or self
+        return graph._state_here(self._state_config(config), saver, subgraphs)
+
+    def _state_here(self, cfg: dict[str, Any], saver: BaseCheckpointSaver, recurse: bool
+                    ) -> StateSnapshot:
+        """`get_state` of this graph's own namespace `cfg`, with no subgraph lookup: a
+        subgraph's own node names must not be read as a deeper namespace."""
         saved = saver.get_tuple(cfg)
         live = not cfg["configurable"].get("checkpoint_id")
-        return self._snapshot(cfg, saved, saver, live=live, recurse=subgraphs)
+        return self._snapshot(cfg, saved, saver, live=live, recurse=recurse)
 
     def get_state_history(
         self,
@@ -472,12 +502,13 @@ class Pregel:
         limit: int | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
     ) -> Iterator[StateSnapshot]:
-        """Every checkpoint of the thread's namespace, newest first; `checkpointer` as for
-        `get_state`."""
+        """Every checkpoint of the thread's namespace, newest first, with the nodes of the
+        subgraph that namespace belongs to; `checkpointer` as for `get_state`."""
         saver = self._saver(checkpointer)
+        graph = self._subgraph_for(config) or self
         cfg = self._state_config(config)
-        for saved in saver.list(cfg, filter=filter, before=before, limit=limit):
-            yield self._snapshot(saved.config, saved, saver, live=False, recurse=False)
+        for saved in list(saver.list(cfg, filter=filter, before=before, limit=limit)):
+            yield graph._snapshot(saved.config, saved, saver, live=False, recurse=False)
 
     def _snapshot(
         self,
@@ -524,8 +555,8 @@ class Pregel:
                         "checkpoint_ns": task.checkpoint_ns,
                     }
                 }
-                state = task.node.subgraph.get_state(
-                    sub_cfg, subgraphs=True, checkpointer=saver
+                state = task.node.subgraph._state_here(
+                    sub_cfg, saver, True
                 ) if recurse else sub_cfg
             snapshot_tasks.append(
                 PregelTask(
@@ -537,10 +568,10 @@ class Pregel:
         return StateSnapshot(
             values=algo.read_values(channels, self.stream_channels),
             next=tuple(t.name for t in tasks.values() if not t.writes),
-            config=saved.config,
+            config=with_checkpoint_map(saved.config, saved.metadata),
             metadata=saved.metadata,
             created_at=checkpoint["ts"],
-            parent_config=saved.parent_config,
+            parent_config=with_checkpoint_map(saved.parent_config, saved.metadata),
             tasks=tuple(snapshot_tasks),
             interrupts=tuple(i for t in snapshot_tasks for i in t.interrupts),
         )
@@ -551,8 +582,11 @@ class Pregel:
         values: Any,
         as_node: str | None = None,
     ) -> dict[str, Any]:
-        """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork."""
-        return update_state(self, self._saver(), self._state_config(config), values, as_node)
+        """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork.
+        A config with a subgraph's `checkpoint_ns` updates that subgraph with its nodes."""
+        saver = self._saver()
+        graph = self._subgraph_for(config, for_update=True) or self
+        return update_state(graph, saver, merge_configs(self.config, config), values, as_node)
 
     async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
         """`get_state`; graphdef's savers answer in-process, so it does not wait on I/O."""

@@ -14,6 +14,7 @@ from typing import Any
 from graphdef import algo
 from graphdef.algo import Task, Write
 from graphdef.channels import BaseChannel
+from graphdef.checkpoint.base import EXCLUDED_METADATA_KEYS, with_checkpoint_map
 from graphdef.constants import ERROR, INTERRUPT, NS_END, NS_SEP, PUSH, RETURN
 from graphdef.errors import NotImplementedFeatureError
 
@@ -23,11 +24,6 @@ STREAM_MODES = frozenset(
 # Modes LangGraph streams that graphdef does not: asking for one is an error, never silence.
 UNSUPPORTED_MODES = frozenset(("tools",))
 
-# Metadata keys of LangGraph's own; a task payload carries only the user's.
-EXCLUDED_METADATA_KEYS = frozenset((
-    "thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "langgraph_step",
-    "langgraph_node", "langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
-))
 
 
 def check_modes(stream_mode: str | Sequence[str]) -> list[str]:
@@ -134,8 +130,8 @@ def checkpoint(
             entries.append({"id": task.id, "name": task.name, "interrupts": interrupts,
                             "state": state})
     return {
-        "config": config,
-        "parent_config": parent_config,
+        "config": with_checkpoint_map(config, metadata),
+        "parent_config": with_checkpoint_map(parent_config, metadata),
         "values": algo.read_values(channels, stream_keys),
         "metadata": dict(metadata),
         "next": [t.name for t in tasks],

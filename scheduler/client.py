@@ -19,6 +19,7 @@ from graphdef import algo
 from graphdef.errors import InvalidResumeError
 from graphdef.pregel import Pregel
 from graphdef.types import Command, StateSnapshot
+from graphdef.update import resumable_interrupts
 from scheduler import registry
 from scheduler.celery_app import make_app
 from scheduler.errors import RunFailedError, ThreadBusyError, UnknownGraphError, UnknownRunError
@@ -184,8 +185,14 @@ class Client:
         if command.resume is not None:
             head = self.saver.get_tuple({"configurable": {"thread_id": thread_id,
                                                           "checkpoint_ns": ""}})
-            pending = {i.id for i in algo.pending_interrupts(head.pending_writes if head else [])}
-            algo.check_resume(command.resume, pending, thread_id)
+            interrupts = algo.pending_interrupts(head.pending_writes) if head else []
+            if head is not None and not interrupts and head.metadata.get("source") == "update":
+                # As the run's loop will judge it: an update_state over a paused step (edit,
+                # then approve) leaves the paused node's interrupt to answer. Only this case
+                # needs the graph's code, to plan the steps.
+                interrupts = resumable_interrupts(
+                    self._graph_of(thread_id), self.saver, head).interrupts
+            algo.check_resume(command.resume, {i.id for i in interrupts}, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
                            on_busy=on_busy, context=context)
 

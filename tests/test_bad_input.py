@@ -152,6 +152,50 @@ def test_resume_on_a_new_thread_is_rejected(saver):
     assert stored(saver, "new") == []
 
 
+def asking_chain(saver):
+    builder = StateGraph(State)
+    builder.add_node("before", lambda s: {"log": ["before"]})
+    builder.add_node("ask", asking("ask"))
+    builder.add_node("after", lambda s: {"log": ["after"]})
+    builder.add_edge(START, "before")
+    builder.add_edge("before", "ask")
+    builder.add_edge("ask", "after")
+    return builder.compile(checkpointer=saver)
+
+
+def test_resume_after_an_update_as_the_paused_node_is_rejected(saver):
+    """Difference 1 after "edit, then approve": an update as the paused node answers it, so
+    a resume finds nothing pending (LangGraph runs on and returns the final values)."""
+    graph = asking_chain(saver)
+    graph.invoke({"log": []}, CONFIG)
+    graph.update_state(CONFIG, {"log": ["by hand"]}, as_node="ask")
+    before = stored(saver, "t")
+    with pytest.raises(InvalidResumeError, match="no pending interrupt"):
+        graph.invoke(Command(resume="yes"), CONFIG)
+    assert stored(saver, "t") == before
+    assert graph.invoke(None, CONFIG) == {"log": ["before", "by hand", "after"]}
+
+
+def test_resume_after_an_update_that_ends_the_paused_step_is_rejected(saver):
+    """An update as the finished sibling of a paused branch ends that step: nothing is left
+    to resume (LangGraph returns the values; see the differential
+    edit_sibling_of_paused_branch)."""
+    builder = StateGraph(State)
+    builder.add_node("start", lambda s: {"log": ["start"]})
+    builder.add_node("left", asking("left"))
+    builder.add_node("right", lambda s: {"log": ["right"]})
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "left")
+    builder.add_edge("start", "right")
+    graph = builder.compile(checkpointer=saver)
+    graph.invoke({"log": []}, CONFIG)
+    graph.update_state(CONFIG, {"log": ["edited"]}, as_node="right")
+    before = stored(saver, "t")
+    with pytest.raises(InvalidResumeError, match="no pending interrupt"):
+        graph.invoke(Command(resume="yes"), CONFIG)
+    assert stored(saver, "t") == before
+
+
 def test_ambiguous_resume_value_changes_nothing(saver):
     graph = parallel_interrupt_graph(saver)
     result = graph.invoke({"log": []}, CONFIG)

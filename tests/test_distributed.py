@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import time
@@ -95,6 +96,24 @@ def test_interrupt_then_resume_from_another_producer_process(cluster, redis_serv
                          text=True, timeout=90, check=True)
     assert "answer:yes" in out.stdout
     assert runs(redis_server, "ask-1") == {"prepare": 1, "ask": 2, "finish": 1}
+
+
+def test_edit_then_approve_through_the_client(cluster, redis_server):
+    """update_state on the workers' saver over a paused step, then Client.resume: the paused
+    node runs again on the edited state and takes the answer, as in-process."""
+    from tests.dist_graphs import approval
+
+    client = cluster.client()
+    client.submit("tests.dist_graphs:approval", {"log": []}, thread_id="edit-1").wait(60)
+    editor = copy.copy(approval)
+    editor.checkpointer = client.saver
+    editor.update_state({"configurable": {"thread_id": "edit-1"}}, {"log": ["edited"]})
+    assert client.get_state("edit-1").next == ("ask",)
+    result = client.resume("edit-1", "yes").result(timeout=60)
+    assert result == {"log": ["prepare", "edited", "answer:yes", "finish"]}
+    assert runs(redis_server, "edit-1") == {"prepare": 1, "ask": 2, "finish": 1}
+    with pytest.raises(InvalidResumeError, match="no pending interrupt"):
+        client.resume("edit-1", "again")
 
 
 def test_failed_node_fails_run_and_resume_reruns_only_it(cluster, redis_server):

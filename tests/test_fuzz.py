@@ -631,6 +631,12 @@ SQLITE_PAYLOADS = [
     ("writes", "task_id"),
 ]
 SQLITE_ROWS = [("checkpoints", "checkpoint"), ("checkpoints", "refs")]
+# The primary keys: the tables have no rowid.
+SQLITE_KEYS = {
+    "checkpoints": ("thread_id", "checkpoint_ns", "checkpoint_id"),
+    "blobs": ("thread_id", "checkpoint_ns", "channel", "version", "digest"),
+    "writes": ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"),
+}
 
 
 def sqlite_tamper_and_load(
@@ -640,12 +646,14 @@ def sqlite_tamper_and_load(
     table, column = data.draw(st.sampled_from(columns), label="column")
     with sqlite_copy(template) as path:
         conn = sqlite3.connect(path)
-        rows = conn.execute(f"SELECT rowid, {column} FROM {table}").fetchall()
+        key = SQLITE_KEYS[table]
+        rows = conn.execute(f"SELECT {column}, {', '.join(key)} FROM {table}").fetchall()
         conn.close()
-        rowid, value = data.draw(st.sampled_from(rows), label="row")
+        value, *where = data.draw(st.sampled_from(rows), label="row")
         new = data.draw(spoiled(value), label="value")
-        sqlite_tamper(path, f"UPDATE OR IGNORE {table} SET {column} = ? WHERE rowid = ?",
-                      (new, rowid))  # fmt: skip
+        match = " AND ".join(f"{c} IS ?" for c in key)
+        sqlite_tamper(path, f"UPDATE OR IGNORE {table} SET {column} = ? WHERE {match}",
+                      (new, *where))  # fmt: skip
         return f"{table}.{column} = {new!r}", sqlite_load(path, with_filter=with_filter)
 
 
@@ -676,8 +684,9 @@ def test_sqlite_tampered_rows_raise_only_clear_errors(
 # Another blob of the same channel, thread and namespace: makes two deltas bases of each other.
 _OTHER_BLOB = """FROM blobs AS b
     WHERE b.channel = blobs.channel AND b.thread_id = blobs.thread_id
-      AND b.checkpoint_ns = blobs.checkpoint_ns AND b.rowid != blobs.rowid
-    ORDER BY b.rowid LIMIT 1"""
+      AND b.checkpoint_ns = blobs.checkpoint_ns
+      AND (b.version, b.digest) != (blobs.version, blobs.digest)
+    ORDER BY b.version, b.digest LIMIT 1"""
 SQLITE_CASES_OK = {
     "metadata not JSON": "UPDATE checkpoints SET metadata = x'80049500'",
     "metadata as text": "UPDATE checkpoints SET metadata = 'null'",

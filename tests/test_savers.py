@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from graphdef.checkpoint.ids import new_checkpoint_id
@@ -146,3 +148,91 @@ def test_checkpoint_ids_sort_in_creation_order() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 7 for i in ids[:10])
+
+
+def payload_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_sqlite_values_too_big_for_a_row_round_trip_and_go_with_their_rows(
+        tmp_path: Path) -> None:
+    """Values over what a clustered row holds live in `payloads`; every path that reads,
+    replaces or drops their rows does the same to them."""
+    path = tmp_path / "db.sqlite"
+    big = ["x" * 3000, "y" * 9000]
+    with SqliteSaver.from_path(path) as saver:
+        history = History(saver, "t")
+        configs = [history.step(items=big[: i + 1], text="z" * 5000 * (i + 1))
+                   for i in range(2)]
+        saver.put_writes(configs[0], [("items", big), ("__error__", "e" * 4000)], "task")
+        saver.put_writes(configs[0], [("items", ["other"]), ("__error__", "f" * 4000)], "task")
+        loaded = saver.get_tuple(configs[0])
+        assert loaded is not None
+        assert loaded.checkpoint["channel_values"] == {"items": big[:1], "text": "z" * 5000}
+        assert loaded.pending_writes == [("task", "__error__", "f" * 4000), ("task", "items", big)]
+        newest = saver.get(cfg("t"))
+        assert newest is not None and newest["channel_values"]["items"] == big
+        # Versions read back from the refs keep the checkpoint's channel order.
+        assert list(newest["channel_versions"]) == ["items", "text"]
+        assert payload_rows(path) > 0
+        saver.prune("t", keep_last=1)
+        assert saver.get(cfg("t")) == newest
+        kept = payload_rows(path)
+        saver.delete_thread("t")
+    assert kept > 0 and payload_rows(path) == 0
+
+
+OLDER_LAYOUT = """
+CREATE TABLE checkpoints (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL, parent_id TEXT, checkpoint BLOB NOT NULL,
+    metadata BLOB NOT NULL, refs BLOB NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id));
+CREATE TABLE blobs (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL,
+    data BLOB NOT NULL, base_version INTEGER, base_digest TEXT,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version, digest));
+CREATE TABLE writes (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL, task_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    channel TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx));
+"""
+
+
+def test_sqlite_reads_and_extends_a_file_of_the_earlier_layout(tmp_path: Path) -> None:
+    """A file an earlier release wrote (rowid tables, text ids, plain JSON rows) is read as
+    it is and written in its own layout; its writes keep their insertion order."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLDER_LAYOUT)
+    checkpoint_id = new_checkpoint_id()
+    row = orjson.dumps({"v": 1, "id": checkpoint_id, "ts": "2026-01-01T00:00:00+00:00",
+                        "channel_versions": {"n": 1}, "versions_seen": {},
+                        "updated_channels": None})
+    refs = orjson.dumps({"n": [1, "d1"]})
+    conn.execute("INSERT INTO checkpoints VALUES ('t', '', ?, NULL, ?, ?, ?)",
+                 (checkpoint_id, row, b'{"source":"input","step":-1,"parents":{}}', refs))
+    conn.execute("INSERT INTO blobs VALUES ('t', '', 'n', 1, 'd1', 'full', ?, NULL, NULL)",
+                 (b"7",))
+    for task in ("z-task", "a-task"):
+        conn.execute("INSERT INTO writes VALUES ('t', '', ?, ?, 0, 'n', ?)",
+                     (checkpoint_id, task, b"1"))
+    conn.commit()
+    conn.close()
+    with SqliteSaver.from_path(path) as saver:
+        loaded = saver.get_tuple(cfg("t"))
+        assert loaded is not None
+        assert loaded.checkpoint["id"] == checkpoint_id
+        assert loaded.checkpoint["channel_values"] == {"n": 7}
+        assert loaded.pending_writes == [("z-task", "n", 1), ("a-task", "n", 1)]
+        saver.put_writes(loaded.config, [("n", 2)], "m-task")
+        History(saver, "t2").step(n=5)
+    with SqliteSaver.from_path(path) as saver:
+        again = saver.get_tuple(cfg("t"))
+        assert again is not None and [w[0] for w in again.pending_writes] == [
+            "z-task", "a-task", "m-task"]
+        fresh = saver.get(cfg("t2"))
+        assert fresh is not None and fresh["channel_values"] == {"n": 5}

@@ -172,7 +172,7 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         # Outside a resume, a saved interrupt is this dispatch's own: the task already ran
         # and paused, and its worker died before marking the barrier. Do not run it again.
         return task.name, "interrupted"
-    if status is None or not status.interrupts:
+    if not loop.paused_before(task_id, history=res.saver):
         loop.drop_null_resume()
     row = None if rows is None else rows.row(shadow_name(run.graph, task.name), checkpoint_id,
                                              task, restart=restart)

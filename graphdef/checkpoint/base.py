@@ -259,7 +259,8 @@ class BaseCheckpointSaver(ABC):
             )
             for channel, version in new_versions.items()
         ]
-        row = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        # The id is the row's key in every backend; `_to_tuple` puts it back.
+        row = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
         return PreparedPut(
             target=target,
             checkpoint_id=checkpoint["id"],
@@ -334,8 +335,13 @@ class BaseCheckpointSaver(ABC):
     ) -> CheckpointTuple:
         """Rebuild a checkpoint from its row; ``writes`` come in insertion order."""
         checkpoint = self._decode_checkpoint(row.checkpoint)
+        checkpoint["id"] = row.checkpoint_id
+        refs = self._decode_refs(row.refs)
+        if "channel_versions" not in checkpoint:
+            # A backend may leave out versions its refs repeat exactly (see SqliteSaver.put).
+            checkpoint["channel_versions"] = {channel: ref[0] for channel, ref in refs.items()}
         values: dict[str, Any] = {}
-        for channel, head in self._decode_refs(row.refs).items():
+        for channel, head in refs.items():
             present, value = self.codec.read(
                 row.thread_id, row.ns, channel, head, lambda ref, c=channel: lookup(c, ref)
             )
@@ -380,6 +386,42 @@ def load_json(data: Any, what: str) -> Any:
 def is_version(value: Any) -> bool:
     """Whether a stored version (or write index) is an int (JSON true is not)."""
     return type(value) is int
+
+
+# Config keys that address a checkpoint or describe a task, never copied into metadata.
+EXCLUDED_METADATA_KEYS = frozenset((
+    "thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "langgraph_step",
+    "langgraph_node", "langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
+))
+
+
+def metadata_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a run's config LangGraph records in each checkpoint's metadata, so that
+    `get_state_history(filter=...)` finds a run by its tags: `metadata` and `configurable`
+    entries whose values are str, int, float or bool, except addressing keys and private
+    (`__`) ones; a `metadata` entry wins over a `configurable` one of the same name."""
+    out: dict[str, Any] = {}
+    for source in (config.get("metadata"), config.get("configurable")):
+        for key, value in (source or {}).items():
+            if key in out or key in EXCLUDED_METADATA_KEYS or key.startswith("__"):
+                continue
+            if isinstance(value, str):
+                out[key] = value.replace("\u0000", "")
+            elif isinstance(value, int | float | bool):
+                out[key] = value
+    return out
+
+
+def with_checkpoint_map(config: Config | None, metadata: Mapping[str, Any] | None
+                        ) -> Config | None:
+    """A subgraph checkpoint's config as LangGraph shows it: with `checkpoint_map`, the
+    checkpoint id of each graph above it (its metadata's `parents`) and its own."""
+    parents = (metadata or {}).get("parents")
+    if config is None or not parents:
+        return config
+    conf = config["configurable"]
+    return {**config, "configurable": {
+        **conf, "checkpoint_map": {**parents, conf["checkpoint_ns"]: conf["checkpoint_id"]}}}
 
 
 def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:

@@ -166,7 +166,10 @@ class Binding:
         if conf.get("thread_id") is None:
             # No thread: LangGraph keeps nothing; a run needs a thread of its own here.
             return f"{self.prefix}anonymous-{next(self._anonymous)}"
-        return f"{self.prefix}{conf['thread_id']}"
+        thread_id = str(conf["thread_id"])
+        # A config read back from get_state (a subgraph's, from `tasks[i].state`) already
+        # names the stored thread.
+        return thread_id if thread_id.startswith(self.prefix) else f"{self.prefix}{thread_id}"
 
     def state_config(self, config: dict[str, Any]) -> dict[str, Any]:
         conf = dict(config.get("configurable") or {})
@@ -215,7 +218,11 @@ class DistributedGraph:
         binding = self._binding
         client = binding.api.cluster.client
         thread_id = binding.thread_id(config)
-        run_config = {k: v for k, v in (config or {}).items() if k == "recursion_limit"}
+        run_config = {k: v for k, v in (config or {}).items()
+                      if k in ("recursion_limit", "metadata")}
+        if extra := {k: v for k, v in ((config or {}).get("configurable") or {}).items()
+                     if k != "thread_id"}:
+            run_config["configurable"] = extra
         mode = durability or "async"
         if isinstance(input, Command) and input.resume is not None:
             # Client.resume checks the answer against the pending interrupts, then submits

@@ -39,9 +39,8 @@ class MessagesLog(TypedDict):
     log: Annotated[list, operator.add]
 
 
-# Payload keys left out of comparisons: timestamps, and a subgraph checkpoint's links to
-# its parent's checkpoint, which graphdef does not record (README, "Deliberate differences").
-SCRUBBED_KEYS = frozenset(("timestamp", "checkpoint_map", "parents"))
+# Payload keys left out of comparisons: timestamps.
+SCRUBBED_KEYS = frozenset(("timestamp",))
 
 
 def scrub(value: Any) -> Any:

@@ -22,6 +22,7 @@ from . import (
     scenarios_prebuilt,
     scenarios_runtime,
     scenarios_store,
+    scenarios_substate,
 )
 from .apis import load_api
 from .observe import normalize
@@ -31,7 +32,7 @@ SCENARIOS = {
     for module in (
         scenarios_graph, scenarios_durable, scenarios_interrupt, scenarios_functional,
         scenarios_store, scenarios_async_stream, scenarios_runtime, scenarios_cache,
-        scenarios_prebuilt,
+        scenarios_prebuilt, scenarios_substate,
     )
     for name, function in vars(module).items()
     if name.startswith("scenario_")

@@ -56,6 +56,19 @@ UNSUPPORTED: dict[str, str] = {
         "time travel: invoke(None, {checkpoint_id}) forks an old checkpoint; "
         "Client.submit always continues a thread's head"
     ),
+    **{
+        name: UPDATE_STATE + " (Client.resume after an update made on the cluster's saver: "
+        "tests/test_distributed.py::test_edit_then_approve_through_the_client)"
+        for name in (
+            "subgraph_update_as_node_via_its_config", "subgraph_edit_then_resume",
+            "subgraph_edit_then_resume_sqlite", "update_state_metadata_from_its_config",
+            "edit_then_resume_root", "edit_sibling_of_paused_branch",
+        )
+    },
+    "history_filtered_by_run_metadata": (
+        "the resume run has a config of its own; Client.resume takes none (a resume runs "
+        "with no run metadata: history_filtered_by_one_runs_metadata covers a submit's)"
+    ),
     "sqlite_resume_in_new_process": (
         "SqliteSaver shared with a child process; distributed runs checkpoint in Redis and "
         "resuming from another process is covered by tests/test_distributed.py"
