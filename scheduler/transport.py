@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -64,5 +66,33 @@ def guard_envelopes(transport: Any) -> None:
             return
         deliver(message, queue)
 
-    # Kombu has no hook before delivery: wrap this transport instance's own method.
+    # Kombu has no hook before delivery: wrap this transport instance's own method, and have
+    # its channels, open ones and new ones, survive an envelope that is not JSON at all.
     setattr(transport, "_deliver", checked)  # noqa: B010
+    open_channels: list[Any] = list(transport.channels or ())  # the stubs lack `handlers`
+    for channel in open_channels:
+        channel.handlers["BRPOP"] = _refusing_non_json(channel._brpop_read)
+    transport.Channel = _NonJsonRefusingChannel
+
+
+def _refusing_non_json(read: Callable[..., Any]) -> Callable[..., Any]:
+    """Kombu decodes a popped envelope before anything can look at it: text that is not
+    JSON raised out of the consumer, and Celery stopped the worker (one bad LPUSH, one dead
+    worker). Such an envelope is dropped with a logged reason instead."""
+
+    def read_or_refuse(**options: Any) -> Any:
+        try:
+            return read(**options)
+        except json.JSONDecodeError as exc:
+            log.error("rejecting a message on a Redis queue: its envelope is not JSON (%s); "
+                      "it is dropped", exc)
+            return True
+
+    return read_or_refuse
+
+
+class _NonJsonRefusingChannel(kombu_redis.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        channel: Any = self  # the stubs lack `handlers` and `_brpop_read`
+        channel.handlers["BRPOP"] = _refusing_non_json(channel._brpop_read)

@@ -178,3 +178,17 @@ def test_the_readme_shows_the_message_this_test_sends():
                   "LPUSH scheduler", "examples/producers/node/start_run.js"):
         assert field in readme, field
 
+
+
+def test_an_envelope_that_is_not_json_is_refused_and_the_consumer_survives(cluster,
+                                                                           redis_server):
+    """Kombu decodes a popped envelope before any check: text that is not JSON used to raise
+    out of the consumer and stop the scheduler (one bad LPUSH, one dead worker)."""
+    redis_server.client().lpush("scheduler", b"this is not json {")
+    line = wait_for_log(cluster, "scheduler", "its envelope is not JSON")
+    assert "ERROR/MainProcess] rejecting a message on a Redis queue" in line, line
+    assert cluster.procs["scheduler"].poll() is None
+    thread_id = f"after-non-json-{uuid.uuid4().hex[:6]}"
+    redis_server.client().lpush("scheduler", json.dumps(
+        redis_envelope(start_kwargs(thread_id, "after"))))
+    assert cluster.client().run(thread_id, "after").wait(timeout=WAIT) == "done"
