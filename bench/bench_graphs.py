@@ -4,6 +4,8 @@
 - `fanout`: one superstep of `n` Send tasks (trivial nodes), then the run ends.
 - `slow`: one node that sleeps; it records its start and finish (node, pid, time) in Redis so
   the bench can tell when a node killed mid-run finished elsewhere.
+- `park`: one node that counts itself in and then waits, blocked in Redis, until the bench
+  releases it (`bench/store_cost.py` measures idle cost with many nodes running).
 - The peer: a trivial task on a plain Celery app of its own (`make_peer_app`) with the private
   Redis as result backend. Celerygraph's own app keeps `task_ignore_result`; only the peer
   stores results. Worker processes that load this module also register the peer task with
@@ -106,6 +108,39 @@ def _slow() -> Any:
 
 
 slow = _slow()
+
+
+# ---- a node that stays running until released -------------------------------------------------
+
+
+class Park(TypedDict, total=False):
+    tag: str
+    timeout: float
+    log: Annotated[list, operator.add]
+
+
+def park_node(state: Park) -> dict[str, Any]:
+    """Count in, then block on a list until the bench pushes a token.
+
+    A blocked BLPOP is one command however long it waits, where sleeping and polling would
+    add the bench's own commands to the idle cost it is there to measure.
+    """
+    tag = state["tag"]
+    store().incr(f"bench:parked:{tag}")
+    store().blpop([f"bench:release:{tag}"], timeout=state.get("timeout", 60.0))
+    return {"log": ["park"]}
+
+
+def _park() -> Any:
+    builder = StateGraph(Park)
+    # A queue of its own, served by a threads pool wide enough to hold every parked node.
+    builder.add_node("park", park_node, queue="park")
+    builder.add_edge(START, "park")
+    builder.add_edge("park", END)
+    return builder.compile()
+
+
+park = _park()
 
 
 # ---- the bare Celery peer ----------------------------------------------------------------------
