@@ -4,8 +4,8 @@
 - `fanout`: one superstep of `n` Send tasks (trivial nodes), then the run ends.
 - `slow`: one node that sleeps; it records its start and finish (node, pid, time) in Redis so
   the bench can tell when a node killed mid-run finished elsewhere.
-- `park`: one node that counts itself in and then waits, blocked in Redis, until the bench
-  releases it (`bench/store_cost.py` measures idle cost with many nodes running).
+- `park`: one node that counts itself in and then waits until the bench releases it
+  (`bench/store_cost.py` measures idle cost with many nodes running).
 - The peer: a trivial task on a plain Celery app of its own (`make_peer_app`) with the private
   Redis as result backend. Celerygraph's own app keeps `task_ignore_result`; only the peer
   stores results. Worker processes that load this module also register the peer task with
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 import time
 from typing import Annotated, Any, TypedDict
 
@@ -119,15 +120,49 @@ class Park(TypedDict, total=False):
     log: Annotated[list, operator.add]
 
 
-def park_node(state: Park) -> dict[str, Any]:
-    """Count in, then block on a list until the bench pushes a token.
+RELEASE_CHANNEL = "bench:release"
+_released: dict[str, threading.Event] = {}
+_released_lock = threading.Lock()
+_listening = False
 
-    A blocked BLPOP is one command however long it waits, where sleeping and polling would
-    add the bench's own commands to the idle cost it is there to measure.
+
+def _release_event(tag: str) -> threading.Event:
+    """The process's event for `tag`, set when the bench publishes `tag` on the channel.
+
+    One subscription per process, not a blocked connection per node: redis-py pools 100
+    connections by default, fewer than the nodes a wide threads pool parks.
+    """
+    global _listening
+    with _released_lock:
+        if not _listening:
+            pubsub = store().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(RELEASE_CHANNEL)
+            # Read the confirmation, so no node counts itself in before the subscription holds.
+            pubsub.get_message(ignore_subscribe_messages=False, timeout=10)
+            threading.Thread(target=_listen, args=(pubsub,), daemon=True,
+                             name="bench-release").start()
+            _listening = True
+        return _released.setdefault(tag, threading.Event())
+
+
+def _listen(pubsub: Any) -> None:
+    for message in pubsub.listen():
+        if message["type"] == "message":
+            tag = message["data"].decode()
+            with _released_lock:
+                _released.setdefault(tag, threading.Event()).set()
+
+
+def park_node(state: Park) -> dict[str, Any]:
+    """Count in, then wait in the process until the bench publishes the run's tag.
+
+    Waiting costs Redis nothing here, so what the bench counts meanwhile is the engine's
+    idle cost alone.
     """
     tag = state["tag"]
+    released = _release_event(tag)
     store().incr(f"bench:parked:{tag}")
-    store().blpop([f"bench:release:{tag}"], timeout=state.get("timeout", 60.0))
+    released.wait(state.get("timeout", 60.0))
     return {"log": ["park"]}
 
 
