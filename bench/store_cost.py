@@ -246,6 +246,10 @@ class Bench:
         finally:
             self.r.publish(RELEASE_CHANNEL, tag)
             self.wait(handles, timeout=timeout)
+            twice = int(self.r.get(f"bench:parked:{tag}") or 0) - n
+            if twice > 0:
+                # A lapsed lease let the sweeper send a running node again: worth seeing.
+                print(f"  {twice} of {n} parked nodes ran a second time", flush=True)
 
 
 def med(values: list[float]) -> float:
