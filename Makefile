@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/embedded_vs_langgraph.py
 	$(BIN)/python bench/storage_growth.py
 	$(BIN)/python bench/distributed.py
+	$(BIN)/python bench/store_cost.py
 
 cluster: $(STAMP)
 	$(BIN)/python -m scheduler.localcluster up

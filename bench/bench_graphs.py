@@ -4,6 +4,8 @@
 - `fanout`: one superstep of `n` Send tasks (trivial nodes), then the run ends.
 - `slow`: one node that sleeps; it records its start and finish (node, pid, time) in Redis so
   the bench can tell when a node killed mid-run finished elsewhere.
+- `park`: one node that counts itself in and then waits until the bench releases it
+  (`bench/store_cost.py` measures idle cost with many nodes running).
 - The peer: a trivial task on a plain Celery app of its own (`make_peer_app`) with the private
   Redis as result backend. Celerygraph's own app keeps `task_ignore_result`; only the peer
   stores results. Worker processes that load this module also register the peer task with
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 import time
 from typing import Annotated, Any, TypedDict
 
@@ -106,6 +109,73 @@ def _slow() -> Any:
 
 
 slow = _slow()
+
+
+# ---- a node that stays running until released -------------------------------------------------
+
+
+class Park(TypedDict, total=False):
+    tag: str
+    timeout: float
+    log: Annotated[list, operator.add]
+
+
+RELEASE_CHANNEL = "bench:release"
+_released: dict[str, threading.Event] = {}
+_released_lock = threading.Lock()
+_listening = False
+
+
+def _release_event(tag: str) -> threading.Event:
+    """The process's event for `tag`, set when the bench publishes `tag` on the channel.
+
+    One subscription per process, not a blocked connection per node: redis-py pools 100
+    connections by default, fewer than the nodes a wide threads pool parks.
+    """
+    global _listening
+    with _released_lock:
+        if not _listening:
+            pubsub = store().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(RELEASE_CHANNEL)
+            # Read the confirmation, so no node counts itself in before the subscription holds.
+            pubsub.get_message(ignore_subscribe_messages=False, timeout=10)
+            threading.Thread(target=_listen, args=(pubsub,), daemon=True,
+                             name="bench-release").start()
+            _listening = True
+        return _released.setdefault(tag, threading.Event())
+
+
+def _listen(pubsub: Any) -> None:
+    for message in pubsub.listen():
+        if message["type"] == "message":
+            tag = message["data"].decode()
+            with _released_lock:
+                _released.setdefault(tag, threading.Event()).set()
+
+
+def park_node(state: Park) -> dict[str, Any]:
+    """Count in, then wait in the process until the bench publishes the run's tag.
+
+    Waiting costs Redis nothing here, so what the bench counts meanwhile is the engine's
+    idle cost alone.
+    """
+    tag = state["tag"]
+    released = _release_event(tag)
+    store().incr(f"bench:parked:{tag}")
+    released.wait(state.get("timeout", 60.0))
+    return {"log": ["park"]}
+
+
+def _park() -> Any:
+    builder = StateGraph(Park)
+    # A queue of its own, served by a threads pool wide enough to hold every parked node.
+    builder.add_node("park", park_node, queue="park")
+    builder.add_edge(START, "park")
+    builder.add_edge("park", END)
+    return builder.compile()
+
+
+park = _park()
 
 
 # ---- the bare Celery peer ----------------------------------------------------------------------
