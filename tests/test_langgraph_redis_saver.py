@@ -1,0 +1,120 @@
+"""celerygraph_langgraph.LangGraphRedisSaver: LangGraph's own conformance suite, and a real
+LangGraph graph that interrupts and resumes on it, all on a private Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, TypedDict
+
+import pytest
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+from celerygraph_langgraph import LangGraphRedisSaver
+from tests.redis_server import RedisServer, redis_server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with redis_server() as running:
+        yield running
+
+
+def test_conformance_every_capability_passes(server: RedisServer) -> None:
+    @checkpointer_test(name="LangGraphRedisSaver")
+    async def factory() -> AsyncIterator[LangGraphRedisSaver]:
+        server.flush()
+        yield LangGraphRedisSaver(server.client())
+
+    report = asyncio.run(validate(factory))
+    failures = {
+        name: result.failures for name, result in report.results.items() if not result.passed
+    }
+    assert failures == {}
+    assert set(report.results) == {cap.value for cap in ALL_CAPABILITIES}
+    assert all(result.detected for result in report.results.values())
+
+
+class State(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def _approval_graph(saver: LangGraphRedisSaver):  # type: ignore[no-untyped-def]
+    def draft(state: State) -> State:
+        return {"log": ["draft"]}
+
+    def approve(state: State) -> State:
+        answer = interrupt({"question": "ship it?"})
+        return {"log": [f"approved:{answer}"]}
+
+    builder = StateGraph(State)
+    builder.add_node("draft", draft)
+    builder.add_node("approve", approve)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "approve")
+    builder.add_edge("approve", END)
+    return builder.compile(checkpointer=saver)
+
+
+def test_langgraph_graph_interrupts_resumes_and_keeps_history(server: RedisServer) -> None:
+    server.flush()
+    graph = _approval_graph(LangGraphRedisSaver(server.client()))
+    config = {"configurable": {"thread_id": "t-1"}}
+
+    first = graph.invoke({"log": ["start"]}, config)
+    assert first["log"] == ["start", "draft"]
+    assert first["__interrupt__"][0].value == {"question": "ship it?"}
+    assert graph.get_state(config).next == ("approve",)
+
+    done = graph.invoke(Command(resume="yes"), config)
+    assert done["log"] == ["start", "draft", "approved:yes"]
+    assert graph.get_state(config).next == ()
+
+    history = list(graph.get_state_history(config))
+    assert [s.values.get("log", []) for s in history][:2] == [
+        ["start", "draft", "approved:yes"],
+        ["start", "draft"],
+    ]
+    assert history[-1].metadata["source"] == "input"
+
+
+def test_langgraph_graph_async_and_storage_grows_with_what_changed(server: RedisServer) -> None:
+    server.flush()
+    client = server.client()
+    graph = _approval_graph(LangGraphRedisSaver(client))
+    config = {"configurable": {"thread_id": "t-async"}}
+
+    async def run() -> list[str]:
+        await graph.ainvoke({"log": ["start"]}, config)
+        done = await graph.ainvoke(Command(resume="ok"), config)
+        return done["log"]
+
+    assert asyncio.run(run()) == ["start", "draft", "approved:ok"]
+    # Each version of a channel is stored once, however many checkpoints read it.
+    saver = LangGraphRedisSaver(client)
+    read = [
+        f"{version}:{channel}"
+        for found in saver.list(config)
+        for channel, version in found.checkpoint["channel_versions"].items()
+    ]
+    fields = [f.decode() for key in client.scan_iter(match="cg:{t-async}:lg:blob:*")
+              for f in client.hkeys(key)]
+    assert sorted(fields) == sorted(set(read))
+    assert len(fields) < len(read)
+
+
+def test_values_never_pickled_and_thread_keys_share_one_hash_tag(server: RedisServer) -> None:
+    server.flush()
+    client = server.client()
+    graph = _approval_graph(LangGraphRedisSaver(client))
+    graph.invoke({"log": ["x"]}, {"configurable": {"thread_id": "tag-me"}})
+    keys = [k.decode() for k in client.scan_iter(match="*tag-me*")]
+    assert keys and all(k.startswith("cg:{tag-me}:lg:") for k in keys)
+    for key in keys:
+        if client.type(key) == b"hash":
+            for value in client.hvals(key):
+                assert not value.startswith(b"\x80")  # pickle's protocol marker
