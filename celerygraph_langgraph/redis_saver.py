@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -109,6 +109,9 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
     """Checkpoints of a LangGraph graph in Redis (``graph.compile(checkpointer=saver)``)."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("LangGraphRedisSaver needs a client that returns bytes "
+                             "(decode_responses=False): stored values are serde bytes")
         super().__init__()
         _register_langgraph_types()
         self.client = client
@@ -137,7 +140,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
 
     # ------------------------------------------------------------------------- versions
 
-    def get_next_version(self, current: str | None, channel: None) -> str:
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
         """LangGraph's own string form (as InMemorySaver): a zero-padded counter, so versions
         order as text, and a random tail so a fork's versions differ from the original's."""
         if current is None:
@@ -169,7 +172,9 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
             f"{version}:{channel}": serde.dumps(values[channel]) if channel in values else b""
             for channel, version in new_versions.items()
         }
-        refs = [f"{version}:{channel}" for channel, version in checkpoint["channel_versions"].items()]
+        refs = [
+            f"{version}:{channel}" for channel, version in checkpoint["channel_versions"].items()
+        ]
         encoded = (
             serde.dumps({"c": row, "p": conf.get("checkpoint_id")}),
             serde.dumps(meta),
@@ -233,11 +238,16 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         cid = get_checkpoint_id(config)
         if cid is None:
-            newest = self.client.zrevrange(self._ns_keys(thread_id, ns)["cps"], 0, 0)
+            newest = self._ids(thread_id, ns, 0, 0)
             if not newest:
                 return None
-            cid = _text(newest[0])
+            cid = newest[0]
         return self._load(thread_id, ns, cid)
+
+    def _ids(self, thread_id: str, ns: str, start: int, stop: int = -1) -> list[str]:
+        """The namespace's checkpoint ids, newest first, from rank `start` to `stop`."""
+        found = self.client.zrevrange(self._ns_keys(thread_id, ns)["cps"], start, stop)
+        return [_text(cid) for cid in cast(list[bytes], found)]
 
     def _load(self, thread_id: str, ns: str, cid: str) -> CheckpointTuple | None:
         keys = self._ns_keys(thread_id, ns)
@@ -250,7 +260,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         if row is None or meta is None or refs is None:
             return None
         fields = orjson.loads(refs)
-        blobs = self.client.hmget(keys["blob"], fields) if fields else []
+        blobs = cast(list[bytes | None], self.client.hmget(keys["blob"], fields) if fields else [])
         doc = serde.loads(row)
         checkpoint = doc["c"]
         checkpoint["channel_values"] = {
@@ -298,8 +308,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
                     _text(n) for n in self.client.smembers(self._key(thread_id, "nss"))
                 )
             for ns in namespaces:
-                ids = [_text(i) for i in self.client.zrevrange(self._ns_keys(thread_id, ns)["cps"], 0, -1)]
-                for cid in ids:
+                for cid in self._ids(thread_id, ns, 0):
                     if (wanted and cid != wanted) or (before_id and cid >= before_id):
                         continue
                     found = self._load(thread_id, ns, cid)
@@ -385,7 +394,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
                 continue
             for n in self.client.smembers(self._key(thread_id, "nss")):
                 ns = _text(n)
-                ids = [_text(i) for i in self.client.zrevrange(self._ns_keys(thread_id, ns)["cps"], 1, -1)]
+                ids = self._ids(thread_id, ns, 1)
                 if ids:
                     self._drop_ids(thread_id, ns, ids)
 
