@@ -29,6 +29,7 @@ atomicity arguments, and redis-py's client is thread-safe.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
@@ -47,7 +48,8 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
-from langgraph.types import Command, Interrupt, Send
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from langgraph.types import Command, Interrupt, Overwrite, Send
 
 from graphdef import serde
 from graphdef.checkpoint.keys import (
@@ -88,17 +90,28 @@ return 1
 """
 
 
+@functools.cache
 def _register_langgraph_types() -> None:
-    """Let graphdef's serde encode and decode what LangGraph puts in writes (``Send`` has no
-    natural form; ``Interrupt`` and ``Command`` are dataclasses another process never saw)."""
+    """Let graphdef's serde decode, in any process, what LangGraph stores: a resumed thread is
+    often read by a process that never encoded its values. ``Send`` and ``_DeltaSnapshot``
+    have no natural form; LangChain's messages are pydantic models from one allowed module
+    (data classes only: decoding validates fields, it runs no code chosen by the data)."""
     serde.register(Interrupt)
     serde.register(Command)
+    serde.register(Overwrite)
     serde.register(
         Send,
         name="langgraph.types:Send",
         encode=lambda send: {"node": send.node, "arg": send.arg},
         decode=lambda doc: Send(doc["node"], doc["arg"]),
     )
+    serde.register(
+        _DeltaSnapshot,
+        name="langgraph.checkpoint.serde.types:_DeltaSnapshot",
+        encode=lambda snapshot: snapshot.value,
+        decode=_DeltaSnapshot,
+    )
+    serde.allow_module("langchain_core.messages")
 
 
 def _text(value: bytes | str) -> str:
@@ -330,9 +343,17 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------------- retention
 
     def delete_thread(self, thread_id: str) -> None:
+        """Drops every key of the thread, and the thread from the indexes of its runs."""
         index = self._key(thread_id, _INDEX)
         keys = [_text(k) for k in self.client.smembers(index)]
         self.client.delete(index, *keys)
+        for run_id in self._runs_of(thread_id, keys):
+            self.client.srem(self._run_key(run_id), thread_id)
+
+    def _runs_of(self, thread_id: str, keys: Sequence[str]) -> list[str]:
+        """The run ids among a thread's keys (its ``lg:run:<R>`` sets)."""
+        head = self._key(thread_id, "run:")
+        return [unb64(key[len(head):]) for key in keys if key.startswith(head)]
 
     def _drop_ids(self, thread_id: str, ns: str, ids: Sequence[str]) -> None:
         keys = self._ns_keys(thread_id, ns)
@@ -377,9 +398,8 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
             new_key = target + key[len(source):]
             self.client.restore(new_key, 0, dumped, replace=True)
             copied.append(new_key)
-            if key.startswith(self._key(source_thread_id, "run:")):
-                run_id = unb64(key.rsplit(":", 1)[1])
-                self.client.sadd(self._run_key(run_id), target_thread_id)
+        for run_id in self._runs_of(source_thread_id, keys):
+            self.client.sadd(self._run_key(run_id), target_thread_id)
         if copied:
             self.client.sadd(self._key(target_thread_id, _INDEX), *copied)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Annotated, TypedDict
 
 import pytest
@@ -15,7 +18,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from celerygraph_langgraph import LangGraphRedisSaver
+from graphdef.checkpoint.keys import b64
 from tests.redis_server import RedisServer, redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +124,54 @@ def test_values_never_pickled_and_thread_keys_share_one_hash_tag(server: RedisSe
         if client.type(key) == b"hash":
             for value in client.hvals(key):
                 assert not value.startswith(b"\x80")  # pickle's protocol marker
+
+
+_READ_IN_A_FRESH_PROCESS = """
+import sys
+from celerygraph_langgraph import LangGraphRedisSaver
+from graphdef.checkpoint.keys import b64
+saver = LangGraphRedisSaver.from_url(sys.argv[1])
+found = saver.get_tuple({"configurable": {"thread_id": "chat", "checkpoint_ns": ""}})
+messages = found.checkpoint["channel_values"]["messages"]
+print(type(messages[-1]).__name__, messages[-1].content)
+"""
+
+
+def test_a_fresh_process_reads_langchain_messages_a_graph_stored(server: RedisServer) -> None:
+    """Resuming is often done by another process than the one that wrote the thread: it must
+    decode LangChain's messages without having encoded any."""
+    from langchain_core.messages import AIMessage
+    from langgraph.graph import MessagesState
+
+    server.flush()
+
+    def reply(state: MessagesState) -> dict[str, list[AIMessage]]:
+        return {"messages": [AIMessage("hello back")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    graph = builder.compile(checkpointer=LangGraphRedisSaver.from_url(server.url))
+    graph.invoke({"messages": [("user", "hello")]}, {"configurable": {"thread_id": "chat"}})
+
+    out = subprocess.run(
+        [sys.executable, "-c", _READ_IN_A_FRESH_PROCESS, server.url],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    assert out.stdout.strip() == "AIMessage hello back"
+
+
+def test_delete_thread_leaves_no_key_and_no_run_index_entry(server: RedisServer) -> None:
+    server.flush()
+    client = server.client()
+    saver = LangGraphRedisSaver(client)
+    graph = _approval_graph(saver)
+    config = {"configurable": {"thread_id": "{odd}~id", "run_id": "run-1"}}
+    graph.invoke({"log": ["x"]}, config)
+    assert client.smembers("cg:lg:run:{" + b64("run-1") + "}") == {b"{odd}~id"}
+
+    saver.copy_thread("{odd}~id", "copy")
+    assert graph.get_state({"configurable": {"thread_id": "copy"}}).next == ("approve",)
+    saver.delete_thread("{odd}~id")
+    saver.delete_thread("copy")
+    assert client.keys("*") == []
