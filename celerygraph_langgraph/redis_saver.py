@@ -29,6 +29,7 @@ atomicity arguments, and redis-py's client is thread-safe.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -257,7 +258,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
             cid = newest[0]
         return self._load(thread_id, ns, cid)
 
-    def _ids(self, thread_id: str, ns: str, start: int, stop: int = -1) -> list[str]:
+    def _ids(self, thread_id: str, ns: str, start: int, stop: int = -1) -> builtins.list[str]:
         """The namespace's checkpoint ids, newest first, from rank `start` to `stop`."""
         found = self.client.zrevrange(self._ns_keys(thread_id, ns)["cps"], start, stop)
         return [_text(cid) for cid in cast(list[bytes], found)]
@@ -350,7 +351,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         for run_id in self._runs_of(thread_id, keys):
             self.client.srem(self._run_key(run_id), thread_id)
 
-    def _runs_of(self, thread_id: str, keys: Sequence[str]) -> list[str]:
+    def _runs_of(self, thread_id: str, keys: Sequence[str]) -> builtins.list[str]:
         """The run ids among a thread's keys (its ``lg:run:<R>`` sets)."""
         head = self._key(thread_id, "run:")
         return [unb64(key[len(head):]) for key in keys if key.startswith(head)]
