@@ -175,3 +175,30 @@ def test_delete_thread_leaves_no_key_and_no_run_index_entry(server: RedisServer)
     saver.delete_thread("{odd}~id")
     saver.delete_thread("copy")
     assert client.keys("*") == []
+
+
+def test_prune_and_delete_for_runs_drop_the_blobs_nothing_reads(server: RedisServer) -> None:
+    server.flush()
+    client = server.client()
+    saver = LangGraphRedisSaver(client)
+    graph = _approval_graph(saver)
+    for run in ("run-a", "run-b"):
+        config = {"configurable": {"thread_id": run, "run_id": run}}
+        graph.invoke({"log": ["x"]}, config)
+        graph.invoke(Command(resume="y"), config)
+
+    def stored(thread: str) -> set[str]:
+        return {f.decode() for key in client.scan_iter(match=f"cg:{{{thread}}}:lg:blob:*")
+                for f in client.hkeys(key)}
+
+    saver.prune(["run-a"], strategy="keep_latest")
+    (latest,) = list(saver.list({"configurable": {"thread_id": "run-a"}}))
+    read = {f"{v}:{c}" for c, v in latest.checkpoint["channel_versions"].items()}
+    assert stored("run-a") == read
+    assert graph.get_state({"configurable": {"thread_id": "run-a"}}).values["log"] == [
+        "x", "draft", "approved:y"
+    ]
+
+    saver.delete_for_runs(["run-b"])
+    assert list(saver.list({"configurable": {"thread_id": "run-b"}})) == []
+    assert stored("run-b") == set()
