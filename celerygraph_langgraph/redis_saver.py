@@ -215,7 +215,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         pipe.execute()
         if run_id is not None:
             self.client.sadd(self._run_key(str(run_id)), thread_id)
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
+        return self._config(thread_id, ns, cid)
 
     def put_writes(
         self,
