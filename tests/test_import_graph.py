@@ -159,6 +159,22 @@ def test_graphdef_imports_no_celery() -> None:
     assert not _external_imports("graphdef") & {"celery", "kombu", "billiard"}
 
 
+def test_langgraph_stays_an_optional_extra() -> None:
+    """Only celerygraph_langgraph imports langgraph; it builds on graphdef alone, and no
+    layer imports it back, so installing celerygraph never needs langgraph."""
+    for package in LAYERS:
+        assert "langgraph" not in _external_imports(package), package
+        assert "celerygraph_langgraph" not in _external_imports(package), package
+    bridge = import_graph([*LAYERS, "celerygraph_langgraph"])
+    used = {
+        dep.split(".")[0]
+        for module, deps in bridge.items()
+        if module.startswith("celerygraph_langgraph")
+        for dep in deps
+    }
+    assert used <= {"graphdef", "celerygraph_langgraph"}
+
+
 def test_the_layer_check_catches_a_wrong_import(tmp_path: Path) -> None:
     for package, source in (("graphdef", "from scheduler import x\n"), ("scheduler", "")):
         (tmp_path / package).mkdir()
