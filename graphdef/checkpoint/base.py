@@ -297,7 +297,7 @@ class BaseCheckpointSaver(ABC):
         return prepared
 
     def _encode_refs(self, refs: Mapping[str, BlobRef]) -> bytes:
-        return orjson.dumps({channel: list(ref) for channel, ref in refs.items()})
+        return orjson.dumps(refs)  # a ref's (version, digest) tuple is written as a list
 
     def _decode_refs(self, data: bytes) -> dict[str, BlobRef]:
         """The channel refs of a stored checkpoint row; CorruptStorageError if malformed.
