@@ -10,10 +10,12 @@ environment again.
 from __future__ import annotations
 
 import ssl
+from dataclasses import replace
 
 from celery import Celery
 
 from scheduler.amqp import ShadowNamedAMQP
+from scheduler.faults import Faults
 from scheduler.settings import Settings
 
 
@@ -44,6 +46,12 @@ class CeleryGraphApp(Celery):
         if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
             # kombu would fall back to no certificate checks for a bare rediss:// URL.
             self.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def settings_from_env() -> Settings:
+    """What a `celery` role runs with: CELERYGRAPH_* and, for the fault suite, its faults
+    (kept out of `Settings.from_env`, which producers and deployments share)."""
+    return replace(Settings.from_env(), faults=Faults.from_env())
 
 
 def make_app(settings: Settings) -> CeleryGraphApp:

@@ -136,9 +136,8 @@ class Backlog:
         self.settings = settings
         self.app = app
         self.store = store
-        url = settings.broker_url
-        self.redis_broker = (redis.Redis.from_url(url)
-                             if url.startswith(("redis://", "rediss://")) else None)
+        url = settings.redis_broker_url
+        self.redis_broker = redis.Redis.from_url(url) if url else None
 
     def queues(self) -> list[str]:
         named = {node.queue for graph in registry.known().values()

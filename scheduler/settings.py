@@ -46,6 +46,10 @@ def mask_password(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+def is_redis_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
 @dataclass(frozen=True)
 class Settings:
     broker_url: str
@@ -63,6 +67,11 @@ class Settings:
     metrics_port: int | None = None
     faults: Faults = field(default_factory=Faults)
 
+    @property
+    def redis_broker_url(self) -> str | None:
+        """The broker's URL when it is Redis, whose queues are lists anyone can measure."""
+        return self.broker_url if is_redis_url(self.broker_url) else None
+
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.__dict__.items() if k not in ("broker_url", "store_url")}
         return (f"Settings(broker_url={mask_password(self.broker_url)!r}, "
@@ -75,9 +84,7 @@ class Settings:
         started with it."""
         env = os.environ if env is None else env
         broker = env.get("CELERYGRAPH_BROKER_URL", "redis://127.0.0.1:6379/0")
-        default_store = broker if broker.startswith(("redis://", "rediss://")) else (
-            "redis://127.0.0.1:6379/0"
-        )
+        default_store = broker if is_redis_url(broker) else "redis://127.0.0.1:6379/0"
         modules = env.get("CELERYGRAPH_GRAPHS", "")
         ttl = env.get("CELERYGRAPH_RUN_TTL")
         metrics_port = env.get("CELERYGRAPH_METRICS_PORT")

@@ -37,9 +37,8 @@ class Sweeper:
                                         daemon=True)
         self.redispatched = 0
         self.published = False
-        url = res.settings.broker_url
-        self.broker = redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://")) \
-            else None
+        url = res.settings.redis_broker_url
+        self.broker = redis.Redis.from_url(url) if url else None
 
     def start(self) -> None:
         self._thread.start()

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import replace
 from typing import Any
 
 from celery import signals
 
 from scheduler import metrics, tracing
-from scheduler.celery_app import CeleryGraphApp
+from scheduler.celery_app import CeleryGraphApp, settings_from_env
 from scheduler.driver import with_run_lease
 from scheduler.errors import GraphModuleError
-from scheduler.faults import Faults
 from scheduler.protocol import ADVANCE_TASK, START_TASK
 from scheduler.resources import resources
 from scheduler.runs import create_run
@@ -120,4 +118,4 @@ def create_scheduler_app(settings: Settings) -> CeleryGraphApp:
 @functools.cache
 def app_from_env() -> CeleryGraphApp:
     """The app `celery -A scheduler` runs, configured from CELERYGRAPH_* once per process."""
-    return create_scheduler_app(replace(Settings.from_env(), faults=Faults.from_env()))
+    return create_scheduler_app(settings_from_env())

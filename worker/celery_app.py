@@ -7,10 +7,8 @@ is a whole cluster; the `scheduler` package builds an app with those alone.
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
-from scheduler.celery_app import CeleryGraphApp
-from scheduler.faults import Faults
+from scheduler.celery_app import CeleryGraphApp, settings_from_env
 from scheduler.settings import Settings
 from scheduler.tasks import register_scheduler_tasks, serve_graphs
 from worker.tasks import register_node_tasks
@@ -29,4 +27,4 @@ def create_app(settings: Settings) -> CeleryGraphApp:
 @functools.cache
 def app_from_env() -> CeleryGraphApp:
     """The app `celery -A worker` runs, configured from CELERYGRAPH_* once per process."""
-    return create_app(replace(Settings.from_env(), faults=Faults.from_env()))
+    return create_app(settings_from_env())
