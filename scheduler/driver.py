@@ -140,11 +140,11 @@ class Driver:
     def _start_claimed(self, run: RunRecord) -> Outcome:
         """`start`, once the run holds its thread."""
         thread_id, run_id = run.thread_id, run.run_id
-        run.base_head = self.store.record_base_head(thread_id, run_id,
-                                                    self.res.saver.head(thread_id))
+        head = self.res.saver.head(thread_id)
+        run.base_head = self.store.record_base_head(thread_id, run_id, head)
         try:
             graph = registry.resolve(run.graph)
-            if self.res.saver.head(thread_id) != run.base_head:
+            if head != run.base_head:
                 # A start that died after taking its input: carry on from what it wrote.
                 loop = self._loop(graph, None, run, checkpoint_id=None)
                 loop.load()
