@@ -46,6 +46,7 @@ from graphdef.errors import (
     EmptyInputError,
     GraphInterrupt,
     GraphRecursionError,
+    revive_error,
 )
 from graphdef.executor import arun_step, run_step
 from graphdef.retry import arun_with_retry, run_with_retry
@@ -186,6 +187,10 @@ class RunLoop:
             stream_subgraphs or "messages" in stream_modes or "custom" in stream_modes
         )
         self._wake: Callable[[], None] | None = None
+        # Told just before and just after a planned task's writes are saved (see
+        # `SaveListener`): a distributed worker streams a task's closing chunks only once
+        # its result is safe.
+        self.save_listener: SaveListener | None = None
         self.wants_tasks = "tasks" in stream_modes or "debug" in stream_modes
         self.wants_checkpoints = "checkpoints" in stream_modes or "debug" in stream_modes
         self.resuming = resuming
@@ -234,6 +239,20 @@ class RunLoop:
             self.sink(ns, mode, payload)
         else:
             self._collect(ns, mode, payload)
+
+    def listen(self, wake: Callable[[], None] | None) -> None:
+        """Have `wake` called (from whichever thread emitted) each time a chunk is queued,
+        for a driver of the loop that ships chunks elsewhere (`drain_chunks`)."""
+        self._wake = wake
+
+    def drain_chunks(self) -> list[Chunk]:
+        """Every chunk queued so far, in order, taken off the queue."""
+        out: list[Chunk] = []
+        while True:
+            try:
+                out.append(self.chunks.popleft())
+            except IndexError:
+                return out
 
     def _collect(self, ns: tuple[str, ...], mode: str, payload: Any) -> None:
         self.chunks.append((ns, mode, payload))
@@ -760,6 +779,17 @@ class RunLoop:
             return False
         return task_id in self._resumable(history).reruns
 
+    def replay_task_chunks(self, task: Task, status: algo.TaskStatus) -> None:
+        """Emit the chunks a task's saving emitted (its `updates`, its `tasks` result) from
+        what it saved: for a process that finds the task already ran and must stream what
+        the process that ran it may have died before streaming."""
+        if status.error is not None:
+            self._emit_task_result(task, [], revive_error(status.error))
+            return
+        writes = list(status.output) if status.finished else [(INTERRUPT, status.interrupts)]
+        self._emit_updates(task, writes)
+        self._emit_task_result(task, writes)
+
     def drop_null_resume(self) -> None:
         """Forget a resume answer given without an interrupt id: a task that runs on its own
         loop (a worker's) and did not pause before must not take the one meant for the task
@@ -971,10 +1001,15 @@ class RunLoop:
             self.pending_writes = [w for w in self.pending_writes if w[0] != task_id]
             to_save = list(writes)
         self.pending_writes.extend((task_id, c, v) for c, v in writes)
+        listener = self.save_listener if task_id in self.tasks else None
+        if listener is not None:
+            listener.saving(task_id)
         if self.durability != "exit" and self.checkpointer is not None:
             self.checkpointer.put_writes(
                 self._writes_config(), to_save, task_id, task.path_key if task else ""
             )
+        if listener is not None:
+            listener.saved(task_id)
         if task is not None:
             self._emit_updates(task, list(writes), cached=cached)
 
@@ -1110,6 +1145,14 @@ class RunLoop:
             values = {**(values if isinstance(values, dict) else {}),
                       INTERRUPT: list(self.interrupts)}
         self.output = values
+
+
+class SaveListener(Protocol):
+    """Told around the save of a planned task's writes (its memo)."""
+
+    def saving(self, task_id: str) -> None: ...
+
+    def saved(self, task_id: str) -> None: ...
 
 
 def coerce_context(schema: Any, context: Any) -> Any:

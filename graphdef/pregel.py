@@ -581,10 +581,13 @@ class Pregel:
         config: dict[str, Any],
         values: Any,
         as_node: str | None = None,
+        *,
+        checkpointer: BaseCheckpointSaver | None = None,
     ) -> dict[str, Any]:
         """Write `values` as if node `as_node` had returned them; a new checkpoint, a fork.
-        A config with a subgraph's `checkpoint_ns` updates that subgraph with its nodes."""
-        saver = self._saver()
+        A config with a subgraph's `checkpoint_ns` updates that subgraph with its nodes.
+        `checkpointer` as for `get_state`."""
+        saver = self._saver(checkpointer)
         graph = self._subgraph_for(config, for_update=True) or self
         return update_state(graph, saver, merge_configs(self.config, config), values, as_node)
 

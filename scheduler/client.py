@@ -29,6 +29,7 @@ from scheduler.resources import Resources
 from scheduler.runs import check_graph, create_run
 from scheduler.settings import Settings
 from scheduler.store import new_run_id
+from scheduler.streams import StreamPart
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,32 @@ class RunHandle:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
+
+    def stream(self, after: str = "0-0", *, timeout: float | None = None
+               ) -> Iterator[StreamPart]:
+        """The run's stream entries after id `after`, as they come, up to its end entry
+        (`scheduler.streams`): reconnect with the last id seen to get the rest exactly once.
+        Only a run submitted with a `stream_mode` streams."""
+        chunks = self.client.store.chunk_stream(self.thread_id, self.id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = after
+        while True:
+            parts = chunks.read(last, block_ms=200)
+            for part in parts:
+                last = part.id
+                yield part
+                if part.kind == "end":
+                    return
+            if parts:
+                continue
+            run = self.client.store.run(self.thread_id, self.id)
+            if run is not None and run.status.settled and not run.stream_modes:
+                return  # it never streamed
+            if run is not None and run.status.settled and not self.client.store.r.exists(
+                    chunks.key):
+                return  # its stream outlived CELERYGRAPH_STREAM_TTL
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} did not end within {timeout} s")
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run is done, interrupted, failed, cancelled or rejected.
@@ -144,12 +171,16 @@ class Client:
         on_busy: str = "reject",
         routes: dict[str, str] | None = None,
         context: Any = None,
+        stream_mode: str | list[str] | tuple[str, ...] | None = None,
+        stream_subgraphs: bool = False,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
         With `on_busy="reject"` a thread that is running another run raises ThreadBusyError
         and nothing is stored; with `"enqueue"` the run starts when the thread is free.
         `context`: what its nodes read as `runtime.context` (`invoke(..., context=...)`).
+        `stream_mode` (LangGraph's modes, one or a list) and `stream_subgraphs`: stream the
+        run's chunks in those modes (`RunHandle.stream`); by default nothing is streamed.
         """
         check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
@@ -162,7 +193,8 @@ class Client:
         try:
             create_run(self.store, graph=graph, run_input=input, thread_id=thread_id,
                        config=config, durability=durability, on_busy=on_busy,
-                       run_id=run_id, routes=routes, context=context)
+                       run_id=run_id, routes=routes, context=context,
+                       stream_mode=stream_mode, stream_subgraphs=stream_subgraphs)
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
@@ -173,9 +205,13 @@ class Client:
         return RunHandle(self, thread_id, run_id)
 
     def resume(self, thread_id: str, command: Command[Any] | Any, *, durability: str = "async",
-               on_busy: str = "reject", context: Any = None) -> RunHandle:
+               on_busy: str = "reject", context: Any = None,
+               config: dict[str, Any] | None = None,
+               stream_mode: str | list[str] | tuple[str, ...] | None = None,
+               stream_subgraphs: bool = False) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
-        `context` is not carried over from the paused run: pass it again, as with LangGraph."""
+        `context` is not carried over from the paused run: pass it again, as with LangGraph.
+        `config`, `stream_mode`, `stream_subgraphs`: the resuming run's, as for `submit`."""
         if not isinstance(command, Command):
             command = Command(resume=command)
         runs = self.store.runs_of(thread_id)
@@ -194,13 +230,16 @@ class Client:
                     self._graph_of(thread_id), self.saver, head).interrupts
             algo.check_resume(command.resume, {i.id for i in interrupts}, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
-                           on_busy=on_busy, context=context)
+                           on_busy=on_busy, context=context, config=config,
+                           stream_mode=stream_mode, stream_subgraphs=stream_subgraphs)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""
-        if self._run_of(thread_id, run_id).status.terminal:
+        run = self._run_of(thread_id, run_id)
+        if run.status.terminal:
             return
-        self.store.end_run(thread_id, run_id, RunStatus.CANCELLED)
+        self.store.end_run(thread_id, run_id, RunStatus.CANCELLED,
+                           streaming=bool(run.stream_modes))
 
     def run(self, thread_id: str, run_id: str) -> RunHandle:
         return RunHandle(self, thread_id, run_id)

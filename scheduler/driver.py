@@ -36,6 +36,7 @@ from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun, shadow_name
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.store import BUSY, STARTED_ALREADY
+from scheduler.streams import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class KeptTask:
     task: algo.Task | None = None
     # The loop's saver, which the next advance fences with its own lease.
     saver: FencedSaver | None = None
+    # Where the loop's chunks go, when the run streams.
+    publisher: Publisher | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class Driver:
         self.run_here = run_here
         # Events of supersteps finished without a dispatch, sent with the next store write.
         self.pending_events: list[tuple[str, dict[str, Any]]] = []
+        # Where the drive's loop streams to, when its run streams (`_attach`).
+        self.publisher: Publisher | None = None
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -179,6 +184,7 @@ class Driver:
         if kept is not None and kept.saver is not None:
             kept.saver.fence(self.lease)
             self.saver = kept.saver
+            self.publisher = kept.publisher
         view = self.store.step_view(thread_id, run_id, checkpoint_id)
         run = view.run
         if run is None:
@@ -211,17 +217,38 @@ class Driver:
 
     def _loop(self, graph: Pregel, run_input: Any, run: RunRecord,
               checkpoint_id: str | None) -> RunLoop:
-        return RunLoop(
+        loop = RunLoop(
             graph, run_input, run.config_at(checkpoint_id),
             checkpointer=self.saver, durability="sync",
             interrupt_before=graph.interrupt_before, interrupt_after=graph.interrupt_after,
-            stream_modes=(), context=run.run_context(),
+            stream_modes=run.stream_modes, stream_subgraphs=run.stream_subgraphs,
+            context=run.run_context(),
         )
+        self._attach(loop, run)
+        return loop
+
+    def _attach(self, loop: RunLoop, run: RunRecord) -> None:
+        """Stream the loop's chunks to the run's stream, if the run streams: each batch
+        under a key naming the checkpoint it follows from (`scheduler.streams`), the step's
+        chunks just before the checkpoint that ends the step is written."""
+        if not run.stream_modes:
+            return
+        publisher = self.publisher = Publisher(
+            self.store.chunk_stream(run.thread_id, run.run_id), loop.drain_chunks)
+        loop.listen(publisher.wake)
+        self.saver.before_put = publisher.before_checkpoint
+
+    def _publish(self, key: str) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_once(key)
 
     def _drive(self, run: RunRecord, loop: RunLoop, *, after_barrier: bool) -> Outcome:
         run_id = run.run_id
         try:
             while loop.prepare_step():
+                if after_barrier and self.publisher is not None:
+                    # This step's plan was streamed when it was dispatched.
+                    self.publisher.discard()
                 todo = [t for t in loop.tasks.values() if not t.writes]
                 if inline := [t for t in todo if t.node.hidden]:
                     # `__start__` only maps the input to state: not worth a worker round trip.
@@ -286,6 +313,7 @@ class Driver:
         events = [*self.pending_events,
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
         self.pending_events.clear()
+        self._publish(f"dispatch:{checkpoint_id}")
         self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         if len(todo) == 1 and self.run_here and infos[todo[0].id]["queue"] == self.run_here:
             # Not marked sent: if the caller dies before taking the task's lease, the
@@ -299,6 +327,7 @@ class Driver:
                 graph=run.graph, trace_parent=traceparent,
                 loop=loop if warm else None, task=todo[0] if warm else None,
                 saver=self.saver if warm else None,
+                publisher=self.publisher if warm else None,
             ))
         for queue, batch in self._batches(todo, infos):
             refs = tuple(NodeRef(t.id, infos[t.id]["path"]) for t in batch)
@@ -355,7 +384,9 @@ class Driver:
         for kind, earlier in self.pending_events:
             self.store.add_event(thread_id, run_id, kind, **earlier)
         self.pending_events.clear()
-        if self.store.end_run(thread_id, run_id, status, **data):
+        self._publish("end")
+        if self.store.end_run(thread_id, run_id, status, streaming=bool(run.stream_modes),
+                              **data):
             metrics.run_ended(run.graph, status)
         self._start_queued(thread_id)
         if self.res.settings.run_ttl:
@@ -382,6 +413,8 @@ class Driver:
         }
         self.store.update_run(thread_id, run_id, status=RunStatus.REJECTED, error=error)
         self.store.add_event(thread_id, run_id, "rejected", error=error)
+        if run.stream_modes:
+            self.store.end_stream(thread_id, run_id, RunStatus.REJECTED, error)
         self.store.retire(thread_id, run_id)
         metrics.run_ended(run.graph, RunStatus.REJECTED)
         return Outcome(RunStatus.REJECTED, error=error)

@@ -10,6 +10,8 @@ current, but it no longer owns the run, so it writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from graphdef.checkpoint.base import Checkpoint, CheckpointMetadata, Config
 from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
@@ -22,6 +24,9 @@ class FencedSaver(DelegatingSaver):
         super().__init__(saver)
         self.saver = saver
         self.lease = lease
+        # Called with the expected head just before each write: a streaming run's chunks
+        # of the step land before the checkpoint that ends it (`Driver._attach`).
+        self.before_put: Callable[[str | None], None] | None = None
 
     def fence(self, lease: tuple[str, str] | None) -> None:
         """Write only while `lease` (its key, its owner) is held: a loop kept across
@@ -31,5 +36,7 @@ class FencedSaver(DelegatingSaver):
     def put(self, config: Config, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: dict[str, int]) -> Config:
         expected = config["configurable"].get("checkpoint_id") or None
+        if self.before_put is not None:
+            self.before_put(expected)
         return self.saver.put_if_head(config, checkpoint, metadata, new_versions,
                                       expected_head=expected, guard=self.lease)

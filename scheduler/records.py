@@ -83,6 +83,10 @@ class RunRecord:
     # The run's `context=` (LangGraph's `Runtime.context`) in the serde's JSON form, so that
     # the record stays plain JSON and every loop of the run reads it with the record.
     context: Any = None
+    # The stream modes a producer asked for (`stream(stream_mode=...)`), and whether with
+    # subgraphs' chunks; no modes: nothing is streamed and no stream key is written.
+    stream_modes: list[str] = field(default_factory=list)
+    stream_subgraphs: bool = False
 
     def run_context(self) -> Any:
         """The run's context as the producer gave it; loops coerce it to the graph's

@@ -24,7 +24,9 @@ class Resources:
         """New connections to the store that `settings` names."""
         saver = RedisSaver.from_url(settings.store_url)
         saver.max_value_bytes = settings.max_value_bytes
-        store = RunStore(saver.client, max_value_bytes=settings.max_value_bytes)
+        store = RunStore(saver.client, max_value_bytes=settings.max_value_bytes,
+                         stream_max_len=settings.stream_max_len,
+                         stream_ttl=settings.stream_ttl)
         return cls(settings, saver, store)
 
     def load_graphs(self) -> None:

@@ -14,6 +14,8 @@ CELERYGRAPH_CHAIN_IN_PLACE     run a step's lone next task in the worker that fi
                                when it is bound for the same queue (1; 0: one message per node)
 CELERYGRAPH_STEP_MESSAGES      most messages one superstep sends to a queue; more tasks than this
                                go several to a message (64)
+CELERYGRAPH_STREAM_MAX_LEN     most entries a run's chunk stream keeps, the oldest trimmed (100000)
+CELERYGRAPH_STREAM_TTL         seconds a run's chunk stream lives once the run settled (3600)
 CELERYGRAPH_METRICS_PORT       port of this worker or scheduler process's Prometheus /metrics
                                (unset: no metrics); processes on one host need one each
 
@@ -65,6 +67,8 @@ class Settings:
     chain_in_place: bool = True
     step_messages: int = 64
     metrics_port: int | None = None
+    stream_max_len: int = 100_000
+    stream_ttl: float = 3600.0
     faults: Faults = field(default_factory=Faults)
 
     @property
@@ -102,4 +106,6 @@ class Settings:
             chain_in_place=env.get("CELERYGRAPH_CHAIN_IN_PLACE", "1") != "0",
             step_messages=max(1, int(_float(env, "CELERYGRAPH_STEP_MESSAGES", 64))),
             metrics_port=int(metrics_port) if metrics_port else None,
+            stream_max_len=max(1, int(_float(env, "CELERYGRAPH_STREAM_MAX_LEN", 100_000))),
+            stream_ttl=_float(env, "CELERYGRAPH_STREAM_TTL", 3600.0),
         )

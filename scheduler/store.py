@@ -27,6 +27,7 @@ from graphdef.checkpoint.keys import (
     threads_matching,
 )
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
+from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fields
 
 # KEYS: done set, step hash, events stream, the task's lease. ARGV: task id, now, event
 # payload, lease owner ('' to leave the lease alone). One script, so the event, the release
@@ -103,7 +104,11 @@ class RunStore:
     """Typed access to the coordination keys; one instance per process is enough."""
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX,
-                 max_value_bytes: int | None = None) -> None:
+                 max_value_bytes: int | None = None, *,
+                 stream_max_len: int = DEFAULT_MAX_LEN,
+                 stream_ttl: float = DEFAULT_TTL) -> None:
+        self.stream_max_len = stream_max_len
+        self.stream_ttl = stream_ttl
         self.r = client
         self.prefix = check_prefix(prefix)
         self.max_value_bytes = max_value_bytes
@@ -232,13 +237,36 @@ class RunStore:
     def release_thread(self, thread_id: str, run_id: str) -> None:
         self._release(keys=[self.key(thread_id, "active")], args=[run_id])
 
-    def end_run(self, thread_id: str, run_id: str, status: RunStatus, **data: Any) -> bool:
+    def chunk_stream(self, thread_id: str, run_id: str) -> ChunkStream:
+        """The run's stream chunks (`scheduler.streams`)."""
+        return ChunkStream(self.r, self.key(thread_id, "chunks", run_id),
+                           self.key(thread_id, "chunks", run_id, "published"),
+                           self.stream_max_len)
+
+    def _end_stream(self, pipe: redis.client.Pipeline, thread_id: str, run_id: str,
+                    status: RunStatus, error: Any) -> None:
+        """Queue a streaming run's end entry and its stream's lifetime on `pipe`."""
+        key = self.key(thread_id, "chunks", run_id)
+        pipe.xadd(key, end_fields(status, error))  # type: ignore[arg-type]
+        for name in (key, self.key(thread_id, "chunks", run_id, "published")):
+            pipe.expire(name, int(self.stream_ttl))
+
+    def end_stream(self, thread_id: str, run_id: str, status: RunStatus, error: Any) -> None:
+        """End the stream of a run that never held its thread (a rejected one)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            self._end_stream(pipe, thread_id, run_id, status, error)
+            pipe.execute()
+
+    def end_run(self, thread_id: str, run_id: str, status: RunStatus, *,
+                streaming: bool = False, **data: Any) -> bool:
         """Store a run's final (or paused) status, announce it, and free its thread, at once;
         False (and nothing written) if the run already ended, e.g. it was cancelled.
 
         One transaction: a process dying half-way must not leave a free thread under a run
         still marked running (the next run would take the thread, and a late advance of the
         old run would act on the new run's checkpoints), nor a status without its event.
+        `streaming`: the run streams chunks; its stream's end entry lands in the same
+        transaction, so a consumer never waits on a run that ended.
         """
         now = time.time()
         fields = {"status": status, "finished_at": now, "updated_at": now}
@@ -252,6 +280,8 @@ class RunStore:
             pipe.xadd(self.key(thread_id, "events", run_id), {"type": status, "data": payload})
             self._release(keys=[self.key(thread_id, "active")], args=[run_id], client=pipe)
             pipe.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+            if streaming:
+                self._end_stream(pipe, thread_id, run_id, status, data.get("error"))
 
         return self._unless_ended(thread_id, run_id, end)
 

@@ -11,8 +11,8 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from celery import current_task
@@ -31,6 +31,7 @@ from scheduler.protocol import shadow_name
 from scheduler.records import RunRecord
 from scheduler.resources import Resources
 from scheduler.store import FIRST_START, StepView
+from scheduler.streams import Publisher
 from worker.rows import NodeResult, NodeRows, RowRunner
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     return _run_leased(res, thread_id, run_id, checkpoint_id, task_id, owner,
                        lambda: _run_task(res, run, checkpoint_id, task_id, path,
                                          view.context, saver, rows,
-                                         restart=grant != FIRST_START),
+                                         restart=grant != FIRST_START, attempt=owner),
                        run.graph, span)
 
 
@@ -150,36 +151,65 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
 def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
               path: list[Any] | None, context: dict[str, Any],
               saver: OwnWritesSaver, rows: NodeRows | None, *,
-              restart: bool) -> tuple[str, str]:
-    """Run the task; returns its node and outcome: finished, interrupted, failed or skipped."""
+              restart: bool, attempt: str) -> tuple[str, str]:
+    """Run the task; returns its node and outcome: finished, interrupted, failed or skipped.
+    `attempt`: this run of the task (its lease owner), which tags the chunks it streams."""
     graph = registry.resolve(run.graph)
     loop = RunLoop(
         graph, None, run.config_at(checkpoint_id),
         checkpointer=saver,
-        durability="sync", interrupt_before=(), interrupt_after=(), stream_modes=(),
+        durability="sync", interrupt_before=(), interrupt_after=(),
+        stream_modes=run.stream_modes, stream_subgraphs=run.stream_subgraphs,
         resuming=bool(context.get("resuming")), resume_map=context.get("resume_map"),
         context=run.run_context(),
     )
+    publisher = None
+    if run.stream_modes:
+        publisher = Publisher(res.store.chunk_stream(run.thread_id, run.run_id),
+                              loop.drain_chunks)
+        loop.listen(publisher.wake)
     loop.load()
     loop.apply_null_writes()
     task = loop.plan_task(task_id, path)
     if task is None:
         raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
-    status = loop.task_status(task_id)
-    if status is not None and status.finished:
-        return task.name, "skipped"
-    if status is not None and status.interrupts and not context.get("resuming"):
-        # Outside a resume, a saved interrupt is this dispatch's own: the task already ran
-        # and paused, and its worker died before marking the barrier. Do not run it again.
-        return task.name, "interrupted"
-    if not loop.paused_before(task_id, history=res.saver):
-        loop.drop_null_resume()
-    row = None if rows is None else rows.row(shadow_name(run.graph, task.name), checkpoint_id,
-                                             task, restart=restart)
+    with streaming(publisher, loop, checkpoint_id, task_id, attempt):
+        status = loop.task_status(task_id)
+        if status is not None and (status.finished or (
+                status.interrupts and not context.get("resuming"))):
+            # It ran already: its process died after saving its result and before counting
+            # it. Outside a resume, a saved interrupt is this dispatch's own: the task paused.
+            # Either way it does not run again; what it streamed on saving is streamed again,
+            # once (`scheduler.streams`).
+            if publisher is not None:
+                publisher.saved(task_id)
+                loop.replay_task_chunks(task, status)
+            return task.name, "skipped" if status.finished else "interrupted"
+        if restart and publisher is not None:
+            publisher.stream.abandon(task_id, attempt)
+        if not loop.paused_before(task_id, history=res.saver):
+            loop.drop_null_resume()
+        row = None if rows is None else rows.row(shadow_name(run.graph, task.name),
+                                                 checkpoint_id, task, restart=restart)
+        try:
+            return task.name, run_on(loop, task, res.settings.faults, row)
+        finally:
+            loop.close(None)
+
+
+@contextmanager
+def streaming(publisher: Publisher | None, loop: RunLoop, checkpoint_id: str, task_id: str,
+              attempt: str) -> Iterator[None]:
+    """Stream what the task's loop emits while it runs, when its run streams."""
+    if publisher is None:
+        yield
+        return
+    loop.save_listener = publisher
     try:
-        return task.name, run_on(loop, task, res.settings.faults, row)
+        with publisher.streaming_task(task_id, attempt, f"task:{checkpoint_id}:{task_id}"):
+            yield
     finally:
-        loop.close(None)
+        loop.save_listener = None
 
 
 def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None = None) -> str:
@@ -197,12 +227,14 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None
 
 def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                     task: algo.Task, loop: RunLoop, row: RowRunner | None = None, *,
-                    graph: str, trace_parent: str | None) -> bool | None:
+                    graph: str, trace_parent: str | None,
+                    publisher: Publisher | None = None) -> bool | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
     advance's own loop: no reload of what it holds in memory. True as for `execute_node`;
     None when another worker took the task meanwhile (this one stalled past the lease): what
     that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
-    `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it."""
+    `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it;
+    `publisher`: where the loop streams, when the run streams."""
     store = res.store
     owner = new_owner()
     grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
@@ -217,7 +249,8 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     def run() -> tuple[str, str]:
         try:
-            return task.name, run_on(loop, task, res.settings.faults, row)
+            with streaming(publisher, loop, checkpoint_id, task.id, owner):
+                return task.name, run_on(loop, task, res.settings.faults, row)
         except BaseException:
             loop.close(None)
             raise

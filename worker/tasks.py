@@ -117,7 +117,8 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop, row, graph=kept.graph,
-                                       trace_parent=kept.trace_parent)
+                                       trace_parent=kept.trace_parent,
+                                       publisher=kept.publisher)
             if finished is None:  # taken elsewhere meanwhile: its own loop is stale
                 kept = None
         if finished is None:

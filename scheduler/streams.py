@@ -1,0 +1,322 @@
+"""A run's stream chunks in Redis: one Redis stream per run, written by every process that
+works on the run, read by any number of consumers from any id.
+
+Why one stream per run and no pub/sub: a stream is both the live feed (`XREAD BLOCK`
+wakes a blocked reader the moment an entry lands, sub-millisecond on loopback) and the
+replay log (every entry keeps an id; a consumer that reconnects reads on from the last id
+it saw, so it gets the rest exactly once, with no gap and no duplicate). Pub/sub would add
+a second channel whose messages a disconnected consumer loses anyway. The key carries the
+thread's hash tag, so a run's chunks sit in its thread's Redis Cluster slot.
+
+Three kinds of entry:
+
+- a chunk (`k=c`): namespace, mode, payload (the serde's JSON, never pickle), and the task
+  and attempt that produced it (empty for chunks of the run itself: `values`,
+  `checkpoints`, a step's `tasks` starts);
+- an abandoned attempt (`k=a`): a task ran again because the attempt before it died (its
+  worker was killed, its lease lapsed). Chunks of that task with another attempt, earlier
+  in the stream, came from the dead attempt; the task's `updates` and `tasks` result come
+  once, from the attempt that saved its result;
+- the end (`k=e`): the run's status and, if it failed, its error. Nothing follows.
+
+Who writes what, and why each chunk lands once:
+
+- A worker streams what a node produces while it runs (tokens, custom data, subgraph
+  chunks) as it comes, tagged with its attempt. A task's closing chunks (its `updates` and
+  `tasks` result) are written with `publish_once` under a key naming the task, after its
+  result (memo) is saved: a re-run that finds the memo writes them again under the same
+  key, and the second write is a no-op. So a worker killed between the memo and the chunk
+  loses nothing, and one killed after both adds nothing.
+- A driver (a start or an advance) writes the run's own chunks under keys naming the
+  checkpoint they follow from (`publish_once`): before it writes the next checkpoint, and
+  before it dispatches a step or ends the run. A driver that dies and is repeated plans the
+  same chunks from the same checkpoint, and the keys drop the repeats.
+
+Retention: a stream keeps at most `max_len` entries (oldest trimmed first, approximately,
+as `XADD MAXLEN ~` does) and, once its run settles, lives `ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+import redis
+
+from graphdef import serde
+from graphdef.errors import revive_error
+
+Chunk = tuple[tuple[str, ...], str, Any]
+
+CHUNK = b"c"
+ABANDONED = b"a"
+END = b"e"
+
+DEFAULT_MAX_LEN = 100_000
+DEFAULT_TTL = 3600.0
+
+# KEYS: the stream, the set of published keys. ARGV: the key, max length, then the
+# entries' fields as JSON objects. One script: the check and the entries land together.
+_PUBLISH_ONCE = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+for i = 3, #ARGV do
+  local entry = cjson.decode(ARGV[i])
+  local args = {KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
+  for _, pair in ipairs(entry) do table.insert(args, pair[1]); table.insert(args, pair[2]) end
+  redis.call('XADD', unpack(args))
+end
+return 1
+"""
+
+ERROR_TAG = "__cg_error__"
+
+
+@dataclass(frozen=True)
+class StreamPart:
+    """One entry of a run's stream, decoded.
+
+    `kind`: `chunk`, `abandoned` or `end`. A chunk has `ns`, `mode` and `data` (and `task`,
+    `attempt` when a task produced it); an abandoned marker has `task` and `attempt` (the
+    attempt that replaces the dead one); an end has `status` and, on failure, `error`.
+    """
+
+    id: str
+    kind: str
+    ns: tuple[str, ...] = ()
+    mode: str = ""
+    data: Any = None
+    task: str = ""
+    attempt: str = ""
+    status: str = ""
+    error: dict[str, Any] | None = None
+
+
+def _portable(value: Any) -> Any:
+    """`value` with exceptions (a failed task's `tasks` payload) as tagged error records:
+    the serde stores no exception, and a consumer revives them by name, never by import."""
+    if isinstance(value, BaseException):
+        record: dict[str, Any] = {"type": type(value).__name__, "message": str(value)}
+        if all(isinstance(a, str | int | float | bool) or a is None for a in value.args):
+            record["args"] = list(value.args)
+        return {ERROR_TAG: record}
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(_portable(v) for v in value)
+    return value
+
+
+def _revived(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and ERROR_TAG in value:
+            return revive_error(value[ERROR_TAG])
+        return {k: _revived(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revived(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(_revived(v) for v in value)
+    return value
+
+
+def chunk_fields(chunk: Chunk, task: str = "", attempt: str = "") -> dict[str, bytes | str]:
+    ns, mode, payload = chunk
+    data = _portable(payload) if mode in ("tasks", "debug") else payload
+    return {"k": "c", "ns": orjson.dumps(list(ns)), "m": mode,
+            "d": serde.dumps(data, root=f"stream[{mode}]"), "t": task, "a": attempt}
+
+
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamPart:
+    entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    kind = fields.get(b"k", CHUNK)
+    task = fields.get(b"t", b"").decode()
+    attempt = fields.get(b"a", b"").decode()
+    if kind == ABANDONED:
+        return StreamPart(entry, "abandoned", task=task, attempt=attempt)
+    if kind == END:
+        error = fields.get(b"err")
+        return StreamPart(entry, "end", status=fields.get(b"s", b"").decode(),
+                          error=orjson.loads(error) if error else None)
+    mode = fields[b"m"].decode()
+    data = serde.loads(fields[b"d"])
+    if mode in ("tasks", "debug"):
+        data = _revived(data)
+    return StreamPart(entry, "chunk", ns=tuple(orjson.loads(fields[b"ns"])), mode=mode,
+                      data=data, task=task, attempt=attempt)
+
+
+class ChunkStream:
+    """One run's stream: appending entries, and reading them from an id."""
+
+    def __init__(self, client: redis.Redis, key: str, published_key: str,
+                 max_len: int = DEFAULT_MAX_LEN) -> None:
+        self.r = client
+        self.key = key
+        self.published_key = published_key
+        self.max_len = max_len
+        self._publish_once = client.register_script(_PUBLISH_ONCE)
+
+    def append(self, entries: Sequence[dict[str, bytes | str]]) -> None:
+        """Entries in one round trip, in order."""
+        if not entries:
+            return
+        with self.r.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(self.key, fields, maxlen=self.max_len, approximate=True)  # type: ignore[arg-type]
+            pipe.execute()
+
+    def publish_once(self, key: str, entries: Sequence[dict[str, bytes | str]]) -> bool:
+        """Entries under `key`, unless something was already published under it; one
+        script, so a repeat publishes nothing at all. True when these landed."""
+        if not entries:
+            return False
+        encoded = [orjson.dumps([[k, v.decode() if isinstance(v, bytes) else v]
+                                 for k, v in fields.items()]) for fields in entries]
+        return bool(self._publish_once(keys=[self.key, self.published_key],
+                                       args=[key, self.max_len, *encoded]))
+
+    def abandon(self, task: str, attempt: str) -> None:
+        self.append([{"k": "a", "t": task, "a": attempt}])
+
+    def read(self, after: str = "0-0", block_ms: int | None = None,
+             count: int = 1000) -> list[StreamPart]:
+        """Entries after `after`; with `block_ms`, wait that long for the first one."""
+        reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                     self.r.xread({self.key: after}, block=block_ms, count=count))
+        return [decode(entry_id, fields) for _, entries in reply or ()
+                for entry_id, fields in entries]
+
+
+def end_fields(status: str, error: dict[str, Any] | None) -> dict[str, bytes | str]:
+    fields: dict[str, bytes | str] = {"k": "e", "s": status}
+    if error is not None:
+        fields["err"] = orjson.dumps(error)
+    return fields
+
+
+class Publisher:
+    """What one loop streams, on the way to its run's stream.
+
+    A loop calls `wake` whenever it queued a chunk (from any thread). `live` (a worker
+    running a node) sends chunks as they come from a thread of its own that writes
+    everything queued so far in one round trip, so a model's tokens are not each a round
+    trip on the node's thread; `flush` waits until they are written. Otherwise (a driver)
+    chunks wait for `publish_once`.
+    """
+
+    def __init__(self, stream: ChunkStream, drain: Callable[[], list[Chunk]]) -> None:
+        self.stream = stream
+        self.drain = drain
+        self.task = ""
+        self.attempt = ""
+        self.live = False
+        self._cond = threading.Condition()
+        self._pending: deque[dict[str, bytes | str]] = deque()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def wake(self) -> None:
+        if not self.live:
+            return
+        entries = [chunk_fields(c, self.task, self.attempt) for c in self.drain()]
+        if not entries:
+            return
+        with self._cond:
+            self._pending.extend(entries)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send_loop, daemon=True,
+                                                name="celerygraph-stream")
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self._busy = True
+            try:
+                self.stream.append(batch)
+            except redis.RedisError as exc:
+                self._error = exc
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every chunk queued so far is in the stream."""
+        self.wake()
+        with self._cond:
+            while self._pending or self._busy:
+                self._cond.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        """Stop the sending thread (after it sent what it has); `wake` starts a new one."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._closed = False
+
+    # A `graphdef.loop.SaveListener`: a task's chunks so far land before its result is
+    # saved; what its saving emits (its `updates`, its `tasks` result) waits for
+    # `publish_once`, after the result is safe.
+
+    def saving(self, task_id: str) -> None:
+        self.flush()
+
+    def saved(self, task_id: str) -> None:
+        self.live = False
+
+    @contextmanager
+    def streaming_task(self, task_id: str, attempt: str, key: str) -> Iterator[None]:
+        """Stream one task's chunks live, tagged with its `attempt`, then its closing chunks
+        under `key` once it saved its result; if it never did (its process is going down
+        with an error), what it streamed is flushed as it is."""
+        self.task, self.attempt, self.live = task_id, attempt, True
+        try:
+            yield
+        finally:
+            try:
+                if self.live:
+                    self.flush()
+                else:
+                    self.publish_once(key)
+            finally:
+                self.close()
+                self.task, self.attempt, self.live = "", "", False
+
+    def publish_once(self, key: str, extra: Sequence[dict[str, bytes | str]] = ()) -> None:
+        """What the loop queued, and `extra` entries after it, under `key` (see the module's
+        docstring); tagged with the current task, if any."""
+        entries = [chunk_fields(c, self.task, self.attempt) for c in self.drain()]
+        self.stream.publish_once(key, [*entries, *extra])
+
+    def before_checkpoint(self, parent: str | None) -> None:
+        """A driver's chunks of a step, just before the checkpoint that follows `parent` is
+        written; a task streaming live (one run in place on the driver's loop, writing a
+        subgraph's checkpoints) keeps streaming as it does."""
+        if not self.live:
+            self.publish_once(f"put:{parent}")
+
+    def discard(self) -> None:
+        """Drop what the loop queued: chunks a repeated plan of a step emits again."""
+        self.drain()
+
