@@ -64,8 +64,12 @@ class Node:
     is_async: bool = False
 
     def needs_event_loop(self) -> bool:
-        """Whether running it takes an event loop: an async function or an async route."""
-        return self.is_async or any(inspect.iscoroutinefunction(w) for w in self.writers)
+        """Whether running it takes an event loop: an async function or an async route, or
+        a subgraph with such a node, however deep."""
+        if self.is_async or any(inspect.iscoroutinefunction(w) for w in self.writers):
+            return True
+        nodes = getattr(self.subgraph, "nodes", None) or {}
+        return any(node.needs_event_loop() for node in nodes.values())
 
 
 @dataclass

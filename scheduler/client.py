@@ -22,6 +22,7 @@ from graphdef.types import Command, StateSnapshot
 from graphdef.update import resumable_interrupts
 from scheduler import registry
 from scheduler.celery_app import make_app
+from scheduler.cluster_graph import ClusterGraph
 from scheduler.errors import RunFailedError, ThreadBusyError, UnknownGraphError, UnknownRunError
 from scheduler.protocol import Sender, StartRun
 from scheduler.records import SETTLED, RunRecord, RunStatus
@@ -240,6 +241,12 @@ class Client:
             return
         self.store.end_run(thread_id, run_id, RunStatus.CANCELLED,
                            streaming=bool(run.stream_modes))
+
+    def graph(self, ref: str, config: dict[str, Any] | None = None) -> ClusterGraph:
+        """`ref`'s graph with a compiled graph's methods, run on the cluster (see
+        `scheduler.cluster_graph`): swap it for the local graph object, nothing else."""
+        check_graph(self.store, ref)
+        return ClusterGraph(self, ref, config)
 
     def run(self, thread_id: str, run_id: str) -> RunHandle:
         return RunHandle(self, thread_id, run_id)

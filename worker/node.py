@@ -169,6 +169,8 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
                               loop.drain_chunks)
         loop.listen(publisher.wake)
     loop.load()
+    # The step's address, not the run's: its nodes see the config they would in-process.
+    loop.conf.pop("checkpoint_id", None)
     loop.apply_null_writes()
     task = loop.plan_task(task_id, path)
     if task is None:

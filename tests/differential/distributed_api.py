@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,8 +35,8 @@ import graphdef.prebuilt
 from graphdef import errors as graph_errors
 from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.func import EntrypointGraph
+from graphdef.pregel import merge_configs
 from graphdef.runtime import current_runtime_or_none
-from graphdef.types import Command
 
 from ..redis_server import redis_server
 from .apis import NAMES, PREBUILT
@@ -129,19 +130,39 @@ def error_class(name: str) -> type[Exception]:
     return _ERROR_CLASSES.setdefault(name, type(name, (Exception,), {}))
 
 
-def run_error(failure: Exception) -> tuple[str, str]:
-    """A failed run's (error type, message)."""
-    error = getattr(failure, "error", {}) or {}
-    return str(error.get("type", "Exception")), str(error.get("message", ""))
-
-
-def revive(failure: Exception) -> Exception:
-    """A failed run's error as an exception of the node's error type (compared by name)."""
-    name, message = run_error(failure)
+def revive(failure: graph_errors.NodeError) -> Exception:
+    """A node error of a user's class, which the cluster graph reports as a NodeError
+    keeping its name, as an exception of a class of that name (compared by name)."""
     try:
-        return error_class(name)(message)
+        return error_class(failure.type_name)(failure.message)
     except Exception:  # a class whose constructor wants other arguments: keep the name
-        return type(name, (Exception,), {})(message)
+        return type(failure.type_name, (Exception,), {})(failure.message)
+
+
+def as_the_scenario_named(value: Any, run_prefix: str) -> Any:
+    """An observation with the threads named as the scenario named them: the bindings'
+    thread prefixes (`<run_prefix>-s0-`) taken off every string, and the thread id of a
+    run the scenario gave no thread dropped from configs and metadata. LangGraph has no
+    thread there; a run on the cluster always has one (README, "Deliberate differences")."""
+    if isinstance(value, str):
+        return re.sub(rf"{run_prefix}-[sg]\d+-", "", value)
+    if isinstance(value, dict):
+        return {k: as_the_scenario_named(v, run_prefix) for k, v in value.items()
+                if not (k == "thread_id" and isinstance(v, str)
+                        and re.fullmatch(rf"{run_prefix}-[sg]\d+-anonymous-\d+", v))}
+    if isinstance(value, list):
+        return [as_the_scenario_named(v, run_prefix) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(as_the_scenario_named(v, run_prefix) for v in value)
+    return value
+
+
+@contextmanager
+def node_errors_by_name() -> Iterator[None]:
+    try:
+        yield
+    except graph_errors.NodeError as failure:
+        raise revive(failure) from failure
 
 
 # ---- graphs that run distributed ------------------------------------------------------------
@@ -158,11 +179,6 @@ class Binding:
 
     def thread_id(self, config: dict[str, Any] | None) -> str:
         conf = (config or {}).get("configurable") or {}
-        if conf.get("checkpoint_id"):
-            raise NotSupportedDistributed(
-                "time travel (invoke or update_state from a checkpoint_id) is not a "
-                "distributed operation: Client.submit always continues a thread's head"
-            )
         if conf.get("thread_id") is None:
             # No thread: LangGraph keeps nothing; a run needs a thread of its own here.
             return f"{self.prefix}anonymous-{next(self._anonymous)}"
@@ -178,7 +194,8 @@ class Binding:
 
 
 class DistributedGraph:
-    """Mixed into a compiled graph's class: top-level calls go through the cluster."""
+    """Mixed into a compiled graph's class: top-level calls go through the cluster graph
+    object (`Client.graph`), on the thread the binding gives the scenario's thread."""
 
     _binding: Binding
 
@@ -187,86 +204,100 @@ class DistributedGraph:
         which pass the saver."""
         return current_runtime_or_none() is None and checkpointer is None
 
-    def invoke(
-        self,
-        input: Any,
-        config: dict[str, Any] | None = None,
-        *,
-        stream_mode: str = "values",
-        durability: str | None = None,
-        interrupt_before: Any = None,
-        interrupt_after: Any = None,
-        context: Any = None,
-    ) -> Any:
-        if not self._top_level():
-            return super().invoke(  # type: ignore[misc]
-                input,
-                config,
-                stream_mode=stream_mode,
-                durability=durability,
-                interrupt_before=interrupt_before,
-                interrupt_after=interrupt_after,
-                context=context,
-            )
-        if stream_mode != "values":
-            raise NotSupportedDistributed("invoke(stream_mode=...) streams chunks")
-        if interrupt_before is not None or interrupt_after is not None:
+    def _cluster(self) -> Any:
+        return self._binding.api.cluster.client.graph(self._binding.ref)
+
+    def _run_config(self, config: dict[str, Any] | None, kwargs: dict[str, Any]
+                    ) -> dict[str, Any]:
+        if kwargs.get("interrupt_before") is not None or kwargs.get(
+                "interrupt_after") is not None:
             raise NotSupportedDistributed(
                 "interrupt_before/after passed to invoke: a distributed run takes the "
                 "graph's compiled static interrupts only"
             )
-        binding = self._binding
-        client = binding.api.cluster.client
-        thread_id = binding.thread_id(config)
-        run_config = {k: v for k, v in (config or {}).items()
-                      if k in ("recursion_limit", "metadata")}
-        if extra := {k: v for k, v in ((config or {}).get("configurable") or {}).items()
-                     if k != "thread_id"}:
-            run_config["configurable"] = extra
-        mode = durability or "async"
-        if isinstance(input, Command) and input.resume is not None:
-            # Client.resume checks the answer against the pending interrupts, then submits
-            # the whole command (an update or goto beside the resume goes with it).
-            handle = client.resume(thread_id, input, durability=mode, context=context)
-        else:
-            handle = client.submit(
-                binding.ref, input, thread_id=thread_id, durability=mode,
-                config=run_config or None, context=context,
+        if ((config or {}).get("configurable") or {}).get("checkpoint_id"):
+            raise NotSupportedDistributed(
+                "time travel (a run from a checkpoint_id) is not supported on the cluster"
             )
-        from scheduler.errors import RunFailedError
+        kwargs.pop("interrupt_before", None)
+        kwargs.pop("interrupt_after", None)
+        if kwargs.get("durability") is None:
+            kwargs.pop("durability", None)
+        config = merge_configs(self.config, config)  # type: ignore[attr-defined]
+        config["configurable"] = {**(config.get("configurable") or {}),
+                                  "thread_id": self._binding.thread_id(config)}
+        return config
 
-        try:
-            return handle.result(timeout=RESULT_TIMEOUT)
-        except RunFailedError as failure:
-            raise revive(failure) from failure
+    def invoke(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if not self._top_level(kwargs.get("checkpointer")):
+            return super().invoke(input, config, **kwargs)  # type: ignore[misc]
+        config = self._run_config(config, kwargs)
+        with node_errors_by_name():
+            return self._cluster().invoke(input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: dict[str, Any] | None = None,
+                      **kwargs: Any) -> Any:
+        if not self._top_level(kwargs.get("checkpointer")):
+            return await super().ainvoke(input, config, **kwargs)  # type: ignore[misc]
+        config = self._run_config(config, kwargs)
+        with node_errors_by_name():
+            return await self._cluster().ainvoke(input, config, **kwargs)
 
     def stream(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         if not self._top_level(kwargs.get("checkpointer")):
             return super().stream(input, config, **kwargs)  # type: ignore[misc]
-        raise NotSupportedDistributed(
-            "stream(): a distributed run reports progress as run events, not stream chunks"
-        )
+        return self._stream(input, config, kwargs)
+
+    def _stream(self, input: Any, config: dict[str, Any] | None, kwargs: dict[str, Any]
+                ) -> Iterator[Any]:
+        if kwargs.get("stream_mode") is None:
+            kwargs["stream_mode"] = self.stream_mode  # type: ignore[attr-defined]
+        config = self._run_config(config, kwargs)
+        with node_errors_by_name():
+            yield from self._cluster().stream(input, config, **kwargs)
+
+    async def astream(self, input: Any, config: dict[str, Any] | None = None,
+                      **kwargs: Any) -> Any:
+        if not self._top_level(kwargs.get("checkpointer")):
+            async for chunk in super().astream(input, config, **kwargs):  # type: ignore[misc]
+                yield chunk
+            return
+        if kwargs.get("stream_mode") is None:
+            kwargs["stream_mode"] = self.stream_mode  # type: ignore[attr-defined]
+        config = self._run_config(config, kwargs)
+        with node_errors_by_name():
+            async for chunk in self._cluster().astream(input, config, **kwargs):
+                yield chunk
+
+    async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
+        return self.get_state(config, subgraphs=subgraphs)
+
+    async def aget_state_history(self, config: dict[str, Any], **kwargs: Any) -> Any:
+        for snapshot in self.get_state_history(config, **kwargs):
+            yield snapshot
+
+    async def aupdate_state(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return self.update_state(config, *args, **kwargs)
 
     def get_state(self, config: dict[str, Any], *, subgraphs: bool = False,
                   checkpointer: Any = None) -> Any:
         if self._top_level(checkpointer):
-            config = self._binding.state_config(config)
-            checkpointer = self._binding.api.cluster.client.saver
+            return self._cluster().get_state(self._binding.state_config(config),
+                                             subgraphs=subgraphs)
         return super().get_state(  # type: ignore[misc]
             config, subgraphs=subgraphs, checkpointer=checkpointer)
 
     def get_state_history(self, config: dict[str, Any], **kwargs: Any) -> Any:
         if self._top_level(kwargs.get("checkpointer")):
-            config = self._binding.state_config(config)
-            kwargs["checkpointer"] = self._binding.api.cluster.client.saver
+            return self._cluster().get_state_history(self._binding.state_config(config),
+                                                     **kwargs)
         return super().get_state_history(config, **kwargs)  # type: ignore[misc]
 
     def update_state(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        if not self._top_level():
+        if not self._top_level(kwargs.get("checkpointer")):
             return super().update_state(config, *args, **kwargs)  # type: ignore[misc]
-        raise NotSupportedDistributed(
-            "update_state: the producers' API has no state edits (Client has no update_state)"
-        )
+        return self._cluster().update_state(self._binding.state_config(config), *args,
+                                            **kwargs)
 
 
 _CLASSES: dict[type, type] = {}
@@ -336,6 +367,8 @@ class DistributedApi:
         return SimpleNamespace(name="distributed", sqlite_saver=sqlite_saver, **names)
 
 
-def distributed_api(cluster: InProcessCluster) -> SimpleNamespace:
-    """A fresh api namespace whose graphs run on ``cluster``, with threads of its own."""
-    return DistributedApi(cluster).namespace()
+def distributed_api(cluster: InProcessCluster) -> tuple[SimpleNamespace, str]:
+    """A fresh api namespace whose graphs run on ``cluster``, with threads of its own, and
+    the prefix of its threads (see `as_the_scenario_named`)."""
+    api = DistributedApi(cluster)
+    return api.namespace(), api.run_prefix

@@ -1,0 +1,309 @@
+"""A graph on the cluster with a compiled graph's methods: `Client().graph("pkg.mod:attr")`.
+
+LangGraph's `RemoteGraph` is the model: a program moves a graph to the cluster by swapping
+the graph object and nothing else. `invoke`, `stream` and `batch` run on the workers (chunks
+come through the run's Redis stream, `scheduler.streams`); `get_state`,
+`get_state_history`, `update_state` and `get_graph` read and write the cluster's Redis
+saver here, with the graph's code (the producer imports the graph's module for them, as
+building a snapshot needs its channels). The async twins run the sync methods in a thread:
+the work happens on the cluster, the caller's event loop only waits.
+
+A run on a thread follows the thread's single-run rule: `multitask_strategy` says what a
+run submitted to a busy thread does (`reject`, `enqueue`), and `update_state` holds the
+thread while it writes, so it never lands between two supersteps of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, cast
+
+from graphdef import errors as graph_errors
+from graphdef.errors import revive_error
+from graphdef.mermaid import GraphView
+from graphdef.pregel import Pregel, merge_configs, reject_unsupported
+from graphdef.stream import check_modes
+from graphdef.types import Command, StateSnapshot
+from scheduler import registry
+from scheduler.errors import ThreadBusyError, UnknownGraphError, UnknownRunError
+from scheduler.records import RunStatus
+from scheduler.streams import StreamPart
+
+if TYPE_CHECKING:
+    from scheduler.client import Client, RunHandle
+
+# LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
+MULTITASK_STRATEGIES = {"reject": "reject", "enqueue": "enqueue"}
+# Configurable keys that address a thread's checkpoints rather than travel with a run.
+ADDRESS_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
+
+
+def _busy_policy(strategy: str) -> str:
+    if strategy not in MULTITASK_STRATEGIES:
+        raise ValueError(f"Unknown multitask_strategy {strategy!r}; expected one of "
+                         f"{sorted(MULTITASK_STRATEGIES)}")
+    return MULTITASK_STRATEGIES[strategy]
+
+
+def _shape(part: StreamPart, single: bool, subgraphs: bool) -> Any:
+    """A stream entry as LangGraph yields a chunk of these modes (see `Pregel.stream`)."""
+    if single:
+        return (part.ns, part.data) if subgraphs else part.data
+    return (part.ns, part.mode, part.data) if subgraphs else (part.mode, part.data)
+
+
+def run_error(error: Mapping[str, Any]) -> BaseException:
+    """A failed run's error as the exception the same run raises in-process: graphdef's own
+    errors (a recursion limit, an invalid update) and built-in ones by class, any other (a
+    user's class, never imported) as a NodeError keeping its name and message."""
+    own = getattr(graph_errors, str(error.get("type")), None)
+    if isinstance(own, type) and issubclass(own, graph_errors.CeleryGraphError) and issubclass(
+            own, Exception):
+        try:
+            return own(str(error.get("message", "")))
+        except TypeError:
+            pass
+    return revive_error(dict(error))
+
+
+def _raise_for(run_id: str, status: str, error: Mapping[str, Any] | None) -> None:
+    """What an in-process run raises where this one ended: its node's error, a busy thread."""
+    if status == RunStatus.FAILED:
+        raise run_error(error or {})
+    if status == RunStatus.REJECTED:
+        raise ThreadBusyError(str((error or {}).get("message", "thread busy")))
+    if status == RunStatus.CANCELLED:
+        raise RuntimeError(f"run {run_id} was cancelled")
+
+
+class ClusterGraph:
+    """`ref`'s graph, run by the cluster `client` talks to; `config` is bound to every call
+    (`with_config`), merged as LangChain merges a bound config with a call's."""
+
+    def __init__(self, client: Client, ref: str, config: dict[str, Any] | None = None) -> None:
+        self.client = client
+        self.ref = ref
+        self.config = config or {}
+        self._graph: Pregel | None = None
+
+    def __repr__(self) -> str:
+        return f"ClusterGraph({self.ref!r})"
+
+    def with_config(self, config: dict[str, Any] | None = None, **kwargs: Any) -> ClusterGraph:
+        return ClusterGraph(self.client, self.ref,
+                            merge_configs(self.config, {**(config or {}), **kwargs}))
+
+    # ---- the graph's code, for state reads and edits ---------------------------------------
+
+    @property
+    def graph(self) -> Pregel:
+        """The compiled graph, from this process's registry or its module."""
+        if self._graph is None:
+            try:
+                self._graph = registry.resolve(self.ref)
+            except UnknownGraphError:
+                module, _, attr = self.ref.partition(":")
+                registry.load_modules([module])
+                self._graph = registry.resolve(self.ref)
+        return self._graph
+
+    def get_graph(self, config: dict[str, Any] | None = None, *, xray: bool = False
+                  ) -> GraphView:
+        if xray:
+            raise NotImplementedError("get_graph(xray=True) is not supported by graphdef")
+        return self.graph.get_graph()
+
+    # ---- runs ------------------------------------------------------------------------------
+
+    def _config(self, config: dict[str, Any] | None) -> dict[str, Any]:
+        return merge_configs(self.config, config)
+
+    def _thread(self, config: dict[str, Any]) -> str:
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        # No thread: LangGraph keeps nothing between calls; a run needs a thread of its own.
+        return str(thread_id) if thread_id is not None else f"anonymous-{uuid.uuid4().hex}"
+
+    @staticmethod
+    def _run_config(config: dict[str, Any]) -> dict[str, Any] | None:
+        """What of a call's config travels with the run: recursion limit, metadata, tags and
+        configurable values other than the thread's address."""
+        run = {k: v for k, v in config.items()
+               if k in ("recursion_limit", "metadata", "tags", "run_name")}
+        extra = {k: v for k, v in (config.get("configurable") or {}).items()
+                 if k not in ADDRESS_KEYS}
+        if extra:
+            run["configurable"] = extra
+        return run or None
+
+    def submit(
+        self,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        stream_mode: str | Sequence[str] | None = None,
+        subgraphs: bool = False,
+        durability: str | None = None,
+        context: Any = None,
+        multitask_strategy: str = "reject",
+        interrupt_before: Any = None,
+        interrupt_after: Any = None,
+        **unsupported: Any,
+    ) -> RunHandle:
+        """Start a run as `invoke`/`stream` would and return its handle at once."""
+        reject_unsupported(unsupported)
+        for name, value in (("interrupt_before", interrupt_before),
+                            ("interrupt_after", interrupt_after)):
+            if value is not None:
+                raise NotImplementedError(
+                    f"{name} passed to a run is not supported on the cluster: compile the "
+                    "graph with it (the workers run the compiled graph's)")
+        on_busy = _busy_policy(multitask_strategy)
+        config = self._config(config)
+        conf = config.get("configurable") or {}
+        if conf.get("checkpoint_id"):
+            raise NotImplementedError(
+                "running from a checkpoint_id (a fork) is not supported on the cluster yet")
+        modes = None if stream_mode is None else list(check_modes(stream_mode))
+        thread_id = self._thread(config)
+        run_config = self._run_config(config)
+        mode = durability or "async"
+        if isinstance(input, Command) and input.resume is not None:
+            return self.client.resume(thread_id, input, durability=mode, on_busy=on_busy,
+                                      context=context, config=run_config, stream_mode=modes,
+                                      stream_subgraphs=subgraphs)
+        return self.client.submit(self.ref, input, thread_id=thread_id, durability=mode,
+                                  config=run_config, on_busy=on_busy, context=context,
+                                  stream_mode=modes, stream_subgraphs=subgraphs)
+
+    def stream(
+        self,
+        input: Any,
+        config: dict[str, Any] | None = None,
+        *,
+        stream_mode: str | Sequence[str] | None = None,
+        subgraphs: bool = False,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        """Run on the cluster, yielding chunks as LangGraph's `stream` does, as workers
+        produce them. A node attempt that died mid-stream left its chunks in the stream;
+        its re-run streams again (see `scheduler.streams`; `RunHandle.stream` shows the
+        attempts)."""
+        if stream_mode is None:
+            stream_mode = "values"
+        handle = self.submit(input, config, stream_mode=stream_mode, subgraphs=subgraphs,
+                             **kwargs)
+        single = isinstance(stream_mode, str)
+        for part in handle.stream():
+            if part.kind == "chunk":
+                yield _shape(part, single, subgraphs)
+            elif part.kind == "end":
+                _raise_for(handle.id, part.status, part.error)
+
+    def invoke(self, input: Any, config: dict[str, Any] | None = None, *,
+               stream_mode: str = "values", **kwargs: Any) -> Any:
+        """The run's output (with `__interrupt__` when it paused), or, for another
+        `stream_mode`, its chunks in a list, as LangGraph's `invoke`."""
+        if stream_mode != "values":
+            return list(self.stream(input, config, stream_mode=stream_mode, **kwargs))
+        handle = self.submit(input, config, **kwargs)
+        status = handle.wait()
+        _raise_for(handle.id, status, cast(Mapping[str, Any] | None, handle.record().error))
+        return self.client.store.output(handle.thread_id, handle.id)
+
+    def batch(self, inputs: Sequence[Any],
+              config: dict[str, Any] | Sequence[dict[str, Any]] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        """`invoke` on each input, the runs side by side on the cluster; outputs in order."""
+        configs = list(config) if isinstance(config, Sequence) else [config] * len(inputs)
+        if len(configs) != len(inputs):
+            raise ValueError("batch needs one config per input, or a single config")
+        if not inputs:
+            return []
+
+        def one(pair: tuple[Any, dict[str, Any] | None]) -> Any:
+            try:
+                return self.invoke(pair[0], pair[1], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
+        with ThreadPoolExecutor(min(len(inputs), 16)) as pool:
+            return list(pool.map(one, zip(inputs, configs, strict=True)))
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def _state_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        config = self._config(config)
+        if (config.get("configurable") or {}).get("thread_id") is None:
+            raise ValueError("get_state and update_state need a thread_id in the config")
+        return config
+
+    def get_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
+        return self.graph.get_state(self._state_config(config), subgraphs=subgraphs,
+                                    checkpointer=self.client.saver)
+
+    def get_state_history(self, config: dict[str, Any], *, filter: dict[str, Any] | None = None,
+                          before: dict[str, Any] | None = None, limit: int | None = None
+                          ) -> Iterator[StateSnapshot]:
+        return self.graph.get_state_history(self._state_config(config), filter=filter,
+                                            before=before, limit=limit,
+                                            checkpointer=self.client.saver)
+
+    def update_state(self, config: dict[str, Any], values: Any, as_node: str | None = None
+                     ) -> dict[str, Any]:
+        """Edit the thread's state as node `as_node` (LangGraph's `update_state`), holding
+        the thread meanwhile: a busy thread raises ThreadBusyError and nothing is written,
+        and a thread that never ran here raises UnknownRunError."""
+        config = self._state_config(config)
+        thread_id = str(config["configurable"]["thread_id"])
+        store = self.client.store
+        if not store.runs_of(thread_id) and self.client.saver.head(thread_id) is None:
+            raise UnknownRunError(f"thread {thread_id!r} has no runs and no checkpoints")
+        holder = f"update-{uuid.uuid4().hex}"
+        if not store.claim_thread(thread_id, holder):
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is busy with run {store.active_run(thread_id)}")
+        try:
+            return self.graph.update_state(config, values, as_node,
+                                           checkpointer=self.client.saver)
+        finally:
+            store.release_thread(thread_id, holder)
+
+    # ---- async twins: the cluster does the work, the caller's loop waits --------------------
+
+    async def ainvoke(self, input: Any, config: dict[str, Any] | None = None,
+                      **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.invoke, input, config, **kwargs)
+
+    async def abatch(self, inputs: Sequence[Any],
+                     config: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+                     **kwargs: Any) -> list[Any]:
+        return await asyncio.to_thread(self.batch, inputs, config, **kwargs)
+
+    async def astream(self, input: Any, config: dict[str, Any] | None = None,
+                      **kwargs: Any) -> AsyncIterator[Any]:
+        chunks = self.stream(input, config, **kwargs)
+        done = object()
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, done)
+            if chunk is done:
+                return
+            yield chunk
+
+    async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False
+                         ) -> StateSnapshot:
+        return await asyncio.to_thread(self.get_state, config, subgraphs=subgraphs)
+
+    async def aget_state_history(self, config: dict[str, Any], **kwargs: Any
+                                 ) -> AsyncIterator[StateSnapshot]:
+        for snapshot in await asyncio.to_thread(
+                lambda: list(self.get_state_history(config, **kwargs))):
+            yield snapshot
+
+    async def aupdate_state(self, config: dict[str, Any], values: Any,
+                            as_node: str | None = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self.update_state, config, values, as_node)
