@@ -279,3 +279,24 @@ def _personal() -> Any:
 
 
 personal = _personal()
+
+
+def talk(state: Log, writer: Any) -> dict[str, Any]:
+    """Streams `n` custom chunks, `sleep` seconds apart: a node to kill mid-stream."""
+    count("talk")
+    for i in range(state.get("n", 0)):
+        writer({"said": i})
+        time.sleep(state.get("sleep", 0.0))
+    return {"log": ["talked"]}
+
+
+def _talker() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("intro", step("intro"))
+    builder.add_node("talk", talk)
+    builder.add_edge(START, "intro")
+    builder.add_edge("intro", "talk")
+    return builder.compile()
+
+
+talker = _talker()
