@@ -6,6 +6,8 @@
   the bench can tell when a node killed mid-run finished elsewhere.
 - `park`: one node that counts itself in and then waits until the bench releases it
   (`bench/store_cost.py` measures idle cost with many nodes running).
+- `talker` and `speaker`: one node streaming stamped `custom` chunks, and one streaming a
+  fake chat model's tokens (`messages`), for the stream latency and throughput figures.
 - The peer: a trivial task on a plain Celery app of its own (`make_peer_app`) with the private
   Redis as result backend. Celerygraph's own app keeps `task_ignore_result`; only the peer
   stores results. Worker processes that load this module also register the peer task with
@@ -24,7 +26,7 @@ from typing import Annotated, Any, TypedDict
 import redis
 from celery import Celery
 
-from graphdef import END, START, Send, StateGraph, get_config
+from graphdef import END, START, Send, StateGraph, get_config, get_stream_writer
 
 PEER_TASK = "celerygraph_bench.noop"
 
@@ -242,3 +244,41 @@ def _io_pipeline() -> Any:
 
 
 io_pipeline = _io_pipeline()
+
+
+class Talk(TypedDict, total=False):
+    n: int
+    gap: float
+
+
+def say(state: Talk) -> dict[str, Any]:
+    """`n` custom chunks, `gap` seconds apart, each stamped with the time its writer was
+    called: the producer's receipt time minus the stamp is the chunk's latency."""
+    writer = get_stream_writer()
+    for i in range(state["n"]):
+        writer({"i": i, "t": time.time()})
+        if state.get("gap"):
+            time.sleep(state["gap"])
+    return {}
+
+
+def speak(state: Talk) -> dict[str, Any]:
+    """A chat model streaming `n` words: `messages` mode streams each token as it comes."""
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(" ".join(["tok"] * state["n"]))]))
+    for _ in model.stream("go"):
+        pass
+    return {}
+
+
+def _one_node(name: str, fn: Any) -> Any:
+    builder = StateGraph(Talk)
+    builder.add_node(name, fn)
+    builder.add_edge(START, name)
+    return builder.compile()
+
+
+talker = _one_node("say", say)
+speaker = _one_node("speak", speak)

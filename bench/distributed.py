@@ -10,7 +10,12 @@ queue. Prints medians of several runs, both sides measured in the same run:
     `delay().get()` round trip (target <= 1.0);
 (b) one superstep of N Send tasks vs Celery `group(...)().get()` of N (target <= 0.5);
 (c) seconds from SIGKILL of a worker's process group mid-node to that node finishing on
-    another worker (target <= 5 s).
+    another worker (target <= 5 s);
+(d) stream latency: from a node's `writer(...)` call on a worker to the producer reading the
+    chunk from the run's Redis stream, p50 and p99 over `--chunks` chunks (aim: p50 <= 2 ms),
+    beside the same run's chunks through graphdef's in-process `stream()`;
+(e) token throughput of one `messages` stream end to end (first token read to last), beside
+    the same model streamed in-process (aim: >= 20,000 chunks/s).
 
 Usage: python bench/distributed.py [--runs N] [--quick] [--workers W] [--concurrency C]
 """
@@ -50,6 +55,8 @@ VISIBILITY_TIMEOUT = "3600"  # Redis broker redelivery of unacked messages (Cele
 class Sizes:
     chain: int = 20
     fanout: int = 500
+    chunks: int = 1000  # custom chunks per latency run, 1 ms apart
+    tokens: int = 20_000  # words the fake model streams (a token and a space each)
     node_seconds: float = 1.0  # how long the killed node takes when it runs again
     kill_after: float = 0.3  # into the node, so the kill lands mid-node
 
@@ -64,6 +71,10 @@ class Samples:
     scheduler_leg: list[float] = field(default_factory=list)
     recovered: list[float] = field(default_factory=list)
     restarted: list[float] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    local_latency: list[float] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+    local_tokens_per_s: list[float] = field(default_factory=list)
 
 
 class Bench:
@@ -168,6 +179,27 @@ class Bench:
         self.generation += 1
         self.start_worker(f"{victim}-r{self.generation}")
 
+    def stream_latency(self, samples: Samples) -> None:
+        from bench.bench_graphs import talker
+
+        talk = {"n": self.sizes.chunks, "gap": 0.001}
+        handle = self.client.submit(f"{GRAPHS}:talker", talk, stream_mode="custom")
+        for part in handle.stream(timeout=120):
+            if part.kind == "chunk":
+                samples.latency.append(time.time() - part.data["t"])
+        for chunk in talker.stream(talk, stream_mode="custom"):
+            samples.local_latency.append(time.time() - chunk["t"])
+
+    def token_throughput(self, samples: Samples) -> None:
+        from bench.bench_graphs import speaker
+
+        words = {"n": self.sizes.tokens}
+        handle = self.client.submit(f"{GRAPHS}:speaker", words, stream_mode="messages")
+        samples.tokens_per_s.append(tokens_per_second(
+            part for part in handle.stream(timeout=300) if part.kind == "chunk"))
+        samples.local_tokens_per_s.append(tokens_per_second(
+            speaker.stream(words, stream_mode="messages")))
+
     def wait_for(self, key: str, count: int, timeout: float = 60) -> list[tuple[int, float]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -196,6 +228,22 @@ def legs(handle: Any) -> tuple[float, float]:
     scheduler = [d - f for f, d in zip(finished, dispatched[1:], strict=False)]
     return (statistics.fmean(worker) if worker else float("nan"),
             statistics.fmean(scheduler) if scheduler else float("nan"))
+
+
+def tokens_per_second(chunks: Any) -> float:
+    """Chunks per second from the first chunk read to the last."""
+    first = last = 0.0
+    count = 0
+    for _ in chunks:
+        last = time.perf_counter()
+        first = first or last
+        count += 1
+    return (count - 1) / (last - first) if count > 1 else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def in_parallel(*calls: Any) -> None:
@@ -245,6 +293,16 @@ def report(bench: Bench, samples: Samples, runs: int, elapsed: float) -> None:
     for row in rows:
         print("".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                       enumerate(zip(row, widths, strict=True))))
+    lat, local = samples.latency, samples.local_latency
+    print()
+    print(f"(d) stream latency, writer() on a worker -> producer read ({len(lat)} chunks): "
+          f"p50 {percentile(lat, 0.5) * 1e3:.2f} ms, p99 {percentile(lat, 0.99) * 1e3:.2f} ms "
+          f"(aim: p50 <= 2 ms) {verdict(percentile(lat, 0.5), 0.002)}; in-process stream(): "
+          f"p50 {percentile(local, 0.5) * 1e3:.3f} ms, p99 {percentile(local, 0.99) * 1e3:.3f} ms")
+    tokens, local_tokens = med(samples.tokens_per_s), med(samples.local_tokens_per_s)
+    print(f"(e) `messages` tokens end to end: {tokens:,.0f} chunks/s (aim: >= 20,000) "
+          f"{'ok' if tokens >= 20_000 else 'MISSED'}; in-process: {local_tokens:,.0f} "
+          f"chunks/s ({sizes.tokens:,} words, a token and a space each)")
     print()
     print(f"medians of {runs} run(s); each ratio = celerygraph / bare Celery, both measured in "
           "this run on the same broker and worker processes")
@@ -282,7 +340,7 @@ def main() -> None:
     runs = args.runs
     if args.quick:
         runs = 1
-        sizes = Sizes(chain=10, fanout=100)
+        sizes = Sizes(chain=10, fanout=100, chunks=100, tokens=500)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
         bench = Bench(Path(tmp), args.workers, args.concurrency, sizes)
@@ -294,6 +352,8 @@ def main() -> None:
             for i in range(runs):
                 bench.chain(samples)
                 bench.fan_out(samples)
+                bench.stream_latency(samples)
+                bench.token_throughput(samples)
                 print(f"run {i + 1}/{runs}: step {samples.step[-1] * 1e3:.1f} ms vs "
                       f"{samples.round_trip[-1] * 1e3:.1f} ms; fan-out "
                       f"{samples.fanout[-1]:.2f} s vs {samples.group[-1]:.2f} s", flush=True)

@@ -8,11 +8,15 @@ it saw, so it gets the rest exactly once, with no gap and no duplicate). Pub/sub
 a second channel whose messages a disconnected consumer loses anyway. The key carries the
 thread's hash tag, so a run's chunks sit in its thread's Redis Cluster slot.
 
-Three kinds of entry:
+Four kinds of entry:
 
 - a chunk (`k=c`): namespace, mode, payload (the serde's JSON, never pickle), and the task
   and attempt that produced it (empty for chunks of the run itself: `values`,
   `checkpoints`, a step's `tasks` starts);
+- a batch (`k=b`): the chunks a running task streamed while the previous batch was being
+  written, in order, with their task and attempt. A model's tokens come faster than one
+  Redis round trip each; a batch is one `XADD` whatever its size. A batch's chunks have ids
+  `<entry id>/<index>`, and reading on from one of them skips the rest of its entry;
 - an abandoned attempt (`k=a`): a task ran again because the attempt before it died (its
   worker was killed, its lease lapsed). Chunks of that task with another attempt, earlier
   in the stream, came from the dead attempt; the task's `updates` and `tasks` result come
@@ -54,6 +58,7 @@ from graphdef.errors import revive_error
 Chunk = tuple[tuple[str, ...], str, Any]
 
 CHUNK = b"c"
+BATCH = b"b"
 ABANDONED = b"a"
 END = b"e"
 
@@ -125,30 +130,48 @@ def _revived(value: Any) -> Any:
     return value
 
 
-def chunk_fields(chunk: Chunk, task: str = "", attempt: str = "") -> dict[str, bytes | str]:
+def _encoded(chunk: Chunk) -> bytes:
+    """A chunk as one JSON array `[ns, mode, payload]`, encoded when it is emitted: a node
+    that changes an object after streaming it does not change what was streamed."""
     ns, mode, payload = chunk
     data = _portable(payload) if mode in ("tasks", "debug") else payload
-    return {"k": "c", "ns": orjson.dumps(list(ns)), "m": mode,
-            "d": serde.dumps(data, root=f"stream[{mode}]"), "t": task, "a": attempt}
+    return serde.dumps([list(ns), mode, data], root=f"stream[{mode}]")
 
 
-def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamPart:
+def chunk_fields(chunk: Chunk, task: str = "", attempt: str = "") -> dict[str, bytes | str]:
+    return {"k": "c", "d": _encoded(chunk), "t": task, "a": attempt}
+
+
+def batch_fields(encoded: Sequence[bytes], task: str, attempt: str) -> dict[str, bytes | str]:
+    return {"k": "b", "d": b"[" + b",".join(encoded) + b"]", "t": task, "a": attempt}
+
+
+def _chunk_part(part_id: str, item: list[Any], task: str, attempt: str) -> StreamPart:
+    ns, mode, data = item
+    if mode in ("tasks", "debug"):
+        data = _revived(data)
+    return StreamPart(part_id, "chunk", ns=tuple(ns), mode=mode, data=data, task=task,
+                      attempt=attempt)
+
+
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes], skip: int = -1
+           ) -> list[StreamPart]:
+    """An entry's parts; of a batch, those after index `skip`."""
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     kind = fields.get(b"k", CHUNK)
     task = fields.get(b"t", b"").decode()
     attempt = fields.get(b"a", b"").decode()
     if kind == ABANDONED:
-        return StreamPart(entry, "abandoned", task=task, attempt=attempt)
+        return [StreamPart(entry, "abandoned", task=task, attempt=attempt)]
     if kind == END:
         error = fields.get(b"err")
-        return StreamPart(entry, "end", status=fields.get(b"s", b"").decode(),
-                          error=orjson.loads(error) if error else None)
-    mode = fields[b"m"].decode()
-    data = serde.loads(fields[b"d"])
-    if mode in ("tasks", "debug"):
-        data = _revived(data)
-    return StreamPart(entry, "chunk", ns=tuple(orjson.loads(fields[b"ns"])), mode=mode,
-                      data=data, task=task, attempt=attempt)
+        return [StreamPart(entry, "end", status=fields.get(b"s", b"").decode(),
+                           error=orjson.loads(error) if error else None)]
+    if kind == BATCH:
+        items = serde.loads(fields[b"d"])
+        return [_chunk_part(f"{entry}/{i}", item, task, attempt)
+                for i, item in enumerate(items) if i > skip]
+    return [_chunk_part(entry, serde.loads(fields[b"d"]), task, attempt)]
 
 
 class ChunkStream:
@@ -186,11 +209,23 @@ class ChunkStream:
 
     def read(self, after: str = "0-0", block_ms: int | None = None,
              count: int = 1000) -> list[StreamPart]:
-        """Entries after `after`; with `block_ms`, wait that long for the first one."""
+        """Parts after id `after` (an entry's, or `<entry>/<index>` of a batch's chunk);
+        with `block_ms`, wait that long for the first one."""
+        entry, _, index = after.partition("/")
+        parts: list[StreamPart] = []
+        if index:
+            found = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                         self.r.xrange(self.key, entry, entry))
+            for entry_id, fields in found:
+                parts += decode(entry_id, fields, skip=int(index))
+            if parts:
+                return parts
         reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                     self.r.xread({self.key: after}, block=block_ms, count=count))
-        return [decode(entry_id, fields) for _, entries in reply or ()
-                for entry_id, fields in entries]
+                     self.r.xread({self.key: entry}, block=block_ms, count=count))
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                parts += decode(entry_id, fields)
+        return parts
 
 
 def end_fields(status: str, error: dict[str, Any] | None) -> dict[str, bytes | str]:
@@ -217,7 +252,7 @@ class Publisher:
         self.attempt = ""
         self.live = False
         self._cond = threading.Condition()
-        self._pending: deque[dict[str, bytes | str]] = deque()
+        self._pending: deque[bytes] = deque()
         self._busy = False
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -226,11 +261,11 @@ class Publisher:
     def wake(self) -> None:
         if not self.live:
             return
-        entries = [chunk_fields(c, self.task, self.attempt) for c in self.drain()]
-        if not entries:
+        encoded = [_encoded(c) for c in self.drain()]
+        if not encoded:
             return
         with self._cond:
-            self._pending.extend(entries)
+            self._pending.extend(encoded)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._send_loop, daemon=True,
                                                 name="celerygraph-stream")
@@ -248,7 +283,7 @@ class Publisher:
                 self._pending.clear()
                 self._busy = True
             try:
-                self.stream.append(batch)
+                self.stream.append([batch_fields(batch, self.task, self.attempt)])
             except redis.RedisError as exc:
                 self._error = exc
             with self._cond:
