@@ -19,9 +19,10 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from graphdef import errors as graph_errors
+from graphdef.checkpoint.redis import RedisSaver
 from graphdef.errors import revive_error
 from graphdef.mermaid import GraphView
 from graphdef.pregel import Pregel, merge_configs, reject_unsupported
@@ -29,11 +30,41 @@ from graphdef.stream import check_modes
 from graphdef.types import Command, StateSnapshot
 from scheduler import registry
 from scheduler.errors import ThreadBusyError, UnknownGraphError, UnknownRunError
-from scheduler.records import RunStatus
+from scheduler.records import RunRecord, RunStatus
+from scheduler.store import RunStore
 from scheduler.streams import StreamPart
 
-if TYPE_CHECKING:
-    from scheduler.client import Client, RunHandle
+
+class RunHandle(Protocol):
+    """What this module uses of `scheduler.client.RunHandle` (which imports this module)."""
+
+    id: str
+    thread_id: str
+
+    def stream(self, after: str = ..., *, timeout: float | None = ...
+               ) -> Iterator[StreamPart]: ...
+
+    def wait(self, timeout: float | None = ...) -> RunStatus: ...
+
+    def record(self) -> RunRecord: ...
+
+
+class Client(Protocol):
+    """What this module uses of `scheduler.client.Client`."""
+
+    store: RunStore
+    saver: RedisSaver
+
+    def submit(self, graph: str, input: Any, *, thread_id: str | None = ...,
+               durability: str = ..., config: dict[str, Any] | None = ...,
+               on_busy: str = ..., routes: dict[str, str] | None = ..., context: Any = ...,
+               stream_mode: str | list[str] | tuple[str, ...] | None = ...,
+               stream_subgraphs: bool = ...) -> RunHandle: ...
+
+    def resume(self, thread_id: str, command: Any, *, durability: str = ...,
+               on_busy: str = ..., context: Any = ..., config: dict[str, Any] | None = ...,
+               stream_mode: str | list[str] | tuple[str, ...] | None = ...,
+               stream_subgraphs: bool = ...) -> RunHandle: ...
 
 # LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
 MULTITASK_STRATEGIES = {"reject": "reject", "enqueue": "enqueue"}
