@@ -5,5 +5,6 @@ nothing in ``graphdef``, ``scheduler`` or ``worker`` imports it.
 """
 
 from celerygraph_langgraph.redis_saver import LangGraphRedisSaver
+from celerygraph_langgraph.redis_store import LangGraphRedisStore
 
-__all__ = ["LangGraphRedisSaver"]
+__all__ = ["LangGraphRedisSaver", "LangGraphRedisStore"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
@@ -49,9 +48,8 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
-from langgraph.types import Command, Interrupt, Overwrite, Send
 
+from celerygraph_langgraph.serde_types import register_langgraph_types
 from graphdef import serde
 from graphdef.checkpoint.keys import (
     DEFAULT_PREFIX,
@@ -91,30 +89,6 @@ return 1
 """
 
 
-@functools.cache
-def _register_langgraph_types() -> None:
-    """Let graphdef's serde decode, in any process, what LangGraph stores: a resumed thread is
-    often read by a process that never encoded its values. ``Send`` and ``_DeltaSnapshot``
-    have no natural form; LangChain's messages are pydantic models from one allowed module
-    (data classes only: decoding validates fields, it runs no code chosen by the data)."""
-    serde.register(Interrupt)
-    serde.register(Command)
-    serde.register(Overwrite)
-    serde.register(
-        Send,
-        name="langgraph.types:Send",
-        encode=lambda send: {"node": send.node, "arg": send.arg},
-        decode=lambda doc: Send(doc["node"], doc["arg"]),
-    )
-    serde.register(
-        _DeltaSnapshot,
-        name="langgraph.checkpoint.serde.types:_DeltaSnapshot",
-        encode=lambda snapshot: snapshot.value,
-        decode=_DeltaSnapshot,
-    )
-    serde.allow_module("langchain_core.messages")
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -127,7 +101,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
             raise ValueError("LangGraphRedisSaver needs a client that returns bytes "
                              "(decode_responses=False): stored values are serde bytes")
         super().__init__()
-        _register_langgraph_types()
+        register_langgraph_types()
         self.client = client
         self.prefix = check_prefix(prefix)
         self._drop = client.register_script(_DROP_LUA)

@@ -1,5 +1,7 @@
 """The behaviour every store must share; subclass and override the ``make_store`` fixture
-(a factory: ``make_store(index=None, ttl=None)``).
+(a factory: ``make_store(index=None, ttl=None)``), and ``ops`` for a store that takes another
+library's op classes and raises its ``InvalidNamespaceError`` (LangGraph's, for the
+LangGraph-facing adapter).
 
 Kept out of ``test_*`` files so pytest collects it only through the backends that use it.
 """
@@ -12,20 +14,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from graphdef.serde import NotSerializableError
-from graphdef.store.base import (
-    BaseStore,
-    GetOp,
-    InvalidNamespaceError,
-    ListNamespacesOp,
-    MatchCondition,
-    PutOp,
-    SearchOp,
-)
+from graphdef.store import base as graphdef_ops
+from graphdef.store.base import BaseStore
 
 MakeStore = Callable[..., BaseStore]
 
@@ -46,6 +42,10 @@ def keys(items: list[Any]) -> list[str]:
 
 
 class StoreConformance:
+    # Where GetOp, PutOp, SearchOp, ListNamespacesOp, MatchCondition and
+    # InvalidNamespaceError come from.
+    ops: ModuleType = graphdef_ops
+
     @pytest.fixture
     def make_store(self) -> MakeStore:
         raise NotImplementedError("override the make_store fixture")
@@ -102,20 +102,30 @@ class StoreConformance:
 
     def test_bad_namespaces(self, store: BaseStore) -> None:
         for bad in [(), ("a.b",), ("",), ("langgraph",), ("a", 1), ("a\x00",)]:
-            with pytest.raises(InvalidNamespaceError):
+            with pytest.raises(self.ops.InvalidNamespaceError):
                 store.put(bad, "k", {"v": 1})  # type: ignore[arg-type]
-        with pytest.raises(InvalidNamespaceError):
+        with pytest.raises(self.ops.InvalidNamespaceError):
             store.get(("a.b",), "k")
-        with pytest.raises(InvalidNamespaceError):
+        with pytest.raises(self.ops.InvalidNamespaceError):
             store.search(("a.b",))
-        with pytest.raises(InvalidNamespaceError):
-            store.batch([PutOp(("a.b",), "k", {"v": 1})])
+        with pytest.raises(self.ops.InvalidNamespaceError):
+            store.batch([self.ops.PutOp(("a.b",), "k", {"v": 1})])
+        assert store.list_namespaces() == []
+
+    def test_reserved_root_is_refused_by_put_only(self, store: BaseStore) -> None:
+        """LangGraph's rule: its root label is closed to `put`, open to a `PutOp` in `batch`."""
+        with pytest.raises(self.ops.InvalidNamespaceError):
+            store.put(("langgraph", "x"), "k", {"v": 1})
+        store.batch([self.ops.PutOp(("langgraph", "x"), "k", {"v": 1})])
+        assert store.get(("langgraph", "x"), "k").value == {"v": 1}  # type: ignore[union-attr]
+        assert keys(store.search(("langgraph",))) == ["k"]
+        store.delete(("langgraph", "x"), "k")
         assert store.list_namespaces() == []
 
     def test_rejected_value_stores_nothing(self, store: BaseStore) -> None:
         with pytest.raises(NotSerializableError, match="handler"):
-            store.batch([PutOp(("a",), "ok", {"v": 1}),
-                         PutOp(("a",), "bad", {"handler": print})])
+            store.batch([self.ops.PutOp(("a",), "ok", {"v": 1}),
+                         self.ops.PutOp(("a",), "bad", {"handler": print})])
         with pytest.raises(TypeError):
             store.put(("a",), "list", [1, 2])  # type: ignore[arg-type]
         assert store.search(("a",)) == []
@@ -191,12 +201,12 @@ class StoreConformance:
     def test_batch_reads_before_puts_and_last_put_wins(self, store: BaseStore) -> None:
         store.put(("a",), "k", {"v": 0})
         results = store.batch([
-            PutOp(("a",), "k", {"v": 1}),
-            GetOp(("a",), "k"),
-            PutOp(("a",), "k", {"v": 2}),
-            SearchOp(("a",)),
-            ListNamespacesOp((MatchCondition("prefix", ("a",)),)),
-            PutOp(("b",), "k", {"v": 3}),
+            self.ops.PutOp(("a",), "k", {"v": 1}),
+            self.ops.GetOp(("a",), "k"),
+            self.ops.PutOp(("a",), "k", {"v": 2}),
+            self.ops.SearchOp(("a",)),
+            self.ops.ListNamespacesOp((self.ops.MatchCondition("prefix", ("a",)),)),
+            self.ops.PutOp(("b",), "k", {"v": 3}),
         ])
         assert results[0] is None and results[2] is None and results[5] is None
         assert results[1].value == {"v": 0}  # type: ignore[union-attr]
@@ -292,8 +302,6 @@ class StoreConformance:
     def test_index_config_errors(self, make_store: MakeStore) -> None:
         with pytest.raises(ValueError, match="distance_type"):
             make_store(index={**INDEX, "distance_type": "l2"})
-        with pytest.raises(ValueError, match="provider string"):
-            make_store(index={**INDEX, "embed": "openai:text-embedding-3-small"})
         with pytest.raises(ValueError, match="dims"):
             make_store(index={**INDEX, "dims": 0})
         with pytest.raises(ValueError, match="not supported"):
@@ -302,3 +310,7 @@ class StoreConformance:
         with pytest.raises(ValueError, match="dims=3"):
             wrong.put(("a",), "k", {"text": "cat"})
         assert wrong.get(("a",), "k") is None
+
+    def test_provider_string_embedder(self, make_store: MakeStore) -> None:
+        with pytest.raises(ValueError, match="provider string"):
+            make_store(index={**INDEX, "embed": "openai:text-embedding-3-small"})

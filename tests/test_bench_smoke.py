@@ -3,6 +3,7 @@ or count is asserted here, only that each row of the table is printed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +20,18 @@ def test_store_cost_quick_prints_its_table() -> None:
                 "superstep of 10 Sends", "superstep of 3 Sends", "idle, nothing running",
                 "idle, 5 nodes parked", "per parked node", "per superstep:", "per round trip:"):
         assert row in out, out
+
+
+def test_storage_growth_prints_a_row_per_saver() -> None:
+    """langgraph-checkpoint-redis runs only where it is installed with a Redis that has
+    RedisJSON and RediSearch; elsewhere its row says why it did not."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "storage_growth.py"),
+                           "--steps", "5"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line[:28].strip(): line[28:] for line in done.stdout.splitlines()}
+    for saver in ("graphdef SqliteSaver", "LangGraph SqliteSaver", "LangGraph InMemorySaver",
+                  "graphdef RedisSaver", "LangGraphRedisSaver (ours)"):
+        assert re.search(r"\d\.\dx", rows.get(saver, "")), done.stdout
+    other = rows.get("langgraph-checkpoint-redis", "")
+    assert other.startswith("not run: ") or re.search(r"\d\.\dx", other), done.stdout

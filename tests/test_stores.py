@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from graphdef.store.base import InvalidNamespaceError, PutOp
 from graphdef.store.memory import InMemoryStore
 from graphdef.store.redis import RedisStore
 from graphdef.store.sqlite import SqliteStore
 from tests.redis_server import RedisServer, redis_server
-from tests.store_conformance import MakeStore, StoreConformance
+from tests.store_conformance import INDEX, MakeStore, StoreConformance
 
 
 class TestInMemoryStore(StoreConformance):
@@ -84,6 +85,7 @@ def test_redis_store_keys_share_a_slot_per_root(redis: RedisServer) -> None:
 
 def test_deliberate_differences_from_langgraphs_in_memory_store() -> None:
     """README "Stores": each line shows LangGraph's behaviour, then ours."""
+    from langgraph.store.base import PutOp as LangGraphPutOp
     from langgraph.store.memory import InMemoryStore as LangGraphStore
 
     theirs, ours = LangGraphStore(), InMemoryStore()
@@ -96,6 +98,21 @@ def test_deliberate_differences_from_langgraphs_in_memory_store() -> None:
     assert ours.list_namespaces() == []
     # An update keeps the item's created_at (LangGraph's InMemoryStore sets it anew; its
     # SQL stores keep it). Pinned for all our stores by test_update_keeps_created_at.
+    # An update replaces the item's vectors: one with index=False leaves it unranked. LangGraph's
+    # InMemoryStore keeps the vectors of the fields the update does not embed, so the item is
+    # still ranked by its old text.
+    theirs_ranked, ours_ranked = LangGraphStore(index=INDEX), InMemoryStore(index=INDEX)
+    for store in (theirs_ranked, ours_ranked):
+        store.put(("r",), "k", {"text": "cat"})
+        store.put(("r",), "k", {"text": "dog"}, index=False)
+    assert theirs_ranked.search(("r",), query="cat")[0].score == pytest.approx(1.0)
+    assert ours_ranked.search(("r",), query="cat")[0].score is None
+    # A PutOp given to batch needs a namespace (our Redis keys hash on its first label);
+    # LangGraph's InMemoryStore stores it under ().
+    theirs.batch([LangGraphPutOp((), "k", {"v": 1})])
+    assert [item.key for item in theirs.search(())] == ["k"]
+    with pytest.raises(InvalidNamespaceError):
+        ours.batch([PutOp((), "k", {"v": 1})])
     # Our InMemoryStore supports TTL; LangGraph's raises.
     with pytest.raises(NotImplementedError):
         theirs.put(("a",), "t", {"v": 1}, ttl=1)

@@ -299,14 +299,16 @@ def validate_labels(namespace: Iterable[Any]) -> None:
 
 
 def validate_op(op: Op) -> None:
-    """Ops handed straight to `batch` skip the convenience methods' checks; run them here."""
+    """Ops handed straight to `batch` skip the convenience methods' checks; run them here.
+    As in LangGraph, the reserved root "langgraph" is refused by `put` only: a `PutOp` given
+    to `batch` may write there (LangGraph keeps that root for its own tooling)."""
     if isinstance(op, PutOp):
+        validate_labels(op.namespace)
         if op.value is not None:
-            validate_namespace(op.namespace)
+            if not op.namespace:
+                raise InvalidNamespaceError("Namespace cannot be empty.")
             if not isinstance(op.value, Mapping):
                 raise TypeError(f"store values are dicts, got {type(op.value).__name__}")
-        else:
-            validate_labels(op.namespace)
     elif isinstance(op, GetOp):
         validate_labels(op.namespace)
     elif isinstance(op, SearchOp):
