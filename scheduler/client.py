@@ -199,7 +199,8 @@ class Client:
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
-        if claimed:
+        if claimed or on_busy in ("interrupt", "rollback"):
+            # A busy thread: the start finds it so, and stops or rolls back the active run.
             self.send.start(StartRun(thread_id, run_id))
         else:
             self.store.wait_behind_active(thread_id, run_id)

@@ -29,7 +29,12 @@ from graphdef.pregel import Pregel, merge_configs, reject_unsupported
 from graphdef.stream import check_modes
 from graphdef.types import Command, StateSnapshot
 from scheduler import registry
-from scheduler.errors import ThreadBusyError, UnknownGraphError, UnknownRunError
+from scheduler.errors import (
+    ThreadBusyError,
+    UnknownCheckpointError,
+    UnknownGraphError,
+    UnknownRunError,
+)
 from scheduler.records import RunRecord, RunStatus
 from scheduler.store import RunStore
 from scheduler.streams import StreamPart
@@ -67,9 +72,9 @@ class Client(Protocol):
                stream_subgraphs: bool = ...) -> RunHandle: ...
 
 # LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
-MULTITASK_STRATEGIES = {"reject": "reject", "enqueue": "enqueue"}
+MULTITASK_STRATEGIES = {name: name for name in ("reject", "enqueue", "interrupt", "rollback")}
 # Configurable keys that address a thread's checkpoints rather than travel with a run.
-ADDRESS_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
+ADDRESS_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_map")
 
 
 def _busy_policy(strategy: str) -> str:
@@ -194,20 +199,32 @@ class ClusterGraph:
         on_busy = _busy_policy(multitask_strategy)
         config = self._config(config)
         conf = config.get("configurable") or {}
-        if conf.get("checkpoint_id"):
-            raise NotImplementedError(
-                "running from a checkpoint_id (a fork) is not supported on the cluster yet")
         modes = None if stream_mode is None else list(check_modes(stream_mode))
         thread_id = self._thread(config)
+        fork = conf.get("checkpoint_id")
+        if fork:
+            self._check_fork_point(thread_id, conf)
         run_config = self._run_config(config)
         mode = durability or "async"
-        if isinstance(input, Command) and input.resume is not None:
+        if isinstance(input, Command) and input.resume is not None and not fork:
             return self.client.resume(thread_id, input, durability=mode, on_busy=on_busy,
                                       context=context, config=run_config, stream_mode=modes,
                                       stream_subgraphs=subgraphs)
         return self.client.submit(self.ref, input, thread_id=thread_id, durability=mode,
                                   config=run_config, on_busy=on_busy, context=context,
                                   stream_mode=modes, stream_subgraphs=subgraphs)
+
+    def _check_fork_point(self, thread_id: str, conf: dict[str, Any]) -> None:
+        """A run from a past checkpoint: of the root graph, and one the thread has."""
+        if conf.get("checkpoint_ns"):
+            raise NotImplementedError(
+                "a run from a subgraph's checkpoint (checkpoint_ns) is not supported on the "
+                "cluster: fork from a checkpoint of the root graph")
+        found = self.client.saver.get_tuple({"configurable": {
+            "thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": conf["checkpoint_id"]}})
+        if found is None:
+            raise UnknownCheckpointError(
+                f"thread {thread_id!r} has no checkpoint {conf['checkpoint_id']!r}")
 
     def stream(
         self,

@@ -35,7 +35,7 @@ from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun, shadow_name
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.store import BUSY, STARTED_ALREADY
+from scheduler.store import BUSY, STARTED_ALREADY, RunStore
 from scheduler.streams import Publisher
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ class Driver:
                 loop.apply_null_writes()
             else:
                 run_input = self.store.run_input(thread_id, run_id)
-                loop = self._loop(graph, run_input, run, checkpoint_id=None)
+                loop = self._loop(graph, run_input, run, checkpoint_id=run.fork_point)
+                if run.fork_point is not None:
+                    self.saver.expect_head_once(run.base_head)
                 loop.enter()
         except StaleCheckpointError:
             return Outcome(Stopped.STALE)  # this start's lease lapsed; another took the run on
@@ -257,6 +259,11 @@ class Driver:
                 if todo:
                     if after_barrier:
                         self._raise_step_outcome(loop, todo)
+                    if run.stop_requested:
+                        # A run sent with multitask_strategy="interrupt" waits for this
+                        # thread: stop here, every finished step kept, and let it start.
+                        loop.close(None)
+                        return self._finish(run, loop, RunStatus.INTERRUPTED)
                     return self._dispatch(run, loop, todo)
                 loop.finish_step()
                 self.res.settings.faults.maybe_crash("advance_checkpointed")
@@ -403,9 +410,17 @@ class Driver:
         self.res.saver.drop_checkpoints(run.thread_id, written[:-1])
 
     def _busy(self, run: RunRecord) -> Outcome:
+        """A start that found its thread busy: reject it, or queue it behind the active run,
+        which stops at its next superstep boundary (`interrupt`) or is cancelled and its
+        checkpoints discarded (`rollback`) first."""
         thread_id, run_id = run.thread_id, run.run_id
-        if run.on_busy == "enqueue":
+        if run.on_busy in ("enqueue", "interrupt", "rollback"):
             self.store.wait_behind_active(thread_id, run_id)
+            active = self.store.active_run(thread_id)
+            if active is not None and run.on_busy == "interrupt":
+                self.store.update_run(thread_id, active, stop_requested=run_id)
+            elif active is not None and run.on_busy == "rollback":
+                roll_back(self.res, self.send, thread_id, active, by=run_id)
             return Outcome(RunStatus.WAITING)
         error: ErrorInfo = {
             "type": "ThreadBusyError",
@@ -420,12 +435,48 @@ class Driver:
         return Outcome(RunStatus.REJECTED, error=error)
 
     def _start_queued(self, thread_id: str) -> None:
-        """Start the next run waiting on the thread, if any (the sweeper does it if we die)."""
-        next_run = self.store.pop_queued(thread_id)
-        if next_run is None:
-            return
-        if not self.store.claim_thread(thread_id, next_run):
-            self.store.requeue_front(thread_id, next_run)
-            return
-        self.store.update_run(thread_id, next_run, status=RunStatus.QUEUED)
-        self.send.start(StartRun(thread_id, next_run))
+        start_queued(self.store, self.send, thread_id)
+
+
+def start_queued(store: RunStore, send: Sender, thread_id: str) -> None:
+    """Start the next run waiting on the thread, if any (the sweeper does it if we die)."""
+    next_run = store.pop_queued(thread_id)
+    if next_run is None:
+        return
+    if not store.claim_thread(thread_id, next_run):
+        store.requeue_front(thread_id, next_run)
+        return
+    store.update_run(thread_id, next_run, status=RunStatus.QUEUED)
+    send.start(StartRun(thread_id, next_run))
+
+
+def roll_back(res: Resources, send: Sender, thread_id: str, run_id: str, *, by: str) -> bool:
+    """Cancel the thread's active run `run_id` and discard the checkpoints it wrote, then
+    start the run queued behind it (`multitask_strategy="rollback"`); False if it ended
+    meanwhile (whoever ended it starts the queued run).
+
+    Under the run's lease, so that no advance of it writes meanwhile; a lease held by a
+    dead process lapses in seconds. The checkpoints go before the run ends: until it
+    ends it holds the thread, so no other run writes on it in between. A task of the
+    cancelled run still running on a worker may save its memo afterwards, under a
+    checkpoint id that no longer exists: nothing reads it, and its advance finds the run
+    cancelled and does nothing.
+    """
+    owner = new_owner()
+    name = run_lease(run_id)
+    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds):
+        time.sleep(0.01)
+    with Heartbeat(res.store, thread_id, name, owner, res.settings.lease_seconds):
+        run = res.store.run(thread_id, run_id)
+        if run is None or run.status.terminal:
+            return False
+        ids = res.saver.checkpoint_ids(thread_id)
+        base = run.base_head
+        written = ids[ids.index(base) + 1:] if base in ids else (ids if base is None else [])
+        res.saver.drop_checkpoints(thread_id, written)
+        if not res.store.end_run(thread_id, run_id, RunStatus.CANCELLED,
+                                 streaming=bool(run.stream_modes), rolled_back_by=by):
+            return False
+        metrics.run_ended(run.graph, RunStatus.CANCELLED)
+    start_queued(res.store, send, thread_id)
+    return True

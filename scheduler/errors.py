@@ -47,3 +47,7 @@ class RedisServerNotFoundError(CeleryGraphError, FileNotFoundError):
 class NodeFailedError(CeleryGraphError, RuntimeError):
     """Raised by a node's Celery task after its node failed and the failure was saved, so
     that the task's Flower row and the worker's log say it failed."""
+
+
+class UnknownCheckpointError(CeleryGraphError, LookupError):
+    """A run asked to start from a checkpoint its thread does not have."""

@@ -27,15 +27,23 @@ class FencedSaver(DelegatingSaver):
         # Called with the expected head just before each write: a streaming run's chunks
         # of the step land before the checkpoint that ends it (`Driver._attach`).
         self.before_put: Callable[[str | None], None] | None = None
+        self._head_once: tuple[str | None] | None = None
 
     def fence(self, lease: tuple[str, str] | None) -> None:
         """Write only while `lease` (its key, its owner) is held: a loop kept across
         advances is fenced by each advance's own lease."""
         self.lease = lease
 
+    def expect_head_once(self, head: str | None) -> None:
+        """The next write goes on top of `head`, not of the checkpoint its config names: a
+        run forked from a past checkpoint writes its first checkpoint over the head."""
+        self._head_once = (head,)
+
     def put(self, config: Config, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: dict[str, int]) -> Config:
         expected = config["configurable"].get("checkpoint_id") or None
+        if self._head_once is not None:
+            (expected,), self._head_once = self._head_once, None
         if self.before_put is not None:
             self.before_put(expected)
         return self.saver.put_if_head(config, checkpoint, metadata, new_versions,

@@ -87,6 +87,9 @@ class RunRecord:
     # subgraphs' chunks; no modes: nothing is streamed and no stream key is written.
     stream_modes: list[str] = field(default_factory=list)
     stream_subgraphs: bool = False
+    # The run asked to take this one's thread with `multitask_strategy="interrupt"`: this
+    # run stops at its next superstep boundary (`Driver._drive`).
+    stop_requested: str | None = None
 
     def run_context(self) -> Any:
         """The run's context as the producer gave it; loops coerce it to the graph's
@@ -106,11 +109,18 @@ class RunRecord:
         return {k: v for k, v in asdict(self).items()
                 if v is not None and k != "has_base_head"}
 
+    @property
+    def fork_point(self) -> str | None:
+        """The past checkpoint this run starts from (a fork, time travel); None: the head."""
+        return (self.config.get("configurable") or {}).get("checkpoint_id")
+
     def config_at(self, checkpoint_id: str | None) -> dict[str, Any]:
         """The config the run's loops use at `checkpoint_id` (None: the thread's head): the
-        producer's config, pinned to the thread."""
-        conf = {**self.config.get("configurable", {}), "thread_id": self.thread_id,
-                "checkpoint_ns": ""}
+        producer's config, pinned to the thread. The run's fork point addresses only its
+        start (`fork_point`): after that, the run goes on from its own checkpoints."""
+        conf = {**{k: v for k, v in self.config.get("configurable", {}).items()
+                   if k != "checkpoint_id"},
+                "thread_id": self.thread_id, "checkpoint_ns": ""}
         if checkpoint_id is not None:
             conf["checkpoint_id"] = checkpoint_id
         return {**self.config, "configurable": conf,

@@ -12,7 +12,9 @@ from scheduler.errors import UnknownGraphError
 from scheduler.records import RunRecord, RunStatus, encode_context
 from scheduler.store import RunStore, new_run_id
 
-BUSY_POLICIES = ("reject", "enqueue")
+# What a run does when its thread is busy (LangGraph's `multitask_strategy`): fail, wait,
+# stop the active run at its next superstep boundary, or cancel and discard it.
+BUSY_POLICIES = ("reject", "enqueue", "interrupt", "rollback")
 
 
 def check_graph(store: RunStore, ref: str) -> None:

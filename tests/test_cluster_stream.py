@@ -13,9 +13,16 @@ import time
 
 import pytest
 
+from graphdef import START, InMemorySaver, StateGraph
 from graphdef.errors import InvalidUpdateError
-from scheduler.errors import ThreadBusyError, UnknownGraphError, UnknownRunError
+from scheduler.errors import (
+    ThreadBusyError,
+    UnknownCheckpointError,
+    UnknownGraphError,
+    UnknownRunError,
+)
 from tests.cluster import Cluster, RedisServer
+from tests.dist_graphs import Log
 from tests.test_crash import runs_per_task, wait_for_start, worker_running
 
 TALKER = "tests.dist_graphs:talker"
@@ -136,3 +143,91 @@ def test_busy_thread_reject_enqueue_and_update(cluster):
     assert first.status() == "done"
     assert graph.get_state(config).values["log"] == [
         "intro", "talked", "again", "intro", "talked"]
+
+
+def test_fork_from_a_past_checkpoint_and_bad_fork_points(cluster):
+    client = cluster.client()
+    graph = client.graph(TALKER)
+    config = {"configurable": {"thread_id": "talk-5"}}
+    graph.invoke({"log": ["first"], "n": 0}, config)
+    past = next(s for s in graph.get_state_history(config) if s.next == ("talk",))
+    head = client.saver.head("talk-5")
+    with pytest.raises(UnknownCheckpointError):
+        graph.invoke(None, {"configurable": {"thread_id": "talk-5",
+                                             "checkpoint_id": "no-such-checkpoint"}})
+    assert client.saver.head("talk-5") == head and len(client.store.runs_of("talk-5")) == 1
+    forked = graph.invoke({"log": ["fork"]}, past.config)
+    assert forked == in_process_fork()
+    state = graph.get_state(config)
+    assert state.values["log"] == forked["log"]
+    # The new head descends from the fork point, not from the first run's head.
+    parents = {s.config["configurable"]["checkpoint_id"]:
+               (s.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+               for s in graph.get_state_history(config)}
+    ancestors, at = [], state.config["configurable"]["checkpoint_id"]
+    while at is not None:
+        ancestors.append(at)
+        at = parents[at]
+    assert past.config["configurable"]["checkpoint_id"] in ancestors
+    assert head not in ancestors
+
+
+def in_process_fork():
+    """The same fork in-process: what the cluster must return."""
+    builder = StateGraph(Log)
+    builder.add_node("intro", lambda s: {"log": ["intro"]})
+    builder.add_node("talk", lambda s: {"log": ["talked"]})
+    builder.add_edge(START, "intro")
+    builder.add_edge("intro", "talk")
+    local = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    local.invoke({"log": ["first"], "n": 0}, config)
+    past = next(s for s in local.get_state_history(config) if s.next == ("talk",))
+    return local.invoke({"log": ["fork"]}, past.config)
+
+
+SLOW_CHAIN = "tests.dist_graphs:chain"
+
+
+def start_slow_run(cluster, redis_server, thread_id):
+    graph = cluster.client().graph(SLOW_CHAIN)
+    config = {"configurable": {"thread_id": thread_id}}
+    first = graph.submit({"log": [], "sleep": 2.0}, config)
+    pid = wait_for_start(redis_server, thread_id, "slow")
+    return graph, config, first, pid
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["", "worker-killed-during-switch"])
+def test_multitask_interrupt_stops_the_active_run_at_a_boundary(cluster, redis_server, kill):
+    thread_id = f"dt-interrupt-{kill}"
+    graph, config, first, pid = start_slow_run(cluster, redis_server, thread_id)
+    second = graph.submit({"log": ["second"], "sleep": 0.0}, config,
+                          multitask_strategy="interrupt")
+    if kill:
+        cluster.kill(worker_running(cluster, pid))
+    assert second.wait(timeout=60) == "done"
+    assert first.status() == "interrupted"
+    client = cluster.client()
+    # The first run kept its finished supersteps and stopped before `d`.
+    assert client.store.output(thread_id, first.id)["log"] == ["a", "b", "slow"]
+    log = graph.get_state(config).values["log"]
+    assert log[:4] == ["a", "b", "slow", "second"] and "d" in log
+    assert runs_per_task(redis_server, thread_id)["slow"][-1] == (2 if kill else 1)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["", "worker-killed-during-switch"])
+def test_multitask_rollback_discards_the_active_run(cluster, redis_server, kill):
+    thread_id = f"dt-rollback-{kill}"
+    graph, config, first, pid = start_slow_run(cluster, redis_server, thread_id)
+    if kill:
+        cluster.kill(worker_running(cluster, pid))
+    second = graph.submit({"log": ["fresh"], "sleep": 0.0}, config,
+                          multitask_strategy="rollback")
+    assert second.wait(timeout=60) == "done"
+    assert first.status() == "cancelled"
+    assert graph.get_state(config).values["log"] == ["fresh", "a", "b", "slow", "d"]
+    history = list(graph.get_state_history(config))
+    # Nothing the first run wrote is left: one input checkpoint, the second run's.
+    assert [s.metadata["source"] for s in history].count("input") == 1
+    assert all("fresh" in s.values.get("log", []) for s in history
+               if s.metadata["source"] != "input")

@@ -215,10 +215,6 @@ class DistributedGraph:
                 "interrupt_before/after passed to invoke: a distributed run takes the "
                 "graph's compiled static interrupts only"
             )
-        if ((config or {}).get("configurable") or {}).get("checkpoint_id"):
-            raise NotSupportedDistributed(
-                "time travel (a run from a checkpoint_id) is not supported on the cluster"
-            )
         kwargs.pop("interrupt_before", None)
         kwargs.pop("interrupt_after", None)
         if kwargs.get("durability") is None:

@@ -32,8 +32,6 @@ from .test_differential import DELIBERATE, SCENARIOS, assert_same, rename_errors
 
 # Scenarios built on features a distributed run does not have; not run at all.
 UNSUPPORTED: dict[str, str] = {
-    "fork_from_old_checkpoint": "time travel: a run from a checkpoint_id",
-    "time_travel_replay": "time travel: invoke(None, {checkpoint_id}) forks an old checkpoint",
     "sqlite_resume_in_new_process": (
         "SqliteSaver shared with a child process; distributed runs checkpoint in Redis and "
         "resuming from another process is covered by tests/test_distributed.py"
