@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast
 
 from graphdef import errors as graph_errors
 from graphdef.checkpoint.redis import RedisSaver
+from graphdef.constants import INTERRUPT
 from graphdef.errors import revive_error
 from graphdef.mermaid import GraphView
 from graphdef.pregel import Pregel, merge_configs, reject_unsupported
@@ -127,6 +128,20 @@ class ClusterGraph:
 
     def __repr__(self) -> str:
         return f"ClusterGraph({self.ref!r})"
+
+    def __call__(self, state: Any, config: dict[str, Any]) -> Any:
+        """Run as a node of a local graph (`builder.add_node("remote", client.graph(ref))`),
+        as LangGraph's `RemoteGraph` does: on the cluster, on the local run's thread id (a
+        thread of the cluster's store), returning the remote graph's output as the node's
+        update."""
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        output = self.invoke(state, {"configurable": {"thread_id": thread_id}}
+                             if thread_id is not None else None)
+        if isinstance(output, dict) and INTERRUPT in output:
+            raise NotImplementedError(
+                f"{self.ref} paused on an interrupt while running as a node of a local graph: "
+                "a cluster graph used as a node cannot be resumed through the local graph")
+        return output
 
     def with_config(self, config: dict[str, Any] | None = None, **kwargs: Any) -> ClusterGraph:
         return ClusterGraph(self.client, self.ref,

@@ -172,14 +172,37 @@ def test_fork_from_a_past_checkpoint_and_bad_fork_points(cluster):
     assert head not in ancestors
 
 
-def in_process_fork():
-    """The same fork in-process: what the cluster must return."""
+def talker_replica():
+    """`tests.dist_graphs:talker` without its chunks and counters, to run in-process."""
     builder = StateGraph(Log)
     builder.add_node("intro", lambda s: {"log": ["intro"]})
     builder.add_node("talk", lambda s: {"log": ["talked"]})
     builder.add_edge(START, "intro")
     builder.add_edge("intro", "talk")
-    local = builder.compile(checkpointer=InMemorySaver())
+    return builder.compile()
+
+
+def with_a_node(node):
+    builder = StateGraph(Log)
+    builder.add_node("pre", lambda s: {"log": ["pre"]})
+    builder.add_node("inner", node)
+    builder.add_edge(START, "pre")
+    builder.add_edge("pre", "inner")
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def test_cluster_graph_as_a_node_of_a_local_graph(cluster):
+    graph = cluster.client().graph(TALKER)
+    config = {"configurable": {"thread_id": "talk-6"}}
+    assert with_a_node(graph).invoke({"log": [], "n": 1}, config) == with_a_node(
+        talker_replica()).invoke({"log": [], "n": 1}, config)
+    assert graph.get_state(config).values["log"] == ["pre", "intro", "talked"]
+
+
+def in_process_fork():
+    """The same fork in-process: what the cluster must return."""
+    local = talker_replica()
+    local.checkpointer = InMemorySaver()
     config = {"configurable": {"thread_id": "t"}}
     local.invoke({"log": ["first"], "n": 0}, config)
     past = next(s for s in local.get_state_history(config) if s.next == ("talk",))
