@@ -8,10 +8,10 @@ and scheduler task in this process.
 
 ``distributed_api(cluster)`` is ``load_api("graphdef")`` with ``StateGraph.compile()`` and
 ``@entrypoint`` wrapped: the compiled graph is registered in the in-process graph registry
-under a unique reference, and its top-level ``invoke`` goes through ``scheduler.Client``
-(submit, resume, wait, result). ``get_state`` and ``get_state_history`` read the Redis
-saver. A call inside a running node (a subgraph invoked by a node) stays in-process, as it
-does on a worker.
+under a unique reference, and its top-level calls (``invoke``, ``stream``, their async
+twins, ``get_state``, ``get_state_history``, ``update_state``) go through the cluster graph
+object, ``Client.graph(ref)``, exactly as a user's program would. A call inside a running
+node (a subgraph invoked by a node) stays in-process, as it does on a worker.
 
 Features that have no distributed counterpart raise ``NotSupportedDistributed``, a
 ``BaseException`` so that scenarios' ``outcome()`` (which records ``Exception`` names) does
