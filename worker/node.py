@@ -172,6 +172,10 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
     # The step's address, not the run's: its nodes see the config they would in-process.
     loop.conf.pop("checkpoint_id", None)
     loop.apply_null_writes()
+    if run.stop is not None:
+        # The run's step limit, which nodes see as the steps left (`RemainingSteps`); a loop
+        # loaded at a later checkpoint would count the recursion limit from there.
+        loop.set_stop(run.stop)
     task = loop.plan_task(task_id, path)
     if task is None:
         raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
