@@ -288,8 +288,9 @@ class Client:
             # modules this process is configured to run graphs from.
             if module not in self.settings.graph_modules:
                 raise
-            graph = getattr(importlib.import_module(module), attr, None)
-            if not isinstance(graph, Pregel):
+            # A graph built with LangGraph is converted, as the workers converted it.
+            graph = registry.as_graph(getattr(importlib.import_module(module), attr, None))
+            if graph is None:
                 raise
             return graph
 

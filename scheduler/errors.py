@@ -37,7 +37,8 @@ class RunFailedError(CeleryGraphError, RuntimeError):
 
 
 class GraphModuleError(CeleryGraphError, ImportError):
-    """A module named in CELERYGRAPH_GRAPHS failed to import; a worker refuses to start."""
+    """A module named in CELERYGRAPH_GRAPHS failed to import, or holds a LangGraph graph that
+    does not convert; a worker refuses to start."""
 
 
 class RedisServerNotFoundError(CeleryGraphError, FileNotFoundError):

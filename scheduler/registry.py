@@ -3,6 +3,11 @@
 A worker runs only graphs from the modules it was configured to load, so a message cannot
 make it import arbitrary code; workers publish what they loaded so producers can reject an
 unknown graph before anything is stored.
+
+A module may hold graphs built with LangGraph (a `StateGraph` builder, a compiled graph, an
+`@entrypoint`): they are converted to graphdef graphs by `celerygraph_langgraph`, imported
+only when a module attribute's class comes from `langgraph`, so that a process whose
+modules hold none never needs LangGraph.
 """
 
 from __future__ import annotations
@@ -18,12 +23,30 @@ _lock = threading.Lock()
 _graphs: dict[str, Pregel] = {}
 
 
-def register(ref: str, graph: Pregel) -> None:
-    """Make `graph` runnable under `ref` in this process (tests, embedded schedulers)."""
-    if not isinstance(graph, Pregel):
+def _from_langgraph(value: object) -> bool:
+    return any(cls.__module__.partition(".")[0] == "langgraph" for cls in type(value).__mro__)
+
+
+def as_graph(value: object) -> Pregel | None:
+    """`value` as a graph this process can run: a graphdef graph as it is, a LangGraph one
+    converted (ConversionError names what cannot be), None for anything else."""
+    if isinstance(value, Pregel):
+        return value
+    if not _from_langgraph(value):
+        return None
+    from celerygraph_langgraph.convert import for_cluster
+
+    return for_cluster(value)
+
+
+def register(ref: str, graph: object) -> None:
+    """Make `graph` (graphdef's, or LangGraph's: converted) runnable under `ref` in this
+    process (tests, embedded schedulers)."""
+    runnable = as_graph(graph)
+    if runnable is None:
         raise TypeError(f"{ref!r} is not a compiled graph")
     with _lock:
-        _graphs[ref] = graph
+        _graphs[ref] = runnable
 
 
 def load_modules(modules: tuple[str, ...] | list[str]) -> dict[str, Pregel]:
@@ -38,8 +61,17 @@ def load_modules(modules: tuple[str, ...] | list[str]) -> dict[str, Pregel]:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         for attr, value in vars(module).items():
-            if isinstance(value, Pregel) and not attr.startswith("_"):
-                found[f"{name}:{attr}"] = value
+            if attr.startswith("_"):
+                continue
+            try:
+                graph = as_graph(value)
+            except Exception as exc:  # a LangGraph graph that does not convert
+                raise GraphModuleError(
+                    f"graph module {name!r} (CELERYGRAPH_GRAPHS): {attr!r} does not convert: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if graph is not None:
+                found[f"{name}:{attr}"] = graph
     with _lock:
         _graphs.update(found)
     return found

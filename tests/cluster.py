@@ -18,12 +18,13 @@ class RedisServer(RedisProcess):
 
 
 class Cluster(LocalCluster):
-    """Workers that load `tests.dist_graphs`, with leases short enough for quick crash tests."""
+    """Workers that load `graphs` (`tests.dist_graphs`), with leases short enough for quick
+    crash tests."""
 
     def __init__(self, workdir: Path, redis_url: str, broker_url: str | None = None,
-                 **env: str) -> None:
+                 graphs: str = "tests.dist_graphs", **env: str) -> None:
         super().__init__(
-            workdir, redis_url, broker_url, graphs="tests.dist_graphs",
+            workdir, redis_url, broker_url, graphs=graphs,
             **{"CELERYGRAPH_LEASE_SECONDS": "1.5", "CELERYGRAPH_SWEEP_SECONDS": "0.25", **env},
         )
 

@@ -159,12 +159,40 @@ def test_graphdef_imports_no_celery() -> None:
     assert not _external_imports("graphdef") & {"celery", "kombu", "billiard"}
 
 
+# The one door from the layers to the LangGraph bridge: the registry converts a LangGraph
+# graph found in a CELERYGRAPH_GRAPHS module, importing celerygraph_langgraph inside the
+# function that meets one, so a process whose graph modules hold none never imports it.
+BRIDGE_DOORS = {"scheduler.registry"}
+
+
+def _bridge_imports(package: str) -> list[tuple[str, bool]]:
+    """(module, inside a function) for each import of celerygraph_langgraph in `package`."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        in_functions = {
+            id(node)
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+            for node in ast.walk(function)
+        }
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split(".")[0] == "celerygraph_langgraph" for name in names):
+                found.append((_module_name(path, ROOT), id(node) in in_functions))
+    return found
+
+
 def test_langgraph_stays_an_optional_extra() -> None:
-    """Only celerygraph_langgraph imports langgraph; it builds on graphdef alone, and no
-    layer imports it back, so installing celerygraph never needs langgraph."""
+    """Only celerygraph_langgraph imports langgraph; it builds on graphdef alone, and the
+    layers reach it only through the registry's door, inside a function, so installing or
+    running celerygraph without LangGraph graphs never needs langgraph."""
+    doors = []
     for package in LAYERS:
         assert "langgraph" not in _external_imports(package), package
-        assert "celerygraph_langgraph" not in _external_imports(package), package
+        doors.extend(_bridge_imports(package))
+    assert doors and all(module in BRIDGE_DOORS and inside for module, inside in doors), doors
     bridge = import_graph([*LAYERS, "celerygraph_langgraph"])
     used = {
         dep.split(".")[0]
@@ -173,6 +201,7 @@ def test_langgraph_stays_an_optional_extra() -> None:
         for dep in deps
     }
     assert used <= {"graphdef", "celerygraph_langgraph"}
+    assert find_cycles(bridge) == []
 
 
 def test_the_layer_check_catches_a_wrong_import(tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ from langgraph.pregel import NodeBuilder, Pregel
 from langgraph.types import CachePolicy, Command, TracePolicy, interrupt
 
 import graphdef
-from celerygraph_langgraph import ConversionError, convert, for_cluster
+from celerygraph_langgraph import ConversionError, Saver, convert, for_cluster
 from graphdef.errors import NotImplementedFeatureError
+from scheduler import registry
 
 
 class Log(TypedDict):
@@ -214,3 +215,14 @@ def test_a_command_to_the_parent_and_its_resume_cross_over():
     parent.add_node("after", note("after"))
     parent.add_edge(START, "sub")
     assert convert(parent).invoke({"log": []}) == {"log": ["child", "after"]}
+
+
+def test_the_registry_converts_langgraph_graphs_and_leaves_other_langgraph_objects():
+    assert registry.as_graph(LgInMemorySaver()) is None
+    assert registry.as_graph(Saver.MAPPED) is None
+    assert isinstance(registry.as_graph(one_node()), graphdef.Pregel)
+    graph = graphdef.StateGraph(Log)
+    graph.add_node("only", note("only"))
+    graph.add_edge(START, "only")
+    compiled = graph.compile()
+    assert registry.as_graph(compiled) is compiled
