@@ -33,7 +33,6 @@ from typing import Any
 import graphdef
 import graphdef.prebuilt
 from graphdef import errors as graph_errors
-from graphdef.checkpoint.base import BaseCheckpointSaver
 from graphdef.func import EntrypointGraph
 from graphdef.pregel import merge_configs
 from graphdef.runtime import current_runtime_or_none
@@ -316,8 +315,9 @@ class DistributedApi:
         self._count = itertools.count()
 
     def _prefix(self, saver: Any) -> str:
-        """Threads live per saver, as in LangGraph: graphs sharing one share threads."""
-        if not isinstance(saver, BaseCheckpointSaver):
+        """Threads live per saver, as in LangGraph: graphs sharing one share threads. A
+        saver is graphdef's, or LangGraph's for graphs converted from LangGraph."""
+        if saver is None or isinstance(saver, bool):
             return f"{self.run_prefix}-g{next(self._count)}-"
         kept = self._savers.get(id(saver))
         if kept is None:
