@@ -109,3 +109,17 @@ def test_a_langgraph_graph_that_does_not_convert_stops_the_worker(redis_server, 
             "ConversionError: node 'risky': error_handler is not supported")
     assert out.count(said) == 1, out
     assert " ready." not in out, out
+
+
+def test_the_cluster_graph_object_of_a_langgraph_graph(cluster):
+    """Client.graph loads the module in the producer too, converting it as the workers do."""
+    from graphdef import Command
+
+    graph = cluster.client().graph("tests.langgraph_graphs:review")
+    config = {"configurable": {"thread_id": "lg-object"}}
+    chunks = list(graph.stream({"items": [2], "scores": []}, config, stream_mode="updates"))
+    assert chunks[0] == {"score": {"scores": [20]}}
+    assert [i.value for i in chunks[-1]["__interrupt__"]] == [
+        {"question": "publish?", "total": 20}]
+    assert graph.get_state(config).next == ("approve",)
+    assert graph.invoke(Command(resume="ship"), config)["verdict"] == "published [20]"

@@ -30,23 +30,18 @@ from celerygraph_langgraph import convert, for_cluster
 from celerygraph_langgraph.values import to_graphdef
 
 from .apis import load_api
-from .distributed_api import DistributedApi, InProcessCluster, NotSupportedDistributed
+from .distributed_api import DistributedApi, InProcessCluster
 
 
 class Handover:
     """The run and state methods a LangGraph graph object is given, which go to its
     conversion. Set on the object itself, which stays what LangGraph made (a Pregel, so
-    another builder takes it as a subgraph). `in_process`: whether async runs go too (on
-    the cluster they would run in-process, so they are refused; async state reads go to
-    the sync ones, which read the cluster's saver)."""
+    another builder takes it as a subgraph)."""
 
-    def __init__(self, converted: Any, *, in_process: bool) -> None:
+    def __init__(self, converted: Any) -> None:
         self._converted = converted
-        self._in_process = in_process
 
     def _to(self, method: str) -> Any:
-        if not self._in_process and method in ("ainvoke", "astream", "abatch"):
-            raise NotSupportedDistributed("async runs stay in-process")
         return getattr(self._converted, method)
 
     def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
@@ -85,8 +80,8 @@ HANDED_OVER = (
 )
 
 
-def hand_over(graph: Any, converted: Any, *, in_process: bool) -> Any:
-    handover = Handover(converted, in_process=in_process)
+def hand_over(graph: Any, converted: Any) -> Any:
+    handover = Handover(converted)
     for name in HANDED_OVER:
         setattr(graph, name, getattr(handover, name))
     return graph
@@ -131,7 +126,7 @@ class _InProcess:
 
     def bind(self, graph: Any, saver: Any) -> Any:
         converted = convert(graph, checkpointer=self.saver(saver))
-        return hand_over(graph, converted, in_process=True)
+        return hand_over(graph, converted)
 
     def sqlite_saver(self, path: str) -> Any:
         saver = load_api("langgraph").sqlite_saver(path)
@@ -149,14 +144,18 @@ class _OnCluster(DistributedApi):
     def bind_langgraph(self, graph: Any, saver: Any) -> Any:
         converted = for_cluster(graph)
         self.bind(converted, saver)
-        return hand_over(graph, converted, in_process=False)
+        return hand_over(graph, converted)
 
 
-def langgraph_cluster_api(cluster: InProcessCluster) -> SimpleNamespace:
-    """LangGraph's names; graphs run converted on ``cluster``, with threads of their own."""
+def langgraph_cluster_api(cluster: InProcessCluster) -> tuple[SimpleNamespace, str]:
+    """LangGraph's names; graphs run converted on ``cluster``, with threads of their own;
+    and the prefix of those threads (see `distributed_api.as_the_scenario_named`)."""
+    api = _OnCluster(cluster)
+    sqlite_files: dict[str, Any] = {}
 
     def sqlite_saver(path: str) -> Any:
-        raise NotSupportedDistributed(
-            "SqliteSaver across processes: distributed runs checkpoint in Redis")
+        # Runs checkpoint in the cluster's Redis whatever the graph was compiled with; a
+        # file stands for a saver, so graphs given the same file share threads.
+        return sqlite_files.setdefault(path, LgInMemorySaver())
 
-    return namespace(_OnCluster(cluster).bind_langgraph, sqlite_saver)
+    return namespace(api.bind_langgraph, sqlite_saver), api.run_prefix

@@ -2,12 +2,12 @@
 LangGraph graphs are converted (``celerygraph_langgraph``) and run on a real Celery worker
 and Redis, and what the scenario observes must equal what LangGraph observes in-process.
 
-The cluster is the distributed suite's (``distributed_api.in_process_cluster``), and the
-scenarios it cannot run distributed are not run here either, for the same reasons
-(``UNSUPPORTED``); ``test_langgraph_converted.py`` runs every scenario converted in-process.
-Every scenario's graphs convert; the parts the converter refuses, each with a
-ConversionError naming it, are pinned in tests/test_langgraph_convert.py, and a worker
-subprocess loading a module of LangGraph graphs in tests/test_langgraph_workers.py.
+The cluster, and what it cannot run or deliberately does otherwise (``UNSUPPORTED``,
+``CLUSTER_DELIBERATE``), are the distributed suite's; ``test_langgraph_converted.py`` runs
+every scenario converted in-process. Every scenario's graphs convert; the parts the
+converter refuses, each with a ConversionError naming it, are pinned in
+tests/test_langgraph_convert.py, and a worker subprocess loading a module of LangGraph
+graphs in tests/test_langgraph_workers.py.
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ from __future__ import annotations
 import pytest
 
 from .apis import load_api
-from .distributed_api import NotSupportedDistributed, in_process_cluster
+from .distributed_api import NotSupportedDistributed, as_the_scenario_named, in_process_cluster
 from .langgraph_api import langgraph_cluster_api
 from .observe import normalize
 from .test_differential import DELIBERATE, SCENARIOS, assert_same, rename_errors
-from .test_distributed_differential import UNSUPPORTED
+from .test_distributed_differential import CLUSTER_DELIBERATE, UNSUPPORTED
 
-# graphdef's deliberate differences (test_differential.DELIBERATE) that a converted graph
-# shows too; strict xfail, as there. Not "remaining_steps_in_a_node": a converted node's
-# input gets LangGraph's managed values (RemainingSteps, ...) computed in, as in LangGraph.
-STILL_DIFFERENT = {"resume_without_pending_interrupt":
-                   DELIBERATE["resume_without_pending_interrupt"]}
+# graphdef's deliberate differences that a converted graph shows too; strict xfail, as in
+# the other suites. Not "remaining_steps_in_a_node": a converted node's input gets
+# LangGraph's managed values (RemainingSteps, ...) computed in, as in LangGraph.
+STILL_DIFFERENT = {
+    **{name: reason for name, reason in DELIBERATE.items()
+       if name != "remaining_steps_in_a_node"},
+    **CLUSTER_DELIBERATE,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +53,13 @@ def params() -> list:
 def test_langgraph_graph_on_cluster_matches_langgraph(scenario, cluster, tmp_path):
     candidate_dir = tmp_path / "on-cluster"
     candidate_dir.mkdir()
+    api, run_prefix = langgraph_cluster_api(cluster)
     try:
-        actual = normalize(SCENARIOS[scenario](langgraph_cluster_api(cluster), candidate_dir))
+        actual = normalize(as_the_scenario_named(SCENARIOS[scenario](api, candidate_dir),
+                                                 run_prefix))
     except NotSupportedDistributed as reason:
         pytest.skip(f"not distributed: {reason}")
     reference_dir = tmp_path / "langgraph"
     reference_dir.mkdir()
     expected = normalize(SCENARIOS[scenario](load_api("langgraph"), reference_dir))
     assert_same(expected, rename_errors(actual), ("langgraph", "langgraph on the cluster"))
-
-
-def test_registries_name_scenarios():
-    for name in STILL_DIFFERENT:
-        assert name in SCENARIOS, name
-        assert name not in UNSUPPORTED, name
