@@ -49,6 +49,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
+from celerygraph_langgraph.list_deltas import CHAIN_LUA, LIVE_BASES_LUA, RecentLists, rebuild
 from celerygraph_langgraph.serde_types import register_langgraph_types
 from graphdef import serde
 from graphdef.checkpoint.keys import (
@@ -66,7 +67,8 @@ _INDEX = "lg:keys"
 
 # KEYS cps, cp, meta, refs, blob, index; ARGV[1] the namespace's writes key prefix, ARGV[2..]
 # checkpoint ids to drop. Drops them with their writes, then every blob no remaining
-# checkpoint of the namespace refers to, in one step: a put (a MULTI) never sees half of it.
+# checkpoint of the namespace reads, directly or as the base of a list delta
+# (`list_deltas`), in one step: a put (a transaction) never sees half of it.
 _DROP_LUA = """
 local cps, cp, meta, refs, blob, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 for i = 2, #ARGV do
@@ -82,6 +84,7 @@ local live = {}
 for _, row in ipairs(redis.call('HVALS', refs)) do
   for _, field in ipairs(cjson.decode(row)) do live[field] = true end
 end
+""" + LIVE_BASES_LUA + """
 for _, field in ipairs(redis.call('HKEYS', blob)) do
   if not live[field] then redis.call('HDEL', blob, field) end
 end
@@ -105,6 +108,8 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         self.client = client
         self.prefix = check_prefix(prefix)
         self._drop = client.register_script(_DROP_LUA)
+        self._chains = client.register_script(CHAIN_LUA)
+        self._recent = RecentLists()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> LangGraphRedisSaver:
@@ -156,10 +161,18 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         row = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         values = checkpoint["channel_values"]
         meta = get_serializable_checkpoint_metadata(config, metadata)
-        blobs = {
-            f"{version}:{channel}": serde.dumps(values[channel]) if channel in values else b""
-            for channel, version in new_versions.items()
-        }
+        blobs: dict[str, bytes] = {}
+        bases: dict[str, str] = {}  # field -> the base field its delta record needs
+        for channel, version in new_versions.items():
+            field = f"{version}:{channel}"
+            if channel not in values:
+                self._recent.forget((thread_id, ns, channel))
+                blobs[field] = b""
+                continue
+            blobs[field], base = self._recent.encode((thread_id, ns, channel), field,
+                                                     values[channel])
+            if base is not None:
+                bases[field] = base
         refs = [
             f"{version}:{channel}" for channel, version in checkpoint["channel_versions"].items()
         ]
@@ -171,22 +184,42 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         cid = checkpoint["id"]
         index = self._key(thread_id, _INDEX)
         run_id = meta.get("run_id")
-        pipe = self.client.pipeline(transaction=True)
-        for field, blob in blobs.items():
-            pipe.hsetnx(keys["blob"], field, blob)
-        pipe.hset(keys["cp"], cid, encoded[0])
-        pipe.hset(keys["meta"], cid, encoded[1])
-        pipe.hset(keys["refs"], cid, encoded[2])
-        pipe.zadd(keys["cps"], {cid: 0})
-        pipe.sadd(self._key(thread_id, "nss"), ns)
         members = [keys[k] for k in ("cps", "cp", "meta", "refs", "blob")]
         members.append(self._key(thread_id, "nss"))
-        if run_id is not None:
-            run_set = self._key(thread_id, f"run:{b64(str(run_id))}")
-            pipe.sadd(run_set, f"{b64(ns)}|{cid}")
+        run_set = self._key(thread_id, f"run:{b64(str(run_id))}") if run_id is not None else None
+        if run_set is not None:
             members.append(run_set)
-        pipe.sadd(index, *members)
-        pipe.execute()
+        while True:
+            pipe = self.client.pipeline(transaction=True)
+            try:
+                if bases:
+                    # A delta's base must still be stored when the delta lands (a prune
+                    # may have dropped it since this process stored it): checked under
+                    # WATCH, and stored whole if it is gone.
+                    pipe.watch(keys["blob"])  # type: ignore[no-untyped-call]
+                    found = pipe.hmget(keys["blob"], list(bases.values()))
+                    for (field, _), present in zip(bases.items(), found, strict=True):
+                        if present is None:
+                            channel = field.split(":", 1)[1]
+                            blobs[field] = self._recent.whole((thread_id, ns, channel),
+                                                              field, values[channel])
+                    pipe.multi()
+                for field, blob in blobs.items():
+                    pipe.hsetnx(keys["blob"], field, blob)
+                pipe.hset(keys["cp"], cid, encoded[0])
+                pipe.hset(keys["meta"], cid, encoded[1])
+                pipe.hset(keys["refs"], cid, encoded[2])
+                pipe.zadd(keys["cps"], {cid: 0})
+                pipe.sadd(self._key(thread_id, "nss"), ns)
+                if run_set is not None:
+                    pipe.sadd(run_set, f"{b64(ns)}|{cid}")
+                pipe.sadd(index, *members)
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue  # the namespace's blobs changed under the check: check again
+            finally:
+                pipe.reset()
         if run_id is not None:
             self.client.sadd(self._run_key(str(run_id)), thread_id)
         return self._config(thread_id, ns, cid)
@@ -248,14 +281,16 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
         if row is None or meta is None or refs is None:
             return None
         fields = orjson.loads(refs)
-        blobs = cast(list[bytes | None], self.client.hmget(keys["blob"], fields) if fields else [])
+        chains = cast(list[list[bytes | None]],
+                      self._chains(keys=[keys["blob"]], args=fields) if fields else [])
         doc = serde.loads(row)
         checkpoint = doc["c"]
-        checkpoint["channel_values"] = {
-            field.split(":", 1)[1]: serde.loads(blob)
-            for field, blob in zip(fields, blobs, strict=True)
-            if blob
-        }
+        values: dict[str, Any] = {}
+        for field, chain in zip(fields, chains, strict=True):
+            is_set, value = rebuild(chain, field)
+            if is_set:
+                values[field.split(":", 1)[1]] = value
+        checkpoint["channel_values"] = values
         records = sorted(
             (serde.loads(record) for record in writes.values()),
             key=lambda r: writes_sort_key(r[3], r[0], r[4]),
