@@ -1,0 +1,219 @@
+"""Runs through `celerygraph serve` with the real `langgraph-sdk` clients (sync and async)
+on real workers: streamed runs in every mode, an interrupt resumed by
+`Command(resume=...)`, `join_stream` reconnecting mid-run with `Last-Event-ID`, a thread
+double-texted under each `multitask_strategy`, cancel, a failing run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import ConflictError
+
+from tests.cluster import Cluster
+from tests.server import API_KEYS, start_server
+
+APPROVAL = "tests.dist_graphs:approval"
+CHAIN = "tests.dist_graphs:chain"
+TALKER = "tests.dist_graphs:talker"
+FAILING = "tests.dist_graphs:failing"
+CHATTY = "tests.server_graphs:chatty"
+NESTED = "tests.server_graphs:nested"
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server, tmp_path_factory):
+    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url,
+                      CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
+    try:
+        running.start("runs-w1", concurrency=2)
+        running.start("runs-w2", concurrency=2)
+        running.start_scheduler()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def url(cluster):
+    return start_server(cluster)
+
+
+@pytest.fixture
+def client(url):
+    return get_sync_client(url=url, api_key=API_KEYS[0])
+
+
+def events(parts):
+    return [p.event for p in parts]
+
+
+def test_streamed_interrupt_resumed_by_command(client):
+    thread_id = client.threads.create()["thread_id"]
+    parts = list(client.runs.stream(thread_id, APPROVAL, input={"log": []},
+                                    stream_mode=["values", "updates"]))
+    assert parts[0].event == "metadata" and parts[0].id is None
+    run_id = parts[0].data["run_id"]
+    assert all(p.id for p in parts[1:])
+    assert parts[1].event == "values" and parts[1].data == {"log": []}
+    updates = [p.data for p in parts if p.event == "updates"]
+    assert {"prepare": {"log": ["prepare"]}} in updates
+    interrupt = updates[-1]["__interrupt__"]
+    assert interrupt[0]["value"] == "approve?" and interrupt[0]["id"]
+    thread = client.threads.get(thread_id)
+    assert thread["status"] == "interrupted"
+    assert [i["value"] for i in thread["interrupts"][next(iter(thread["interrupts"]))]] == [
+        "approve?"]
+    state = client.threads.get_state(thread_id)
+    assert state["next"] == ["ask"]
+    assert state["interrupts"][0]["id"] == interrupt[0]["id"]
+    assert client.runs.get(thread_id, run_id)["status"] == "success"
+
+    resumed = list(client.runs.stream(thread_id, APPROVAL, command={"resume": "yes"},
+                                      stream_mode="values"))
+    assert resumed[-1].event == "values"
+    assert resumed[-1].data["log"] == ["prepare", "answer:yes", "finish"]
+    assert client.threads.get(thread_id)["status"] == "idle"
+    assert [r["status"] for r in client.runs.list(thread_id)] == ["success", "success"]
+
+
+def test_every_stream_mode_and_subgraphs(client):
+    parts = list(client.runs.stream(
+        None, NESTED, input={"log": []}, stream_subgraphs=True,
+        stream_mode=["values", "updates", "custom", "debug", "tasks", "checkpoints"]))
+    names = events(parts)
+    assert names[0] == "metadata"
+    for mode in ("values", "updates", "debug", "tasks", "checkpoints"):
+        assert mode in names, mode  # the root graph's; its custom chunks come from inside
+    inner = [n for n in names if n.startswith("custom|")]
+    assert inner and inner[0].startswith("custom|inner:")
+    assert [p.data for p in parts if p.event.startswith("custom|")] == [{"said": "inside"}]
+    assert [p.data for p in parts if p.event == "values"][-1] == {"log": ["talked", "after"]}
+    without = list(client.runs.stream(None, NESTED, input={"log": []},
+                                      stream_mode=["custom", "values"]))
+    assert not [p for p in without if "|" in p.event]
+
+
+def test_messages_tuple_streams_tokens(client):
+    parts = list(client.runs.stream(None, CHATTY, input={"text": "hello big world"},
+                                    stream_mode="messages-tuple"))
+    tokens = [p.data for p in parts if p.event == "messages"]
+    assert "".join(m["content"] for m, _ in tokens) == "hello big world"
+    assert len(tokens) >= 3
+    assert tokens[0][1]["langgraph_node"] == "model"
+
+
+def test_join_stream_reconnects_mid_run_with_last_event_id(client):
+    thread_id = client.threads.create()["thread_id"]
+    run = client.runs.create(thread_id, TALKER, input={"log": [], "n": 10, "sleep": 0.15},
+                             stream_mode=["custom", "values"])
+    seen = []
+    for part in client.runs.join_stream(thread_id, run["run_id"]):
+        seen.append(part)
+        if sum(p.event == "custom" for p in seen) == 3:
+            break  # the client drops the connection mid-run
+    assert client.runs.get(thread_id, run["run_id"])["status"] in ("pending", "running")
+    rest = list(client.runs.join_stream(thread_id, run["run_id"], last_event_id=seen[-1].id))
+    said = [p.data["said"] for p in seen + rest if p.event == "custom"]
+    assert said == list(range(10))
+    ids = [p.id for p in seen + rest if p.id]
+    assert len(ids) == len(set(ids))
+    assert rest[-1].event == "values" and rest[-1].data["log"] == ["intro", "talked"]
+    assert client.runs.get(thread_id, run["run_id"])["status"] == "success"
+    # A late joiner narrowed to one mode gets the whole run's chunks of that mode.
+    late = list(client.runs.join_stream(thread_id, run["run_id"], stream_mode="custom"))
+    assert [p.data["said"] for p in late if p.event == "custom"] == list(range(10))
+    assert {p.event for p in late} == {"metadata", "custom"}
+    assert client.runs.join(thread_id, run["run_id"])["log"] == ["intro", "talked"]
+
+
+def _slow(client, thread_id, strategy=None, sleep=1.5):
+    return client.runs.create(thread_id, CHAIN, input={"log": [f"s{sleep}"], "sleep": sleep},
+                              multitask_strategy=strategy)
+
+
+def _wait_running(client, thread_id, run_id):
+    deadline = time.monotonic() + 20
+    while client.runs.get(thread_id, run_id)["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_double_texting_reject(client):
+    thread_id = client.threads.create()["thread_id"]
+    first = _slow(client, thread_id)
+    _wait_running(client, thread_id, first["run_id"])
+    assert client.threads.get(thread_id)["status"] == "busy"
+    with pytest.raises(ConflictError):
+        _slow(client, thread_id, "reject")
+    assert [r["run_id"] for r in client.runs.list(thread_id)] == [first["run_id"]]
+    client.runs.join(thread_id, first["run_id"])
+    assert client.runs.get(thread_id, first["run_id"])["status"] == "success"
+
+
+def test_double_texting_enqueue(client):
+    thread_id = client.threads.create()["thread_id"]
+    first = _slow(client, thread_id, sleep=1.0)
+    second = _slow(client, thread_id, "enqueue", sleep=0.0)
+    assert client.runs.get(thread_id, second["run_id"])["status"] == "pending"
+    out = client.runs.join(thread_id, second["run_id"])
+    assert client.runs.get(thread_id, first["run_id"])["status"] == "success"
+    assert out["log"] == ["s1.0", "a", "b", "slow", "d", "s0.0", "a", "b", "slow", "d"]
+
+
+def test_double_texting_interrupt(client):
+    thread_id = client.threads.create()["thread_id"]
+    first = _slow(client, thread_id, sleep=1.5)
+    _wait_running(client, thread_id, first["run_id"])
+    second = _slow(client, thread_id, "interrupt", sleep=0.0)
+    out = client.runs.join(thread_id, second["run_id"])
+    assert client.runs.get(thread_id, first["run_id"])["status"] == "interrupted"
+    assert out["log"][-5:] == ["s0.0", "a", "b", "slow", "d"]
+    assert out["log"][0] == "s1.5"  # the interrupted run's finished supersteps stay
+
+
+def test_double_texting_rollback(client):
+    thread_id = client.threads.create()["thread_id"]
+    first = _slow(client, thread_id, sleep=1.5)
+    _wait_running(client, thread_id, first["run_id"])
+    second = _slow(client, thread_id, "rollback", sleep=0.0)
+    out = client.runs.join(thread_id, second["run_id"])
+    assert client.runs.get(thread_id, first["run_id"])["status"] == "interrupted"
+    assert out["log"] == ["s0.0", "a", "b", "slow", "d"]  # nothing of the rolled-back run
+
+
+def test_cancel_and_failure(client):
+    thread_id = client.threads.create()["thread_id"]
+    run = _slow(client, thread_id, sleep=1.5)
+    _wait_running(client, thread_id, run["run_id"])
+    client.runs.cancel(thread_id, run["run_id"], wait=True)
+    assert client.runs.get(thread_id, run["run_id"])["status"] == "interrupted"
+
+    failing = client.threads.create()["thread_id"]
+    parts = list(client.runs.stream(failing, FAILING, input={"log": []}))
+    assert parts[-1].event == "error" and parts[-1].data["message"]
+    with pytest.raises(Exception, match=parts[-1].data["error"]):
+        client.runs.wait(failing, FAILING, input={"log": []})
+    assert client.threads.get(failing)["status"] == "error"
+
+
+def test_async_client(url):
+    async def scenario():
+        client = get_client(url=url, api_key=API_KEYS[1])
+        thread = await client.threads.create()
+        chunks = [p async for p in client.runs.stream(
+            thread["thread_id"], APPROVAL, input={"log": []}, stream_mode="updates")]
+        assert "__interrupt__" in chunks[-1].data
+        out = await client.runs.wait(thread["thread_id"], APPROVAL,
+                                     command={"resume": "async"})
+        assert out["log"][-2:] == ["answer:async", "finish"]
+        state = await client.threads.get_state(thread["thread_id"])
+        assert state["next"] == []
+        found = await client.assistants.search(graph_id=APPROVAL)
+        assert [a["graph_id"] for a in found] == [APPROVAL]
+        await client.store.put_item(["async"], "k", {"v": 1})
+        assert (await client.store.get_item(["async"], "k"))["value"] == {"v": 1}
+
+    asyncio.run(scenario())
