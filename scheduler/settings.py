@@ -18,10 +18,6 @@ CELERYGRAPH_STREAM_MAX_LEN     most entries a run's chunk stream keeps, the olde
 CELERYGRAPH_STREAM_TTL         seconds a run's chunk stream lives once the run settled (3600)
 CELERYGRAPH_METRICS_PORT       port of this worker or scheduler process's Prometheus /metrics
                                (unset: no metrics); processes on one host need one each
-CELERYGRAPH_API_KEYS           comma-separated keys `celerygraph serve` accepts (unset: none, and
-                               the server binds only to loopback)
-CELERYGRAPH_API_STORE_PREFIX   key prefix of the Redis store the server's /store endpoints serve
-                               (cg: graphdef's RedisStore default)
 
 Each entry point (a worker's or the scheduler's Celery app, a Client, the CLI) reads them
 once, through `Settings.from_env()`, and passes the result down. The fault suite's
@@ -73,8 +69,6 @@ class Settings:
     metrics_port: int | None = None
     stream_max_len: int = 100_000
     stream_ttl: float = 3600.0
-    api_keys: tuple[str, ...] = field(default_factory=tuple, repr=False)
-    api_store_prefix: str = "cg"
     faults: Faults = field(default_factory=Faults)
 
     @property
@@ -83,8 +77,7 @@ class Settings:
         return self.broker_url if is_redis_url(self.broker_url) else None
 
     def __repr__(self) -> str:
-        shown = {k: v for k, v in self.__dict__.items()
-                 if k not in ("broker_url", "store_url", "api_keys")}
+        shown = {k: v for k, v in self.__dict__.items() if k not in ("broker_url", "store_url")}
         return (f"Settings(broker_url={mask_password(self.broker_url)!r}, "
                 f"store_url={mask_password(self.store_url)!r}, "
                 + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")")
@@ -115,7 +108,4 @@ class Settings:
             metrics_port=int(metrics_port) if metrics_port else None,
             stream_max_len=max(1, int(_float(env, "CELERYGRAPH_STREAM_MAX_LEN", 100_000))),
             stream_ttl=_float(env, "CELERYGRAPH_STREAM_TTL", 3600.0),
-            api_keys=tuple(k.strip() for k in env.get("CELERYGRAPH_API_KEYS", "").split(",")
-                           if k.strip()),
-            api_store_prefix=env.get("CELERYGRAPH_API_STORE_PREFIX", "cg"),
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from scheduler.localcluster import free_port
 from tests.cluster import Cluster
 
@@ -14,8 +12,7 @@ def start_server(cluster: Cluster, name: str = "server", **env: str) -> str:
     """Start the HTTP server on a free loopback port with the cluster's settings, the test
     graphs loaded and `API_KEYS`; returns its URL once uvicorn says it is listening."""
     port = free_port()
-    cluster.spawn(name, [sys.executable, "-m", "scheduler.cli", "serve", "--host",
-                         "127.0.0.1", "--port", str(port)],
-                  b"Uvicorn running", env={"CELERYGRAPH_API_KEYS": ",".join(API_KEYS),
-                                           "CELERYGRAPH_API_STORE_PREFIX": "test-kv", **env})
+    cluster.start_server(port, name=name, env={"CELERYGRAPH_API_KEYS": ",".join(API_KEYS),
+                                               "CELERYGRAPH_API_STORE_PREFIX": "test-kv",
+                                               **env})
     return f"http://127.0.0.1:{port}"

@@ -4,6 +4,8 @@ the server process and a Redis of their own."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -11,6 +13,8 @@ import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
+from scheduler.localcluster import free_port
+from scheduler.server.auth import check_bind
 from scheduler.server.backend import assistant_id
 from tests.cluster import Cluster
 from tests.server import API_KEYS, start_server
@@ -144,6 +148,19 @@ def test_auth(url):
     with pytest.raises(httpx.HTTPStatusError) as raised:
         get_sync_client(url=url, api_key="nope").threads.create()
     assert raised.value.response.status_code == 401
+
+
+def test_without_keys_it_serves_loopback_only(cluster):
+    refused = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "serve", "--host", "0.0.0.0", "--port",
+         str(free_port())], env={**cluster.env, "CELERYGRAPH_API_KEYS": ""},
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "CELERYGRAPH_API_KEYS" in refused.stderr
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_bind(host, ())
+    check_bind("0.0.0.0", ("a-key",))
+    open_url = start_server(cluster, "open-server", CELERYGRAPH_API_KEYS="")
+    assert httpx.post(f"{open_url}/assistants/search", json={}).status_code == 200
 
 
 def test_error_codes_and_nothing_stored(client, url, cluster):

@@ -217,3 +217,35 @@ def test_async_client(url):
         assert (await client.store.get_item(["async"], "k"))["value"] == {"v": 1}
 
     asyncio.run(scenario())
+
+
+def test_langgraphs_remote_graph(url):
+    """LangGraph's own `RemoteGraph` pointed at the server: invoke, stream, the state
+    calls, and a resume, as a program would use a deployed graph."""
+    import uuid
+
+    from langgraph.pregel.remote import RemoteGraph
+    from langgraph.types import Command
+
+    remote = RemoteGraph(APPROVAL, url=url, api_key=API_KEYS[0])
+    config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    paused = remote.invoke({"log": []}, config)
+    assert paused["__interrupt__"][0]["value"] == "approve?"
+    state = remote.get_state(config)
+    assert state.next == ("ask",) and state.values["log"] == ["prepare"]
+    edited = remote.update_state(config, {"log": ["edited"]})
+    assert edited["configurable"]["checkpoint_id"] != state.config["configurable"][
+        "checkpoint_id"]
+    chunks = list(remote.stream(Command(resume="ok"), config, stream_mode=["updates"]))
+    assert ("updates", {"finish": {"log": ["finish"]}}) in [tuple(c) for c in chunks]
+    history = list(remote.get_state_history(config))
+    assert history[0].values["log"] == ["prepare", "edited", "answer:ok", "finish"]
+    assert len(history) >= 4
+
+    chain = RemoteGraph(CHAIN, url=url, api_key=API_KEYS[0])
+    assert chain.invoke({"log": []}) == {"log": ["a", "b", "slow", "d"]}
+    nested = RemoteGraph(NESTED, url=url, api_key=API_KEYS[0])
+    inner = [(ns, chunk) for ns, chunk in nested.stream({"log": []}, stream_mode="custom",
+                                                        subgraphs=True)]
+    assert [chunk for _, chunk in inner] == [{"said": "inside"}]
+    assert inner[0][0][0].startswith("inner:")

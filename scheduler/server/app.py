@@ -31,6 +31,7 @@ from scheduler.errors import (
 from scheduler.server import assistants, runs, store_items, threads
 from scheduler.server.auth import ApiKeyMiddleware, check_bind
 from scheduler.server.backend import Backend
+from scheduler.server.config import ServerSettings
 from scheduler.server.http import ApiError, JSONResponse
 from scheduler.settings import Settings
 
@@ -72,9 +73,9 @@ async def info(request: Request) -> JSONResponse:
                                                              "crons": False}})
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, server: ServerSettings) -> Starlette:
     """The app, connected to the cluster `settings` name (and the graph modules loaded)."""
-    backend = Backend.connect(settings)
+    backend = Backend.connect(settings, server)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,7 +85,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[Route("/ok", ok), Route("/info", info), *assistants.routes, *threads.routes,
                 *runs.routes, *store_items.routes],
-        middleware=[Middleware(ApiKeyMiddleware, keys=settings.api_keys)],
+        middleware=[Middleware(ApiKeyMiddleware, keys=server.api_keys)],
         exception_handlers={ApiError: _error, HTTPException: _error,
                             CeleryGraphError: _error, ValueError: _error,
                             NotImplementedError: _error, Exception: _error},
@@ -94,11 +95,12 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-def serve(host: str, port: int, settings: Settings | None = None) -> None:
-    """Serve the API until interrupted; refuses a non-loopback `host` without API keys."""
+def serve(host: str, port: int) -> None:
+    """Serve the API until interrupted, configured from the environment; refuses a
+    non-loopback `host` without API keys."""
     import uvicorn
 
-    settings = settings or Settings.from_env()
-    check_bind(host, settings.api_keys)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=5)
+    server = ServerSettings.from_env()
+    check_bind(host, server.api_keys)
+    uvicorn.run(create_app(Settings.from_env(), server), host=host, port=port,
+                log_level="info", timeout_graceful_shutdown=5)

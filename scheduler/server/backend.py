@@ -18,6 +18,7 @@ from graphdef.store.redis import RedisStore
 from scheduler import registry
 from scheduler.client import Client
 from scheduler.cluster_graph import ClusterGraph
+from scheduler.server.config import ServerSettings
 from scheduler.server.http import ApiError, not_found
 from scheduler.server.records import ApiRecords
 from scheduler.settings import Settings
@@ -39,12 +40,12 @@ class Backend:
     kv: RedisStore
 
     @classmethod
-    def connect(cls, settings: Settings) -> Backend:
+    def connect(cls, settings: Settings, server: ServerSettings) -> Backend:
         client = Client(settings)
         registry.load_modules(settings.graph_modules)
         return cls(settings, client, ApiRecords(client.store),
                    redis.asyncio.Redis.from_url(settings.store_url),
-                   RedisStore(client.store.r, prefix=settings.api_store_prefix))
+                   RedisStore(client.store.r, prefix=server.store_prefix))
 
     def graph_refs(self) -> list[str]:
         """Every graph a run may name: published by workers, or loaded here."""

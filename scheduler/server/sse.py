@@ -9,7 +9,8 @@ CELERYGRAPH_STREAM_TTL after the run settles).
 
 Events: `metadata` (`{"run_id", "attempt"}`) first, then one per chunk, named after its
 mode (`messages-tuple` chunks are `messages` events, as there), with `|<namespace>`
-appended for a subgraph's chunks; a failed run ends with an `error` event. The stream then
+appended for a subgraph's chunks; a failed (or, started on a busy thread under `reject`,
+refused) run ends with an `error` event. The stream then
 closes: the reference server sends no `end` event.
 """
 
@@ -59,7 +60,7 @@ class Selection:
     def event(self, part: StreamPart) -> tuple[str, Any] | None:
         """The SSE event (name, data) for a stream entry, or None to skip it."""
         if part.kind == "end":
-            if part.status == RunStatus.FAILED:
+            if part.status in (RunStatus.FAILED, RunStatus.REJECTED):
                 error = part.error or {}
                 return "error", {"error": error.get("type", "Error"),
                                  "message": error.get("message", "")}
