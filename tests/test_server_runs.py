@@ -1,18 +1,25 @@
 """Runs through `celerygraph serve` with the real `langgraph-sdk` clients (sync and async)
 on real workers: streamed runs in every mode, an interrupt resumed by
 `Command(resume=...)`, `join_stream` reconnecting mid-run with `Last-Event-ID`, a thread
-double-texted under each `multitask_strategy`, cancel, a failing run."""
+double-texted under each `multitask_strategy`, cancel, a failing run; LangGraph's
+`RemoteGraph` and the JavaScript SDK against the same server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 import time
+import uuid
 
 import pytest
+from langgraph.pregel.remote import RemoteGraph
+from langgraph.types import Command
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError
 
-from tests.cluster import Cluster
+from tests.cluster import ROOT, Cluster
 from tests.server import API_KEYS, start_server
 
 APPROVAL = "tests.dist_graphs:approval"
@@ -222,11 +229,6 @@ def test_async_client(url):
 def test_langgraphs_remote_graph(url):
     """LangGraph's own `RemoteGraph` pointed at the server: invoke, stream, the state
     calls, and a resume, as a program would use a deployed graph."""
-    import uuid
-
-    from langgraph.pregel.remote import RemoteGraph
-    from langgraph.types import Command
-
     remote = RemoteGraph(APPROVAL, url=url, api_key=API_KEYS[0])
     config = {"configurable": {"thread_id": str(uuid.uuid4())}}
     paused = remote.invoke({"log": []}, config)
@@ -237,7 +239,9 @@ def test_langgraphs_remote_graph(url):
     assert edited["configurable"]["checkpoint_id"] != state.config["configurable"][
         "checkpoint_id"]
     chunks = list(remote.stream(Command(resume="ok"), config, stream_mode=["updates"]))
-    assert ("updates", {"finish": {"log": ["finish"]}}) in [tuple(c) for c in chunks]
+    # RemoteGraph yields the SDK's stream parts for a list of modes: (event, data, id).
+    assert [(c.event, c.data) for c in chunks] == [
+        ("updates", {"ask": {"log": ["answer:ok"]}}), ("updates", {"finish": {"log": ["finish"]}})]
     history = list(remote.get_state_history(config))
     assert history[0].values["log"] == ["prepare", "edited", "answer:ok", "finish"]
     assert len(history) >= 4
@@ -249,3 +253,19 @@ def test_langgraphs_remote_graph(url):
                                                         subgraphs=True)]
     assert [chunk for _, chunk in inner] == [{"said": "inside"}]
     assert inner[0][0][0].startswith("inner:")
+
+
+def test_the_javascript_sdk_streams_and_resumes(url):
+    """`@langchain/langgraph-sdk` from npm (examples/producers/node, installed from its lock
+    file by `make test`) creates a thread, streams a run to its interrupt and resumes it."""
+    if shutil.which("node") is None:
+        pytest.skip("no node on PATH")
+    script = ROOT / "examples" / "producers" / "node" / "sdk_client.mjs"
+    done = subprocess.run(["node", str(script), url, API_KEYS[0], APPROVAL, '{"log": []}', "js"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["events"][0] == "metadata" and "updates" in out["events"]
+    assert out["interrupt"]["value"] == "approve?"
+    assert out["next"] == ["ask"]
+    assert out["final"]["log"] == ["prepare", "answer:js", "finish"]

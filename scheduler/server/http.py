@@ -13,12 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from graphdef.errors import CeleryGraphError
 from scheduler.server import encode
 
 T = TypeVar("T")
 
 
-class ApiError(Exception):
+class ApiError(CeleryGraphError):
     """An error a client caused: answered with `status` and `{"detail": detail}`."""
 
     def __init__(self, status: int, detail: str) -> None:
