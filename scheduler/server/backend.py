@@ -23,6 +23,10 @@ from scheduler.server.http import ApiError, not_found
 from scheduler.server.records import ApiRecords
 from scheduler.settings import Settings
 
+# Each open stream or wait blocks one connection in `XREAD BLOCK` (for up to a second):
+# more than this many at once wait for a free connection instead of failing.
+MAX_ASYNC_CONNECTIONS = 1000
+
 # The reference server's namespace for assistant ids derived from graph names.
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
@@ -44,7 +48,10 @@ class Backend:
         client = Client(settings)
         registry.load_modules(settings.graph_modules)
         return cls(settings, client, ApiRecords(client.store),
-                   redis.asyncio.Redis.from_url(settings.store_url),
+                   redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool
+                                       .from_url(settings.store_url,
+                                                 max_connections=MAX_ASYNC_CONNECTIONS,
+                                                 timeout=30)),
                    RedisStore(client.store.r, prefix=server.store_prefix))
 
     def graph_refs(self) -> list[str]:

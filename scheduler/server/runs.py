@@ -190,9 +190,10 @@ def run_view(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:
     return views.run_view(run, info)
 
 
-def _paths(started: Started, stateless: bool, tail: str) -> dict[str, str]:
-    base = (f"/runs/{started.run_id}" if stateless
-            else f"/threads/{started.thread_id}/runs/{started.run_id}")
+def _paths(started: Started, tail: str) -> dict[str, str]:
+    """Where a client reconnects (`Location`): the run under its thread, a stateless run's
+    too (the reference server's `/runs/{run_id}/...` has no route to reconnect to)."""
+    base = f"/threads/{started.thread_id}/runs/{started.run_id}"
     return {"Location": f"{base}/{tail}", "Content-Location": base}
 
 
@@ -204,8 +205,8 @@ async def create(request: Request) -> JSONResponse:
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
     view = await blocking(run_view, backend, started.thread_id, started.run_id)
-    return JSONResponse(view, headers={"Content-Location": _paths(
-        started, thread_id is None, "")["Content-Location"]})
+    return JSONResponse(view, headers={"Content-Location": _paths(started, "")[
+        "Content-Location"]})
 
 
 async def create_batch(request: Request) -> JSONResponse:
@@ -249,8 +250,7 @@ async def stream(request: Request) -> StreamingResponse:
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
-    return _streaming(backend, started, None,
-                      _paths(started, thread_id is None, "stream"))
+    return _streaming(backend, started, None, _paths(started, "stream"))
 
 
 async def join_stream(request: Request) -> StreamingResponse:
@@ -274,10 +274,13 @@ async def join_stream(request: Request) -> StreamingResponse:
 
 
 def _run_info(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:
-    require_thread(backend, thread_id)
+    """What the API kept of a run's request; a stateless run's thread (no API thread) is
+    found through its runs."""
+    check_uuid(thread_id, "thread ID")
     check_uuid(run_id, "run ID")
     info = backend.records.run(thread_id, run_id)
     if info is None or backend.client.store.run(thread_id, run_id) is None:
+        require_thread(backend, thread_id)
         raise not_found(f"Run {run_id!r}")
     return info
 
@@ -343,7 +346,7 @@ async def wait(request: Request) -> StreamingResponse:
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
-    headers = _paths(started, False, "join")
+    headers = _paths(started, "join")
     return _result_response(backend, started.thread_id, started.run_id, headers)
 
 
