@@ -61,7 +61,7 @@ def test_streamed_interrupt_resumed_by_command(client):
     thread_id = client.threads.create()["thread_id"]
     parts = list(client.runs.stream(thread_id, APPROVAL, input={"log": []},
                                     stream_mode=["values", "updates"]))
-    assert parts[0].event == "metadata" and parts[0].id is None
+    assert parts[0].event == "metadata" and parts[0].id == "0-0"
     run_id = parts[0].data["run_id"]
     assert all(p.id for p in parts[1:])
     assert parts[1].event == "values" and parts[1].data == {"log": []}
@@ -114,26 +114,35 @@ def test_messages_tuple_streams_tokens(client):
 
 def test_join_stream_reconnects_mid_run_with_last_event_id(client):
     thread_id = client.threads.create()["thread_id"]
-    run = client.runs.create(thread_id, TALKER, input={"log": [], "n": 10, "sleep": 0.15},
-                             stream_mode=["custom", "values"])
     seen = []
-    for part in client.runs.join_stream(thread_id, run["run_id"]):
+    for part in client.runs.stream(thread_id, TALKER, input={"log": [], "n": 10, "sleep": 0.15},
+                                   stream_mode=["custom", "values"]):
         seen.append(part)
         if sum(p.event == "custom" for p in seen) == 3:
             break  # the client drops the connection mid-run
-    assert client.runs.get(thread_id, run["run_id"])["status"] in ("pending", "running")
-    rest = list(client.runs.join_stream(thread_id, run["run_id"], last_event_id=seen[-1].id))
+    run_id = seen[0].data["run_id"]
+    assert client.runs.get(thread_id, run_id)["status"] in ("pending", "running")
+    # Joining without an id gives what comes from now on, as the reference server does.
+    live = []
+    for part in client.runs.join_stream(thread_id, run_id):
+        live.append(part)
+        if part.event == "custom":
+            break
+    assert live[0].event == "custom" and live[0].data["said"] > 2
+    rest = list(client.runs.join_stream(thread_id, run_id, last_event_id=seen[-1].id))
     said = [p.data["said"] for p in seen + rest if p.event == "custom"]
     assert said == list(range(10))
-    ids = [p.id for p in seen + rest if p.id]
-    assert len(ids) == len(set(ids))
+    ids = [p.id for p in seen + rest]
+    assert None not in ids and len(ids) == len(set(ids))
     assert rest[-1].event == "values" and rest[-1].data["log"] == ["intro", "talked"]
-    assert client.runs.get(thread_id, run["run_id"])["status"] == "success"
-    # A late joiner narrowed to one mode gets the whole run's chunks of that mode.
-    late = list(client.runs.join_stream(thread_id, run["run_id"], stream_mode="custom"))
-    assert [p.data["said"] for p in late if p.event == "custom"] == list(range(10))
-    assert {p.event for p in late} == {"metadata", "custom"}
-    assert client.runs.join(thread_id, run["run_id"])["log"] == ["intro", "talked"]
+    assert client.runs.get(thread_id, run_id)["status"] == "success"
+    # After the end: nothing new; `-1` replays the whole run, narrowed here to one mode.
+    assert list(client.runs.join_stream(thread_id, run_id)) == []
+    late = list(client.runs.join_stream(thread_id, run_id, stream_mode="custom",
+                                        last_event_id="-1"))
+    assert late[0].event == "metadata" and late[0].data["run_id"] == run_id
+    assert [p.data["said"] for p in late[1:]] == list(range(10))
+    assert client.runs.join(thread_id, run_id)["log"] == ["intro", "talked"]
 
 
 def _slow(client, thread_id, strategy=None, sleep=1.5):

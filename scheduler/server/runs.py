@@ -228,8 +228,11 @@ async def create_batch(request: Request) -> JSONResponse:
 # ---- streaming ------------------------------------------------------------------------------
 
 def _streaming(backend: Backend, started: Started, after: str | None,
-               headers: dict[str, str], *, metadata: bool = True) -> StreamingResponse:
+               headers: dict[str, str], *, metadata: bool) -> StreamingResponse:
+    """The run's events after `after` (None: none at all, its stream ended)."""
     async def body_() -> AsyncIterator[bytes]:
+        if after is None:
+            return
         finished = False
         try:
             async for chunk in sse.events(backend, started.thread_id, started.run_id,
@@ -250,12 +253,12 @@ async def stream(request: Request) -> StreamingResponse:
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
-    return _streaming(backend, started, None, _paths(started, "stream"))
+    return _streaming(backend, started, sse.START, _paths(started, "stream"), metadata=True)
 
 
 async def join_stream(request: Request) -> StreamingResponse:
-    """A run's stream from the start, or after `Last-Event-ID`; `stream_mode` (one, or a
-    JSON list) narrows it to some of the run's modes."""
+    """A run's stream after `Last-Event-ID` (`-1`: all of it), or without one from now on;
+    `stream_mode` (one, or a JSON list) narrows it to some of the run's modes."""
     backend = _backend(request)
     thread_id, run_id = request.path_params["thread_id"], request.path_params["run_id"]
     info = await blocking(_run_info, backend, thread_id, run_id)
@@ -267,10 +270,20 @@ async def join_stream(request: Request) -> StreamingResponse:
     started = Started(thread_id, run_id, sse.Selection(
         modes, bool(info["kwargs"].get("stream_subgraphs"))),
         query_flag(request, "cancel_on_disconnect"))
-    last = request.headers.get("last-event-id") or None
-    return _streaming(backend, started, last,
+    last = (request.headers.get("last-event-id") or "").strip()
+    replay = last in sse.FROM_THE_START
+    if replay:
+        after: str | None = sse.START
+    elif last:
+        if not sse.EVENT_ID.fullmatch(last):
+            raise ApiError(422, f"Last-Event-ID {last!r} is no event id of this server")
+        after = last
+    else:
+        after = await sse.live_position(backend, thread_id, run_id)
+    return _streaming(backend, started, after,
                       {"Location": f"/threads/{thread_id}/runs/{run_id}/stream",
-                       "Content-Location": f"/threads/{thread_id}/runs/{run_id}"})
+                       "Content-Location": f"/threads/{thread_id}/runs/{run_id}"},
+                      metadata=replay)
 
 
 def _run_info(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 Reading: the run's stream (`scheduler.streams`) with an asyncio Redis client, so a
 connected client costs no thread while it waits (`XREAD BLOCK`). Every event carries the
 stream entry's id as its SSE `id`; a client that reconnects with `Last-Event-ID` reads on
-from there and gets the rest exactly once. Every run streams (the reference server keeps
-chunks only with `stream_resumable`; ours are always in Redis for
+from there and gets the rest exactly once; with `Last-Event-ID: -1` the whole run again;
+without one, what comes after it joined (as the reference server). Every run streams (the
+reference server keeps chunks only with `stream_resumable`; ours are always in Redis for
 CELERYGRAPH_STREAM_TTL after the run settles).
 
-Events: `metadata` (`{"run_id", "attempt"}`) first, then one per chunk, named after its
+Events: `metadata` (`{"run_id", "attempt"}`, id `0-0`) first, then one per chunk, named after its
 mode (`messages-tuple` chunks are `messages` events, as there), with `|<namespace>`
 appended for a subgraph's chunks; a failed (or, started on a busy thread under `reject`,
 refused) run ends with an `error` event. The stream then
@@ -16,6 +17,7 @@ closes: the reference server sends no `end` event.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from scheduler.records import RunStatus
 from scheduler.server import encode
 from scheduler.server.backend import Backend
 from scheduler.server.http import ApiError, blocking, unsupported
+from scheduler.streams import END as END_KIND
 from scheduler.streams import StreamPart, decode
 
 # The API's stream modes and the graph's mode each one reads.
@@ -39,6 +42,12 @@ UNSUPPORTED_MODES = {
     "tools": "a v2 event-streaming mode", "lifecycle": "a v2 event-streaming mode",
 }
 HEARTBEAT_SECONDS = 5.0
+# The id before a run's first entry: the `metadata` event's, and where a replay starts.
+START = "0-0"
+# `Last-Event-ID` values that ask for the whole run again, `metadata` included.
+FROM_THE_START = ("-1", "0")
+# An id this server gave: a stream entry's, or `<entry>/<index>` of a batch's chunk.
+EVENT_ID = re.compile(r"\d+-\d+(/\d+)?")
 
 
 @dataclass(frozen=True)
@@ -145,13 +154,14 @@ async def run_parts(backend: Backend, thread_id: str, run_id: str, after: str = 
 
 
 async def events(backend: Backend, thread_id: str, run_id: str, selection: Selection,
-                 after: str | None, *, metadata: bool = True) -> AsyncIterator[bytes]:
-    """The run's SSE body: `metadata` first (unless resuming), its chunks' events with
-    their ids, heartbeat comments while it is quiet."""
-    if metadata and after is None:
-        yield frame("metadata", {"run_id": run_id, "attempt": 1})
+                 after: str, *, metadata: bool) -> AsyncIterator[bytes]:
+    """The run's SSE body: `metadata` first if asked (its id `START`, so a client that
+    reconnects before any chunk came replays them all), the chunks' events after id
+    `after` with their ids, heartbeat comments while it is quiet."""
+    if metadata:
+        yield frame("metadata", {"run_id": run_id, "attempt": 1}, START)
     quiet_since = time.monotonic()
-    async for part in run_parts(backend, thread_id, run_id, after or "0-0"):
+    async for part in run_parts(backend, thread_id, run_id, after):
         if part is None:
             if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
                 quiet_since = time.monotonic()
@@ -162,3 +172,15 @@ async def events(backend: Backend, thread_id: str, run_id: str, selection: Selec
             quiet_since = time.monotonic()
             yield frame(found[0], found[1], part.id)
 
+
+async def live_position(backend: Backend, thread_id: str, run_id: str) -> str | None:
+    """Where a consumer joining without `Last-Event-ID` starts: after the newest entry, as
+    the reference server gives such a consumer only what comes after it joined; None if
+    the run's stream already ended (nothing more will come)."""
+    key = backend.client.store.key(thread_id, "chunks", run_id)
+    newest = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                  await backend.aredis.xrevrange(key, "+", "-", count=1))
+    if not newest:
+        return START
+    entry_id, fields = newest[0]
+    return None if fields.get(b"k") == END_KIND else entry_id.decode()
