@@ -257,6 +257,7 @@ def _up(workdir: Path) -> ClusterState:
     what was started in `cluster.json`."""
     state: ClusterState = {"pids": {}}
     store_url = os.environ.get("CELERYGRAPH_STORE_URL")
+    server: RedisProcess | None = None
     if store_url and redis_answers(store_url):
         state["redis"] = "external"
     else:
@@ -268,12 +269,19 @@ def _up(workdir: Path) -> ClusterState:
     cluster = LocalCluster(workdir, store_url, broker_url, graphs=graphs)
     flower_port = int(os.environ.get("FLOWER_PORT", "5555"))
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH", "admin:" + os.urandom(6).hex())
-    cluster.start_worker("worker1", concurrency=2)
-    cluster.start_worker("worker2", concurrency=2)
-    cluster.start_scheduler()
-    cluster.start_flower(flower_port, flower_auth)
     api_port = int(os.environ.get("API_PORT", "2024"))
-    cluster.start_server(api_port)
+    try:
+        cluster.start_worker("worker1", concurrency=2)
+        cluster.start_worker("worker2", concurrency=2)
+        cluster.start_scheduler()
+        cluster.start_flower(flower_port, flower_auth)
+        cluster.start_server(api_port)
+    except BaseException:
+        # Nothing is recorded for `make cluster-stop` yet: stop what did start.
+        cluster.stop()
+        if server is not None:
+            server.stop()
+        raise
     state["pids"] = {name: proc.pid for name, proc in cluster.procs.items()}
     state["env"] = {"CELERYGRAPH_STORE_URL": store_url, "CELERYGRAPH_BROKER_URL": broker_url,
                     "CELERYGRAPH_GRAPHS": graphs}
