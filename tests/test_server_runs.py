@@ -200,6 +200,20 @@ def test_double_texting_rollback(client):
     assert out["log"] == ["s0.0", "a", "b", "slow", "d"]  # nothing of the rolled-back run
 
 
+def test_deleting_a_busy_thread_cancels_its_runs(client, cluster):
+    thread_id = client.threads.create()["thread_id"]
+    active = _slow(client, thread_id, sleep=1.5)
+    queued = _slow(client, thread_id, "enqueue", sleep=0.0)
+    _wait_running(client, thread_id, active["run_id"])
+    client.threads.delete(thread_id)
+    store = cluster.client().store
+    for run in (active, queued):
+        assert store.run(thread_id, run["run_id"]).status == "cancelled"
+    time.sleep(2.0)  # the active run's node finishes; nothing starts after it
+    assert store.run(thread_id, queued["run_id"]).status == "cancelled"
+    assert store.active_run(thread_id) is None
+
+
 def test_cancel_and_failure(client):
     thread_id = client.threads.create()["thread_id"]
     run = _slow(client, thread_id, sleep=1.5)

@@ -137,11 +137,14 @@ async def patch(request: Request) -> JSONResponse:
 
 
 def _delete(backend: Backend, thread_id: str) -> None:
-    """Cancel the thread's active run, then drop its checkpoints and its record."""
+    """Cancel the thread's runs that have not ended (the active one and any queued behind
+    it), then drop its checkpoints and its record."""
     require_thread(backend, thread_id)
-    active = backend.client.store.active_run(thread_id)
-    if active is not None and backend.client.store.run(thread_id, active) is not None:
-        backend.client.cancel(thread_id, active)
+    store = backend.client.store
+    for run_id in store.runs_of(thread_id):
+        run = store.run(thread_id, run_id)
+        if run is not None and not run.status.terminal:
+            backend.client.cancel(thread_id, run_id)
     backend.client.saver.delete_thread(thread_id)
     backend.records.delete_thread(thread_id)
 
