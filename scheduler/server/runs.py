@@ -133,7 +133,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     ref = backend.graph_of(assistant)
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
-    field(payload, "stream_resumable", bool)
+    field(payload, "stream_resumable", bool)  # checked only: every run's stream resumes here
     strategy = cast(str, choice(payload, "multitask_strategy", STRATEGIES, "enqueue"))
     if_not_exists = choice(payload, "if_not_exists", ("create", "reject"), "reject")
     on_completion = choice(payload, "on_completion", ("delete", "keep"),
