@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench,redis]'
+	$(BIN)/pip install --quiet -e '.[test,bench,redis,server]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -156,6 +156,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scheduler.server.app import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celerygraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="celerygraph.sqlite")
     p.add_argument("--durability", default="async", choices=["sync", "async", "exit"])
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve the LangGraph Agent Server HTTP API")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but loopback needs CELERYGRAPH_API_KEYS")
+    p.add_argument("--port", type=int, default=2024)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

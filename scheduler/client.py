@@ -174,6 +174,7 @@ class Client:
         context: Any = None,
         stream_mode: str | list[str] | tuple[str, ...] | None = None,
         stream_subgraphs: bool = False,
+        run_id: str | None = None,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
@@ -182,10 +183,12 @@ class Client:
         `context`: what its nodes read as `runtime.context` (`invoke(..., context=...)`).
         `stream_mode` (LangGraph's modes, one or a list) and `stream_subgraphs`: stream the
         run's chunks in those modes (`RunHandle.stream`); by default nothing is streamed.
+        `run_id`: the run's id, chosen by the caller (the HTTP server's are UUIDs); a new one
+        by default.
         """
         check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         claimed = self.store.claim_thread(thread_id, run_id)
         if not claimed and on_busy == "reject":
             raise ThreadBusyError(
@@ -210,7 +213,7 @@ class Client:
                on_busy: str = "reject", context: Any = None,
                config: dict[str, Any] | None = None,
                stream_mode: str | list[str] | tuple[str, ...] | None = None,
-               stream_subgraphs: bool = False) -> RunHandle:
+               stream_subgraphs: bool = False, run_id: str | None = None) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
         `context` is not carried over from the paused run: pass it again, as with LangGraph.
         `config`, `stream_mode`, `stream_subgraphs`: the resuming run's, as for `submit`."""
@@ -233,7 +236,8 @@ class Client:
             algo.check_resume(command.resume, {i.id for i in interrupts}, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
                            on_busy=on_busy, context=context, config=config,
-                           stream_mode=stream_mode, stream_subgraphs=stream_subgraphs)
+                           stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
+                           run_id=run_id)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""

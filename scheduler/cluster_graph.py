@@ -65,12 +65,12 @@ class Client(Protocol):
                durability: str = ..., config: dict[str, Any] | None = ...,
                on_busy: str = ..., routes: dict[str, str] | None = ..., context: Any = ...,
                stream_mode: str | list[str] | tuple[str, ...] | None = ...,
-               stream_subgraphs: bool = ...) -> RunHandle: ...
+               stream_subgraphs: bool = ..., run_id: str | None = ...) -> RunHandle: ...
 
     def resume(self, thread_id: str, command: Any, *, durability: str = ...,
                on_busy: str = ..., context: Any = ..., config: dict[str, Any] | None = ...,
                stream_mode: str | list[str] | tuple[str, ...] | None = ...,
-               stream_subgraphs: bool = ...) -> RunHandle: ...
+               stream_subgraphs: bool = ..., run_id: str | None = ...) -> RunHandle: ...
 
 # LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
 MULTITASK_STRATEGIES = {name: name for name in ("reject", "enqueue", "interrupt", "rollback")}
@@ -201,9 +201,11 @@ class ClusterGraph:
         multitask_strategy: str = "reject",
         interrupt_before: Any = None,
         interrupt_after: Any = None,
+        run_id: str | None = None,
         **unsupported: Any,
     ) -> RunHandle:
-        """Start a run as `invoke`/`stream` would and return its handle at once."""
+        """Start a run as `invoke`/`stream` would and return its handle at once; `run_id`:
+        the run's id, if the caller picks it."""
         reject_unsupported(unsupported)
         for name, value in (("interrupt_before", interrupt_before),
                             ("interrupt_after", interrupt_after)):
@@ -224,10 +226,10 @@ class ClusterGraph:
         if isinstance(input, Command) and input.resume is not None and not fork:
             return self.client.resume(thread_id, input, durability=mode, on_busy=on_busy,
                                       context=context, config=run_config, stream_mode=modes,
-                                      stream_subgraphs=subgraphs)
+                                      stream_subgraphs=subgraphs, run_id=run_id)
         return self.client.submit(self.ref, input, thread_id=thread_id, durability=mode,
                                   config=run_config, on_busy=on_busy, context=context,
-                                  stream_mode=modes, stream_subgraphs=subgraphs)
+                                  stream_mode=modes, stream_subgraphs=subgraphs, run_id=run_id)
 
     def _check_fork_point(self, thread_id: str, conf: dict[str, Any]) -> None:
         """A run from a past checkpoint: of the root graph, and one the thread has."""

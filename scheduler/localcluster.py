@@ -202,6 +202,13 @@ class LocalCluster:
                f"--port={port}", "--address=127.0.0.1", f"--basic-auth={basic_auth}"]
         return self.spawn(name, cmd, None)
 
+    def start_server(self, port: int, host: str = HOST, name: str = "server",
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`celerygraph serve`, the HTTP API, once uvicorn listens."""
+        cmd = [sys.executable, "-m", "scheduler.cli", "serve", "--host", host,
+               "--port", str(port)]
+        return self.spawn(name, cmd, b"Uvicorn running", env=env)
+
     def _wait_for(self, name: str, marker: bytes, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -241,13 +248,16 @@ class ClusterState(TypedDict, total=False):
     pids: dict[str, int]
     env: dict[str, str]
     flower: str
+    api: str
 
 
 def _up(workdir: Path) -> ClusterState:
     """Start a Redis of its own (unless CELERYGRAPH_STORE_URL names one that answers), two
-    workers, a scheduler and Flower; record what was started in `cluster.json`."""
+    workers, a scheduler, Flower and the HTTP API on loopback (`API_PORT`, 2024); record
+    what was started in `cluster.json`."""
     state: ClusterState = {"pids": {}}
     store_url = os.environ.get("CELERYGRAPH_STORE_URL")
+    server: RedisProcess | None = None
     if store_url and redis_answers(store_url):
         state["redis"] = "external"
     else:
@@ -259,14 +269,24 @@ def _up(workdir: Path) -> ClusterState:
     cluster = LocalCluster(workdir, store_url, broker_url, graphs=graphs)
     flower_port = int(os.environ.get("FLOWER_PORT", "5555"))
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH", "admin:" + os.urandom(6).hex())
-    cluster.start_worker("worker1", concurrency=2)
-    cluster.start_worker("worker2", concurrency=2)
-    cluster.start_scheduler()
-    cluster.start_flower(flower_port, flower_auth)
+    api_port = int(os.environ.get("API_PORT", "2024"))
+    try:
+        cluster.start_worker("worker1", concurrency=2)
+        cluster.start_worker("worker2", concurrency=2)
+        cluster.start_scheduler()
+        cluster.start_flower(flower_port, flower_auth)
+        cluster.start_server(api_port)
+    except BaseException:
+        # Nothing is recorded for `make cluster-stop` yet: stop what did start.
+        cluster.stop()
+        if server is not None:
+            server.stop()
+        raise
     state["pids"] = {name: proc.pid for name, proc in cluster.procs.items()}
     state["env"] = {"CELERYGRAPH_STORE_URL": store_url, "CELERYGRAPH_BROKER_URL": broker_url,
                     "CELERYGRAPH_GRAPHS": graphs}
     state["flower"] = f"http://127.0.0.1:{flower_port} (basic auth {flower_auth})"
+    state["api"] = f"http://{HOST}:{api_port}"
     return state
 
 
@@ -308,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         record.write_text(json.dumps(state, indent=2))
         print(f"cluster up; logs and state in {workdir}")
         print(f"Flower: {state['flower']}")
+        print(f"HTTP API (langgraph-sdk): {state['api']}")
         print("To use it from this shell:")
         for key, value in state["env"].items():
             print(f"  export {key}={value}")

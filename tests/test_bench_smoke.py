@@ -35,3 +35,14 @@ def test_storage_growth_prints_a_row_per_saver() -> None:
         assert re.search(r"\d\.\dx", rows.get(saver, "")), done.stdout
     other = rows.get("langgraph-checkpoint-redis", "")
     assert other.startswith("not run: ") or re.search(r"\d\.\dx", other), done.stdout
+
+
+def test_server_bench_quick_prints_both_rows() -> None:
+    """The reference server (`langgraph dev`) is not in `make venv`: its column says so."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "server.py"), "--quick",
+                           "--langgraph", "no-such-langgraph-cli"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("runs/s (runs.wait, 3 nodes)", "first streamed chunk, ms"):
+        line = next(line for line in done.stdout.splitlines() if line.startswith(row))
+        assert re.search(r"\d+\.\d", line) and "not run: " in line, done.stdout

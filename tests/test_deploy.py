@@ -62,6 +62,17 @@ def settings_names() -> set[str]:
     return {name for name in recorder.read if name.startswith("CELERYGRAPH_")}
 
 
+def server_settings_names() -> set[str]:
+    """The CELERYGRAPH_* variables only the HTTP server reads (`ServerSettings.from_env`):
+    its API keys are secrets, so they are set on the server alone, never in the ConfigMap."""
+    from scheduler.server.config import ServerSettings
+
+    recorder = _RecordingEnviron()
+    with mock.patch.object(os, "environ", recorder):
+        ServerSettings.from_env()
+    return {name for name in recorder.read if name.startswith("CELERYGRAPH_")}
+
+
 def default_queues() -> set[str]:
     from scheduler.settings import Settings
 
@@ -312,7 +323,7 @@ def test_flower_listens_only_on_localhost_in_the_procfile():
 
 
 def test_every_celerygraph_name_in_deploy_is_one_the_settings_read():
-    known = settings_names()
+    known = settings_names() | server_settings_names()
     assert {"CELERYGRAPH_BROKER_URL", "CELERYGRAPH_STORE_URL", "CELERYGRAPH_GRAPHS"} <= known
     for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file()):
         used = set(re.findall(r"\bCELERYGRAPH_[A-Z0-9_]+", path.read_text()))
@@ -336,6 +347,27 @@ def test_every_setting_is_set_in_each_deployment_and_documented():
     assert {k for k in env_file(DEPLOY / "local.env") if k.startswith("CELERYGRAPH_")} == known
     readme = (DEPLOY / "README.md").read_text()
     assert {n for n in known if f"| `{n}` |" not in readme} == set()
+
+
+def test_the_http_api_runs_only_with_keys_from_a_secret_or_on_loopback():
+    """Compose and Kubernetes bind the API on every interface: keys required, from the
+    operator (a required variable, a Secret), never in the shared env or ConfigMap. The
+    Procfile's runs on loopback, where the server allows no keys."""
+    api = compose()["services"]["api"]
+    assert api["command"][:2] == ["celerygraph", "serve"]
+    keys = api["environment"]["CELERYGRAPH_API_KEYS"]
+    assert re.fullmatch(r"\$\{CELERYGRAPH_API_KEYS:\?[^}]+\}", keys), keys
+    assert "CELERYGRAPH_API_KEYS" not in compose()["x-celerygraph-env"]
+    assert {k for k in api["environment"] if k != "CELERYGRAPH_API_KEYS"} == settings_names()
+    [configmap] = [o for _, o in k8s_objects() if o.get("kind") == "ConfigMap"]
+    assert "CELERYGRAPH_API_KEYS" not in configmap["data"]
+    [(_, _, container)] = [c for c in k8s_containers() if c[0].endswith(":celerygraph-api")]
+    assert container["command"][:2] == ["celerygraph", "serve"]
+    [entry] = [e for e in container["env"] if e["name"] == "CELERYGRAPH_API_KEYS"]
+    assert entry["valueFrom"]["secretKeyRef"].get("optional") is not True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ok"
+    argv = shell_commands(procfile()["api"])[-1]
+    assert argv[:2] == ["celerygraph", "serve"] and argv[argv.index("--host") + 1] == "127.0.0.1"
 
 
 def test_every_worker_and_scheduler_serves_metrics_on_a_port_scrapers_find():
@@ -417,7 +449,7 @@ def test_dockerfile_builds_a_non_root_image_of_the_package():
     assert re.search(r"^FROM python:3\.11-slim\b", text, flags=re.M)
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
-    assert re.search(r'^RUN pip install "\.\[flower\]"(\s|$)', text, flags=re.M)
+    assert re.search(r'^RUN pip install "\.\[flower,server\]"(\s|$)', text, flags=re.M)
     assert "[test" not in text and "[bench" not in text
     for src in re.findall(r"^COPY\s+(?!--)(.+?)\s+\S+\s*$", text, flags=re.M):
         for path in src.split():

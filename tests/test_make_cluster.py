@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -22,7 +23,7 @@ from tests.redis_server import path_without_redis_server
 def test_make_cluster_up_submit_and_stop(tmp_path, redis_from):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELERYGRAPH_")}
     env.update(CLUSTER_DIR=str(tmp_path), FLOWER_PORT=str(free_port()),
-               FLOWER_BASIC_AUTH="ops:secret")
+               FLOWER_BASIC_AUTH="ops:secret", API_PORT=str(free_port()))
     if redis_from == "path" and shutil.which("redis-server") is None:
         pytest.skip("no redis-server on PATH")
     packaged = packaged_redis_server()
@@ -48,6 +49,9 @@ def test_make_cluster_up_submit_and_stop(tmp_path, redis_from):
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["output"]["report"] == "ada: 5 orders, total 180"
+        waited = httpx.post(f"{state['api']}/runs/wait", timeout=60, json={
+            "assistant_id": "examples.graphs:orders", "input": {"customer": "ada"}})
+        assert waited.json()["report"] == "ada: 5 orders, total 180"
     finally:
         down = subprocess.run(["make", "cluster-stop"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)

@@ -1,0 +1,85 @@
+"""What every endpoint works with: the cluster's client, the API's records, an asyncio
+Redis for reading streams without holding a thread, and the key-value store items live in.
+
+Assistants are the graphs the workers publish (and those this process loads): one each,
+with an id derived from the graph's reference (`package.module:attr`) as the reference
+server derives it from a graph's name (UUID v5 in its namespace), so an id stays the same
+across restarts and servers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio
+
+from graphdef.store.redis import RedisStore
+from scheduler import registry
+from scheduler.client import Client
+from scheduler.cluster_graph import ClusterGraph
+from scheduler.server.config import ServerSettings
+from scheduler.server.http import ApiError, not_found
+from scheduler.server.records import ApiRecords
+from scheduler.settings import Settings
+
+# Each open stream or wait blocks one connection in `XREAD BLOCK` (for up to a second):
+# more than this many at once wait for a free connection instead of failing.
+MAX_ASYNC_CONNECTIONS = 1000
+
+# The reference server's namespace for assistant ids derived from graph names.
+NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+
+
+def assistant_id(ref: str) -> str:
+    return str(uuid.uuid5(NAMESPACE_GRAPH, ref))
+
+
+@dataclass
+class Backend:
+    settings: Settings
+    client: Client
+    records: ApiRecords
+    aredis: redis.asyncio.Redis
+    kv: RedisStore
+
+    @classmethod
+    def connect(cls, settings: Settings, server: ServerSettings) -> Backend:
+        client = Client(settings)
+        registry.load_modules(settings.graph_modules)
+        return cls(settings, client, ApiRecords(client.store),
+                   redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool
+                                       .from_url(settings.store_url,
+                                                 max_connections=MAX_ASYNC_CONNECTIONS,
+                                                 timeout=30)),
+                   RedisStore(client.store.r, prefix=server.store_prefix))
+
+    def graph_refs(self) -> list[str]:
+        """Every graph a run may name: published by workers, or loaded here."""
+        return sorted(set(self.client.store.published_graphs()) | set(registry.known()))
+
+    def graph_of(self, assistant: str) -> str:
+        """The graph an `assistant_id` names: an assistant's UUID, a graph reference, or a
+        graph's attribute name when only one graph has it. 404 for an unknown UUID, 422 for
+        anything else unknown (as the reference server)."""
+        refs = self.graph_refs()
+        if assistant in refs:
+            return assistant
+        by_name = [r for r in refs if r.rsplit(":", 1)[-1] == assistant]
+        if len(by_name) == 1:
+            return by_name[0]
+        try:
+            wanted = str(uuid.UUID(assistant))
+        except ValueError:
+            raise ApiError(422, f"Invalid assistant: {assistant!r}. Must be either an "
+                           f"assistant UUID or one of the graphs: {', '.join(refs)}") from None
+        for ref in refs:
+            if assistant_id(ref) == wanted:
+                return ref
+        raise not_found(f"Assistant {assistant!r}")
+
+    def graph(self, ref: str) -> ClusterGraph:
+        return ClusterGraph(self.client, ref)
+
+    async def close(self) -> None:
+        await self.aredis.aclose()

@@ -1,0 +1,186 @@
+"""A run's Redis stream as Server-Sent Events, the Agent Server's way.
+
+Reading: the run's stream (`scheduler.streams`) with an asyncio Redis client, so a
+connected client costs no thread while it waits (`XREAD BLOCK`). Every event carries the
+stream entry's id as its SSE `id`; a client that reconnects with `Last-Event-ID` reads on
+from there and gets the rest exactly once; with `Last-Event-ID: -1` the whole run again;
+without one, what comes after it joined (as the reference server). Every run streams (the
+reference server keeps chunks only with `stream_resumable`; ours are always in Redis for
+CELERYGRAPH_STREAM_TTL after the run settles).
+
+Events: `metadata` (`{"run_id", "attempt"}`, id `0-0`) first, then one per chunk, named after its
+mode (`messages-tuple` chunks are `messages` events, as there), with `|<namespace>`
+appended for a subgraph's chunks; a failed (or, started on a busy thread under `reject`,
+refused) run ends with an `error` event. The stream then
+closes: the reference server sends no `end` event.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio
+
+from scheduler.records import RunStatus
+from scheduler.server import encode
+from scheduler.server.backend import Backend
+from scheduler.server.http import ApiError, blocking, unsupported
+from scheduler.streams import END as END_KIND
+from scheduler.streams import StreamPart, decode
+
+# The API's stream modes and the graph's mode each one reads.
+API_MODES = {"values": "values", "updates": "updates", "custom": "custom", "debug": "debug",
+             "tasks": "tasks", "checkpoints": "checkpoints", "messages-tuple": "messages"}
+# Modes the SDK can send that have no counterpart here: 422 naming them.
+UNSUPPORTED_MODES = {
+    "messages": "use 'messages-tuple' (LangGraph's (message chunk, metadata) pairs)",
+    "events": "LangChain callback events are not streamed from the workers",
+    "tools": "a v2 event-streaming mode", "lifecycle": "a v2 event-streaming mode",
+}
+HEARTBEAT_SECONDS = 5.0
+# The id before a run's first entry: the `metadata` event's, and where a replay starts.
+START = "0-0"
+# `Last-Event-ID` values that ask for the whole run again, `metadata` included.
+FROM_THE_START = ("-1", "0")
+# An id this server gave: a stream entry's, or `<entry>/<index>` of a batch's chunk.
+EVENT_ID = re.compile(r"\d+-\d+(/\d+)?")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which of a run's chunks a consumer gets, and how they are named."""
+
+    modes: frozenset[str]  # API modes
+    subgraphs: bool
+
+    @property
+    def graph_modes(self) -> list[str]:
+        """What the run streams: the asked modes, and `updates` when neither `values` nor
+        `updates` is asked, so that an interrupt still reaches the client (as there)."""
+        wanted = {API_MODES[m] for m in self.modes}
+        if not wanted & {"values", "updates"}:
+            wanted.add("updates")
+        return sorted(wanted)
+
+    def event(self, part: StreamPart) -> tuple[str, Any] | None:
+        """The SSE event (name, data) for a stream entry, or None to skip it."""
+        if part.kind == "end":
+            if part.status in (RunStatus.FAILED, RunStatus.REJECTED):
+                error = part.error or {}
+                return "error", {"error": error.get("type", "Error"),
+                                 "message": error.get("message", "")}
+            return None
+        if part.kind != "chunk" or (part.ns and not self.subgraphs):
+            return None
+        api_mode = "messages-tuple" if part.mode == "messages" else part.mode
+        name = "messages" if part.mode == "messages" else part.mode
+        if api_mode not in self.modes:
+            interrupted = part.mode == "updates" and isinstance(part.data, dict) and (
+                "__interrupt__" in part.data)
+            if not interrupted or self.modes & {"values", "updates"}:
+                return None
+            name = "values"
+        if part.ns:
+            name = f"{name}|{'|'.join(part.ns)}"
+        return name, part.data
+
+
+def api_modes(raw: Any) -> frozenset[str]:
+    """The `stream_mode` of a request (one or a list) as checked API modes."""
+    modes = [raw] if isinstance(raw, str) else raw
+    if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+        raise ApiError(422, "stream_mode must be a string or a list of strings")
+    for mode in modes:
+        if mode in UNSUPPORTED_MODES:
+            raise unsupported(f"stream_mode={mode!r}", UNSUPPORTED_MODES[mode])
+        if mode not in API_MODES:
+            raise ApiError(422, f"Unknown stream_mode {mode!r}; expected one of "
+                           f"{sorted(API_MODES)}")
+    return frozenset(modes or ["values"])
+
+
+def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
+    out = b"event: " + event.encode() + b"\r\ndata: " + encode.dumps(data) + b"\r\n"
+    if event_id is not None:
+        out += b"id: " + event_id.encode() + b"\r\n"
+    return out + b"\r\n"
+
+
+async def _read(r: redis.asyncio.Redis, key: str, after: str, block_ms: int
+                ) -> list[StreamPart]:
+    """Entries after id `after` (an entry's, or `<entry>/<index>` of a batch's chunk), as
+    `ChunkStream.read` reads them, without holding a thread while it blocks."""
+    entry, _, index = after.partition("/")
+    parts: list[StreamPart] = []
+    if index:
+        found = cast(list[tuple[bytes, dict[bytes, bytes]]], await r.xrange(key, entry, entry))
+        for entry_id, fields in found:
+            parts += decode(entry_id, fields, skip=int(index))
+        if parts:
+            return parts
+    reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                 await r.xread({key: entry}, block=block_ms, count=1000))
+    for _, entries in reply or ():
+        for entry_id, fields in entries:
+            parts += decode(entry_id, fields)
+    return parts
+
+
+async def run_parts(backend: Backend, thread_id: str, run_id: str, after: str = "0-0"
+                    ) -> AsyncIterator[StreamPart | None]:
+    """The run's stream entries after `after` up to its end; None every second or so while
+    nothing comes (a chance to send a heartbeat)."""
+    store = backend.client.store
+    key = store.key(thread_id, "chunks", run_id)
+    last = after
+    while True:
+        parts = await _read(backend.aredis, key, last, 1000)
+        for part in parts:
+            last = part.id
+            yield part
+            if part.kind == "end":
+                return
+        if parts:
+            continue
+        run = await blocking(store.run, thread_id, run_id)
+        if run is None or (run.status.settled and (
+                not run.stream_modes or not await backend.aredis.exists(key))):
+            return  # it never streamed, or its stream outlived CELERYGRAPH_STREAM_TTL
+        yield None
+
+
+async def events(backend: Backend, thread_id: str, run_id: str, selection: Selection,
+                 after: str, *, metadata: bool) -> AsyncIterator[bytes]:
+    """The run's SSE body: `metadata` first if asked (its id `START`, so a client that
+    reconnects before any chunk came replays them all), the chunks' events after id
+    `after` with their ids, heartbeat comments while it is quiet."""
+    if metadata:
+        yield frame("metadata", {"run_id": run_id, "attempt": 1}, START)
+    quiet_since = time.monotonic()
+    async for part in run_parts(backend, thread_id, run_id, after):
+        if part is None:
+            if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                quiet_since = time.monotonic()
+                yield b": heartbeat\r\n\r\n"
+            continue
+        found = selection.event(part)
+        if found is not None:
+            quiet_since = time.monotonic()
+            yield frame(found[0], found[1], part.id)
+
+
+async def live_position(backend: Backend, thread_id: str, run_id: str) -> str | None:
+    """Where a consumer joining without `Last-Event-ID` starts: after the newest entry, as
+    the reference server gives such a consumer only what comes after it joined; None if
+    the run's stream already ended (nothing more will come)."""
+    key = backend.client.store.key(thread_id, "chunks", run_id)
+    newest = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                  await backend.aredis.xrevrange(key, "+", "-", count=1))
+    if not newest:
+        return START
+    entry_id, fields = newest[0]
+    return None if fields.get(b"k") == END_KIND else entry_id.decode()

@@ -1,0 +1,65 @@
+"""Graphs the HTTP server's tests stream from real workers, beside `tests.dist_graphs`: a
+chat model's tokens (`messages-tuple`) and a subgraph's chunks (`stream_subgraphs`)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from graphdef import START, StateGraph
+
+
+class Chat(TypedDict, total=False):
+    text: str
+    reply: str
+
+
+def model(state: Chat) -> dict[str, Any]:
+    """A chat model that streams `text` word by word."""
+    fake = GenericFakeChatModel(messages=iter([AIMessage(content=state["text"])]))
+    return {"reply": fake.invoke("hi").content}
+
+
+def _chatty() -> Any:
+    builder = StateGraph(Chat)
+    builder.add_node("model", model)
+    builder.add_edge(START, "model")
+    return builder.compile()
+
+
+chatty = _chatty()
+
+
+class Log(TypedDict, total=False):
+    log: Annotated[list, operator.add]
+
+
+def talk(state: Log, writer: Any) -> dict[str, Any]:
+    writer({"said": "inside"})
+    return {"log": ["talked"]}
+
+
+def _inner() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("talk", talk)
+    builder.add_edge(START, "talk")
+    return builder.compile()
+
+
+def after(state: Log) -> dict[str, Any]:
+    return {"log": ["after"]}
+
+
+def _nested() -> Any:
+    builder = StateGraph(Log)
+    builder.add_node("inner", _inner())
+    builder.add_node("after", after)
+    builder.add_edge(START, "inner")
+    builder.add_edge("inner", "after")
+    return builder.compile()
+
+
+nested = _nested()
