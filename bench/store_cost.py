@@ -12,7 +12,8 @@ command) and `INFO cpu` (used_cpu_sys + used_cpu_user of redis-server) at its en
 - one superstep of N `Send` tasks: commands and CPU per task;
 - idle: commands/s and CPU with nothing running, then with N nodes parked (blocked in a
   node) for each N, and per parked node above the idle baseline; with them parked, the time
-  of one `Sweeper.sweep()` pass over the active runs, run from this process.
+  of one `Sweeper.sweep()` pass over every shard of the sweep's index, run from this process
+  (what is due then, besides what the cluster's own sweepers take).
 
 The bench's own commands are left out: INFO and CONFIG, and the HGETALL of each poll of a
 run's record while it waits for the run (a producer's wait is its own choice of cost).
@@ -45,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 from bench.bench_graphs import PEER_TASK, RELEASE_CHANNEL, make_peer_app  # noqa: E402
 from scheduler.celery_app import make_app  # noqa: E402
+from scheduler.deadlines import SHARDS  # noqa: E402
 from scheduler.localcluster import LocalCluster, RedisProcess  # noqa: E402
 from scheduler.resources import Resources  # noqa: E402
 from scheduler.sweeper import Sweeper  # noqa: E402
@@ -208,7 +210,7 @@ class Bench:
             sweeps = []
             for _ in range(self.sizes.sweeps):
                 began = time.perf_counter()
-                self.sweeper.sweep()
+                self.sweeper.sweep(range(SHARDS))
                 sweeps.append(time.perf_counter() - began)
         return phase, sweeps, held
 
