@@ -55,6 +55,11 @@ GRAPHS = "bench.bench_graphs"
 POLL_SECONDS = 0.01
 STALL_SECONDS = 10.0
 PARK_QUEUE = "park"
+# After the last node parked, before counting: the starts' last writes and acks settle, and
+# each new run's one look (due a lease lifetime, 2 s, after its lease was taken: it finds the
+# lease adopted and forgets the run) is over. The idle window then counts what parked nodes
+# cost for as long as they stay parked, not what parking them cost once.
+SETTLE_SECONDS = 3.0
 
 
 @dataclass
@@ -246,7 +251,7 @@ class Bench:
             count = int(self.r.get(f"bench:parked:{tag}") or 0)
             if count > held:
                 held, grew = count, time.monotonic()
-        time.sleep(1.0)  # let the starts' last writes and acks settle before counting
+        time.sleep(SETTLE_SECONDS)
         try:
             yield held
         finally:
