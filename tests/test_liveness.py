@@ -145,3 +145,27 @@ def test_a_sweep_reads_only_what_is_due_and_buries_a_silent_process(server):
     assert sorted(resent) == sorted(t for t, _ in runs), "each task sent again, once"
     assert all(client.zscore(index.due_key_of_thread(t), run_member(t, r)) is not None
                for t, r in runs), "each run is looked at again, to see its task picked up"
+
+
+def test_a_worker_wider_than_its_redis_pool_waits_for_a_connection(server):
+    """A threads worker runs more nodes at once than its pool has connections (1,000 parked
+    nodes finishing together): they wait for a connection rather than fail and run again."""
+    from scheduler.resources import POOL_CONNECTIONS
+
+    res = Resources.connect(Settings(broker_url=server.url, store_url=server.url))
+    errors: list[BaseException] = []
+
+    def hold_a_connection() -> None:
+        try:
+            res.store.r.blpop(["nothing-here"], timeout=0.3)
+        except redis.RedisError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold_a_connection)
+               for _ in range(POOL_CONNECTIONS + 50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
