@@ -448,14 +448,15 @@ class RunStore:
     # ---- what the sweeper reads -------------------------------------------------------------
 
     def run_and_lease(self, thread_id: str, run_id: str, lease: str
-                      ) -> tuple[RunRecord | None, int]:
-        """A run's record and the remaining milliseconds of its lease named `lease` (`PTTL`:
-        -2 none, -1 an adopted lease), in one round trip."""
+                      ) -> tuple[RunRecord | None, int, bool]:
+        """A run's record, the remaining milliseconds of its lease named `lease` (`PTTL`: -2
+        none, -1 an adopted lease) and whether that lease was ever taken, in one round trip."""
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key(thread_id, "run", run_id))
             pipe.pttl(self.key(thread_id, "lease", lease))
-            raw, ttl = pipe.execute()
-        return _record(raw), int(ttl)
+            pipe.exists(self.key(thread_id, "started", lease))
+            raw, ttl, started = pipe.execute()
+        return _record(raw), int(ttl), bool(started)
 
     def step_state(self, thread_id: str, run_id: str, checkpoint_id: str
                    ) -> tuple[dict[str, str], dict[str, dict[str, Any]], set[str]]:

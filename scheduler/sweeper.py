@@ -158,7 +158,7 @@ class Sweeper:
         store = self.res.store
         grace = self.res.settings.lease_seconds
         now = time.time()
-        run, lease_ms = store.run_and_lease(thread_id, run_id, run_lease(run_id))
+        run, lease_ms, driven = store.run_and_lease(thread_id, run_id, run_lease(run_id))
         if run is None or run.status.terminal:
             store.retire(thread_id, run_id)
             return None
@@ -167,10 +167,15 @@ class Sweeper:
             return lease_ms / 1000 if lease_ms > 0 else grace
         if run.status == RunStatus.QUEUED or (run.status == RunStatus.RUNNING and not run.step):
             # Never started, or its start died before dispatching the first step.
-            if now - run.updated_at > grace:
-                self._send_start(run)
-                return grace
-            return run.updated_at + grace - now
+            age = now - run.updated_at
+            if age <= grace:
+                return grace - age
+            if not driven and self._queue_length(self.res.settings.scheduler_queue, {}):
+                # No driver ever took it: its start message waits behind others (1,000 runs
+                # submitted at once). Another copy would only lengthen the queue.
+                return _waiting(age, grace)
+            self._send_start(run)
+            return grace
         if run.status == RunStatus.WAITING:
             # Queued behind a run that ended before this one joined the queue.
             if store.active_run(thread_id) is None and store.claim_thread(thread_id, run_id):
@@ -258,10 +263,17 @@ class Sweeper:
         """
         if self.broker is None or now - task.get("dispatched_at", now) < 3 * grace:
             return False
-        queue = task.get("queue") or self.res.settings.node_queue
+        return self._queue_length(task.get("queue") or self.res.settings.node_queue,
+                                  queues) == 0
+
+    def _queue_length(self, queue: str, queues: dict[str, int]) -> int | None:
+        """Messages waiting in a Redis broker's queue (None with another broker); `queues`:
+        lengths already read in this look."""
+        if self.broker is None:
+            return None
         if queue not in queues:
             queues[queue] = int(self.broker.llen(queue))
-        return queues[queue] == 0
+        return queues[queue]
 
     def _send_start(self, run: RunRecord) -> None:
         self.res.store.update_run(run.thread_id, run.run_id)

@@ -169,3 +169,28 @@ def test_a_worker_wider_than_its_redis_pool_waits_for_a_connection(server):
         t.join()
     assert errors == []
 
+
+def test_a_start_waiting_in_a_busy_queue_is_not_sent_again(server):
+    """1,000 runs submitted at once wait in the scheduler queue longer than a lease: a start
+    no driver took yet is sent again only once that queue is empty (a copy per run and per
+    look would only lengthen it), one a driver took and lost is sent again at once."""
+    client = server.client()
+    sweeper, res, app = _sweeper(server.url, lease=0.2)
+    store = res.store
+    for run_id in ("waiting", "driven"):
+        store.create_run(RunRecord("t", run_id, graph="g", status=RunStatus.QUEUED), None)
+    assert store.acquire_lease("t", "run-driven", "a-start-that-died", 0.2, run_id="driven")
+    client.delete(store.key("t", "lease", "run-driven"))
+    client.rpush("scheduler", "a start message ahead of them")
+    time.sleep(0.25)
+    queued = {r: store.run("t", r).updated_at for r in ("waiting", "driven")}
+
+    def sent_again() -> set[str]:  # a start sent again marks its run updated
+        return {r for r, at in queued.items() if store.run("t", r).updated_at != at}
+
+    assert sweeper.look("t", "waiting") is not None
+    assert sweeper.look("t", "driven") is not None
+    assert sent_again() == {"driven"} and len(app.sent) == 1
+    client.delete("scheduler")
+    sweeper.look("t", "waiting")
+    assert sent_again() == {"driven", "waiting"} and len(app.sent) == 2
