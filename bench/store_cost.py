@@ -300,7 +300,7 @@ def report(bench: Bench, results: dict[str, list[Phase]], sweeps: dict[int, list
         rows.append((label, f"{rate:.1f}/s", f"{cpu * 1e3:.1f} ms/s", "", "", ""))
         if n:
             rows.append((f"  per parked node (above idle), sweep {med(sweeps[n]) * 1e3:.0f} ms",
-                         f"{(rate - base_rate) / held[n]:.2f}/s",
+                         f"{(rate - base_rate) / held[n]:.4f}/s",
                          f"{(cpu - base_cpu) / held[n] * 1e6:.0f} "
                          "us/s", "", "", "<= 0.5/s"))
         else:
