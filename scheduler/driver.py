@@ -93,11 +93,12 @@ def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
     owner = new_owner()
     name = run_lease(run_id)
     deadline = time.monotonic() + wait
-    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds):
+    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds,
+                                      run_id=run_id):
         if time.monotonic() > deadline:
             return Outcome(Stopped.BUSY)
         time.sleep(0.01)
-    with Heartbeat(res.store, thread_id, name, owner, res.settings.lease_seconds):
+    with Heartbeat(res.store, thread_id, run_id, name, owner, res.settings.lease_seconds):
         lease = (res.store.key(thread_id, "lease", name), owner)
         return action(Driver(res, app, run_here=run_here, lease=lease))
 

@@ -6,10 +6,16 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+import redis
+
 from graphdef.checkpoint.redis import RedisSaver
 from scheduler import registry
 from scheduler.settings import Settings
 from scheduler.store import RunStore
+
+# Connections to the store per process, shared by its threads: what redis-py's own pool has.
+POOL_CONNECTIONS = 100
+POOL_WAIT = 20.0  # seconds; then the store error makes Celery retry the task
 
 
 @dataclass
@@ -21,8 +27,16 @@ class Resources:
 
     @classmethod
     def connect(cls, settings: Settings) -> Resources:
-        """New connections to the store that `settings` names."""
-        saver = RedisSaver.from_url(settings.store_url)
+        """New connections to the store that `settings` names.
+
+        A thread that finds all of the pool's connections in use waits for one (up to
+        POOL_WAIT seconds) instead of failing: redis-py's default pool raises past 100, and a
+        threads or gevent worker wider than that (1,000 nodes parked on model calls) failed
+        nodes at random, most often as many of them finished at once, and ran them again.
+        """
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.store_url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT)
+        saver = RedisSaver(redis.Redis(connection_pool=pool))
         saver.max_value_bytes = settings.max_value_bytes
         store = RunStore(saver.client, max_value_bytes=settings.max_value_bytes,
                          stream_max_len=settings.stream_max_len,

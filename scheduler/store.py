@@ -26,6 +26,7 @@ from graphdef.checkpoint.keys import (
     thread_prefix,
     threads_matching,
 )
+from scheduler.deadlines import FIRST_LOOK_MS, Deadlines
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
 from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fields
 
@@ -76,10 +77,9 @@ CLAIMED = 1
 BUSY = 0
 STARTED_ALREADY = -1
 
-_REFRESH_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
+# A lease its holder's liveness now keeps (`scheduler.leases`): it no longer lapses by itself.
+_ADOPT_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PERSIST', KEYS[1]) end
 return 0
 """
 
@@ -114,9 +114,10 @@ class RunStore:
         self.max_value_bytes = max_value_bytes
         self._finish_task = client.register_script(_FINISH_TASK)
         self._release = client.register_script(_RELEASE_IF_OWNER)
-        self._refresh = client.register_script(_REFRESH_IF_OWNER)
+        self._adopt = client.register_script(_ADOPT_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
         self._claim_to_start = client.register_script(_CLAIM_TO_START)
+        self.deadlines = Deadlines(client, self.prefix)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RunStore:
@@ -142,6 +143,10 @@ class RunStore:
             pipe.rpush(self.key(thread_id, "runs"), run_id)
             pipe.sadd(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
             pipe.execute()
+        # After the record: a look that finds no run drops its member, so a create that died
+        # in between leaves nothing. Until a start takes the run's lease, this look is what
+        # notices a start message lost with the scheduler that took it.
+        self.deadlines.look_by(thread_id, run_id, self.deadlines.clock.now_ms() + FIRST_LOOK_MS)
 
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
         return _record(self.r.hgetall(self.key(thread_id, "run", run_id)))
@@ -369,17 +374,6 @@ class RunStore:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
 
-    def step_tasks(self, thread_id: str, run_id: str, checkpoint_id: str
-                   ) -> dict[str, dict[str, Any]]:
-        raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
-        fields = {_str(k): v for k, v in raw.items()}
-        return {k[5:]: orjson.loads(v) for k, v in fields.items() if k.startswith("task:")}
-
-    def step_info(self, thread_id: str, run_id: str, checkpoint_id: str) -> dict[str, str]:
-        raw = self.r.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
-        fields = {_str(k): _str(v) for k, v in raw.items()}
-        return {k: v for k, v in fields.items() if not k.startswith("task:") and k != "context"}
-
     def note_redispatch(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
                         info: dict[str, Any]) -> None:
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
@@ -406,39 +400,125 @@ class RunStore:
             args=[task_id, time.time(), payload, lease_owner or ""],
         ))
 
-    def is_done(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str) -> bool:
-        return bool(self.r.sismember(self.key(thread_id, "done", run_id, checkpoint_id), task_id))
-
     def done_count(self, thread_id: str, run_id: str, checkpoint_id: str) -> int:
         return int(self.r.scard(self.key(thread_id, "done", run_id, checkpoint_id)))
 
     # ---- leases ---------------------------------------------------------------------------
 
     def acquire_lease(self, thread_id: str, name: str, owner: str, seconds: float,
-                      unless_done: tuple[str, str] | None = None) -> int:
-        """Take the named lease unless a live holder has it; the heartbeat keeps it alive.
+                      unless_done: tuple[str, str] | None = None, *, run_id: str) -> int:
+        """Take the named lease of run `run_id` unless a live holder has it.
 
         0 if not taken; else FIRST_START, or RESTART when it was taken before (a task that
         may have left writes). With `unless_done` (run, checkpoint), never for a task that
         step already counts done.
+
+        The lease lapses after `seconds` unless its process's liveness adopts it
+        (`scheduler.leases`). So that a lapse is seen, the run's look is pushed to no later
+        than the expiry, in the same round trip and before the lease is taken: dying between
+        the two leaves a look that finds nothing to do, never a lease no look watches.
         """
         keys = [self.key(thread_id, "lease", name), self.key(thread_id, "started", name)]
         if unless_done is not None:
             keys.append(self.key(thread_id, "done", *unless_done))
-        return int(self._acquire(keys=keys, args=[owner, int(seconds * 1000), name]))
+        ms = int(seconds * 1000)
+        expires = self.deadlines.clock.now_ms() + ms
 
-    def refresh_lease(self, thread_id: str, name: str, owner: str, seconds: float) -> bool:
-        return bool(self._refresh(keys=[self.key(thread_id, "lease", name)],
-                                  args=[owner, int(seconds * 1000)]))
+        def queue(pipe: redis.client.Pipeline) -> None:
+            self.deadlines.look_by(thread_id, run_id, expires, pipe)
+            pipe.evalsha(self._acquire.sha, len(keys), *keys, owner, ms, name)
+
+        return int(self._pipelined(queue, self._acquire)[-1])
+
+    def adopt_leases(self, leases: Sequence[tuple[str, str, str]],
+                     listing: Callable[[redis.client.Pipeline], None]) -> list[bool]:
+        """Make each lease (thread, name, owner) its owner still holds stop lapsing by itself;
+        which were. `listing` queues, first, what lists them in the holder's `held` set
+        (`Deadlines.hold`): one round trip, in that order on one connection. (On Redis
+        Cluster the two go to different slots: there, list first, then adopt.)"""
+        def queue(pipe: redis.client.Pipeline) -> None:
+            listing(pipe)
+            for thread_id, name, owner in leases:
+                pipe.evalsha(self._adopt.sha, 1, self.key(thread_id, "lease", name), owner)
+
+        done = self._pipelined(queue, self._adopt, *self.deadlines.scripts)
+        return [bool(d) for d in done[len(done) - len(leases):]]
 
     def release_lease(self, thread_id: str, name: str, owner: str) -> None:
         self._release(keys=[self.key(thread_id, "lease", name)], args=[owner])
 
-    def lease_alive(self, thread_id: str, name: str) -> bool:
-        return bool(self.r.exists(self.key(thread_id, "lease", name)))
+    def revoke_leases(self, leases: Sequence[tuple[str, str, str]]) -> None:
+        """Release each lease (thread, name, owner) its owner still holds: the sweeper's part
+        when the owner's process stopped beating. Its writes are fenced from then on."""
+        def queue(pipe: redis.client.Pipeline) -> None:
+            for thread_id, name, owner in leases:
+                pipe.evalsha(self._release.sha, 1, self.key(thread_id, "lease", name), owner)
 
-    def was_started(self, thread_id: str, name: str) -> bool:
-        return bool(self.r.exists(self.key(thread_id, "started", name)))
+        if leases:
+            self._pipelined(queue, self._release)
+
+    def _pipelined(self, queue: Callable[[redis.client.Pipeline], None],
+                   *scripts: Any) -> list[Any]:
+        """Run `queue`'s commands in one round trip (no transaction). Scripts go by EVALSHA:
+        redis-py's scripts in a pipeline ask `SCRIPT EXISTS` on every execute; a server that
+        does not know them yet (first use, restart) gets `scripts` loaded, then one retry
+        (what ran before the unknown script is idempotent where this is used)."""
+        for attempt in (1, 2):
+            with self.r.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                try:
+                    return pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    for script in scripts:
+                        self.r.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    # ---- what the sweeper reads -------------------------------------------------------------
+
+    def run_and_lease(self, thread_id: str, run_id: str, lease: str
+                      ) -> tuple[RunRecord | None, int, bool]:
+        """A run's record, the remaining milliseconds of its lease named `lease` (`PTTL`: -2
+        none, -1 an adopted lease) and whether that lease was ever taken, in one round trip."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key(thread_id, "run", run_id))
+            pipe.pttl(self.key(thread_id, "lease", lease))
+            pipe.exists(self.key(thread_id, "started", lease))
+            raw, ttl, started = pipe.execute()
+        return _record(raw), int(ttl), bool(started)
+
+    def step_state(self, thread_id: str, run_id: str, checkpoint_id: str
+                   ) -> tuple[dict[str, str], dict[str, dict[str, Any]], set[str]]:
+        """A dispatched step's bookkeeping, its tasks and the ids counted done, at once."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
+            pipe.smembers(self.key(thread_id, "done", run_id, checkpoint_id))
+            raw, done = pipe.execute()
+        fields = {_str(k): v for k, v in raw.items()}
+        tasks = {k[5:]: orjson.loads(v) for k, v in fields.items() if k.startswith("task:")}
+        info = {k: _str(v) for k, v in fields.items()
+                if not k.startswith("task:") and k != "context"}
+        return info, tasks, {_str(t) for t in done}
+
+    def task_leases(self, thread_id: str, task_ids: Sequence[str]) -> dict[str, tuple[int, bool]]:
+        """Per task: its lease's remaining milliseconds (`PTTL`) and whether it ever started."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.pttl(self.key(thread_id, "lease", task_id))
+                pipe.exists(self.key(thread_id, "started", task_id))
+            flags = pipe.execute()
+        return {t: (int(ttl), bool(started))
+                for t, ttl, started in zip(task_ids, flags[::2], flags[1::2], strict=True)}
+
+    def dedicated(self) -> RunStore:
+        """The same store on connections of its own: a process's heartbeat must not wait
+        for (or fail on) a pool its node threads have exhausted."""
+        pool = self.r.connection_pool
+        client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=4,
+            **pool.connection_kwargs))
+        return type(self)(client, self.prefix, self.max_value_bytes)
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -475,18 +555,6 @@ class RunStore:
 
     def published_graphs(self) -> list[str]:
         return sorted(_str(k) for k in self.r.hkeys(f"{self.prefix}:graphs"))
-
-    # ---- sweeper election -----------------------------------------------------------------
-
-    def try_sweeper(self, owner: str, seconds: float) -> bool:
-        key = f"{self.prefix}:sweeper"
-        if self.r.set(key, owner, nx=True, px=int(seconds * 1000)):
-            return True
-        current = self.r.get(key)
-        if current is not None and _str(current) == owner:
-            self.r.pexpire(key, int(seconds * 1000))
-            return True
-        return False
 
     def expire_thread(self, thread_id: str, seconds: float) -> None:
         """Give every key of a finished thread a lifetime (CELERYGRAPH_RUN_TTL)."""

@@ -123,7 +123,8 @@ def dispatched(client: Any, thread_id: str, run_id: str,
     row) -> its `<graph>.<node>` name."""
     out = {}
     for checkpoint_id in checkpoint_ids:
-        for task_id, info in client.store.step_tasks(thread_id, run_id, checkpoint_id).items():
+        _, tasks, _ = client.store.step_state(thread_id, run_id, checkpoint_id)
+        for task_id, info in tasks.items():
             out[node_message_id(run_id, task_id)] = info["shadow"]
     return out
 

@@ -134,10 +134,11 @@ def error_lines(cluster: Cluster, name: str, needle: str) -> list[str]:
 
 
 def app_keys(raw: redis.Redis) -> set[bytes]:
-    """Keys celerygraph keeps: every key but the broker's own and leases, which a finished
-    run's scheduler task can still hold for a moment after its result is visible."""
+    """Keys celerygraph keeps: every key but the broker's own, the sweep's index (whose sets
+    come and go as runs are looked at) and leases, which a finished run's scheduler task can
+    still hold for a moment after its result is visible."""
     broker = (b"nodes", b"scheduler", b"unacked", b"unacked_index", b"unacked_mutex",
-              b"cg:sweeper", b"_kombu.binding.")  # fmt: skip
+              b"cg:{~sweep.", b"_kombu.binding.")  # fmt: skip
     return {k for k in raw.keys("*") if not k.startswith(broker) and b":lease:" not in k}
 
 

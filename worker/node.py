@@ -7,6 +7,7 @@ it unless a memo already exists. The Celery task around it is in `worker.tasks`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import redis
 from celery import current_task
 
 from graphdef import algo
@@ -117,7 +119,7 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         return False
     owner = new_owner()
     grant = store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
-                                unless_done=(run_id, checkpoint_id))
+                                unless_done=(run_id, checkpoint_id), run_id=run_id)
     if not grant:
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
@@ -134,18 +136,28 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
 def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                 task_id: str, owner: str, run: Callable[[], tuple[str, str]], graph: str,
                 span: AbstractContextManager[tracing.NodeSpan]) -> bool:
-    """Run a task whose lease `owner` holds, with a heartbeat and under its trace `span`,
-    then count it (and hand the lease back) in one step; `run` returns its node and
-    outcome."""
-    with Heartbeat(res.store, thread_id, task_id, owner, res.settings.lease_seconds,
-                   hand_over=True), span as traced:
+    """Run a task whose lease `owner` holds, kept by this process's liveness and under its
+    trace `span`, then count it (and hand the lease back) in one step; `run` returns its node
+    and outcome. If counting it fails, the lease is given back rather than left to lapse:
+    a lease the liveness adopted would not lapse while this process lives."""
+    beat = Heartbeat(res.store, thread_id, run_id, task_id, owner, res.settings.lease_seconds,
+                     hand_over=True)
+    with beat, span as traced:
         began = time.perf_counter()
         node, outcome = run()
         metrics.node_ran(graph, node, outcome, time.perf_counter() - began)
         traced.ran(node, outcome)
     res.settings.faults.maybe_crash("memo_saved")
-    return res.store.finish_task(thread_id, run_id, checkpoint_id, task_id, lease_owner=owner,
-                                 node=node, outcome=outcome, worker=_worker_name())
+    try:
+        finished = res.store.finish_task(thread_id, run_id, checkpoint_id, task_id,
+                                         lease_owner=owner, node=node, outcome=outcome,
+                                         worker=_worker_name())
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            beat.give_back()
+        raise
+    beat.handed_over()
+    return finished
 
 
 def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
@@ -244,7 +256,7 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
     store = res.store
     owner = new_owner()
     grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
-                                unless_done=(run_id, checkpoint_id))
+                                unless_done=(run_id, checkpoint_id), run_id=run_id)
     if not grant:
         log.info("task %s is running or ran elsewhere; leaving it", task.id)
         return False

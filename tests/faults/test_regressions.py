@@ -71,28 +71,32 @@ def test_task_whose_consumer_died_before_its_lease_is_redispatched(redis_server,
         cluster.stop()
 
 
-def test_heartbeat_survives_a_failed_refresh(redis_server):
+def test_liveness_survives_a_failed_beat(redis_server):
+    """A Redis blip must not end a process's heartbeat: every lease it adopted would then be
+    revoked while its node still ran."""
     class Blip(RunStore):
         failures = 1
 
-        def refresh_lease(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            if self.failures:
-                self.failures -= 1
+        def adopt_leases(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if Blip.failures:
+                Blip.failures -= 1
                 raise redis.ConnectionError("Connection closed by server.")
-            return super().refresh_lease(*args, **kwargs)
+            return super().adopt_leases(*args, **kwargs)
 
     store = Blip(redis_server.client())
-    assert store.acquire_lease("t", "task", "me", 0.3)
+    assert store.acquire_lease("t", "task", "me", 0.3, run_id="r")
     errors: list[BaseException] = []
     previous = threading.excepthook
     threading.excepthook = lambda args: errors.append(args.exc_value)
     try:
-        with Heartbeat(store, "t", "task", "me", 0.3):
-            time.sleep(1.2)  # four lease lifetimes: only refreshes keep the lease
-            alive = store.lease_alive("t", "task")
+        with Heartbeat(store, "t", "r", "task", "me", 0.3):
+            time.sleep(1.2)  # four lease lifetimes: only the liveness keeps the lease
+            ttl = store.r.pttl(store.key("t", "lease", "task"))
     finally:
         threading.excepthook = previous
-    assert alive, f"lease lapsed while its holder ran; heartbeat died of {errors}"
+    assert Blip.failures == 0, "the failing adoption was never tried"
+    assert ttl == -1, f"lease not kept (PTTL {ttl}) while its holder ran; errors: {errors}"
+    assert not store.r.exists(store.key("t", "lease", "task")), "not released at the end"
 
 
 def test_interrupted_task_is_not_rerun_after_dying_before_its_barrier(redis_server, tmp_path):
@@ -151,7 +155,8 @@ def test_node_task_failing_on_redis_before_its_lease_is_sent_again(redis_server,
 
         def sent() -> bool:
             step = getattr(store.run("blip-before-lease", handle.id), "step", None)
-            return bool(step) and "sent" in store.step_info("blip-before-lease", handle.id, step)
+            return bool(step) and "sent" in store.step_state("blip-before-lease", handle.id,
+                                                             step)[0]
 
         wait_until(sent, what="the node task to be sent")
         redis_server.kill()  # the store is down when a worker takes the task
@@ -175,8 +180,9 @@ def test_worker_started_while_the_store_is_down_sweeps_once_it_is_back(redis_ser
         cluster.start("w1", queues=rabbit_queues["nodes"])
         redis_server.start()
         r = redis_server.client()
-        # The sweeper takes its election lease every 0.25 s; the graphs are published once.
-        wait_until(lambda: r.exists("cg:sweeper") and r.exists("cg:graphs"), timeout=10,
+        # The sweeper says it is alive every 0.5 s; the graphs are published once.
+        wait_until(lambda: r.exists("cg:{~sweep.peers}:sweepers") and r.exists("cg:graphs"),
+                   timeout=10,
                    what="the worker to sweep and publish its graphs")
     finally:
         cluster.stop()
@@ -293,8 +299,9 @@ def test_a_kept_task_already_counted_done_is_not_taken_again(redis_server):
     store = RunStore(redis_server.client())
     store.open_step("t", "r", "cp", {"task": {"node": "n"}}, {})
     assert store.finish_task("t", "r", "cp", "task", node="n", outcome="finished")
-    assert not store.acquire_lease("t", "task", "late", 2.0, unless_done=("r", "cp"))
-    assert store.acquire_lease("t", "other", "late", 2.0, unless_done=("r", "cp"))
+    assert not store.acquire_lease("t", "task", "late", 2.0, unless_done=("r", "cp"),
+                                   run_id="r")
+    assert store.acquire_lease("t", "other", "late", 2.0, unless_done=("r", "cp"), run_id="r")
 
 
 def test_a_run_cancelled_while_it_starts_stays_cancelled(redis_server, monkeypatch):
@@ -399,7 +406,8 @@ def test_a_start_whose_lease_lapsed_writes_no_checkpoint(redis_server):
     thread_id = f"lapsed-{uuid.uuid4().hex[:6]}"
     res, run_id = _paused_run_setup(redis_server, thread_id)
     key = res.store.key(thread_id, "lease", run_lease(run_id))
-    assert res.store.acquire_lease(thread_id, run_lease(run_id), "the-new-holder", 5.0)
+    assert res.store.acquire_lease(thread_id, run_lease(run_id), "the-new-holder", 5.0,
+                                   run_id=run_id)
     stalled = RecordingApp()
     outcome = Driver(res, stalled, lease=(key, "the-stalled-one")).start(thread_id, run_id)
     assert outcome.status == Stopped.STALE
