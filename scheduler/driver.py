@@ -465,9 +465,10 @@ def roll_back(res: Resources, send: Sender, thread_id: str, run_id: str, *, by: 
     """
     owner = new_owner()
     name = run_lease(run_id)
-    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds):
+    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds,
+                                      run_id=run_id):
         time.sleep(0.01)
-    with Heartbeat(res.store, thread_id, name, owner, res.settings.lease_seconds):
+    with Heartbeat(res.store, thread_id, run_id, name, owner, res.settings.lease_seconds):
         run = res.store.run(thread_id, run_id)
         if run is None or run.status.terminal:
             return False
