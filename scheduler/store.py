@@ -136,6 +136,10 @@ class RunStore:
             raise serde.ValueTooLargeError("input", len(encoded_input), self.max_value_bytes)
         run.created_at = run.updated_at = time.time()
         record = run.as_dict()
+        # The run's first look, before the record: until a start takes the run's lease, it is
+        # what notices a start message that never went out or went down with its scheduler.
+        # A create that dies before the record leaves a look that finds no run and goes.
+        self.deadlines.look_by(thread_id, run_id, self.deadlines.clock.now_ms() + FIRST_LOOK_MS)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(thread_id, "run", run_id),
                       mapping={k: orjson.dumps(v) for k, v in record.items()})
@@ -143,10 +147,6 @@ class RunStore:
             pipe.rpush(self.key(thread_id, "runs"), run_id)
             pipe.sadd(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
             pipe.execute()
-        # After the record: a look that finds no run drops its member, so a create that died
-        # in between leaves nothing. Until a start takes the run's lease, this look is what
-        # notices a start message lost with the scheduler that took it.
-        self.deadlines.look_by(thread_id, run_id, self.deadlines.clock.now_ms() + FIRST_LOOK_MS)
 
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
         return _record(self.r.hgetall(self.key(thread_id, "run", run_id)))
@@ -435,7 +435,9 @@ class RunStore:
         """Make each lease (thread, name, owner) its owner still holds stop lapsing by itself;
         which were. `listing` queues, first, what lists them in the holder's `held` set
         (`Deadlines.hold`): one round trip, in that order on one connection. (On Redis
-        Cluster the two go to different slots: there, list first, then adopt.)"""
+        Cluster the two go to different slots: there, list first, then adopt.) The adoption
+        script is only ever loaded together with the listing's, so the listing cannot fail
+        as unknown to Redis while the adoptions after it run."""
         def queue(pipe: redis.client.Pipeline) -> None:
             listing(pipe)
             for thread_id, name, owner in leases:
