@@ -28,6 +28,13 @@ NOT_RUN = {
 }
 
 
+# Observations that depend on thread timing: the prebuilt agent names its message after the
+# `messages` handler streamed it, and whether the consumer reads the name depends on when it
+# reads the shared object (a CI run saw it unnamed once).
+RACY = {"stream_react_agent_messages_and_updates": (
+    "the agent names a message after streaming it; the name shows only if read later")}
+
+
 def params() -> list:
     out = []
     for name in SCENARIOS:
@@ -36,6 +43,8 @@ def params() -> list:
             marks.append(pytest.mark.skip(reason=NOT_RUN[name]))
         elif name in STILL_DIFFERENT:
             marks.append(pytest.mark.xfail(strict=True, reason=STILL_DIFFERENT[name]))
+        elif name in RACY:
+            marks.append(pytest.mark.xfail(strict=False, reason=RACY[name]))
         out.append(pytest.param(name, marks=marks))
     return out
 
