@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from scheduler.server.backend import Backend, assistant_id
+from scheduler.server.backend import Backend, assistant_id, backend_of
 from scheduler.server.http import ApiError, JSONResponse, blocking, body, field
 
 # Assistants exist as long as their graphs: no creation time of their own.
@@ -21,11 +21,6 @@ def assistant(ref: str) -> dict[str, Any]:
     return {"assistant_id": assistant_id(ref), "graph_id": ref, "name": ref,
             "description": None, "config": {}, "context": {}, "metadata":
             {"created_by": "system"}, "version": 1, "created_at": EPOCH, "updated_at": EPOCH}
-
-
-def _backend(request: Request) -> Backend:
-    backend: Backend = request.app.state.backend
-    return backend
 
 
 def _matching(backend: Backend, payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,7 +44,7 @@ async def search(request: Request) -> JSONResponse:
     payload = await body(request)
     limit = field(payload, "limit", int, 10)
     offset = field(payload, "offset", int, 0)
-    found = await blocking(_matching, _backend(request), payload)
+    found = await blocking(_matching, backend_of(request), payload)
     if field(payload, "sort_order", str) == "desc":
         found.reverse()
     return JSONResponse(found[offset:offset + limit])
@@ -57,17 +52,17 @@ async def search(request: Request) -> JSONResponse:
 
 async def count(request: Request) -> JSONResponse:
     payload = await body(request)
-    return JSONResponse(len(await blocking(_matching, _backend(request), payload)))
+    return JSONResponse(len(await blocking(_matching, backend_of(request), payload)))
 
 
 async def get(request: Request) -> JSONResponse:
-    ref = await blocking(_backend(request).graph_of, request.path_params["assistant_id"])
+    ref = await blocking(backend_of(request).graph_of, request.path_params["assistant_id"])
     return JSONResponse(assistant(ref))
 
 
 async def graph(request: Request) -> JSONResponse:
     """The graph drawn as nodes and edges, in the reference server's JSON shape."""
-    backend = _backend(request)
+    backend = backend_of(request)
     ref = await blocking(backend.graph_of, request.path_params["assistant_id"])
     if request.query_params.get("xray", "false").lower() not in ("false", "0"):
         raise ApiError(422, "xray is not supported by celerygraph serve")
@@ -82,7 +77,7 @@ async def graph(request: Request) -> JSONResponse:
 
 
 async def versions(request: Request) -> JSONResponse:
-    ref = await blocking(_backend(request).graph_of, request.path_params["assistant_id"])
+    ref = await blocking(backend_of(request).graph_of, request.path_params["assistant_id"])
     return JSONResponse([assistant(ref)])
 
 

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis.asyncio
+from starlette.requests import Request
 
 from graphdef.store.redis import RedisStore
 from scheduler import registry
@@ -29,6 +30,12 @@ MAX_ASYNC_CONNECTIONS = 1000
 
 # The reference server's namespace for assistant ids derived from graph names.
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+
+
+def backend_of(request: Request) -> Backend:
+    """The backend the app was started with (`app.state.backend`)."""
+    backend: Backend = request.app.state.backend
+    return backend
 
 
 def assistant_id(ref: str) -> str:

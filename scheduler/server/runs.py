@@ -28,7 +28,7 @@ from scheduler.driver import roll_back
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.server import encode, sse, views
-from scheduler.server.backend import Backend, assistant_id
+from scheduler.server.backend import Backend, assistant_id, backend_of
 from scheduler.server.http import (
     ApiError,
     JSONResponse,
@@ -70,11 +70,6 @@ class Started:
     run_id: str
     selection: sse.Selection
     cancel_on_disconnect: bool
-
-
-def _backend(request: Request) -> Backend:
-    backend: Backend = request.app.state.backend
-    return backend
 
 
 def _goto(raw: Any) -> Any:
@@ -200,7 +195,7 @@ def _paths(started: Started, tail: str) -> dict[str, str]:
 # ---- background runs ----------------------------------------------------------------------
 
 async def create(request: Request) -> JSONResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
@@ -210,7 +205,7 @@ async def create(request: Request) -> JSONResponse:
 
 
 async def create_batch(request: Request) -> JSONResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     raw = await request.body()
     try:
         payloads = orjson.loads(raw)
@@ -249,7 +244,7 @@ def _streaming(backend: Backend, started: Started, after: str | None,
 
 
 async def stream(request: Request) -> StreamingResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
@@ -259,7 +254,7 @@ async def stream(request: Request) -> StreamingResponse:
 async def join_stream(request: Request) -> StreamingResponse:
     """A run's stream after `Last-Event-ID` (`-1`: all of it), or without one from now on;
     `stream_mode` (one, or a JSON list) narrows it to some of the run's modes."""
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id, run_id = request.path_params["thread_id"], request.path_params["run_id"]
     info = await blocking(_run_info, backend, thread_id, run_id)
     raw = request.query_params.get("stream_mode")
@@ -355,7 +350,7 @@ def _result_response(backend: Backend, thread_id: str, run_id: str,
 
 
 async def wait(request: Request) -> StreamingResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
@@ -364,7 +359,7 @@ async def wait(request: Request) -> StreamingResponse:
 
 
 async def join(request: Request) -> StreamingResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id, run_id = request.path_params["thread_id"], request.path_params["run_id"]
     await blocking(_run_info, backend, thread_id, run_id)
     return _result_response(backend, thread_id, run_id, {
@@ -375,7 +370,7 @@ async def join(request: Request) -> StreamingResponse:
 # ---- reading, cancelling ------------------------------------------------------------------------
 
 async def get(request: Request) -> JSONResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id, run_id = request.path_params["thread_id"], request.path_params["run_id"]
     await blocking(_run_info, backend, thread_id, run_id)
     return JSONResponse(await blocking(run_view, backend, thread_id, run_id))
@@ -401,7 +396,7 @@ async def list_runs(request: Request) -> JSONResponse:
     if request.query_params.getlist("select"):
         raise unsupported("select")
     status = request.query_params.get("status")
-    found = await blocking(_list, _backend(request), request.path_params["thread_id"], status,
+    found = await blocking(_list, backend_of(request), request.path_params["thread_id"], status,
                            query_int(request, "limit", 10), query_int(request, "offset", 0))
     return JSONResponse(found)
 
@@ -420,7 +415,7 @@ def cancel_run(backend: Backend, thread_id: str, run_id: str, action: str) -> No
 
 
 async def cancel(request: Request) -> Response:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id, run_id = request.path_params["thread_id"], request.path_params["run_id"]
     action = choice(dict(request.query_params), "action", ("interrupt", "rollback"),
                     "interrupt")
@@ -463,7 +458,7 @@ def _cancel_many(backend: Backend, payload: dict[str, Any], action: str) -> None
 async def cancel_many(request: Request) -> Response:
     action = choice(dict(request.query_params), "action", ("interrupt", "rollback"),
                     "interrupt")
-    await blocking(_cancel_many, _backend(request), await body(request), cast(str, action))
+    await blocking(_cancel_many, backend_of(request), await body(request), cast(str, action))
     return Response(status_code=204)
 
 

@@ -30,7 +30,7 @@ from scheduler.server import encode
 from scheduler.server.backend import Backend
 from scheduler.server.http import ApiError, blocking, unsupported
 from scheduler.streams import END as END_KIND
-from scheduler.streams import StreamPart, decode
+from scheduler.streams import StreamPart, parts_of_reply, rest_of_entry, split_id
 
 # The API's stream modes and the graph's mode each one reads.
 API_MODES = {"values": "values", "updates": "updates", "custom": "custom", "debug": "debug",
@@ -114,20 +114,12 @@ async def _read(r: redis.asyncio.Redis, key: str, after: str, block_ms: int
                 ) -> list[StreamPart]:
     """Entries after id `after` (an entry's, or `<entry>/<index>` of a batch's chunk), as
     `ChunkStream.read` reads them, without holding a thread while it blocks."""
-    entry, _, index = after.partition("/")
-    parts: list[StreamPart] = []
-    if index:
-        found = cast(list[tuple[bytes, dict[bytes, bytes]]], await r.xrange(key, entry, entry))
-        for entry_id, fields in found:
-            parts += decode(entry_id, fields, skip=int(index))
+    entry, skip = split_id(after)
+    if skip is not None:
+        parts = rest_of_entry(await r.xrange(key, entry, entry), skip)
         if parts:
             return parts
-    reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                 await r.xread({key: entry}, block=block_ms, count=1000))
-    for _, entries in reply or ():
-        for entry_id, fields in entries:
-            parts += decode(entry_id, fields)
-    return parts
+    return parts_of_reply(await r.xread({key: entry}, block=block_ms, count=1000))
 
 
 async def run_parts(backend: Backend, thread_id: str, run_id: str, after: str = "0-0"

@@ -11,13 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scheduler.server.backend import Backend
+from scheduler.server.backend import backend_of
 from scheduler.server.http import ApiError, JSONResponse, blocking, body, field, reject_unknown
-
-
-def _backend(request: Request) -> Backend:
-    backend: Backend = request.app.state.backend
-    return backend
 
 
 def _namespace(raw: Any, name: str = "namespace") -> tuple[str, ...]:
@@ -42,7 +37,7 @@ async def put(request: Request) -> Response:
     index = payload.get("index")
     if index not in (None, False) and not isinstance(index, list):
         raise ApiError(422, "index must be false or a list of paths")
-    kv = _backend(request).kv
+    kv = backend_of(request).kv
     ttl = field(payload, "ttl", (int, float))
     if ttl is None:
         await blocking(kv.put, namespace, key, value, index)
@@ -58,7 +53,7 @@ async def get(request: Request) -> JSONResponse:
     if not key:
         raise ApiError(422, "key is required")
     refresh = request.query_params.get("refresh_ttl")
-    found = await blocking(_backend(request).kv.get, namespace, key,
+    found = await blocking(backend_of(request).kv.get, namespace, key,
                            refresh_ttl=None if refresh is None else refresh.lower() == "true")
     return JSONResponse(None if found is None else found.dict())
 
@@ -69,7 +64,7 @@ async def delete(request: Request) -> Response:
     key = field(payload, "key", str)
     if key is None:
         raise ApiError(422, "key is required")
-    await blocking(_backend(request).kv.delete, _namespace(payload.get("namespace") or []),
+    await blocking(backend_of(request).kv.delete, _namespace(payload.get("namespace") or []),
                    key)
     return Response(status_code=204)
 
@@ -80,7 +75,7 @@ async def search(request: Request) -> JSONResponse:
                                        "query", "refresh_ttl"}), "POST /store/items/search")
     prefix = _namespace(payload.get("namespace_prefix") or [], "namespace_prefix")
     found = await blocking(
-        _backend(request).kv.search, prefix, query=field(payload, "query", str),
+        backend_of(request).kv.search, prefix, query=field(payload, "query", str),
         filter=field(payload, "filter", dict), limit=field(payload, "limit", int, 10),
         offset=field(payload, "offset", int, 0),
         refresh_ttl=field(payload, "refresh_ttl", bool))
@@ -94,7 +89,7 @@ async def namespaces(request: Request) -> JSONResponse:
     prefix = payload.get("prefix")
     suffix = payload.get("suffix")
     found = await blocking(
-        _backend(request).kv.list_namespaces,
+        backend_of(request).kv.list_namespaces,
         prefix=None if prefix is None else _namespace(prefix, "prefix"),
         suffix=None if suffix is None else _namespace(suffix, "suffix"),
         max_depth=field(payload, "max_depth", int), limit=field(payload, "limit", int, 100),

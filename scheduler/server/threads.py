@@ -19,7 +19,7 @@ from starlette.routing import Route
 from graphdef.errors import InvalidUpdateError
 from scheduler.records import RunRecord
 from scheduler.server import views
-from scheduler.server.backend import Backend
+from scheduler.server.backend import Backend, backend_of
 from scheduler.server.http import (
     ApiError,
     JSONResponse,
@@ -36,11 +36,6 @@ from scheduler.server.http import (
 )
 
 THREAD_STATUSES = ("idle", "busy", "interrupted", "error")
-
-
-def _backend(request: Request) -> Backend:
-    backend: Backend = request.app.state.backend
-    return backend
 
 
 def latest_run(backend: Backend, thread_id: str) -> RunRecord | None:
@@ -108,11 +103,11 @@ def _create(backend: Backend, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def create(request: Request) -> JSONResponse:
-    return JSONResponse(await blocking(_create, _backend(request), await body(request)))
+    return JSONResponse(await blocking(_create, backend_of(request), await body(request)))
 
 
 async def get(request: Request) -> JSONResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
 
     def read() -> dict[str, Any]:
         return thread_view(backend, require_thread(backend, request.path_params["thread_id"]))
@@ -121,7 +116,7 @@ async def get(request: Request) -> JSONResponse:
 
 
 async def patch(request: Request) -> JSONResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     payload = await body(request)
 
     def update() -> dict[str, Any]:
@@ -150,7 +145,7 @@ def _delete(backend: Backend, thread_id: str) -> None:
 
 
 async def delete(request: Request) -> Response:
-    await blocking(_delete, _backend(request), request.path_params["thread_id"])
+    await blocking(_delete, backend_of(request), request.path_params["thread_id"])
     return Response(status_code=204)
 
 
@@ -190,7 +185,7 @@ async def search(request: Request) -> JSONResponse:
     payload = await body(request)
     limit = field(payload, "limit", int, 10)
     offset = field(payload, "offset", int, 0)
-    found = await blocking(_search, _backend(request), payload, "POST /threads/search")
+    found = await blocking(_search, backend_of(request), payload, "POST /threads/search")
     return JSONResponse(found[offset:offset + limit])
 
 
@@ -198,7 +193,7 @@ async def count(request: Request) -> JSONResponse:
     payload = await body(request)
     payload.pop("limit", None)
     payload.pop("offset", None)
-    return JSONResponse(len(await blocking(_search, _backend(request), payload,
+    return JSONResponse(len(await blocking(_search, backend_of(request), payload,
                                            "POST /threads/count")))
 
 
@@ -224,7 +219,7 @@ async def get_state(request: Request) -> JSONResponse:
     conf = {}
     if "checkpoint_id" in request.path_params:
         conf["checkpoint_id"] = request.path_params["checkpoint_id"]
-    return JSONResponse(await blocking(_state, _backend(request),
+    return JSONResponse(await blocking(_state, backend_of(request),
                                        request.path_params["thread_id"], conf,
                                        query_flag(request, "subgraphs")))
 
@@ -234,7 +229,7 @@ async def get_state_at(request: Request) -> JSONResponse:
     reject_unknown(payload, frozenset({"checkpoint", "subgraphs"}),
                    "POST /threads/{thread_id}/state/checkpoint")
     checkpoint = field(payload, "checkpoint", dict, {})
-    return JSONResponse(await blocking(_state, _backend(request),
+    return JSONResponse(await blocking(_state, backend_of(request),
                                        request.path_params["thread_id"], checkpoint,
                                        bool(field(payload, "subgraphs", bool, False))))
 
@@ -263,7 +258,7 @@ def _update_state(backend: Backend, thread_id: str, payload: dict[str, Any]
 
 
 async def update_state(request: Request) -> JSONResponse:
-    return JSONResponse(await blocking(_update_state, _backend(request),
+    return JSONResponse(await blocking(_update_state, backend_of(request),
                                        request.path_params["thread_id"], await body(request)))
 
 
@@ -284,7 +279,7 @@ def _history(backend: Backend, thread_id: str, limit: int, before: Any,
 
 
 async def history(request: Request) -> JSONResponse:
-    backend = _backend(request)
+    backend = backend_of(request)
     thread_id = request.path_params["thread_id"]
     if request.method == "GET":
         limit = query_int(request, "limit", 10)
