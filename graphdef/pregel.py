@@ -7,7 +7,7 @@ import asyncio
 import copy
 import dataclasses
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -326,21 +326,8 @@ class Pregel:
     ) -> list[Any]:
         """`invoke` on each input, side by side (at most `max_concurrency` of the config at
         once), outputs in input order; with `return_exceptions`, a failure is its output."""
-        configs = _batch_configs(config, len(inputs))
-        if not inputs:
-            return []
-
-        def one(pair: tuple[Any, dict[str, Any] | None]) -> Any:
-            try:
-                return self.invoke(pair[0], pair[1], **kwargs)
-            except Exception as exc:
-                if return_exceptions:
-                    return exc
-                raise
-
-        workers = (configs[0] or {}).get("max_concurrency") or len(inputs)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, zip(inputs, configs, strict=True)))
+        return batch_calls(self.invoke, inputs, config, return_exceptions=return_exceptions,
+                           default_workers=len(inputs), **kwargs)
 
     async def abatch(
         self,
@@ -642,6 +629,36 @@ def _chunk_shape(stream_mode: str | Sequence[str], subgraphs: bool) -> Any:
     if single:
         return (lambda c: (c[0], c[2])) if subgraphs else (lambda c: c[2])
     return (lambda c: c) if subgraphs else (lambda c: (c[1], c[2]))
+
+
+def batch_calls(
+    invoke: Callable[..., Any],
+    inputs: Sequence[Any],
+    config: dict[str, Any] | Sequence[dict[str, Any]] | None,
+    *,
+    return_exceptions: bool,
+    default_workers: int,
+    **kwargs: Any,
+) -> list[Any]:
+    """`invoke(input, config, **kwargs)` on each input in threads, outputs in input order:
+    at most the config's `max_concurrency` at once, else `default_workers`; with
+    `return_exceptions`, a failure is its output. `batch` of a local graph and of a
+    cluster graph alike."""
+    configs = _batch_configs(config, len(inputs))
+    if not inputs:
+        return []
+
+    def one(pair: tuple[Any, dict[str, Any] | None]) -> Any:
+        try:
+            return invoke(pair[0], pair[1], **kwargs)
+        except Exception as exc:
+            if return_exceptions:
+                return exc
+            raise
+
+    workers = (configs[0] or {}).get("max_concurrency") or default_workers
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, zip(inputs, configs, strict=True)))
 
 
 def _batch_configs(

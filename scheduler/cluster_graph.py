@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, cast
 
 from graphdef import errors as graph_errors
@@ -26,7 +25,7 @@ from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import INTERRUPT
 from graphdef.errors import revive_error
 from graphdef.mermaid import GraphView
-from graphdef.pregel import Pregel, merge_configs, reject_unsupported
+from graphdef.pregel import Pregel, batch_calls, merge_configs, reject_unsupported
 from graphdef.stream import check_modes
 from graphdef.types import Command, StateSnapshot
 from scheduler import registry
@@ -281,23 +280,10 @@ class ClusterGraph:
     def batch(self, inputs: Sequence[Any],
               config: dict[str, Any] | Sequence[dict[str, Any]] | None = None, *,
               return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
-        """`invoke` on each input, the runs side by side on the cluster; outputs in order."""
-        configs = list(config) if isinstance(config, Sequence) else [config] * len(inputs)
-        if len(configs) != len(inputs):
-            raise ValueError("batch needs one config per input, or a single config")
-        if not inputs:
-            return []
-
-        def one(pair: tuple[Any, dict[str, Any] | None]) -> Any:
-            try:
-                return self.invoke(pair[0], pair[1], **kwargs)
-            except Exception as exc:
-                if return_exceptions:
-                    return exc
-                raise
-
-        with ThreadPoolExecutor(min(len(inputs), 16)) as pool:
-            return list(pool.map(one, zip(inputs, configs, strict=True)))
+        """`invoke` on each input, the runs side by side on the cluster (at most the
+        config's `max_concurrency`, else 16, waiting at once); outputs in order."""
+        return batch_calls(self.invoke, inputs, config, return_exceptions=return_exceptions,
+                           default_workers=min(len(inputs), 16), **kwargs)
 
     # ---- state -----------------------------------------------------------------------------
 
