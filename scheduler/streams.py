@@ -211,21 +211,33 @@ class ChunkStream:
              count: int = 1000) -> list[StreamPart]:
         """Parts after id `after` (an entry's, or `<entry>/<index>` of a batch's chunk);
         with `block_ms`, wait that long for the first one."""
-        entry, _, index = after.partition("/")
-        parts: list[StreamPart] = []
-        if index:
-            found = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                         self.r.xrange(self.key, entry, entry))
-            for entry_id, fields in found:
-                parts += decode(entry_id, fields, skip=int(index))
+        entry, skip = split_id(after)
+        if skip is not None:
+            parts = rest_of_entry(self.r.xrange(self.key, entry, entry), skip)
             if parts:
                 return parts
-        reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                     self.r.xread({self.key: entry}, block=block_ms, count=count))
-        for _, entries in reply or ():
-            for entry_id, fields in entries:
-                parts += decode(entry_id, fields)
-        return parts
+        return parts_of_reply(self.r.xread({self.key: entry}, block=block_ms, count=count))
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def split_id(after: str) -> tuple[str, int | None]:
+    """A part id as the entry to read after and, for a batch's chunk, its index in it."""
+    entry, _, index = after.partition("/")
+    return entry, int(index) if index else None
+
+
+def rest_of_entry(found: Any, skip: int) -> list[StreamPart]:
+    """The parts after index `skip` of the entry an `XRANGE` of one id found."""
+    return [part for entry_id, fields in cast(list[Entry], found)
+            for part in decode(entry_id, fields, skip=skip)]
+
+
+def parts_of_reply(reply: Any) -> list[StreamPart]:
+    """The parts of an `XREAD` reply on one stream (RESP2: [(stream, [entry, ...])])."""
+    return [part for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or ())
+            for entry_id, fields in entries for part in decode(entry_id, fields)]
 
 
 def end_fields(status: str, error: dict[str, Any] | None) -> dict[str, bytes | str]:
