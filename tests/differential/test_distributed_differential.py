@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,25 +71,26 @@ def cluster():
         yield running
 
 
-def params() -> list:
+def cluster_params(expected_to_differ: dict[str, str]) -> list:
+    """Every scenario: skipped if it cannot run distributed, a strict xfail where the run
+    on the cluster is expected to differ."""
     out = []
     for name in SCENARIOS:
         marks = []
         if name in UNSUPPORTED:
             marks.append(pytest.mark.skip(reason=f"not distributed: {UNSUPPORTED[name]}"))
-        elif name in DELIBERATE:
-            marks.append(pytest.mark.xfail(strict=True, reason=DELIBERATE[name]))
-        elif name in CLUSTER_DELIBERATE:
-            marks.append(pytest.mark.xfail(strict=True, reason=CLUSTER_DELIBERATE[name]))
+        elif name in expected_to_differ:
+            marks.append(pytest.mark.xfail(strict=True, reason=expected_to_differ[name]))
         out.append(pytest.param(name, marks=marks))
     return out
 
 
-@pytest.mark.parametrize("scenario", params())
-def test_distributed_matches_langgraph(scenario, cluster, tmp_path):
-    candidate_dir = tmp_path / "distributed"
+def check_on_cluster(scenario: str, api: Any, run_prefix: str, tmp_path: Path,
+                     label: str) -> None:
+    """Run `scenario` with `api` (graphs bound to the cluster), then on LangGraph
+    in-process, and compare what both observed."""
+    candidate_dir = tmp_path / "on-cluster"
     candidate_dir.mkdir()
-    api, run_prefix = distributed_api(cluster)
     try:
         actual = normalize(as_the_scenario_named(SCENARIOS[scenario](api, candidate_dir),
                                                  run_prefix))
@@ -96,8 +99,13 @@ def test_distributed_matches_langgraph(scenario, cluster, tmp_path):
     reference_dir = tmp_path / "langgraph"
     reference_dir.mkdir()
     expected = normalize(SCENARIOS[scenario](load_api("langgraph"), reference_dir))
-    actual = rename_errors(actual)
-    assert_same(expected, actual, ("langgraph", "distributed"))
+    assert_same(expected, rename_errors(actual), ("langgraph", label))
+
+
+@pytest.mark.parametrize("scenario", cluster_params({**DELIBERATE, **CLUSTER_DELIBERATE}))
+def test_distributed_matches_langgraph(scenario, cluster, tmp_path):
+    api, run_prefix = distributed_api(cluster)
+    check_on_cluster(scenario, api, run_prefix, tmp_path, "distributed")
 
 
 def test_registries_name_scenarios():

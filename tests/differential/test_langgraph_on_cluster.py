@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from .apis import load_api
-from .distributed_api import NotSupportedDistributed, as_the_scenario_named, in_process_cluster
+from .distributed_api import in_process_cluster
 from .langgraph_api import langgraph_cluster_api
-from .observe import normalize
-from .test_differential import DELIBERATE, SCENARIOS, assert_same, rename_errors
-from .test_distributed_differential import CLUSTER_DELIBERATE, UNSUPPORTED
+from .test_differential import DELIBERATE
+from .test_distributed_differential import CLUSTER_DELIBERATE, check_on_cluster, cluster_params
 
 # graphdef's deliberate differences that a converted graph shows too; strict xfail, as in
 # the other suites. Not "remaining_steps_in_a_node": a converted node's input gets
@@ -37,29 +35,7 @@ def cluster():
         yield running
 
 
-def params() -> list:
-    out = []
-    for name in SCENARIOS:
-        marks = []
-        if name in UNSUPPORTED:
-            marks.append(pytest.mark.skip(reason=f"not distributed: {UNSUPPORTED[name]}"))
-        elif name in STILL_DIFFERENT:
-            marks.append(pytest.mark.xfail(strict=True, reason=STILL_DIFFERENT[name]))
-        out.append(pytest.param(name, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("scenario", params())
+@pytest.mark.parametrize("scenario", cluster_params(STILL_DIFFERENT))
 def test_langgraph_graph_on_cluster_matches_langgraph(scenario, cluster, tmp_path):
-    candidate_dir = tmp_path / "on-cluster"
-    candidate_dir.mkdir()
     api, run_prefix = langgraph_cluster_api(cluster)
-    try:
-        actual = normalize(as_the_scenario_named(SCENARIOS[scenario](api, candidate_dir),
-                                                 run_prefix))
-    except NotSupportedDistributed as reason:
-        pytest.skip(f"not distributed: {reason}")
-    reference_dir = tmp_path / "langgraph"
-    reference_dir.mkdir()
-    expected = normalize(SCENARIOS[scenario](load_api("langgraph"), reference_dir))
-    assert_same(expected, rename_errors(actual), ("langgraph", "langgraph on the cluster"))
+    check_on_cluster(scenario, api, run_prefix, tmp_path, "langgraph on the cluster")
