@@ -35,7 +35,7 @@ from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun, shadow_name
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.store import BUSY, STARTED_ALREADY, RunStore
+from scheduler.store import BUSY, STARTED_ALREADY, HandOver, RunStore
 from scheduler.streams import Publisher
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ class KeptTask:
     saver: FencedSaver | None = None
     # Where the loop's chunks go, when the run streams.
     publisher: Publisher | None = None
+    # The task's lease, taken for this process as the step was opened (`HandOver`): its
+    # owner and grant (0: someone else holds it).
+    lease_owner: str | None = None
+    lease_grant: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,16 @@ def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
         if time.monotonic() > deadline:
             return Outcome(Stopped.BUSY)
         time.sleep(0.01)
-    with Heartbeat(res.store, thread_id, run_id, name, owner, res.settings.lease_seconds):
-        lease = (res.store.key(thread_id, "lease", name), owner)
-        return action(Driver(res, app, run_here=run_here, lease=lease))
+    lease = (res.store.key(thread_id, "lease", name), owner)
+    driver = Driver(res, app, run_here=run_here, lease=lease)
+    with Heartbeat(res.store, thread_id, run_id, name, owner, res.settings.lease_seconds,
+                   hand_over=True) as beat:
+        outcome = action(driver)
+    if driver.handed_over:
+        beat.handed_over()
+    else:
+        beat.give_back()
+    return outcome
 
 
 class Driver:
@@ -124,6 +135,8 @@ class Driver:
         self.pending_events: list[tuple[str, dict[str, Any]]] = []
         # Where the drive's loop streams to, when its run streams (`_attach`).
         self.publisher: Publisher | None = None
+        # The run's lease went with the drive's last write (`RunStore.open_step`).
+        self.handed_over = False
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -322,10 +335,17 @@ class Driver:
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
         self.pending_events.clear()
         self._publish(f"dispatch:{checkpoint_id}")
-        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         if len(todo) == 1 and self.run_here and infos[todo[0].id]["queue"] == self.run_here:
-            # Not marked sent: if the caller dies before taking the task's lease, the
-            # sweeper sends it as it does the rest of a dispatch that died half-way.
+            # Not marked sent: if the caller dies before running the task, its lease lapses
+            # and the sweeper sends it as it does the rest of a dispatch that died half-way.
+            # The step's record releases this run lease and takes the task's, in one script.
+            task_owner = new_owner()
+            hand_over = None if self.lease is None else HandOver(
+                run_lease(run_id), self.lease[1], todo[0].id, task_owner,
+                self.res.settings.lease_seconds)
+            grant = self.store.open_step(thread_id, run_id, checkpoint_id, infos, context,
+                                         events, hand_over=hand_over)
+            self.handed_over = hand_over is not None
             warm = not loop.pending_writes
             # The task runs under its own lease, not this run lease: what it writes on the
             # loop (a subgraph's checkpoints) is not fenced by this advance.
@@ -336,7 +356,10 @@ class Driver:
                 loop=loop if warm else None, task=todo[0] if warm else None,
                 saver=self.saver if warm else None,
                 publisher=self.publisher if warm else None,
+                lease_owner=task_owner if hand_over is not None else None,
+                lease_grant=grant if hand_over is not None else 0,
             ))
+        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         for queue, batch in self._batches(todo, infos):
             refs = tuple(NodeRef(t.id, infos[t.id]["path"]) for t in batch)
             self.send.nodes(RunNodes(thread_id, run_id, checkpoint_id, refs), queue=queue,

@@ -45,6 +45,8 @@ end
 return 0
 """
 
+_HASH_VALUES_PER_SLICE = 1000  # Lua's unpack takes a few thousand values at most
+
 _RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -76,6 +78,50 @@ return 0
 CLAIMED = 1
 BUSY = 0
 STARTED_ALREADY = -1
+
+# Records a dispatched step. KEYS: step hash, done set, run record, events stream, and for a
+# step whose one task the driver keeps to run in place: the run's lease, the task's lease and
+# its started marker. ARGV: the number of step hash values, those (field, value, ...), the
+# run's step and updated_at, the number of events, (type, data) per event, then for a kept
+# task: the run lease's owner, the task lease's owner and its milliseconds. The driver's
+# last write, so the run lease goes with it, and the kept task's lease is taken in the same
+# step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept).
+_OPEN_STEP = f"""
+redis.call('DEL', KEYS[1], KEYS[2])
+local n = tonumber(ARGV[1])
+local slice = {_HASH_VALUES_PER_SLICE}
+for first = 2, 1 + n, slice do
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(1 + n, first + slice - 1)))
+end
+local i = 2 + n
+redis.call('HSET', KEYS[3], 'step', ARGV[i], 'updated_at', ARGV[i + 1])
+local events = tonumber(ARGV[i + 2])
+i = i + 3
+for _ = 1, events do
+  redis.call('XADD', KEYS[4], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+  i = i + 2
+end
+if not KEYS[5] then return 1 end
+if redis.call('GET', KEYS[5]) == ARGV[i] then redis.call('DEL', KEYS[5]) end
+if redis.call('SET', KEYS[6], ARGV[i + 1], 'NX', 'PX', ARGV[i + 2]) then
+  if redis.call('SET', KEYS[7], ARGV[i + 1], 'GET') then return 2 end
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """What `RunStore.open_step` does for a step whose one task its driver keeps: release the
+    run's lease (`run_owner` holds it) and take the task's for `task_owner`."""
+
+    run_lease: str
+    run_owner: str
+    task_id: str
+    task_owner: str
+    seconds: float
+
 
 # A lease its holder's liveness now keeps (`scheduler.leases`): it no longer lapses by itself.
 _ADOPT_IF_OWNER = """
@@ -117,6 +163,7 @@ class RunStore:
         self._adopt = client.register_script(_ADOPT_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
         self._claim_to_start = client.register_script(_CLAIM_TO_START)
+        self._open_step = client.register_script(_OPEN_STEP)
         self.deadlines = Deadlines(client, self.prefix)
 
     @classmethod
@@ -345,30 +392,44 @@ class RunStore:
     def open_step(
         self, thread_id: str, run_id: str, checkpoint_id: str,
         tasks: dict[str, dict[str, Any]], context: dict[str, Any],
-        events: Sequence[tuple[str, dict[str, Any]]] = (),
-    ) -> None:
+        events: Sequence[tuple[str, dict[str, Any]]] = (), hand_over: HandOver | None = None,
+    ) -> int:
         """Record a dispatched superstep: its tasks, and what workers need besides the checkpoint.
 
         `context` (resume flag, resume map) is serde-encoded: it can hold user answers. The
-        run's `events` so far go in the same round trip.
+        run's `events` so far go in the same script. With `hand_over`, the run's lease is
+        released and the kept task's taken there too: its grant (`acquire_lease`'s), after
+        the run's look was pushed to the task lease's expiry in the same round trip (so that
+        a lapse is seen, as `acquire_lease` does). Else 1.
         """
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         now = time.time()
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(step_key, self.key(thread_id, "done", run_id, checkpoint_id))
-            pipe.hset(step_key, mapping={
-                "total": len(tasks),
-                "opened_at": now,
-                "context": serde.dumps(context, root="context"),
-                **{f"task:{tid}": orjson.dumps({**info, "dispatched_at": now, "attempt": 1})
-                   for tid, info in tasks.items()},
-            })
-            pipe.hset(self.key(thread_id, "run", run_id),
-                      mapping={"step": orjson.dumps(checkpoint_id),
-                               "updated_at": orjson.dumps(now)})
-            for kind, data in events:
-                self.add_event(thread_id, run_id, kind, pipe=pipe, **data)
-            pipe.execute()
+        fields: list[Any] = [
+            "total", len(tasks), "opened_at", now,
+            "context", serde.dumps(context, root="context"),
+        ]
+        for tid, info in tasks.items():
+            fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
+        keys = [step_key, self.key(thread_id, "done", run_id, checkpoint_id),
+                self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)]
+        args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
+                           len(events)]
+        for kind, data in events:
+            args += [kind, _event_payload(data)]
+        if hand_over is None:
+            return int(self._open_step(keys=keys, args=args))
+        keys += [self.key(thread_id, "lease", hand_over.run_lease),
+                 self.key(thread_id, "lease", hand_over.task_id),
+                 self.key(thread_id, "started", hand_over.task_id)]
+        ms = int(hand_over.seconds * 1000)
+        args += [hand_over.run_owner, hand_over.task_owner, ms]
+        expires = self.deadlines.clock.now_ms() + ms
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            self.deadlines.look_by(thread_id, run_id, expires, pipe)
+            pipe.evalsha(self._open_step.sha, len(keys), *keys, *args)
+
+        return int(self._pipelined(queue, self._open_step)[-1])
 
     def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
         """Every task of the step reached the broker (a dispatch can die half-way)."""

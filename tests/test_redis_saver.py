@@ -235,9 +235,10 @@ def test_head_and_put_if_head(server: RedisServer) -> None:
 
 def test_put_if_head_loses_a_race_inside_its_transaction(server: RedisServer) -> None:
     """A rival commits between this writer's read of the head and its EXEC: the EXEC fails,
-    the retry sees the new head and refuses, and nothing of the loser is stored."""
+    the retry sees the new head and refuses, and nothing of the loser is stored. (The writer
+    never saw the head's refs, so it puts the WATCH way.)"""
     with new_saver(server) as saver, new_saver(server) as rival:
-        base = History(saver, "t").step(items=["a"])
+        base = History(rival, "t").step(items=["a"])
         head = saver.head("t")
         rival_config: dict[str, Any] = {}
         original = saver._resolve
@@ -524,3 +525,64 @@ def test_a_blob_read_again_is_decoded_once(server: RedisServer,
         second = saver.get(config)
         assert second is not None and second["channel_values"]["items"] == items
         assert list_decodes() == after_first
+
+
+def _commands(client: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(stats["calls"])
+            for name, stats in client.info("commandstats").items()}
+
+
+def test_a_chain_of_puts_on_known_heads_is_one_script_each(server: RedisServer) -> None:
+    """A writer that wrote (or read) the head puts its child in one script: no WATCH,
+    MULTI or read of the parent's refs; what it stores reads back as the WATCH way's."""
+    with new_saver(server) as saver, new_saver(server) as reader:
+        history = History(saver, "chain")
+        config = history.step(items=["a"], n=1)
+        client = saver.client
+        client.config_resetstat()
+        for i in range(5):
+            checkpoint = make({"items": ["a", *"b" * i], "n": i}, {"items": 2 + i, "n": 2 + i})
+            config = saver.put_if_head(config, checkpoint, {"step": i}, {"items": 2 + i,
+                                                                          "n": 2 + i},
+                                       saver.head("chain"))
+        used = _commands(client)
+        assert used.get("evalsha") == 5 and "watch" not in used and "multi" not in used
+        assert "hget" not in used  # the parents' refs came from the writer's own cache
+        loaded = reader.get_tuple(config)
+        assert loaded is not None
+        assert loaded.checkpoint["channel_values"] == {"items": ["a", "b", "b", "b", "b"],
+                                                       "n": 4}
+        assert [c.metadata.get("step") for c in reader.list(cfg("chain"))][:5] == [4, 3, 2, 1, 0]
+
+
+def test_a_put_on_a_known_head_that_moved_stores_nothing(server: RedisServer) -> None:
+    """Two writers know the same head; the second to put loses, in its one script."""
+    with new_saver(server) as saver, new_saver(server) as rival:
+        base = History(saver, "t").step(items=["a"])
+        head = saver.head("t")
+        assert rival.get_tuple(base) is not None  # the rival knows the head's refs too
+        won = rival.put_if_head(base, make({"items": ["a", "r"]}, {"items": 3}), {},
+                                {"items": 3}, head)
+        before = snapshot(saver)
+        loser = make({"items": ["a", "l"], "x": "y" * 5000}, {"items": 3, "x": 1})
+        with pytest.raises(StaleCheckpointError, match="expected"):
+            saver.put_if_head(base, loser, {}, {"items": 3, "x": 1}, head)
+        assert snapshot(saver) == before
+        assert saver.head("t") == won["configurable"]["checkpoint_id"]
+
+
+def test_a_put_on_a_known_head_without_its_lease_stores_nothing(server: RedisServer) -> None:
+    """The guard (a writer's lease) is checked in the same script as the head."""
+    with new_saver(server) as saver:
+        base = History(saver, "t").step(items=["a"])
+        guard = ("cg:{t}:lease:run-x", "me")
+        saver.client.set(guard[0], "someone else")
+        before = snapshot(saver)
+        with pytest.raises(StaleCheckpointError, match="lost its lease"):
+            saver.put_if_head(base, make({"items": ["a", "b"]}, {"items": 3}), {},
+                              {"items": 3}, saver.head("t"), guard=guard)
+        assert snapshot(saver) == before
+        saver.client.set(guard[0], "me")
+        saver.put_if_head(base, make({"items": ["a", "b"]}, {"items": 3}), {},
+                          {"items": 3}, saver.head("t"), guard=guard)
+        saver.client.delete(guard[0])

@@ -96,14 +96,16 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                  task_id: str, path: list[Any] | None = None,
                  view: StepView | None = None,
                  prefetched: CheckpointTuple | None = None,
-                 rows: NodeRows | None = None, kept_by: str | None = None) -> bool:
+                 rows: NodeRows | None = None, kept_by: str | None = None,
+                 lease: tuple[str, int] | None = None) -> bool:
     """Run the task unless finished elsewhere; True when this call completed the superstep.
 
     `view` and `prefetched`: the step and its checkpoint as read once for a whole batch of
     its tasks (`run_nodes`). Neither decides alone whether a task runs: the lease refuses a
     task counted done, and a task taken before (which may have left a memo since the batch
     read) loads its own writes. `rows`: the Flower rows of the message running it.
-    `kept_by`: the trace context of the advance that kept the task to run here.
+    `kept_by`: the trace context of the advance that kept the task to run here; `lease`:
+    the task's lease owner and grant, when that advance took it as it opened the step.
     """
     store = res.store
     view = view or store.step_view(thread_id, run_id, checkpoint_id, [task_id])
@@ -117,9 +119,12 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.warning("ignoring node task %s: not dispatched for step %s of run %r",
                     task_id, checkpoint_id, run_id)
         return False
-    owner = new_owner()
-    grant = store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
-                                unless_done=(run_id, checkpoint_id), run_id=run_id)
+    if lease is not None:
+        owner, grant = lease
+    else:
+        owner = new_owner()
+        grant = store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
+                                    unless_done=(run_id, checkpoint_id), run_id=run_id)
     if not grant:
         log.info("task %s is running elsewhere; leaving it to its holder", task_id)
         return False
@@ -246,17 +251,22 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None
 def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                     task: algo.Task, loop: RunLoop, row: RowRunner | None = None, *,
                     graph: str, trace_parent: str | None,
-                    publisher: Publisher | None = None) -> bool | None:
+                    publisher: Publisher | None = None,
+                    lease: tuple[str, int] | None = None) -> bool | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
     advance's own loop: no reload of what it holds in memory. True as for `execute_node`;
     None when another worker took the task meanwhile (this one stalled past the lease): what
     that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
     `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it;
-    `publisher`: where the loop streams, when the run streams."""
+    `publisher`: where the loop streams, when the run streams. `lease`: the task's lease
+    owner and grant, when the advance took it as it opened the step."""
     store = res.store
-    owner = new_owner()
-    grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
-                                unless_done=(run_id, checkpoint_id), run_id=run_id)
+    if lease is not None:
+        owner, grant = lease
+    else:
+        owner = new_owner()
+        grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
+                                    unless_done=(run_id, checkpoint_id), run_id=run_id)
     if not grant:
         log.info("task %s is running or ran elsewhere; leaving it", task.id)
         return False

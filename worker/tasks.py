@@ -113,18 +113,22 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
     kept: KeptTask | None = None
     while True:
         finished = None
+        # The kept task's lease, when its advance took it for this process.
+        lease = None if kept is None or kept.lease_owner is None else (
+            kept.lease_owner, kept.lease_grant)
         if kept is not None and kept.loop is not None and kept.task is not None:
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop, row, graph=kept.graph,
                                        trace_parent=kept.trace_parent,
-                                       publisher=kept.publisher)
-            if finished is None:  # taken elsewhere meanwhile: its own loop is stale
-                kept = None
+                                       publisher=kept.publisher, lease=lease)
+            if finished is None:  # taken before: its own loop is stale, its lease given back
+                kept, lease = None, None
         if finished is None:
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
                                     prefetched, rows,
-                                    kept_by=kept.trace_parent if kept is not None else None)
+                                    kept_by=kept.trace_parent if kept is not None else None,
+                                    lease=lease)
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import builtins
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +79,8 @@ _KIND_CODE = {EMPTY: b"e", FULL: b"f", DELTA: b"d"}
 _CODE_KIND = {code[0]: kind for kind, code in _KIND_CODE.items()}
 _SEQ_WIDTH = 12  # digits of the insertion counter that starts a pending write record
 _LIST_BATCH = 100
+_WRITES_PER_SLICE = 1000  # writes a put_writes script reads and sets per command
+_FAST_PUT_MAX_BLOBS = 1000  # a put storing more blobs goes the WATCH way
 
 # Re-expires every key of a thread (``refresh``), shared by the scripts that write.
 _REFRESH = """
@@ -96,23 +100,74 @@ _TOUCH_LUA = _REFRESH + "refresh(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
 # KEYS[1] writes hash, KEYS[2] thread index; ARGV[1] ttl in ms (0: none), then triples of
 # (field, '1' to overwrite an existing value, record). A new field gets the next insertion
 # number; an overwritten one keeps its number, so reads keep the order tasks first wrote in.
+# The first memo wins: a field already there is left alone unless flagged. One read of the
+# fields and one HSET, whatever the number of writes; the hash is listed in the thread's
+# index by the call that creates it (a hash that exists is listed already).
 _PUT_WRITES_LUA = (
     _REFRESH
     + f"""
 local writes, index = KEYS[1], KEYS[2]
-for i = 2, #ARGV, 3 do
-  local field, record = ARGV[i], ARGV[i + 2]
-  local old = redis.call('HGET', writes, field)
-  if not old then
-    local seq = redis.call('HLEN', writes)
-    redis.call('HSET', writes, field, string.format('%0{_SEQ_WIDTH}d', seq) .. record)
-  elseif ARGV[i + 1] == '1' then
-    redis.call('HSET', writes, field, string.sub(old, 1, {_SEQ_WIDTH}) .. record)
+local seq = redis.call('HLEN', writes)
+local created = seq == 0
+-- In slices: Lua's unpack takes a few thousand values at most.
+for first = 2, #ARGV, 3 * {_WRITES_PER_SLICE} do
+  local last = math.min(#ARGV, first + 3 * {_WRITES_PER_SLICE} - 1)
+  local fields = {{}}
+  for i = first, last, 3 do fields[#fields + 1] = ARGV[i] end
+  local old = created and {{}} or redis.call('HMGET', writes, unpack(fields))
+  local set = {{}}
+  for j, field in ipairs(fields) do
+    local i = first + (j - 1) * 3
+    if not old[j] then
+      set[#set + 1] = field
+      set[#set + 1] = string.format('%0{_SEQ_WIDTH}d', seq) .. ARGV[i + 2]
+      seq = seq + 1
+    elseif ARGV[i + 1] == '1' then
+      set[#set + 1] = field
+      set[#set + 1] = string.sub(old[j], 1, {_SEQ_WIDTH}) .. ARGV[i + 2]
+    end
   end
+  if #set > 0 then redis.call('HSET', writes, unpack(set)) end
 end
-redis.call('SADD', index, writes)
+if created then redis.call('SADD', index, writes) end
 refresh(index, tonumber(ARGV[1]))
 return 1
+"""
+)
+
+# The put of a checkpoint whose parent is the namespace's head and whose channel refs the
+# writer already knows (`_RefsCache`): checks and writes in one script, no WATCH round trips.
+# KEYS cps, cp, meta, refs, blob, latest, index, then the guard key if any. ARGV: ttl in ms,
+# expected head, guard value, checkpoint id, checkpoint, metadata, refs row, the number of
+# delta bases that must be stored and those blob fields, then (blob field, record, latest
+# field, digest) per blob. Returns 'ok'; 'guard' (the guard key holds another value);
+# {'head', newest id}; or 'base' (a delta base is gone: the caller puts the slow way). The
+# namespace's keys are in the index already: its head's put listed them.
+_PUT_CHILD_OF_HEAD_LUA = (
+    _REFRESH
+    + """
+local cps, cp, meta, refs, blobs, latest, index = unpack(KEYS, 1, 7)
+if KEYS[8] and redis.call('GET', KEYS[8]) ~= ARGV[3] then return 'guard' end
+local newest = redis.call('ZREVRANGE', cps, 0, 0)
+if newest[1] ~= ARGV[2] then return {'head', newest[1] or false} end
+local bases = tonumber(ARGV[8])
+for i = 9, 8 + bases do
+  if redis.call('HEXISTS', blobs, ARGV[i]) == 0 then return 'base' end
+end
+local digests = {}
+for i = 9 + bases, #ARGV, 4 do
+  redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
+  digests[#digests + 1] = ARGV[i + 2]
+  digests[#digests + 1] = ARGV[i + 3]
+end
+if #digests > 0 then redis.call('HSET', latest, unpack(digests)) end
+local id = ARGV[4]
+redis.call('HSET', cp, id, ARGV[5])
+redis.call('HSET', meta, id, ARGV[6])
+redis.call('HSET', refs, id, ARGV[7])
+redis.call('ZADD', cps, 0, id)
+refresh(index, tonumber(ARGV[1]))
+return 'ok'
 """
 )
 
@@ -448,6 +503,41 @@ class _Keys:
         return (self.cps, self.cp, self.meta, self.refs, self.blob, self.latest)
 
 
+class _RefsCache:
+    """The channel refs of checkpoints this process wrote or read, by (thread, namespace,
+    id): the next put of a chain names its parent's refs without reading them back.
+
+    A checkpoint id is written once with one content (ids are new per checkpoint), so an
+    entry is true for as long as the checkpoint is stored; the put that relies on one checks
+    in its script that the parent is still the namespace's head, hence still stored.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._refs: OrderedDict[tuple[str, str, str], dict[str, BlobRef]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, thread_id: str, ns: str, checkpoint_id: str) -> dict[str, BlobRef] | None:
+        with self._lock:
+            refs = self._refs.get((thread_id, ns, checkpoint_id))
+            if refs is not None:
+                self._refs.move_to_end((thread_id, ns, checkpoint_id))
+            return refs
+
+    def put(self, thread_id: str, ns: str, checkpoint_id: str,
+            refs: dict[str, BlobRef]) -> None:
+        with self._lock:
+            self._refs[(thread_id, ns, checkpoint_id)] = refs
+            self._refs.move_to_end((thread_id, ns, checkpoint_id))
+            while len(self._refs) > self.size:
+                self._refs.popitem(last=False)
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._refs if k[0] == thread_id]:
+                del self._refs[key]
+
+
 # ---------------------------------------------------------------------------------- saver
 
 
@@ -487,6 +577,8 @@ class RedisSaver(BaseCheckpointSaver):
         self._prune = register(_PRUNE_LUA)
         self._delete = register(_DELETE_LUA)
         self._stored_bytes = register(_STORED_BYTES_LUA)
+        self._put_child_of_head = register(_PUT_CHILD_OF_HEAD_LUA)
+        self._known_refs = _RefsCache()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisSaver:
@@ -591,10 +683,12 @@ class RedisSaver(BaseCheckpointSaver):
             )
         _, raw_id, checkpoint, raw_metadata, raw_refs, flat_blobs, flat_writes = found
         parent_id, refs = _parse_refs(raw_refs)
+        loaded_id = _decode_id(raw_id, keys.cps)
+        self._known_refs.put(thread_id, ns, loaded_id, dict(refs))
         row = StoredCheckpoint(
             thread_id,
             ns,
-            _decode_id(raw_id, keys.cps),
+            loaded_id,
             parent_id,
             checkpoint,
             raw_metadata,
@@ -716,10 +810,14 @@ class RedisSaver(BaseCheckpointSaver):
         prepared = self._prepare_put(config, checkpoint, metadata, new_versions)
         target = prepared.target
         keys = self._keys(target.thread_id, target.ns)
+        if guard is not None and not guard[0].startswith(keys.thread):
+            raise ValueError(f"guard key {guard[0]!r} is not a key of the thread")
+        if check_head and expected is not None and expected == target.checkpoint_id:
+            done = self._put_on_known_head(keys, prepared, expected, guard)
+            if done is not None:
+                return done
         watched = [keys.blob, keys.latest] + ([keys.cps] if check_head else [])
         if guard is not None:
-            if not guard[0].startswith(keys.thread):
-                raise ValueError(f"guard key {guard[0]!r} is not a key of the thread")
             watched.append(guard[0])
         with self._client.pipeline(transaction=True) as pipe:
             while True:
@@ -745,9 +843,67 @@ class RedisSaver(BaseCheckpointSaver):
                     break
                 except WatchError:
                     continue  # another writer changed the namespace: read again
+        return self._stored(prepared, blobs, refs)
+
+    def _stored(self, prepared: PreparedPut, blobs: Sequence[PendingBlob],
+                refs: dict[str, BlobRef]) -> Config:
+        """What a put tells the caches once its checkpoint is stored; the put's config."""
+        target = prepared.target
         for pending in blobs:
             self.codec.remember(target.thread_id, target.ns, pending)
+        self._known_refs.put(target.thread_id, target.ns, prepared.checkpoint_id, refs)
         return checkpoint_config(target.thread_id, target.ns, prepared.checkpoint_id)
+
+    def _put_on_known_head(self, keys: _Keys, prepared: PreparedPut, head: str,
+                           guard: tuple[str, str] | None) -> Config | None:
+        """A put on the head whose refs this process knows, in one script (no WATCH, MULTI
+        and reads first: a chain of steps pays one round trip per checkpoint); None when it
+        cannot go this way (refs not known, a channel left to look up, a delta base gone),
+        and the caller puts the WATCH way."""
+        target = prepared.target
+        parent_refs = self._known_refs.get(target.thread_id, target.ns, head)
+        if parent_refs is None or len(prepared.blobs) > _FAST_PUT_MAX_BLOBS:
+            return None
+        unknown: list[str] = []
+
+        def latest(channel: str, version: int) -> str | None:
+            unknown.append(channel)
+            return None
+
+        refs = prepared.refs(prepared.blobs, parent_refs, latest)
+        if unknown:
+            return None
+        bases = [_blob_field(p.channel, p.requires) for p in prepared.blobs
+                 if p.requires is not None]
+        stored: list[Any] = []
+        for pending in prepared.blobs:
+            blob = pending.blob
+            if blob is not None:
+                stored += [_blob_field(blob.channel, blob.ref), _blob_record(blob),
+                           f"{blob.version}:{blob.channel}", blob.digest]
+        refs_doc = {"p": head, "f": [_blob_field(channel, ref) for channel, ref in refs.items()]}
+        found = self._put_child_of_head(
+            keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob, keys.latest, keys.index,
+                  *([guard[0]] if guard is not None else [])],
+            args=[self._ttl_ms, head, guard[1] if guard is not None else "",
+                  prepared.checkpoint_id, prepared.checkpoint, prepared.metadata,
+                  orjson.dumps(refs_doc), len(bases), *bases, *stored],
+        )
+        if found == b"base":
+            return None
+        if found == b"guard" and guard is not None:
+            raise StaleCheckpointError(
+                f"thread {target.thread_id!r}: {guard[0]!r} no longer holds "
+                f"{guard[1]!r}; the writer lost its lease"
+            )
+        if isinstance(found, list):
+            newest = found[1]
+            shown = None if newest is None else _decode_id(newest, keys.cps)
+            raise StaleCheckpointError(
+                f"thread {target.thread_id!r} namespace {target.ns!r}: newest"
+                f" checkpoint is {shown!r}, expected {head!r}"
+            )
+        return self._stored(prepared, prepared.blobs, refs)
 
     def _resolve(
         self, pipe: redis.client.Pipeline, keys: _Keys, prepared: PreparedPut
@@ -825,6 +981,7 @@ class RedisSaver(BaseCheckpointSaver):
     def delete_thread(self, thread_id: str) -> None:
         self._delete(keys=[self._keys(str(thread_id), "").index])
         self.codec.forget_thread(str(thread_id))
+        self._known_refs.forget_thread(str(thread_id))
 
     def prune(self, thread_id: str, *, keep_last: int) -> None:
         if keep_last < 1:
