@@ -119,6 +119,7 @@ slow = _slow()
 class Park(TypedDict, total=False):
     tag: str
     timeout: float
+    stamp: bool  # also note each start's wall-clock time (`bench/detection.py`)
     log: Annotated[list, operator.add]
 
 
@@ -163,6 +164,8 @@ def park_node(state: Park) -> dict[str, Any]:
     """
     tag = state["tag"]
     released = _release_event(tag)
+    if state.get("stamp"):
+        store().rpush(f"bench:starts:{tag}", time.time())
     store().incr(f"bench:parked:{tag}")
     released.wait(state.get("timeout", 60.0))
     return {"log": ["park"]}

@@ -46,3 +46,14 @@ def test_server_bench_quick_prints_both_rows() -> None:
     for row in ("runs/s (runs.wait, 3 nodes)", "first streamed chunk, ms"):
         line = next(line for line in done.stdout.splitlines() if line.startswith(row))
         assert re.search(r"\d+\.\d", line) and "not run: " in line, done.stdout
+
+
+def test_detection_bench_reruns_every_lost_node_once() -> None:
+    """A SIGKILLed worker's parked nodes run again on the other worker; no other parked node
+    runs twice, and every run ends with its node's one result (the bench asserts that)."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "detection.py"),
+                           "--nodes", "40", "--victims", "5"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 lost nodes ran again after median" in done.stdout, done.stdout
+    assert "others run twice: 0" in done.stdout, done.stdout
