@@ -138,20 +138,79 @@ def _encoded(chunk: Chunk) -> bytes:
     return serde.dumps([list(ns), mode, data], root=f"stream[{mode}]")
 
 
+@dataclass(frozen=True)
+class LiveChunk:
+    """A chunk a running task streams, encoded as it is emitted. A `messages` chunk keeps
+    its metadata apart (`meta`): every token of one model call carries the same metadata,
+    most of a token's bytes, and a batch stores it once (`batch_fields`)."""
+
+    head: bytes  # `[ns, mode, payload` of a chunk, without the closing bracket
+    meta: bytes | None = None
+
+
+class LiveEncoder:
+    """Encodes a running task's chunks. A model call's tokens share one metadata object
+    (as in-process, where each token's chunk holds that same dict), encoded once here: the
+    metadata is built by the messages handler when the call starts and no one changes it."""
+
+    def __init__(self) -> None:
+        self._meta: tuple[Any, bytes] | None = None
+
+    def encode(self, chunk: Chunk) -> LiveChunk:
+        ns, mode, payload = chunk
+        if mode != "messages" or not (isinstance(payload, tuple) and len(payload) == 2):
+            return LiveChunk(_encoded(chunk)[:-1])
+        message, meta = payload
+        if self._meta is None or self._meta[0] is not meta:
+            self._meta = (meta, serde.dumps(meta, root="stream[messages].metadata"))
+        head = serde.dumps([list(ns), mode, message], root="stream[messages]")[:-1]
+        return LiveChunk(head, self._meta[1])
+
+
 def chunk_fields(chunk: Chunk, task: str = "", attempt: str = "") -> dict[str, bytes | str]:
     return {"k": "c", "d": _encoded(chunk), "t": task, "a": attempt}
 
 
-def batch_fields(encoded: Sequence[bytes], task: str, attempt: str) -> dict[str, bytes | str]:
-    return {"k": "b", "d": b"[" + b",".join(encoded) + b"]", "t": task, "a": attempt}
+def batch_fields(chunks: Sequence[LiveChunk], task: str, attempt: str
+                 ) -> dict[str, bytes | str]:
+    """A batch entry: its chunks as one JSON array. A `messages` chunk is `[ns, mode,
+    message, metadata]`, its metadata the index of the batch's earlier chunk with the same
+    metadata when there is one: a batch is decoded whole, even when read on from its
+    middle, so a reference never points outside what the reader decodes."""
+    items: list[bytes] = []
+    first_with: dict[bytes, int] = {}
+    for index, chunk in enumerate(chunks):
+        if chunk.meta is None:
+            items.append(chunk.head + b"]")
+            continue
+        earlier = first_with.setdefault(chunk.meta, index)
+        tail = chunk.meta if earlier == index else str(earlier).encode()
+        items.append(chunk.head + b"," + tail + b"]")
+    return {"k": "b", "d": b"[" + b",".join(items) + b"]", "t": task, "a": attempt}
 
 
 def _chunk_part(part_id: str, item: list[Any], task: str, attempt: str) -> StreamPart:
-    ns, mode, data = item
+    ns, mode, data = item[:3]
     if mode in ("tasks", "debug"):
         data = _revived(data)
     return StreamPart(part_id, "chunk", ns=tuple(ns), mode=mode, data=data, task=task,
                       attempt=attempt)
+
+
+def _batch_items(items: list[Any]) -> list[list[Any]]:
+    """A batch's chunks as `[ns, mode, payload]`, with each `messages` chunk's metadata put
+    back (shared by the chunks that name the same: one dict, as in-process)."""
+    out: list[list[Any]] = []
+    for item in items:
+        if len(item) == 4:
+            meta = item[3]
+            if type(meta) is int:
+                if not 0 <= meta < len(out) or len(items[meta]) != 4:
+                    raise ValueError(f"batch chunk names the metadata of chunk {meta}")
+                meta = out[meta][2][1]
+            item = [item[0], item[1], (item[2], meta)]
+        out.append(item)
+    return out
 
 
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes], skip: int = -1
@@ -168,7 +227,7 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes], skip: int = -1
         return [StreamPart(entry, "end", status=fields.get(b"s", b"").decode(),
                            error=orjson.loads(error) if error else None)]
     if kind == BATCH:
-        items = serde.loads(fields[b"d"])
+        items = _batch_items(serde.loads(fields[b"d"]))
         return [_chunk_part(f"{entry}/{i}", item, task, attempt)
                 for i, item in enumerate(items) if i > skip]
     return [_chunk_part(entry, serde.loads(fields[b"d"]), task, attempt)]
@@ -264,7 +323,8 @@ class Publisher:
         self.attempt = ""
         self.live = False
         self._cond = threading.Condition()
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[LiveChunk] = deque()
+        self._encoder = LiveEncoder()
         self._busy = False
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -273,7 +333,7 @@ class Publisher:
     def wake(self) -> None:
         if not self.live:
             return
-        encoded = [_encoded(c) for c in self.drain()]
+        encoded = [self._encoder.encode(c) for c in self.drain()]
         if not encoded:
             return
         with self._cond:
