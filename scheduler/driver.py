@@ -92,16 +92,19 @@ class Outcome:
 
 def with_run_lease(res: Resources, app: Celery, thread_id: str, run_id: str,
                    action: Callable[[Driver], Outcome], *, run_here: str | None = None,
-                   wait: float = LEASE_WAIT_SECONDS) -> Outcome:
-    """Only one driver works on a run at a time; a dead one's lease lapses in seconds."""
-    owner = new_owner()
+                   wait: float = LEASE_WAIT_SECONDS, owner: str | None = None) -> Outcome:
+    """Only one driver works on a run at a time; a dead one's lease lapses in seconds.
+    `owner`: the run's lease is held already, by this owner (taken as the caller counted
+    the task that completed the step, `RunStore.finish_task`)."""
     name = run_lease(run_id)
-    deadline = time.monotonic() + wait
-    while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds,
-                                      run_id=run_id):
-        if time.monotonic() > deadline:
-            return Outcome(Stopped.BUSY)
-        time.sleep(0.01)
+    if owner is None:
+        owner = new_owner()
+        deadline = time.monotonic() + wait
+        while not res.store.acquire_lease(thread_id, name, owner, res.settings.lease_seconds,
+                                          run_id=run_id):
+            if time.monotonic() > deadline:
+                return Outcome(Stopped.BUSY)
+            time.sleep(0.01)
     lease = (res.store.key(thread_id, "lease", name), owner)
     driver = Driver(res, app, run_here=run_here, lease=lease)
     with Heartbeat(res.store, thread_id, run_id, name, owner, res.settings.lease_seconds,

@@ -30,20 +30,28 @@ from scheduler.deadlines import FIRST_LOOK_MS, Deadlines
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
 from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fields
 
-# KEYS: done set, step hash, events stream, the task's lease. ARGV: task id, now, event
-# payload, lease owner ('' to leave the lease alone). One script, so the event, the release
-# and the count land together (a lease is never free while its task is not yet counted), in
-# one round trip.
+# KEYS: done set, step hash, events stream, the task's lease, and the run's lease when the
+# caller would advance the run. ARGV: task id, now, event payload, lease owner ('' to leave
+# the lease alone), then the run lease's owner and milliseconds. One script, so the event,
+# the release and the count land together (a lease is never free while its task is not yet
+# counted), in one round trip. Returns 0, 1 for the one caller that completed the step, or
+# 2 when that caller also took the run's lease (the run's `started` marker was set by its
+# start: an advance comes after one).
 _FINISH_TASK = """
 redis.call('XADD', KEYS[3], '*', 'type', 'task_finished', 'data', ARGV[3])
 if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
 redis.call('SADD', KEYS[1], ARGV[1])
 local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
 if total >= 0 and redis.call('SCARD', KEYS[1]) >= total then
-  if redis.call('HSETNX', KEYS[2], 'advance_at', ARGV[2]) == 1 then return 1 end
+  if redis.call('HSETNX', KEYS[2], 'advance_at', ARGV[2]) == 1 then
+    if KEYS[5] and redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[6]) then return 2 end
+    return 1
+  end
 end
 return 0
 """
+STEP_COMPLETED = 1
+STEP_COMPLETED_AND_LEASED = 2
 
 _HASH_VALUES_PER_SLICE = 1000  # Lua's unpack takes a few thousand values at most
 
@@ -123,6 +131,15 @@ class HandOver:
     seconds: float
 
 
+@dataclass(frozen=True)
+class LeaseWanted:
+    """A lease a script takes for `owner`, for `seconds`, along with its own writes."""
+
+    name: str
+    owner: str
+    seconds: float
+
+
 # A lease its holder's liveness now keeps (`scheduler.leases`): it no longer lapses by itself.
 _ADOPT_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PERSIST', KEYS[1]) end
@@ -137,8 +154,9 @@ class StepView:
     run: RunRecord | None
     active_run: str | None
     context: dict[str, Any]
-    done: frozenset[str]  # of the tasks asked about, those the step counts finished
-    dispatched: frozenset[str]  # and those it was dispatched with
+    # Of the tasks asked about, those the step was dispatched with. (Whether one is counted
+    # done is asked where it matters, as its lease is taken: `acquire_lease`.)
+    dispatched: frozenset[str]
 
 
 def _event_payload(data: dict[str, Any]) -> bytes:
@@ -236,21 +254,18 @@ class RunStore:
                   task_ids: Sequence[str] = ()) -> StepView:
         """Everything node tasks or an advance check before they act, in one round trip."""
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
-        done_key = self.key(thread_id, "done", run_id, checkpoint_id)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key(thread_id, "run", run_id))
             pipe.get(self.key(thread_id, "active"))
             pipe.hget(step_key, "context")
             for task_id in task_ids:
-                pipe.sismember(done_key, task_id)
                 pipe.hexists(step_key, f"task:{task_id}")
             raw, active, context, *flags = pipe.execute()
         return StepView(
             run=_record(raw),
             active_run=active.decode() if active is not None else None,
             context=serde.loads(context) if context is not None else {},
-            done=frozenset(t for t, f in zip(task_ids, flags[::2], strict=True) if f),
-            dispatched=frozenset(t for t, f in zip(task_ids, flags[1::2], strict=True) if f),
+            dispatched=frozenset(t for t, f in zip(task_ids, flags, strict=True) if f),
         )
 
     # ---- thread lock and queue --------------------------------------------------------------
@@ -446,20 +461,38 @@ class RunStore:
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "advance_at", at)
 
     def finish_task(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
-                    lease_owner: str | None = None, **event: Any) -> bool:
+                    lease_owner: str | None = None, run_lease: LeaseWanted | None = None,
+                    **event: Any) -> int:
         """Announce a finished task, release its lease if `lease_owner` still holds it, and
         count it, at once.
 
-        True for exactly one caller once the step is complete: the one that advances it.
+        STEP_COMPLETED for exactly one caller once the step is complete: the one that
+        advances it; STEP_COMPLETED_AND_LEASED when it also took the run's lease for
+        `run_lease.owner`; else 0.
+
+        The run's look is pushed to the run lease's expiry after the script took it, not
+        before as `acquire_lease` does (a task that does not complete its step, most of a
+        fan-out's, would pay for a look it does not need). Dying in between leaves a look
+        due anyway: the task's own lease pushed one to its expiry when it was taken, still
+        pending unless the lease was adopted, and releasing an adopted lease pushes one
+        first (`Heartbeat`). That look finds the run's lease, then the step complete and not
+        advanced, and sends the advance again.
         """
         payload = _event_payload({"task_id": task_id, **event})
-        return bool(self._finish_task(
-            keys=[self.key(thread_id, "done", run_id, checkpoint_id),
-                  self.key(thread_id, "step", run_id, checkpoint_id),
-                  self.key(thread_id, "events", run_id),
-                  self.key(thread_id, "lease", task_id)],
-            args=[task_id, time.time(), payload, lease_owner or ""],
-        ))
+        keys = [self.key(thread_id, "done", run_id, checkpoint_id),
+                self.key(thread_id, "step", run_id, checkpoint_id),
+                self.key(thread_id, "events", run_id),
+                self.key(thread_id, "lease", task_id)]
+        args: list[Any] = [task_id, time.time(), payload, lease_owner or ""]
+        if run_lease is None:
+            return int(self._finish_task(keys=keys, args=args))
+        ms = int(run_lease.seconds * 1000)
+        keys.append(self.key(thread_id, "lease", run_lease.name))
+        args += [run_lease.owner, ms]
+        done = int(self._finish_task(keys=keys, args=args))
+        if done == STEP_COMPLETED_AND_LEASED:
+            self.deadlines.look_by(thread_id, run_id, self.deadlines.clock.now_ms() + ms)
+        return done
 
     def done_count(self, thread_id: str, run_id: str, checkpoint_id: str) -> int:
         return int(self.r.scard(self.key(thread_id, "done", run_id, checkpoint_id)))

@@ -28,11 +28,11 @@ from graphdef.loop import RunLoop
 from scheduler import metrics, registry, tracing
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
-from scheduler.leases import Heartbeat, new_owner
+from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import shadow_name
 from scheduler.records import RunRecord
 from scheduler.resources import Resources
-from scheduler.store import FIRST_START, StepView
+from scheduler.store import FIRST_START, LeaseWanted, StepView
 from scheduler.streams import Publisher
 from worker.rows import NodeResult, NodeRows, RowRunner
 
@@ -97,8 +97,10 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                  view: StepView | None = None,
                  prefetched: CheckpointTuple | None = None,
                  rows: NodeRows | None = None, kept_by: str | None = None,
-                 lease: tuple[str, int] | None = None) -> bool:
-    """Run the task unless finished elsewhere; True when this call completed the superstep.
+                 lease: tuple[str, int] | None = None, advance_as: str | None = None) -> int:
+    """Run the task unless finished elsewhere; STEP_COMPLETED when this call completed the
+    superstep, STEP_COMPLETED_AND_LEASED when counting it also took the run's lease for
+    `advance_as` (the caller's advance then need not take it); else 0 (falsy).
 
     `view` and `prefetched`: the step and its checkpoint as read once for a whole batch of
     its tasks (`run_nodes`). Neither decides alone whether a task runs: the lease refuses a
@@ -112,22 +114,17 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     run = view.run
     if run is None:
         log.warning("ignoring node task %s: thread %r has no run %r", task_id, thread_id, run_id)
-        return False
-    if run.status.terminal or task_id in view.done:
-        return False
+        return 0
+    if run.status.terminal:
+        return 0
     if task_id not in view.dispatched:
         log.warning("ignoring node task %s: not dispatched for step %s of run %r",
                     task_id, checkpoint_id, run_id)
-        return False
-    if lease is not None:
-        owner, grant = lease
-    else:
-        owner = new_owner()
-        grant = store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
-                                    unless_done=(run_id, checkpoint_id), run_id=run_id)
+        return 0
+    owner, grant = lease or _take_lease(res, thread_id, run_id, checkpoint_id, task_id)
     if not grant:
-        log.info("task %s is running elsewhere; leaving it to its holder", task_id)
-        return False
+        log.info("task %s ran or is running elsewhere; leaving it", task_id)
+        return 0
     saver = OwnWritesSaver(res.saver, task_id, prefetched if grant == FIRST_START else None)
     span = tracing.node_span(run.graph, thread_id, run_id, checkpoint_id, task_id,
                              run_traceparent=run.traceparent, kept_by=kept_by)
@@ -135,16 +132,27 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                        lambda: _run_task(res, run, checkpoint_id, task_id, path,
                                          view.context, saver, rows,
                                          restart=grant != FIRST_START, attempt=owner),
-                       run.graph, span)
+                       run.graph, span, advance_as)
+
+
+def _take_lease(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                task_id: str) -> tuple[str, int]:
+    """The task's lease for a new owner, unless it is held or the step counts it done: the
+    owner and `acquire_lease`'s grant."""
+    owner = new_owner()
+    return owner, res.store.acquire_lease(thread_id, task_id, owner, res.settings.lease_seconds,
+                                          unless_done=(run_id, checkpoint_id), run_id=run_id)
 
 
 def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                 task_id: str, owner: str, run: Callable[[], tuple[str, str]], graph: str,
-                span: AbstractContextManager[tracing.NodeSpan]) -> bool:
+                span: AbstractContextManager[tracing.NodeSpan],
+                advance_as: str | None) -> int:
     """Run a task whose lease `owner` holds, kept by this process's liveness and under its
     trace `span`, then count it (and hand the lease back) in one step; `run` returns its node
     and outcome. If counting it fails, the lease is given back rather than left to lapse:
-    a lease the liveness adopted would not lapse while this process lives."""
+    a lease the liveness adopted would not lapse while this process lives. `advance_as`:
+    the owner for the run's lease, taken as the task is counted if it completes the step."""
     beat = Heartbeat(res.store, thread_id, run_id, task_id, owner, res.settings.lease_seconds,
                      hand_over=True)
     with beat, span as traced:
@@ -154,9 +162,11 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
         traced.ran(node, outcome)
     res.settings.faults.maybe_crash("memo_saved")
     try:
+        wanted = None if advance_as is None else LeaseWanted(
+            run_lease(run_id), advance_as, res.settings.lease_seconds)
         finished = res.store.finish_task(thread_id, run_id, checkpoint_id, task_id,
-                                         lease_owner=owner, node=node, outcome=outcome,
-                                         worker=_worker_name())
+                                         lease_owner=owner, run_lease=wanted, node=node,
+                                         outcome=outcome, worker=_worker_name())
     except BaseException:
         with contextlib.suppress(redis.RedisError):
             beat.give_back()
@@ -252,24 +262,20 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
                     task: algo.Task, loop: RunLoop, row: RowRunner | None = None, *,
                     graph: str, trace_parent: str | None,
                     publisher: Publisher | None = None,
-                    lease: tuple[str, int] | None = None) -> bool | None:
+                    lease: tuple[str, int] | None = None,
+                    advance_as: str | None = None) -> int | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
-    advance's own loop: no reload of what it holds in memory. True as for `execute_node`;
+    advance's own loop: no reload of what it holds in memory. As `execute_node` returns;
     None when another worker took the task meanwhile (this one stalled past the lease): what
     that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
     `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it;
     `publisher`: where the loop streams, when the run streams. `lease`: the task's lease
     owner and grant, when the advance took it as it opened the step."""
     store = res.store
-    if lease is not None:
-        owner, grant = lease
-    else:
-        owner = new_owner()
-        grant = store.acquire_lease(thread_id, task.id, owner, res.settings.lease_seconds,
-                                    unless_done=(run_id, checkpoint_id), run_id=run_id)
+    owner, grant = lease or _take_lease(res, thread_id, run_id, checkpoint_id, task.id)
     if not grant:
-        log.info("task %s is running or ran elsewhere; leaving it", task.id)
-        return False
+        log.info("task %s ran or is running elsewhere; leaving it", task.id)
+        return 0
     if grant != FIRST_START:
         store.release_lease(thread_id, task.id, owner)
         loop.close(None)
@@ -285,7 +291,8 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     span = tracing.node_span(graph, thread_id, run_id, checkpoint_id, task.id,
                              run_traceparent=None, kept_by=trace_parent)
-    return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run, graph, span)
+    return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run, graph, span,
+                       advance_as)
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.

@@ -18,6 +18,7 @@ from graphdef.checkpoint.base import CheckpointTuple
 from scheduler import tracing
 from scheduler.celery_app import CeleryGraphApp
 from scheduler.driver import KeptTask, Stopped, with_run_lease
+from scheduler.leases import new_owner
 from scheduler.protocol import (
     NODE_TASK,
     NODES_TASK,
@@ -29,7 +30,7 @@ from scheduler.protocol import (
     parse_node_refs,
 )
 from scheduler.resources import Resources, resources
-from scheduler.store import StepView
+from scheduler.store import STEP_COMPLETED_AND_LEASED, StepView
 from worker.node import execute_node, execute_planned, prefetch_step
 from worker.rows import NodeRows
 
@@ -112,7 +113,8 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
     task_id, path = ref.task_id, ref.path
     kept: KeptTask | None = None
     while True:
-        finished = None
+        finished: int | None = None
+        advance_as = new_owner()  # the run's lease, if counting the task takes it
         # The kept task's lease, when its advance took it for this process.
         lease = None if kept is None or kept.lease_owner is None else (
             kept.lease_owner, kept.lease_grant)
@@ -121,31 +123,34 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop, row, graph=kept.graph,
                                        trace_parent=kept.trace_parent,
-                                       publisher=kept.publisher, lease=lease)
+                                       publisher=kept.publisher, lease=lease,
+                                       advance_as=advance_as)
             if finished is None:  # taken before: its own loop is stale, its lease given back
                 kept, lease = None, None
         if finished is None:
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
                                     prefetched, rows,
                                     kept_by=kept.trace_parent if kept is not None else None,
-                                    lease=lease)
+                                    lease=lease, advance_as=advance_as)
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return
-        kept = _advance(res, app, thread_id, run_id, checkpoint_id, run_here, kept)
+        leased = advance_as if finished == STEP_COMPLETED_AND_LEASED else None
+        kept = _advance(res, app, thread_id, run_id, checkpoint_id, run_here, kept, leased)
         if kept is None:
             return
         checkpoint_id, task_id, path = kept.checkpoint_id, kept.task_id, kept.path
 
 
 def _advance(res: Resources, app: Celery, thread_id: str, run_id: str,
-             checkpoint_id: str, run_here: str | None, kept: KeptTask | None
-             ) -> KeptTask | None:
-    """Advance here; the next task if it is ours to run, None when nothing is left to do."""
+             checkpoint_id: str, run_here: str | None, kept: KeptTask | None,
+             leased: str | None) -> KeptTask | None:
+    """Advance here; the next task if it is ours to run, None when nothing is left to do.
+    `leased`: the owner of the run's lease, when counting the task took it."""
     outcome = with_run_lease(
         res, app, thread_id, run_id,
         lambda d: d.advance(thread_id, run_id, checkpoint_id, kept=kept),
-        run_here=run_here, wait=ADVANCE_LEASE_WAIT,
+        run_here=run_here, wait=ADVANCE_LEASE_WAIT, owner=leased,
     )
     if outcome.status == Stopped.BUSY:
         Sender(app, res.settings.scheduler_queue).advance(
