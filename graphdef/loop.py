@@ -470,18 +470,18 @@ class RunLoop:
         self.load()
         self._first()
 
-    def load(self) -> None:
-        """Load the checkpoint this run starts from (the head, or `checkpoint_id`)."""
+    def load(self, checkpoint_id: str | None = None) -> None:
+        """Load the checkpoint this run starts from: `checkpoint_id` (a worker loading the
+        step it runs a task of: its nodes see the run's config, not the step's address),
+        else the config's `checkpoint_id`, else the head."""
         saved: CheckpointTuple | None = None
+        if checkpoint_id is None and not self.is_nested:
+            checkpoint_id = self.conf.get("checkpoint_id")
         self.checkpoint_config = {
             "configurable": {
                 "thread_id": self.conf.get("thread_id"),
                 "checkpoint_ns": self.ns,
-                **(
-                    {"checkpoint_id": self.conf["checkpoint_id"]}
-                    if self.conf.get("checkpoint_id") and not self.is_nested
-                    else {}
-                ),
+                **({"checkpoint_id": checkpoint_id} if checkpoint_id else {}),
             }
         }
         self.is_replaying = False

@@ -183,7 +183,7 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
     `attempt`: this run of the task (its lease owner), which tags the chunks it streams."""
     graph = registry.resolve(run.graph)
     loop = RunLoop(
-        graph, None, run.config_at(checkpoint_id),
+        graph, None, run.config_at(None),
         checkpointer=saver,
         durability="sync", interrupt_before=(), interrupt_after=(),
         stream_modes=run.stream_modes, stream_subgraphs=run.stream_subgraphs,
@@ -195,9 +195,7 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
         publisher = Publisher(res.store.chunk_stream(run.thread_id, run.run_id),
                               loop.drain_chunks)
         loop.listen(publisher.wake)
-    loop.load()
-    # The step's address, not the run's: its nodes see the config they would in-process.
-    loop.conf.pop("checkpoint_id", None)
+    loop.load(checkpoint_id)
     loop.apply_null_writes()
     if run.stop is not None:
         # The run's step limit, which nodes see as the steps left (`RemainingSteps`); a loop
