@@ -306,38 +306,25 @@ def end_fields(status: str, error: dict[str, Any] | None) -> dict[str, bytes | s
     return fields
 
 
-class Publisher:
-    """What one loop streams, on the way to its run's stream.
+class LiveSender:
+    """Sends one task attempt's chunks to its run's stream as they come, from a thread of
+    its own that writes everything queued so far in one round trip: a model's tokens are
+    not each a round trip on the node's thread."""
 
-    A loop calls `wake` whenever it queued a chunk (from any thread). `live` (a worker
-    running a node) sends chunks as they come from a thread of its own that writes
-    everything queued so far in one round trip, so a model's tokens are not each a round
-    trip on the node's thread; `flush` waits until they are written. Otherwise (a driver)
-    chunks wait for `publish_once`.
-    """
-
-    def __init__(self, stream: ChunkStream, drain: Callable[[], list[Chunk]]) -> None:
+    def __init__(self, stream: ChunkStream, task: str, attempt: str) -> None:
         self.stream = stream
-        self.drain = drain
-        self.task = ""
-        self.attempt = ""
-        self.live = False
+        self.task = task
+        self.attempt = attempt
         self._cond = threading.Condition()
         self._pending: deque[LiveChunk] = deque()
-        self._encoder = LiveEncoder()
         self._busy = False
-        self._thread: threading.Thread | None = None
         self._closed = False
         self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None  # from the first chunk on
 
-    def wake(self) -> None:
-        if not self.live:
-            return
-        encoded = [self._encoder.encode(c) for c in self.drain()]
-        if not encoded:
-            return
+    def send(self, chunks: Sequence[LiveChunk]) -> None:
         with self._cond:
-            self._pending.extend(encoded)
+            self._pending.extend(chunks)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._send_loop, daemon=True,
                                                 name="celerygraph-stream")
@@ -363,8 +350,7 @@ class Publisher:
                 self._cond.notify_all()
 
     def flush(self) -> None:
-        """Wait until every chunk queued so far is in the stream."""
-        self.wake()
+        """Wait until every chunk sent so far is in the stream; raise what writing failed on."""
         with self._cond:
             while self._pending or self._busy:
                 self._cond.wait()
@@ -373,14 +359,48 @@ class Publisher:
             raise error
 
     def close(self) -> None:
-        """Stop the sending thread (after it sent what it has); `wake` starts a new one."""
+        """Stop the thread, once it wrote what it has."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
-            self._thread = None
-        self._closed = False
+
+
+class Publisher:
+    """What one loop streams, on the way to its run's stream.
+
+    A loop calls `wake` whenever it queued a chunk (from any thread). While a worker runs a
+    task (`streaming_task`) its chunks go out live (`LiveSender`) until the task saves its
+    result; otherwise (a driver, or a task's closing chunks) they wait for `publish_once`.
+    """
+
+    def __init__(self, stream: ChunkStream, drain: Callable[[], list[Chunk]]) -> None:
+        self.stream = stream
+        self.drain = drain
+        self.task = ""
+        self.attempt = ""
+        self._sender: LiveSender | None = None  # while the task streams live
+        self._encoder = LiveEncoder()
+        # Taking chunks from the loop and handing them to the sender is one step against
+        # the task's result being saved: a chunk goes live before it, or waits for
+        # `publish_once` after it, never into a sender that stopped.
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._sender is None:
+                return
+            encoded = [self._encoder.encode(c) for c in self.drain()]
+            if encoded:
+                self._sender.send(encoded)
+
+    def flush(self) -> None:
+        """Wait until every chunk the task streamed so far is in the stream."""
+        self.wake()
+        sender = self._sender
+        if sender is not None:
+            sender.flush()
 
     # A `graphdef.loop.SaveListener`: a task's chunks so far land before its result is
     # saved; what its saving emits (its `updates`, its `tasks` result) waits for
@@ -390,25 +410,30 @@ class Publisher:
         self.flush()
 
     def saved(self, task_id: str) -> None:
-        self.live = False
+        """The task's result is safe: what follows is its closing chunks, published once."""
+        with self._lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.close()
 
     @contextmanager
     def streaming_task(self, task_id: str, attempt: str, key: str) -> Iterator[None]:
         """Stream one task's chunks live, tagged with its `attempt`, then its closing chunks
         under `key` once it saved its result; if it never did (its process is going down
         with an error), what it streamed is flushed as it is."""
-        self.task, self.attempt, self.live = task_id, attempt, True
+        self.task, self.attempt = task_id, attempt
+        sender = self._sender = LiveSender(self.stream, task_id, attempt)
         try:
             yield
         finally:
             try:
-                if self.live:
+                if self._sender is sender:
                     self.flush()
                 else:
                     self.publish_once(key)
             finally:
-                self.close()
-                self.task, self.attempt, self.live = "", "", False
+                self.saved(task_id)
+                self.task, self.attempt = "", ""
 
     def publish_once(self, key: str, extra: Sequence[dict[str, bytes | str]] = ()) -> None:
         """What the loop queued, and `extra` entries after it, under `key` (see the module's
@@ -420,7 +445,7 @@ class Publisher:
         """A driver's chunks of a step, just before the checkpoint that follows `parent` is
         written; a task streaming live (one run in place on the driver's loop, writing a
         subgraph's checkpoints) keeps streaming as it does."""
-        if not self.live:
+        if self._sender is None:
             self.publish_once(f"put:{parent}")
 
     def discard(self) -> None:
