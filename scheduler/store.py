@@ -26,6 +26,7 @@ from graphdef.checkpoint.keys import (
     thread_prefix,
     threads_matching,
 )
+from graphdef.redis_client import connect, with_own_pool
 from scheduler.deadlines import FIRST_LOOK_MS, Deadlines
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
 from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fields
@@ -121,7 +122,7 @@ class RunStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RunStore:
-        return cls(redis.Redis.from_url(url), prefix)
+        return cls(connect(url), prefix)
 
     def key(self, thread_id: str, *parts: str) -> str:
         return thread_prefix(self.prefix, thread_id) + ":".join(parts)
@@ -516,11 +517,7 @@ class RunStore:
     def dedicated(self) -> RunStore:
         """The same store on connections of its own: a process's heartbeat must not wait
         for (or fail on) a pool its node threads have exhausted."""
-        pool = self.r.connection_pool
-        client = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, max_connections=4,
-            **pool.connection_kwargs))
-        return type(self)(client, self.prefix, self.max_value_bytes)
+        return type(self)(with_own_pool(self.r, 4), self.prefix, self.max_value_bytes)
 
     # ---- events ---------------------------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""The savers, stores and cache on a real Redis Cluster (3 masters): the same conformance
+suites the single-server backends pass, so that a CROSSSLOT or MOVED anywhere fails here.
+
+One cluster serves the module; each test empties it first (it is private to this module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+
+from celerygraph_langgraph.redis_saver import LangGraphRedisSaver
+from celerygraph_langgraph.redis_store import LangGraphRedisStore
+from graphdef.cache.redis import RedisCache
+from graphdef.checkpoint.redis import RedisSaver
+from graphdef.store.redis import RedisStore
+from tests import test_langgraph_redis_store as lgstore
+from tests.redis_cluster import RedisClusterProcesses, redis_cluster
+from tests.saver_conformance import SaverConformance
+from tests.store_conformance import MakeStore, StoreConformance
+from tests.test_caches import Backend, CacheConformance
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterProcesses]:
+    with redis_cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def empty(cluster: RedisClusterProcesses) -> RedisClusterProcesses:
+    cluster.flush()
+    return cluster
+
+
+class TestRedisSaverOnCluster(SaverConformance):
+    @pytest.fixture
+    def saver(self, empty: RedisClusterProcesses) -> Iterator[RedisSaver]:
+        with RedisSaver.from_url(empty.url) as saver:
+            yield saver
+
+
+class TestRedisSaverWithTtlOnCluster(SaverConformance):
+    @pytest.fixture
+    def saver(self, empty: RedisClusterProcesses) -> Iterator[RedisSaver]:
+        with RedisSaver.from_url(empty.url, ttl=600, prefix="app:*cg") as saver:
+            yield saver
+
+
+def _stores(make: Any) -> Iterator[MakeStore]:
+    made: list[Any] = []
+
+    def store(**kwargs: Any) -> Any:
+        made.append(make(prefix=f"t{len(made)}", **kwargs))
+        return made[-1]
+
+    yield store
+    for each in made:
+        each.close()
+
+
+class TestRedisStoreOnCluster(StoreConformance):
+    @pytest.fixture
+    def make_store(self, empty: RedisClusterProcesses) -> Iterator[MakeStore]:
+        yield from _stores(lambda **kw: RedisStore(empty.url, **kw))
+
+
+class TestLangGraphRedisStoreOnCluster(lgstore.TestLangGraphRedisStore):
+    @pytest.fixture
+    def make_store(self, empty: RedisClusterProcesses) -> Iterator[MakeStore]:
+        yield from _stores(lambda **kw: LangGraphRedisStore(empty.url, **kw))
+
+
+class TestRedisCacheOnCluster(CacheConformance):
+    @pytest.fixture
+    def backend(self, empty: RedisClusterProcesses) -> Iterator[Backend]:
+        cache: RedisCache = RedisCache(empty.url)
+
+        def advance(seconds: float) -> None:
+            time.sleep(seconds * 2 + 0.5)  # Redis's own clock: wait well past the TTL
+
+        yield Backend(cache, advance)
+        cache.close()
+
+
+def test_langgraph_conformance_on_cluster(cluster: RedisClusterProcesses) -> None:
+    """LangGraph's own checkpointer conformance suite, every capability, on the cluster."""
+    @checkpointer_test(name="LangGraphRedisSaver on a cluster")
+    async def factory() -> AsyncIterator[LangGraphRedisSaver]:
+        cluster.flush()
+        yield LangGraphRedisSaver.from_url(cluster.url)
+
+    report = asyncio.run(validate(factory))
+    failures = {
+        name: result.failures for name, result in report.results.items() if not result.passed
+    }
+    assert failures == {}
+    assert set(report.results) == {cap.value for cap in ALL_CAPABILITIES}
