@@ -143,10 +143,15 @@ def with_own_pool(client: redis.Redis, max_connections: int) -> redis.Redis:
     if is_cluster(client):
         cluster = cast(RedisCluster, client)
         primaries = cluster.get_primaries()
-        node_kwargs = primaries[0].redis_connection.connection_pool.connection_kwargs
+        # The first node's connection settings (credentials, TLS, timeouts), less what a
+        # cluster client sets itself or refuses (`db`).
+        node_kwargs = cleanup_kwargs(
+            **primaries[0].redis_connection.connection_pool.connection_kwargs)
+        for own in ("db", "redis_connect_func", "connection_pool_class"):
+            node_kwargs.pop(own, None)
         return cast(redis.Redis, ClusterClient(
             startup_nodes=[ClusterNode(n.host, n.port) for n in primaries],
-            max_connections=max_connections, **cleanup_kwargs(**node_kwargs)))
+            max_connections=max_connections, **node_kwargs))
     pool = client.connection_pool
     return redis.Redis(connection_pool=redis.ConnectionPool(
         connection_class=pool.connection_class, max_connections=max_connections,

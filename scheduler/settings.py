@@ -31,7 +31,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from graphdef.redis_client import mask_password
+from graphdef.redis_client import is_cluster_url, mask_password
 from scheduler.faults import Faults
 
 
@@ -80,6 +80,11 @@ class Settings:
         started with it."""
         env = os.environ if env is None else env
         broker = env.get("CELERYGRAPH_BROKER_URL", "redis://127.0.0.1:6379/0")
+        if is_cluster_url(broker):
+            raise ValueError(
+                f"CELERYGRAPH_BROKER_URL={mask_password(broker)}: Celery cannot use a Redis "
+                "Cluster as its broker; give it a single Redis or RabbitMQ (the store, "
+                "CELERYGRAPH_STORE_URL, may be a cluster)")
         default_store = broker if is_redis_url(broker) else "redis://127.0.0.1:6379/0"
         modules = env.get("CELERYGRAPH_GRAPHS", "")
         ttl = env.get("CELERYGRAPH_RUN_TTL")
