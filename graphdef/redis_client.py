@@ -32,11 +32,13 @@ from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster, cleanup_kw
 from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 
+from graphdef.errors import CeleryGraphError
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SAFE_POLICY = "noeviction"
 
 
-class StoreConfigError(ValueError):
+class StoreConfigError(CeleryGraphError, ValueError):
     """A store URL or the Redis it reaches cannot hold runs safely; the message says why."""
 
 
@@ -116,7 +118,7 @@ def connect(url: str, *, max_connections: int | None = None,
     try:
         client = ClusterClient(url=first, startup_nodes=[ClusterNode(*s) for s in seeds],
                               **pool, **kwargs)
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise _not_a_cluster(url, exc) from exc
     return cast(redis.Redis, client)
 
@@ -158,7 +160,7 @@ def with_own_pool(client: redis.Redis, max_connections: int) -> redis.Redis:
         **pool.connection_kwargs))
 
 
-def _not_a_cluster(url: str, exc: redis.RedisError) -> Exception:
+def _not_a_cluster(url: str, exc: Exception) -> Exception:
     """The cluster client's start-up error, made plain when the server is no cluster."""
     if "Cluster mode is not enabled" not in str(exc):
         return exc
