@@ -1,10 +1,12 @@
 """Distributed runs with the store on a real Redis Cluster (3 masters started here), on real
-`celery worker` processes: the distributed suite's core tests, and a worker SIGKILLed
-mid-node. The broker is a plain Redis: Celery has no Redis Cluster transport.
+`celery worker` processes: the distributed suite's core tests, the HTTP server's through
+`langgraph-sdk`, and a worker SIGKILLed mid-node. The broker is a plain Redis: Celery has no
+Redis Cluster transport.
 
-The tests are those of `tests.test_distributed` and `tests.test_crash`, run again here with
-`redis_server` standing for the cluster (its URL, and a cluster client for what the tests
-read), so that both suites keep one source.
+The tests are those of `tests.test_distributed`, `tests.test_server_api`,
+`tests.test_server_runs` and `tests.test_crash`, run again here with `redis_server`
+standing for the cluster (its URL, and a cluster client for what the tests read), so that
+each keeps one source.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
 
 from tests import test_crash as crash
 from tests import test_distributed as dist
+from tests import test_server_api as api
+from tests import test_server_runs as runs
 from tests.cluster import Cluster, RedisServer
 from tests.redis_cluster import RedisClusterProcesses, redis_cluster
+from tests.server import API_KEYS, start_server
 from tests.test_hostile_messages import wait_until
 
 
@@ -55,7 +62,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 def cluster(redis_server: ClusterStore, broker: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, broker.url,
-                      CELERYGRAPH_MAX_VALUE_BYTES="200000")
+                      CELERYGRAPH_MAX_VALUE_BYTES="200000",
+                      CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
     running.start("worker1", concurrency=2)
     running.start_scheduler()
     yield running
@@ -74,6 +82,29 @@ test_unknown_graph_is_rejected_before_anything_is_stored = (
     dist.test_unknown_graph_is_rejected_before_anything_is_stored)
 test_busy_thread_enqueues_second_submission = dist.test_busy_thread_enqueues_second_submission
 test_async_nodes_and_routes_run_on_workers = dist.test_async_nodes_and_routes_run_on_workers
+
+
+@pytest.fixture(scope="module")
+def url(cluster: Cluster) -> str:
+    return start_server(cluster)
+
+
+@pytest.fixture
+def client(url: str) -> SyncLangGraphClient:
+    return get_sync_client(url=url, api_key=API_KEYS[0])
+
+
+test_assistants_are_the_published_graphs = api.test_assistants_are_the_published_graphs
+test_thread_lifecycle = api.test_thread_lifecycle
+test_run_wait_then_state_history_and_edit = api.test_run_wait_then_state_history_and_edit
+test_store_items = api.test_store_items
+test_streamed_interrupt_resumed_by_command = runs.test_streamed_interrupt_resumed_by_command
+test_every_stream_mode_and_subgraphs = runs.test_every_stream_mode_and_subgraphs
+test_join_stream_reconnects_mid_run_with_last_event_id = (
+    runs.test_join_stream_reconnects_mid_run_with_last_event_id)
+test_double_texting_enqueue = runs.test_double_texting_enqueue
+test_deleting_a_busy_thread_cancels_its_runs = runs.test_deleting_a_busy_thread_cancels_its_runs
+test_async_client = runs.test_async_client
 
 
 def test_active_runs_index_empties_once_runs_end(cluster: Cluster) -> None:
