@@ -211,9 +211,9 @@ def check_store(client: redis.Redis, url: str) -> None:
     run is touched, not as a corrupted run later.
     """
     if is_cluster(client):
-        replies = cast(dict[Any, dict[str, Any]], cast(Any, client).info(
-            "memory", target_nodes=RedisCluster.PRIMARIES))
-        memory = list(replies.values())
+        cluster = cast(RedisCluster, client)
+        memory = [cast(dict[str, Any], cluster.info("memory", target_nodes=node))
+                  for node in cluster.get_primaries()]
     else:
         info = cast(dict[str, Any], client.info("cluster"))
         if int(info.get("cluster_enabled", 0)):

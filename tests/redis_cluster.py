@@ -27,6 +27,7 @@ from graphdef.redis_client import connect
 from scheduler.localcluster import HOST, RedisProcess, free_port
 from scheduler.redis_binary import redis_server_binary
 
+SLOTS = 16384
 # A node's cluster bus listens on its port + 10000, which must be a port too, and free.
 BUS_OFFSET = 10_000
 CLUSTER_ARGS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
@@ -51,11 +52,19 @@ class RedisClusterProcesses:
     def start(self, timeout: float) -> None:
         for node in self.nodes:
             node.start(timeout)
-        cli = str(Path(redis_server_binary()).with_name("redis-cli"))
-        subprocess.run([cli, "--cluster", "create",
-                        *(f"{HOST}:{n.port}" for n in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=timeout)
+        if len(self.nodes) == 1:
+            # redis-cli wants 3 masters at least; one takes every slot itself.
+            with self.nodes[0].client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(SLOTS))
+        else:
+            cli = str(Path(redis_server_binary()).with_name("redis-cli"))
+            done = subprocess.run([cli, "--cluster", "create",
+                                   *(f"{HOST}:{n.port}" for n in self.nodes),
+                                   "--cluster-replicas", "0", "--cluster-yes"],
+                                  capture_output=True, text=True, timeout=timeout)
+            if done.returncode:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}"
+                                   f"{done.stderr}")
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -103,7 +112,8 @@ def _free_node_port() -> int:
 @contextlib.contextmanager
 def redis_cluster(masters: int = 3, *extra_args: str,
                   timeout: float = 30.0) -> Iterator[RedisClusterProcesses]:
-    """Start a Redis Cluster of `masters` masters; stop it and remove its files after."""
+    """Start a Redis Cluster of `masters` masters (1, or 3 and more as redis-cli requires);
+    stop it and remove its files after."""
     workdir = Path(tempfile.mkdtemp(prefix="cg-rcluster-"))
     cluster = RedisClusterProcesses(workdir, masters, extra_args)
     try:

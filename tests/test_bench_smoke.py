@@ -46,3 +46,14 @@ def test_server_bench_quick_prints_both_rows() -> None:
     for row in ("runs/s (runs.wait, 3 nodes)", "first streamed chunk, ms"):
         line = next(line for line in done.stdout.splitlines() if line.startswith(row))
         assert re.search(r"\d+\.\d", line) and "not run: " in line, done.stdout
+
+
+def test_store_cost_shards_quick_prints_both_layouts() -> None:
+    """One master vs three: a row each, with a CPU figure per master."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "store_cost.py"), "--shards",
+                           "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line[:28].strip(): line[28:] for line in done.stdout.splitlines()}
+    assert re.fullmatch(r"\s*\d+\.\d\s+\d+ us", rows["Redis Cluster, 1 master(s)"]), done.stdout
+    assert re.fullmatch(r"\s*\d+\.\d\s+\d+ / \d+ / \d+ us",
+                        rows["Redis Cluster, 3 master(s)"]), done.stdout

@@ -19,7 +19,10 @@ from celerygraph_langgraph.redis_saver import LangGraphRedisSaver
 from celerygraph_langgraph.redis_store import LangGraphRedisStore
 from graphdef.cache.redis import RedisCache
 from graphdef.checkpoint.redis import RedisSaver
+from graphdef.redis_client import connect
 from graphdef.store.redis import RedisStore
+from scheduler.records import RunRecord, RunStatus
+from scheduler.store import RunStore
 from tests import test_langgraph_redis_store as lgstore
 from tests.redis_cluster import RedisClusterProcesses, redis_cluster
 from tests.saver_conformance import SaverConformance
@@ -102,3 +105,23 @@ def test_langgraph_conformance_on_cluster(cluster: RedisClusterProcesses) -> Non
     }
     assert failures == {}
     assert set(report.results) == {cap.value for cap in ALL_CAPABILITIES}
+
+
+def test_run_store_keys_and_indexes_on_cluster(empty: RedisClusterProcesses) -> None:
+    """A run's life in the run store on the cluster: its active-runs entry (sharded),
+    threads listed by a SCAN over every master, and a finished thread's keys expired."""
+    store = RunStore(connect(empty.url))
+    threads = [f"t{i}" for i in range(12)]  # spread over the shards and the masters
+    for thread_id in threads:
+        store.create_run(RunRecord(thread_id, "r", graph="g", status=RunStatus.QUEUED),
+                         {"n": 1})
+    assert sorted(store.active_runs()) == sorted((t, "r") for t in threads)
+    assert store.threads() == sorted(threads)
+    for thread_id in threads:
+        assert store.claim_thread(thread_id, "r")
+        assert store.end_run(thread_id, "r", RunStatus.DONE, streaming=True)
+        assert store.active_run(thread_id) is None
+    assert store.active_run_count() == 0
+    store.expire_thread("t3", 100)
+    keys = [k for k in store.r.scan_iter(match="cg:{t3}:*")]
+    assert keys and all(0 < store.r.ttl(k) <= 100 for k in keys)
