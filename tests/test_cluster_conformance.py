@@ -21,9 +21,14 @@ from graphdef.cache.redis import RedisCache
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.redis_client import connect
 from graphdef.store.redis import RedisStore
+from scheduler.deadlines import SHARDS, run_member, shard_of
 from scheduler.records import RunRecord, RunStatus
+from scheduler.resources import Resources
+from scheduler.settings import Settings
 from scheduler.store import RunStore
+from scheduler.sweeper import Sweeper
 from tests import test_langgraph_redis_store as lgstore
+from tests.recording_app import RecordingApp
 from tests.redis_cluster import RedisClusterProcesses, redis_cluster
 from tests.saver_conformance import SaverConformance
 from tests.store_conformance import MakeStore, StoreConformance
@@ -125,3 +130,47 @@ def test_run_store_keys_and_indexes_on_cluster(empty: RedisClusterProcesses) -> 
     store.expire_thread("t3", 100)
     keys = [k for k in store.r.scan_iter(match="cg:{t3}:*")]
     assert keys and all(0 < store.r.ttl(k) <= 100 for k in keys)
+
+
+def _sweeper_on(url: str) -> tuple[Sweeper, RunStore]:
+    settings = Settings(broker_url="memory://", store_url=url)
+    res = Resources.connect(settings)
+    res.loaded = True
+    return Sweeper(res, RecordingApp()), res.store
+
+
+def test_the_sweeper_retires_what_a_create_left_half_written(
+        empty: RedisClusterProcesses) -> None:
+    """A create that died after the run's first look and active-runs entry (the deadlines
+    shard's slot) and before the record (the thread's slot): the look finds no run and
+    retires the entry, and the look itself goes."""
+    sweeper, store = _sweeper_on(empty.url)
+    with store.r.pipeline(transaction=False) as pipe:
+        store.deadlines.look_by("half", "r", 0, pipe)
+        pipe.sadd(store.deadlines.key(shard_of("half"), "active-runs"), "half\x00r")
+        pipe.execute()
+    assert store.active_runs() == [("half", "r")]
+    sweeper.sweep(range(SHARDS))
+    assert store.active_runs() == []
+    assert store.r.zscore(store.deadlines.due_key_of_thread("half"),
+                          run_member("half", "r")) is None
+
+
+def test_the_sweeper_retires_a_run_whose_end_died_before_leaving_the_index(
+        empty: RedisClusterProcesses) -> None:
+    """An end that stored the run's status and freed its thread (one transaction, the
+    thread's slot), then died before the active-runs SREM (another slot): the look the end
+    pushed first finds the run ended and retires it."""
+    sweeper, store = _sweeper_on(empty.url)
+    store.create_run(RunRecord("ended", "r", graph="g", status=RunStatus.RUNNING), None)
+    assert store.claim_thread("ended", "r")
+    due_key, member = store.deadlines.due_key_of_thread("ended"), run_member("ended", "r")
+    store.r.zrem(due_key, member)  # a look that found leases watching all: no look left
+    assert store.end_run("ended", "r", RunStatus.DONE)
+    # As if the process died between the transaction and the SREM: still listed. The look
+    # end_run pushed is due within FIRST_LOOK_MS; made due now rather than waited for.
+    store.r.sadd(store.deadlines.key(shard_of("ended"), "active-runs"), "ended\x00r")
+    assert store.r.zscore(due_key, member) is not None
+    store.deadlines.look_by("ended", "r", 0)
+    sweeper.sweep(range(SHARDS))
+    assert store.active_runs() == []
