@@ -27,6 +27,7 @@ import redis
 from celery import Celery
 
 from graphdef import END, START, Send, StateGraph, get_config, get_stream_writer
+from graphdef.redis_client import connect
 
 PEER_TASK = "celerygraph_bench.noop"
 
@@ -36,7 +37,7 @@ _client: redis.Redis | None = None
 def store() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["CELERYGRAPH_STORE_URL"])
+        _client = connect(os.environ["CELERYGRAPH_STORE_URL"])
     return _client
 
 

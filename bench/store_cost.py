@@ -20,6 +20,9 @@ run's record while it waits for the run (a producer's wait is its own choice of 
 
 Usage: python bench/store_cost.py [--runs R] [--parked 0,200] [--window S] [--quick]
 (the README's figures: --parked 0,200,1000, about 70 s on 2 cores)
+
+`--shards`: instead, supersteps per second with the store on a Redis Cluster of one master
+vs three, workers held constant (`bench/shards.py`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_graphs import PEER_TASK, RELEASE_CHANNEL, make_peer_app  # noqa: E402
+from bench.shards import main_shards  # noqa: E402
 from scheduler.celery_app import make_app  # noqa: E402
 from scheduler.deadlines import SHARDS  # noqa: E402
 from scheduler.localcluster import LocalCluster, RedisProcess  # noqa: E402
@@ -349,7 +353,14 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=Sizes.window,
                         help="seconds each idle phase is counted over")
     parser.add_argument("--quick", action="store_true", help="one run, tiny sizes (a smoke)")
+    parser.add_argument("--shards", action="store_true",
+                        help="only supersteps/s on a Redis Cluster of 1 master vs 3")
     args = parser.parse_args()
+    if args.shards:
+        with tempfile.TemporaryDirectory(prefix="cg-shards-") as tmp:
+            chains, steps = (2, 5) if args.quick else (16, 40)
+            main_shards(Path(tmp), chains, steps, 1 if args.quick else args.runs)
+        return
     sizes = Sizes(parked=args.parked, window=args.window)
     runs = args.runs
     if args.quick:

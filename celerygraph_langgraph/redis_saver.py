@@ -60,6 +60,7 @@ from graphdef.checkpoint.keys import (
     threads_matching,
     unb64,
 )
+from graphdef.redis_client import connect
 
 __all__ = ["LangGraphRedisSaver"]
 
@@ -114,7 +115,7 @@ class LangGraphRedisSaver(BaseCheckpointSaver[str]):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> LangGraphRedisSaver:
         """A saver on its own client, for callers that only have a Redis URL."""
-        return cls(redis.Redis.from_url(url), prefix=prefix)
+        return cls(connect(url), prefix=prefix)
 
     # ------------------------------------------------------------------------- keys
 

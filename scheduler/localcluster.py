@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote
 
 import redis
+from redis.exceptions import RedisClusterException
 
+from graphdef.redis_client import StoreConfigError, connect
 from scheduler.redis_binary import redis_server_binary
 from scheduler.settings import Settings
 
@@ -128,9 +130,9 @@ class RedisProcess:
 
 def redis_answers(url: str) -> bool:
     try:
-        with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
+        with connect(url, socket_connect_timeout=0.5) as client:
             return bool(client.ping())
-    except redis.RedisError:
+    except (redis.RedisError, RedisClusterException, StoreConfigError):
         return False
 
 

@@ -1,7 +1,8 @@
 """Configuration from environment variables, read once; the same names everywhere.
 
 CELERYGRAPH_BROKER_URL         Celery broker, Redis or RabbitMQ (redis://127.0.0.1:6379/0)
-CELERYGRAPH_STORE_URL          Redis for checkpoints, memos and runs (the broker if Redis)
+CELERYGRAPH_STORE_URL          Redis for checkpoints, memos and runs (the broker if Redis);
+                               redis+cluster://host:port[,host:port...]/0 for a Redis Cluster
 CELERYGRAPH_GRAPHS             comma-separated modules whose graphs workers may run
 CELERYGRAPH_NODE_QUEUE         default queue of node tasks (nodes)
 CELERYGRAPH_SCHEDULER_QUEUE    queue of start-run and advance tasks (scheduler)
@@ -30,22 +31,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from graphdef.redis_client import is_cluster_url, mask_password
 from scheduler.faults import Faults
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     return float(raw) if raw else default
-
-
-def mask_password(url: str) -> str:
-    """`redis://:secret@host` -> `redis://:***@host`, for anything that may be printed."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def is_redis_url(url: str) -> bool:
@@ -88,6 +80,11 @@ class Settings:
         started with it."""
         env = os.environ if env is None else env
         broker = env.get("CELERYGRAPH_BROKER_URL", "redis://127.0.0.1:6379/0")
+        if is_cluster_url(broker):
+            raise ValueError(
+                f"CELERYGRAPH_BROKER_URL={mask_password(broker)}: Celery cannot use a Redis "
+                "Cluster as its broker; give it a single Redis or RabbitMQ (the store, "
+                "CELERYGRAPH_STORE_URL, may be a cluster)")
         default_store = broker if is_redis_url(broker) else "redis://127.0.0.1:6379/0"
         modules = env.get("CELERYGRAPH_GRAPHS", "")
         ttl = env.get("CELERYGRAPH_RUN_TTL")

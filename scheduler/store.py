@@ -26,7 +26,8 @@ from graphdef.checkpoint.keys import (
     thread_prefix,
     threads_matching,
 )
-from scheduler.deadlines import FIRST_LOOK_MS, Deadlines
+from graphdef.redis_client import connect, is_cluster, with_own_pool
+from scheduler.deadlines import FIRST_LOOK_MS, SHARDS, Deadlines, shard_of
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
 from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fields
 
@@ -186,7 +187,7 @@ class RunStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RunStore:
-        return cls(redis.Redis.from_url(url), prefix)
+        return cls(connect(url), prefix)
 
     def key(self, thread_id: str, *parts: str) -> str:
         return thread_prefix(self.prefix, thread_id) + ":".join(parts)
@@ -203,14 +204,20 @@ class RunStore:
         record = run.as_dict()
         # The run's first look, before the record: until a start takes the run's lease, it is
         # what notices a start message that never went out or went down with its scheduler.
-        # A create that dies before the record leaves a look that finds no run and goes.
-        self.deadlines.look_by(thread_id, run_id, self.deadlines.clock.now_ms() + FIRST_LOOK_MS)
+        # The active-runs entry goes with it, in the deadlines shard's slot (not the
+        # thread's: on Redis Cluster the two cannot share a transaction). A create that dies
+        # after this and before the record leaves a look that finds no run: the sweeper
+        # retires the entry and drops the look.
+        with self.r.pipeline(transaction=False) as pipe:
+            self.deadlines.look_by(thread_id, run_id,
+                                   self.deadlines.clock.now_ms() + FIRST_LOOK_MS, pipe)
+            pipe.sadd(self._active_key(thread_id), _active_member(thread_id, run_id))
+            pipe.execute()
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(thread_id, "run", run_id),
                       mapping={k: orjson.dumps(v) for k, v in record.items()})
             pipe.set(self.key(thread_id, "run", run_id, "input"), encoded_input)
             pipe.rpush(self.key(thread_id, "runs"), run_id)
-            pipe.sadd(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
             pipe.execute()
 
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
@@ -235,15 +242,26 @@ class RunStore:
     def runs_of(self, thread_id: str) -> list[str]:
         return [_str(r) for r in self.r.lrange(self.key(thread_id, "runs"), 0, -1)]
 
+    def _active_key(self, thread_id: str) -> str:
+        """The active-runs set a thread's runs are listed in: one per deadlines shard, in
+        that shard's slot, so the index spreads over a cluster's masters with the sweep."""
+        return self.deadlines.key(shard_of(thread_id), "active-runs")
+
     def active_runs(self) -> list[tuple[str, str]]:
-        members = self.r.smembers(f"{self.prefix}:active-runs")
+        with self.r.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.smembers(self.deadlines.key(shard, "active-runs"))
+            members = [m for found in pipe.execute() for m in found]
         return [(thread, run) for thread, _, run in (_str(m).partition("\x00") for m in members)]
 
     def active_run_count(self) -> int:
-        return int(self.r.scard(f"{self.prefix}:active-runs"))
+        with self.r.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.scard(self.deadlines.key(shard, "active-runs"))
+            return sum(int(n) for n in pipe.execute())
 
     def retire(self, thread_id: str, run_id: str) -> None:
-        self.r.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
+        self.r.srem(self._active_key(thread_id), _active_member(thread_id, run_id))
 
     def threads(self) -> list[str]:
         pattern = glob_escape(f"{self.prefix}:{{") + "*}:runs"
@@ -334,6 +352,11 @@ class RunStore:
         old run would act on the new run's checkpoints), nor a status without its event.
         `streaming`: the run streams chunks; its stream's end entry lands in the same
         transaction, so a consumer never waits on a run that ended.
+
+        The run leaves the active-runs index after the transaction (another slot on Redis
+        Cluster). Before it, the run's look is pushed to FIRST_LOOK_MS ahead at most: a process
+        that dies between the two leaves an ended run listed as active, and that look finds
+        it ended and retires it (`Sweeper.look`).
         """
         now = time.time()
         fields = {"status": status, "finished_at": now, "updated_at": now}
@@ -346,11 +369,15 @@ class RunStore:
                       mapping={k: orjson.dumps(v) for k, v in fields.items()})
             pipe.xadd(self.key(thread_id, "events", run_id), {"type": status, "data": payload})
             self._release(keys=[self.key(thread_id, "active")], args=[run_id], client=pipe)
-            pipe.srem(f"{self.prefix}:active-runs", f"{thread_id}\x00{run_id}")
             if streaming:
                 self._end_stream(pipe, thread_id, run_id, status, data.get("error"))
 
-        return self._unless_ended(thread_id, run_id, end)
+        self.deadlines.look_by(thread_id, run_id,
+                               self.deadlines.clock.now_ms() + FIRST_LOOK_MS)
+        ended = self._unless_ended(thread_id, run_id, end)
+        if ended:
+            self.retire(thread_id, run_id)
+        return ended
 
     def mark_running(self, thread_id: str, run_id: str, **fields: Any) -> bool:
         """Mark a starting run `running`; False (nothing written) if it settled or dispatched
@@ -414,8 +441,8 @@ class RunStore:
         `context` (resume flag, resume map) is serde-encoded: it can hold user answers. The
         run's `events` so far go in the same script. With `hand_over`, the run's lease is
         released and the kept task's taken there too: its grant (`acquire_lease`'s), after
-        the run's look was pushed to the task lease's expiry in the same round trip (so that
-        a lapse is seen, as `acquire_lease` does). Else 1.
+        the run's look was pushed to the task lease's expiry, in order as `acquire_lease`
+        does (so that a lapse is seen). Else 1.
         """
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         now = time.time()
@@ -440,11 +467,13 @@ class RunStore:
         args += [hand_over.run_owner, hand_over.task_owner, ms]
         expires = self.deadlines.clock.now_ms() + ms
 
-        def queue(pipe: redis.client.Pipeline) -> None:
+        def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id, expires, pipe)
+
+        def record(pipe: redis.client.Pipeline) -> None:
             pipe.evalsha(self._open_step.sha, len(keys), *keys, *args)
 
-        return int(self._pipelined(queue, self._open_step)[-1])
+        return int(self._in_order([look, record], self._open_step)[-1])
 
     def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
@@ -518,26 +547,27 @@ class RunStore:
         ms = int(seconds * 1000)
         expires = self.deadlines.clock.now_ms() + ms
 
-        def queue(pipe: redis.client.Pipeline) -> None:
+        def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id, expires, pipe)
+
+        def take(pipe: redis.client.Pipeline) -> None:
             pipe.evalsha(self._acquire.sha, len(keys), *keys, owner, ms, name)
 
-        return int(self._pipelined(queue, self._acquire)[-1])
+        return int(self._in_order([look, take], self._acquire)[-1])
 
     def adopt_leases(self, leases: Sequence[tuple[str, str, str]],
                      listing: Callable[[redis.client.Pipeline], None]) -> list[bool]:
         """Make each lease (thread, name, owner) its owner still holds stop lapsing by itself;
         which were. `listing` queues, first, what lists them in the holder's `held` set
         (`Deadlines.hold`): one round trip, in that order on one connection. (On Redis
-        Cluster the two go to different slots: there, list first, then adopt.) The adoption
-        script is only ever loaded together with the listing's, so the listing cannot fail
-        as unknown to Redis while the adoptions after it run."""
-        def queue(pipe: redis.client.Pipeline) -> None:
-            listing(pipe)
+        Cluster the two go to different slots: there, list first, then adopt: `_in_order`.)
+        The adoption script is only ever loaded together with the listing's, so the listing
+        cannot fail as unknown to Redis while the adoptions after it run."""
+        def adopt(pipe: redis.client.Pipeline) -> None:
             for thread_id, name, owner in leases:
                 pipe.evalsha(self._adopt.sha, 1, self.key(thread_id, "lease", name), owner)
 
-        done = self._pipelined(queue, self._adopt, *self.deadlines.scripts)
+        done = self._in_order([listing, adopt], self._adopt, *self.deadlines.scripts)
         return [bool(d) for d in done[len(done) - len(leases):]]
 
     def release_lease(self, thread_id: str, name: str, owner: str) -> None:
@@ -552,6 +582,20 @@ class RunStore:
 
         if leases:
             self._pipelined(queue, self._release)
+
+    def _in_order(self, queues: Sequence[Callable[[redis.client.Pipeline], None]],
+                  *scripts: Any) -> list[Any]:
+        """Each of `queues`' commands, every one after those of the queues before it: one
+        round trip on a single server (a pipeline runs in order on one connection); on Redis
+        Cluster, a round trip per queue, since a pipeline there runs on each node at once
+        and the queues name keys of different slots (the deadlines shard's, the thread's)."""
+        if not is_cluster(self.r):
+            def each(pipe: redis.client.Pipeline) -> None:
+                for queue in queues:
+                    queue(pipe)
+
+            return self._pipelined(each, *scripts)
+        return [reply for queue in queues for reply in self._pipelined(queue, *scripts)]
 
     def _pipelined(self, queue: Callable[[redis.client.Pipeline], None],
                    *scripts: Any) -> list[Any]:
@@ -610,11 +654,7 @@ class RunStore:
     def dedicated(self) -> RunStore:
         """The same store on connections of its own: a process's heartbeat must not wait
         for (or fail on) a pool its node threads have exhausted."""
-        pool = self.r.connection_pool
-        client = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, max_connections=4,
-            **pool.connection_kwargs))
-        return type(self)(client, self.prefix, self.max_value_bytes)
+        return type(self)(with_own_pool(self.r, 4), self.prefix, self.max_value_bytes)
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -672,6 +712,10 @@ def _record(raw: dict[bytes | str, bytes | str]) -> RunRecord | None:
     if not raw:
         return None
     return RunRecord.from_fields({_str(k): orjson.loads(v) for k, v in raw.items()})
+
+
+def _active_member(thread_id: str, run_id: str) -> str:
+    return f"{thread_id}\x00{run_id}"
 
 
 def new_run_id() -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import signals
 
+from graphdef.redis_client import StoreConfigError
 from scheduler import metrics, tracing
 from scheduler.celery_app import CeleryGraphApp, settings_from_env
 from scheduler.driver import with_run_lease
@@ -74,15 +75,16 @@ def serve_graphs(app: CeleryGraphApp) -> None:
 
     A graph module that fails to import stops the worker before it is ready: up, it would
     publish no graph, fail every task and sweep with the same ImportError, while producers
-    only saw "unknown graph".
+    only saw "unknown graph". So does a store of the wrong form or one that may evict keys
+    (`graphdef.redis_client.check_store`): up, it would corrupt runs instead.
     """
     def load_graphs(sender: Any = None, **_: object) -> None:
         if getattr(sender, "app", None) is not app:
             return
-        res = resources(app.settings)
         try:
+            res = resources(app.settings)
             res.load_graphs()
-        except GraphModuleError as exc:
+        except (GraphModuleError, StoreConfigError) as exc:
             log.critical("%s; the worker stops", exc, exc_info=exc.__cause__)
             # Celery logs and swallows an Exception raised by a signal handler; SystemExit
             # ends the `celery worker` command (status 1) without saying it all again.

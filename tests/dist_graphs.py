@@ -28,6 +28,7 @@ from graphdef import (
     interrupt,
 )
 from graphdef.cache.redis import RedisCache
+from graphdef.redis_client import connect
 from graphdef.store.redis import RedisStore
 
 _client: redis.Redis | None = None
@@ -36,7 +37,7 @@ _client: redis.Redis | None = None
 def counter() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["CELERYGRAPH_STORE_URL"])
+        _client = connect(os.environ["CELERYGRAPH_STORE_URL"])
     return _client
 
 

@@ -57,3 +57,14 @@ def test_detection_bench_reruns_every_lost_node_once() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 lost nodes ran again after median" in done.stdout, done.stdout
     assert "others run twice: 0" in done.stdout, done.stdout
+
+
+def test_store_cost_shards_quick_prints_both_layouts() -> None:
+    """One master vs three: a row each, with a CPU figure per master."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "store_cost.py"), "--shards",
+                           "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line[:28].strip(): line[28:] for line in done.stdout.splitlines()}
+    assert re.fullmatch(r"\s*\d+\.\d\s+\d+ us", rows["Redis Cluster, 1 master(s)"]), done.stdout
+    assert re.fullmatch(r"\s*\d+\.\d\s+\d+ / \d+ / \d+ us",
+                        rows["Redis Cluster, 3 master(s)"]), done.stdout

@@ -25,6 +25,7 @@ import redis
 from graphdef.cache.base import BaseCache, ValueT
 from graphdef.cache.keys import FullKey, Namespace
 from graphdef.checkpoint.keys import DEFAULT_PREFIX, b64, check_prefix
+from graphdef.redis_client import connect
 from graphdef.serde import SerializerProtocol
 
 
@@ -37,7 +38,7 @@ class RedisCache(BaseCache[ValueT]):
     ) -> None:
         super().__init__(serde=serde)
         if isinstance(url_or_client, str):
-            self._client: redis.Redis = redis.Redis.from_url(url_or_client)
+            self._client: redis.Redis = connect(url_or_client)
             self._owns_client = True
         else:
             self._client, self._owns_client = url_or_client, False

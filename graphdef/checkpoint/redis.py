@@ -71,6 +71,7 @@ from graphdef.checkpoint.keys import (
     unb64,
 )
 from graphdef.errors import StaleCheckpointError
+from graphdef.redis_client import connect
 from graphdef.serde import SerializerProtocol
 
 __all__ = ["RedisSaver"]
@@ -560,7 +561,7 @@ class RedisSaver(BaseCheckpointSaver):
         if ttl is not None and not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if isinstance(url_or_client, str):
-            self._client: redis.Redis = redis.Redis.from_url(url_or_client)
+            self._client: redis.Redis = connect(url_or_client)
             self._owns_client = True
         else:
             self._client, self._owns_client = url_or_client, False

@@ -37,6 +37,7 @@ import redis
 
 from graphdef import serde
 from graphdef.checkpoint.keys import DEFAULT_PREFIX, b64, check_prefix
+from graphdef.redis_client import connect
 from graphdef.store.query import Record
 from graphdef.store.records import RecordStore, Ref, Write, decode_value
 
@@ -187,7 +188,7 @@ class RedisStore(RecordStore):
     ) -> None:
         super().__init__(index=index, ttl=ttl)
         if isinstance(url_or_client, str):
-            self._client: redis.Redis = redis.Redis.from_url(url_or_client)
+            self._client: redis.Redis = connect(url_or_client)
             self._owns_client = True
         else:
             self._client, self._owns_client = url_or_client, False

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis.asyncio
 from starlette.requests import Request
 
+from graphdef.redis_client import connect_async
 from graphdef.store.redis import RedisStore
 from scheduler import registry
 from scheduler.client import Client
@@ -55,10 +56,8 @@ class Backend:
         client = Client(settings)
         registry.load_modules(settings.graph_modules)
         return cls(settings, client, ApiRecords(client.store),
-                   redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool
-                                       .from_url(settings.store_url,
-                                                 max_connections=MAX_ASYNC_CONNECTIONS,
-                                                 timeout=30)),
+                   connect_async(settings.store_url, max_connections=MAX_ASYNC_CONNECTIONS,
+                                 blocking_timeout=30),
                    RedisStore(client.store.r, prefix=server.store_prefix))
 
     def graph_refs(self) -> list[str]:

@@ -6,6 +6,14 @@ A thread's record lives under the thread's hash tag (`cg:{<thread>}:api:thread`)
 its checkpoints and runs, so deleting a thread touches one Redis Cluster slot. Listing
 threads needs one global index, a sorted set by creation time (`cg:api:threads`); it is the
 one key here that is not per thread (a sharded index is for later, see the README).
+
+The index is in a slot of its own on Redis Cluster, so it is never in a transaction with a
+thread's record. Its entry is written before a thread's record and removed after it: a
+process that dies between the two leaves an entry without a record, never a record without
+its entry. Readers skip such an entry (`thread` is None for it; search already does), and a
+later create of that id reuses it. Nothing removes one that is never created again: an
+entry costs a read per search, and removing entries whose record is missing would also
+remove a create in progress, which leaves a thread unlisted.
 """
 
 from __future__ import annotations
@@ -38,13 +46,11 @@ class ApiRecords:
         """Record a new thread; False (nothing written) if it exists."""
         key = self._thread_key(thread_id)
         now = time.time()
+        self.r.zadd(self.index, {thread_id: now}, nx=True)
         if not self.r.hsetnx(key, "created_at", orjson.dumps(now)):
             return False
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"updated_at": orjson.dumps(now),
-                                    "metadata": orjson.dumps(metadata)})
-            pipe.zadd(self.index, {thread_id: now})
-            pipe.execute()
+        self.r.hset(key, mapping={"updated_at": orjson.dumps(now),
+                                  "metadata": orjson.dumps(metadata)})
         return True
 
     def thread(self, thread_id: str) -> dict[str, Any] | None:
@@ -69,10 +75,8 @@ class ApiRecords:
         self.r.hset(self._thread_key(thread_id), "updated_at", orjson.dumps(time.time()))
 
     def delete_thread(self, thread_id: str) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._thread_key(thread_id))
-            pipe.zrem(self.index, thread_id)
-            pipe.execute()
+        self.r.delete(self._thread_key(thread_id))
+        self.r.zrem(self.index, thread_id)
 
     def thread_ids(self, newest_first: bool = True) -> list[str]:
         ids = self.r.zrange(self.index, 0, -1, desc=newest_first)

@@ -65,6 +65,7 @@ import redis
 
 from graphdef import Command, InMemorySaver
 from scheduler.localcluster import ROOT, LocalCluster, RedisProcess
+from scheduler.store import RunStore
 from tests.faults import storm_graphs
 
 T = TypeVar("T")
@@ -602,7 +603,7 @@ class Storm:
                     queued += r.llen(k)
         return {
             "queued": queued,
-            "active_runs": r.scard("cg:active-runs"),
+            "active_runs": RunStore(r).active_run_count(),
             "leases": sum(1 for _ in r.scan_iter(match="cg:{*}:lease:*")),
             "thread_locks": sum(1 for _ in r.scan_iter(match="cg:{*}:active")),
         }
