@@ -173,7 +173,9 @@ def create_checkpoint(
         ts=datetime.now(UTC).isoformat(),
         channel_values=values,
         channel_versions=dict(checkpoint["channel_versions"]),
-        versions_seen={k: dict(v) for k, v in checkpoint["versions_seen"].items()},
+        # Shared with the checkpoint it follows: a node's entry is replaced, never changed in
+        # place (`apply_writes`, `mark_interrupt_seen`).
+        versions_seen=dict(checkpoint["versions_seen"]),
         updated_channels=sorted(updated_channels) if updated_channels is not None else None,
     )
 
@@ -193,10 +195,13 @@ def apply_writes(
     tasks = sorted(tasks, key=lambda t: task_path_str(t.path))
     bump_step = any(t.triggers for t in tasks)
     versions = checkpoint["channel_versions"]
+    versions_seen = checkpoint["versions_seen"]
     for task in tasks:
         if task.triggers:
-            seen = checkpoint["versions_seen"].setdefault(task.name, {})
-            seen.update({c: versions[c] for c in task.triggers if c in versions})
+            versions_seen[task.name] = {
+                **versions_seen.get(task.name, {}),
+                **{c: versions[c] for c in task.triggers if c in versions},
+            }
 
     next_version = (max(versions.values()) if versions else 0) + 1
 
@@ -369,10 +374,11 @@ def should_interrupt(
 
 def mark_interrupt_seen(checkpoint: Checkpoint, channels: Iterable[str]) -> None:
     """Record that the caller has seen this state, so a breakpoint does not fire twice."""
-    seen = checkpoint["versions_seen"].setdefault(INTERRUPT, {})
-    for chan in channels:
-        if chan in checkpoint["channel_versions"]:
-            seen[chan] = checkpoint["channel_versions"][chan]
+    versions = checkpoint["channel_versions"]
+    checkpoint["versions_seen"][INTERRUPT] = {
+        **checkpoint["versions_seen"].get(INTERRUPT, {}),
+        **{chan: versions[chan] for chan in channels if chan in versions},
+    }
 
 
 @dataclass
