@@ -175,6 +175,8 @@ class Client:
         stream_mode: str | list[str] | tuple[str, ...] | None = None,
         stream_subgraphs: bool = False,
         run_id: str | None = None,
+        interrupt_before: list[str] | str | None = None,
+        interrupt_after: list[str] | str | None = None,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
@@ -184,7 +186,8 @@ class Client:
         `stream_mode` (LangGraph's modes, one or a list) and `stream_subgraphs`: stream the
         run's chunks in those modes (`RunHandle.stream`); by default nothing is streamed.
         `run_id`: the run's id, chosen by the caller (the HTTP server's are UUIDs); a new one
-        by default.
+        by default. `interrupt_before`/`interrupt_after`: node names (or `"*"`) this run
+        pauses before/after, in place of the compiled graph's (None: the graph's).
         """
         check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
@@ -198,7 +201,8 @@ class Client:
             create_run(self.store, graph=graph, run_input=input, thread_id=thread_id,
                        config=config, durability=durability, on_busy=on_busy,
                        run_id=run_id, routes=routes, context=context,
-                       stream_mode=stream_mode, stream_subgraphs=stream_subgraphs)
+                       stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
+                       interrupt_before=interrupt_before, interrupt_after=interrupt_after)
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
@@ -213,10 +217,13 @@ class Client:
                on_busy: str = "reject", context: Any = None,
                config: dict[str, Any] | None = None,
                stream_mode: str | list[str] | tuple[str, ...] | None = None,
-               stream_subgraphs: bool = False, run_id: str | None = None) -> RunHandle:
+               stream_subgraphs: bool = False, run_id: str | None = None,
+               interrupt_before: list[str] | str | None = None,
+               interrupt_after: list[str] | str | None = None) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
         `context` is not carried over from the paused run: pass it again, as with LangGraph.
-        `config`, `stream_mode`, `stream_subgraphs`: the resuming run's, as for `submit`."""
+        `config`, `stream_mode`, `stream_subgraphs`, `interrupt_before`, `interrupt_after`:
+        the resuming run's, as for `submit`."""
         if not isinstance(command, Command):
             command = Command(resume=command)
         runs = self.store.runs_of(thread_id)
@@ -237,7 +244,8 @@ class Client:
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
                            on_busy=on_busy, context=context, config=config,
                            stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
-                           run_id=run_id)
+                           run_id=run_id, interrupt_before=interrupt_before,
+                           interrupt_after=interrupt_after)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""

@@ -555,6 +555,11 @@ class RunStore:
     def graph_known(self, ref: str) -> bool:
         return bool(self.r.hexists(f"{self.prefix}:graphs", ref))
 
+    def graph_nodes(self, ref: str) -> list[str] | None:
+        """The nodes of a graph as the workers published it; None if none did."""
+        raw = self.r.hget(f"{self.prefix}:graphs", ref)
+        return None if raw is None else list(orjson.loads(cast(bytes, raw)).get("nodes", []))
+
     def published_graphs(self) -> list[str]:
         return sorted(_str(k) for k in self.r.hkeys(f"{self.prefix}:graphs"))
 
