@@ -131,7 +131,7 @@ async def patch(request: Request) -> JSONResponse:
     return JSONResponse(await blocking(update))
 
 
-def _delete(backend: Backend, thread_id: str) -> None:
+def delete_thread(backend: Backend, thread_id: str) -> None:
     """Cancel the thread's runs that have not ended (the active one and any queued behind
     it), then drop its checkpoints and its record."""
     require_thread(backend, thread_id)
@@ -145,7 +145,7 @@ def _delete(backend: Backend, thread_id: str) -> None:
 
 
 async def delete(request: Request) -> Response:
-    await blocking(_delete, backend_of(request), request.path_params["thread_id"])
+    await blocking(delete_thread, backend_of(request), request.path_params["thread_id"])
     return Response(status_code=204)
 
 
