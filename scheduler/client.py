@@ -219,17 +219,20 @@ class Client:
                stream_mode: str | list[str] | tuple[str, ...] | None = None,
                stream_subgraphs: bool = False, run_id: str | None = None,
                interrupt_before: list[str] | str | None = None,
-               interrupt_after: list[str] | str | None = None) -> RunHandle:
+               interrupt_after: list[str] | str | None = None,
+               graph: str | None = None) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
         `context` is not carried over from the paused run: pass it again, as with LangGraph.
         `config`, `stream_mode`, `stream_subgraphs`, `interrupt_before`, `interrupt_after`:
-        the resuming run's, as for `submit`."""
+        the resuming run's, as for `submit`. `graph`: the graph that resumes (default: the
+        thread's latest run's; a thread copied from another has checkpoints but no runs)."""
         if not isinstance(command, Command):
             command = Command(resume=command)
-        runs = self.store.runs_of(thread_id)
-        if not runs:
-            raise InvalidResumeError(f"Thread {thread_id!r} has no runs to resume")
-        graph = self._run_of(thread_id, runs[-1]).graph
+        if graph is None:
+            runs = self.store.runs_of(thread_id)
+            if not runs:
+                raise InvalidResumeError(f"Thread {thread_id!r} has no runs to resume")
+            graph = self._run_of(thread_id, runs[-1]).graph
         if command.resume is not None:
             head = self.saver.get_tuple({"configurable": {"thread_id": thread_id,
                                                           "checkpoint_ns": ""}})
@@ -239,7 +242,7 @@ class Client:
                 # then approve) leaves the paused node's interrupt to answer. Only this case
                 # needs the graph's code, to plan the steps.
                 interrupts = resumable_interrupts(
-                    self._graph_of(thread_id), self.saver, head).interrupts
+                    self._graph_named(graph), self.saver, head).interrupts
             algo.check_resume(command.resume, {i.id for i in interrupts}, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
                            on_busy=on_busy, context=context, config=config,
@@ -291,7 +294,9 @@ class Client:
         runs = self.store.runs_of(thread_id)
         if not runs:
             raise UnknownRunError(f"no runs on thread {thread_id!r}")
-        ref = self._run_of(thread_id, runs[-1]).graph
+        return self._graph_named(self._run_of(thread_id, runs[-1]).graph)
+
+    def _graph_named(self, ref: str) -> Pregel:
         try:
             return registry.resolve(ref)
         except UnknownGraphError:

@@ -73,7 +73,8 @@ class Client(Protocol):
                stream_mode: str | list[str] | tuple[str, ...] | None = ...,
                stream_subgraphs: bool = ..., run_id: str | None = ...,
                interrupt_before: list[str] | str | None = ...,
-               interrupt_after: list[str] | str | None = ...) -> RunHandle: ...
+               interrupt_after: list[str] | str | None = ...,
+               graph: str | None = ...) -> RunHandle: ...
 
 # LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
 MULTITASK_STRATEGIES = {name: name for name in ("reject", "enqueue", "interrupt", "rollback")}
@@ -227,7 +228,7 @@ class ClusterGraph:
                                       context=context, config=run_config, stream_mode=modes,
                                       stream_subgraphs=subgraphs, run_id=run_id,
                                       interrupt_before=interrupt_before,
-                                      interrupt_after=interrupt_after)
+                                      interrupt_after=interrupt_after, graph=self.ref)
         return self.client.submit(self.ref, input, thread_id=thread_id, durability=mode,
                                   config=run_config, on_busy=on_busy, context=context,
                                   stream_mode=modes, stream_subgraphs=subgraphs, run_id=run_id,

@@ -170,6 +170,16 @@ class RunStore:
     def runs_of(self, thread_id: str) -> list[str]:
         return [_str(r) for r in self.r.lrange(self.key(thread_id, "runs"), 0, -1)]
 
+    def forget_run(self, thread_id: str, run_id: str) -> None:
+        """Drop a settled run's record, input, output, events and stream (the checkpoints
+        it wrote stay: they are the thread's history)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.lrem(self.key(thread_id, "runs"), 0, run_id)
+            pipe.delete(*[self.key(thread_id, *parts) for parts in (
+                ("run", run_id), ("run", run_id, "input"), ("run", run_id, "output"),
+                ("events", run_id), ("chunks", run_id), ("chunks", run_id, "published"))])
+            pipe.execute()
+
     def active_runs(self) -> list[tuple[str, str]]:
         members = self.r.smembers(f"{self.prefix}:active-runs")
         return [(thread, run) for thread, _, run in (_str(m).partition("\x00") for m in members)]

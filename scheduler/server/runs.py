@@ -483,9 +483,28 @@ async def cancel_many(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _delete(backend: Backend, thread_id: str, run_id: str) -> None:
+    """Forget a run that has ended or paused; one still pending or running is a 409 (cancel
+    it first). The checkpoints it wrote stay in the thread's history."""
+    _run_info(backend, thread_id, run_id)
+    run = backend.client.store.run(thread_id, run_id)
+    if run is not None and not run.status.settled:
+        raise ApiError(409, f"Run {run_id!r} is {views.run_status(run)}: cancel it before "
+                       "deleting it")
+    backend.client.store.forget_run(thread_id, run_id)
+    backend.client.store.retire(thread_id, run_id)
+    backend.records.delete_run(thread_id, run_id)
+
+
+async def delete(request: Request) -> Response:
+    await blocking(_delete, backend_of(request), request.path_params["thread_id"],
+                   request.path_params["run_id"])
+    return Response(status_code=204)
+
+
 async def not_implemented(request: Request) -> JSONResponse:
     raise ApiError(501, f"{request.method} {request.url.path} is not implemented by "
-                   "celerygraph serve (crons, and deleting a run)")
+                   "celerygraph serve (crons)")
 
 
 routes = [
@@ -504,7 +523,7 @@ routes = [
     Route("/threads/{thread_id}/runs/wait", wait, methods=["POST"]),
     Route("/threads/{thread_id}/runs/crons", not_implemented, methods=["POST"]),
     Route("/threads/{thread_id}/runs/{run_id}", get, methods=["GET"]),
-    Route("/threads/{thread_id}/runs/{run_id}", not_implemented, methods=["DELETE"]),
+    Route("/threads/{thread_id}/runs/{run_id}", delete, methods=["DELETE"]),
     Route("/threads/{thread_id}/runs/{run_id}/join", join, methods=["GET"]),
     Route("/threads/{thread_id}/runs/{run_id}/stream", join_stream, methods=["GET"]),
     Route("/threads/{thread_id}/runs/{run_id}/cancel", cancel, methods=["POST"]),
