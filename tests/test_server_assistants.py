@@ -2,7 +2,8 @@
 clients (sync and async) on real workers: create, get, update (a new version), versions,
 set latest, delete, search and count; runs that take the assistant's config and context;
 schemas compared with what LangGraph and the reference server derive; subgraphs; a run's
-own `interrupt_before`/`interrupt_after`; bad input refused with nothing stored."""
+own `interrupt_before`/`interrupt_after`; the `messages` stream mode (also rejoined
+mid-run); bad input refused with nothing stored."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from tests.server import API_KEYS, start_server
 GREETER = "tests.server_graphs:greeter"
 NESTED = "tests.server_graphs:nested"
 CHAIN = "tests.dist_graphs:chain"
+CHATTY = "tests.server_graphs:chatty"
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +268,25 @@ def test_bad_input_is_refused_and_nothing_is_stored(client, url, cluster):
         assert next(iter(pauses)) in response.json()["detail"]
     assert client.runs.list(thread_id) == []
     assert cluster.client().store.runs_of(thread_id) == []
+
+
+def test_messages_mode_sends_each_message_accumulated(client):
+    thread_id = client.threads.create()["thread_id"]
+    parts = list(client.runs.stream(thread_id, CHATTY, input={"text": "hello big world"},
+                                    stream_mode="messages"))
+    names = [p.event for p in parts]
+    assert names[0] == "metadata" and names[1] == "messages/metadata"
+    assert set(names[2:]) == {"messages/partial"} and len(names) >= 5
+    [(message_id, announced)] = parts[1].data.items()
+    assert announced["metadata"]["langgraph_node"] == "model"
+    contents = [p.data[0]["content"] for p in parts[2:]]
+    assert contents[-1] == "hello big world"
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(contents, contents[1:],
+                                                                   strict=False))
+    assert {(p.data[0]["id"], p.data[0]["type"]) for p in parts[2:]} == {(message_id, "ai")}
+    assert len({p.id for p in parts[2:]}) == len(parts) - 2
+
+    # Rejoined after the second chunk: the rest, each still the whole message so far.
+    run_id = parts[0].data["run_id"]
+    rest = list(client.runs.join_stream(thread_id, run_id, last_event_id=parts[3].id))
+    assert [p.data[0]["content"] for p in rest] == contents[2:]
