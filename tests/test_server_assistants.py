@@ -120,6 +120,27 @@ def test_runs_take_the_assistants_config_and_context(client):
         "greeting": "plain hi di"}
 
 
+def test_delete_cancels_its_runs_and_with_delete_threads_its_threads(client, cluster):
+    aid = client.assistants.create(CHAIN)["assistant_id"]
+    other = client.threads.create()["thread_id"]
+    client.runs.wait(other, CHAIN, input={"log": []})
+    busy = client.threads.create()["thread_id"]
+    run = client.runs.create(busy, aid, input={"log": [], "sleep": 3.0})
+    kept = client.assistants.create(CHAIN)["assistant_id"]
+    kept_thread = client.threads.create()["thread_id"]
+    kept_run = client.runs.create(kept_thread, kept, input={"log": [], "sleep": 3.0})
+
+    client.assistants.delete(aid, delete_threads=True)
+    with pytest.raises(NotFoundError):
+        client.threads.get(busy)
+    assert cluster.client().store.run(busy, run["run_id"]).status == "cancelled"
+    assert client.threads.get(other)["thread_id"] == other  # another assistant's thread
+    # Without delete_threads its threads stay; its runs still going are cancelled.
+    client.assistants.delete(kept)
+    assert client.threads.get(kept_thread)["metadata"]["assistant_id"] == kept
+    assert cluster.client().store.run(kept_thread, kept_run["run_id"]).status == "cancelled"
+
+
 def test_search_and_count_include_created_assistants(url):
     async def scenario():
         client = get_client(url=url, api_key=API_KEYS[1])

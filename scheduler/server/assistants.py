@@ -211,10 +211,9 @@ def _delete(backend: Backend, assistant_id: str, with_threads: bool) -> None:
     `delete_threads` the threads whose metadata names it go too."""
     _created(backend, assistant_id)
     store = backend.client.store
-    for thread_id in backend.records.thread_ids():
+    for thread_id in backend.records.thread_ids() if with_threads else ():
         record = backend.records.thread(thread_id)
-        if with_threads and record is not None and (
-                record["metadata"].get("assistant_id") == assistant_id):
+        if record is not None and record["metadata"].get("assistant_id") == assistant_id:
             delete_thread(backend, thread_id)
     for thread_id, run_id in store.active_runs():
         info = backend.records.run(thread_id, run_id)
