@@ -161,6 +161,12 @@ def test_search_and_count_include_created_assistants(url):
         assert [a["assistant_id"] for a in await client.assistants.search(
             metadata={"tag": tag}, graph_id=CHAIN)] == [second["assistant_id"]]
         assert await client.assistants.count(metadata={"tag": tag}) == 2
+        paged = await client.assistants.search(metadata={"tag": tag}, limit=1,
+                                               response_format="object")
+        assert paged["next"] == "1" and len(paged["assistants"]) == 1
+        last = await client.assistants.search(metadata={"tag": tag}, limit=1, offset=1,
+                                              response_format="object")
+        assert last["next"] is None and last["assistants"][0] == first
         every = await client.assistants.search(limit=100)
         ids = {a["assistant_id"] for a in every}
         assert {first["assistant_id"], assistant_id(GREETER), assistant_id(CHAIN)} <= ids

@@ -81,7 +81,10 @@ def _graph(backend: Backend, graph_id: str) -> str:
                        f"{backend.graph_refs()}") from exc
 
 
-def _search(backend: Backend, payload: dict[str, Any]) -> list[dict[str, Any]]:
+def _search(backend: Backend, payload: dict[str, Any]
+            ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A page of matching assistants, and the reference server's paging headers (what
+    the SDK's `search(response_format="object")` reads as `next`)."""
     found = _matching(backend, payload, "POST /assistants/search")
     limit = field(payload, "limit", int, 10)
     offset = field(payload, "offset", int, 0)
@@ -96,11 +99,17 @@ def _search(backend: Backend, payload: dict[str, Any]) -> list[dict[str, Any]]:
     page = found[offset:offset + limit]
     if select:
         page = [{k: a[k] for k in select} for a in page]
-    return page
+    if len(found) > offset + limit:
+        headers = {"X-Pagination-Total": str(offset + limit + 1),
+                   "X-Pagination-Next": str(offset + limit)}
+    else:
+        headers = {"X-Pagination-Total": str(offset + len(page))}
+    return page, headers
 
 
 async def search(request: Request) -> JSONResponse:
-    return JSONResponse(await blocking(_search, backend_of(request), await body(request)))
+    page, headers = await blocking(_search, backend_of(request), await body(request))
+    return JSONResponse(page, headers=headers)
 
 
 async def count(request: Request) -> JSONResponse:
