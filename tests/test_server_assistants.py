@@ -13,7 +13,7 @@ import warnings
 
 import httpx
 import pytest
-from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk import get_client
 from langgraph_sdk.errors import (
     BadRequestError,
     ConflictError,
@@ -23,35 +23,15 @@ from langgraph_sdk.errors import (
 from pydantic import TypeAdapter
 
 from scheduler.server.backend import assistant_id
-from tests.cluster import Cluster
-from tests.server import API_KEYS, start_server
+from tests.server import API_KEYS, server_fixtures
 
 GREETER = "tests.server_graphs:greeter"
 NESTED = "tests.server_graphs:nested"
 CHAIN = "tests.dist_graphs:chain"
 CHATTY = "tests.server_graphs:chatty"
 
-
-@pytest.fixture(scope="module")
-def cluster(redis_server, tmp_path_factory):
-    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url,
-                      CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
-    try:
-        running.start("assistants-w1", concurrency=2)
-        running.start_scheduler()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def url(cluster):
-    return start_server(cluster)
-
-
-@pytest.fixture
-def client(url):
-    return get_sync_client(url=url, api_key=API_KEYS[0])
+cluster, url, client = server_fixtures(
+    "assistants-w1", CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
 
 
 def test_create_update_versions_latest_delete(client):

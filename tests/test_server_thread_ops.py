@@ -9,35 +9,15 @@ import uuid
 
 import httpx
 import pytest
-from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
-from tests.cluster import Cluster
-from tests.server import API_KEYS, start_server
+from tests.server import API_KEYS, server_fixtures
 
 APPROVAL = "tests.dist_graphs:approval"
 CHAIN = "tests.dist_graphs:chain"
 
-
-@pytest.fixture(scope="module")
-def cluster(redis_server, tmp_path_factory):
-    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
-    try:
-        running.start("thread-ops-w1", concurrency=2)
-        running.start_scheduler()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def url(cluster):
-    return start_server(cluster)
-
-
-@pytest.fixture
-def client(url):
-    return get_sync_client(url=url, api_key=API_KEYS[0])
+cluster, url, client = server_fixtures("thread-ops-w1")
 
 
 def test_copy_carries_checkpoints_and_metadata_and_goes_its_own_way(client):
