@@ -4,6 +4,7 @@ as the JSON HTTP clients get."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 from decimal import Decimal
 
@@ -61,6 +62,15 @@ def test_stream_modes_are_checked_and_unimplemented_ones_named():
     assert raised.value.status == 422 and "events" in raised.value.detail
     with pytest.raises(ApiError):
         sse.api_modes(["valuez"])
+
+
+def test_messages_mode_without_langchain_core_is_refused_naming_it(monkeypatch):
+    # A None entry in sys.modules is how Python marks a module that cannot be imported.
+    monkeypatch.setitem(sys.modules, "langchain_core", None)
+    with pytest.raises(ApiError) as raised:
+        sse.api_modes(["messages"])
+    assert raised.value.status == 422 and "langchain-core" in raised.value.detail
+    assert sse.api_modes(["messages-tuple"]) == {"messages-tuple"}
 
 
 def test_messages_mode_accumulates_each_message_as_the_reference_server():

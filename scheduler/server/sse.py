@@ -18,6 +18,7 @@ chunks; a failed (or, started on a busy thread under `reject`, refused) run ends
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from collections.abc import AsyncIterator
@@ -106,6 +107,10 @@ def api_modes(raw: Any) -> frozenset[str]:
     for mode in modes:
         if mode in UNSUPPORTED_MODES:
             raise unsupported(f"stream_mode={mode!r}", UNSUPPORTED_MODES[mode])
+        if mode == "messages" and importlib.util.find_spec("langchain_core") is None:
+            raise unsupported("stream_mode='messages'", "it accumulates LangChain message "
+                              "chunks: install langchain-core beside the server (the "
+                              "agents extra)")
         if mode not in API_MODES:
             raise ApiError(422, f"Unknown stream_mode {mode!r}; expected one of "
                            f"{sorted(API_MODES)}")
