@@ -259,6 +259,10 @@ def test_bad_input_is_refused_and_nothing_is_stored(client, url, cluster):
     aid = client.assistants.create(GREETER, context={"user": "a"})["assistant_id"]
     with pytest.raises(NotFoundError):
         client.assistants.set_latest(aid, 7)
+    # A bad field is a 422 even for an id that exists (do_nothing changes nothing).
+    response = httpx.post(f"{url}/assistants", headers=headers, json={
+        "graph_id": GREETER, "assistant_id": aid, "if_exists": "do_nothing", "name": 5})
+    assert response.status_code == 422 and "name" in response.json()["detail"]
     response = httpx.patch(f"{url}/assistants/{aid}", json={"nickname": "x"},
                            headers=headers)
     assert response.status_code == 422 and "nickname" in response.json()["detail"]

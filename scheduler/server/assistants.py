@@ -153,17 +153,17 @@ def _create(backend: Backend, payload: dict[str, Any]) -> dict[str, Any]:
     check_uuid(new_id, "assistant ID")
     if_exists = choice(payload, "if_exists", ("raise", "do_nothing"), "raise")
     config, context = _config_and_context(payload)
-    ref = _graph(backend, graph_id)
+    wanted = {"assistant_id": new_id, "graph_id": _graph(backend, graph_id),
+              "config": config or {}, "context": context or {},
+              "metadata": field(payload, "metadata", dict, {}),
+              "name": _text(payload, "name") or "Untitled",
+              "description": _text(payload, "description")}
     existing = backend.assistants.get(new_id)
     if existing is None and new_id in {system_assistant(r)["assistant_id"]
                                        for r in backend.graph_refs()}:
         existing = backend.assistant(new_id)
     if existing is None:
-        created = backend.assistants.create({
-            "assistant_id": new_id, "graph_id": ref, "config": config or {},
-            "context": context or {}, "metadata": field(payload, "metadata", dict, {}),
-            "name": _text(payload, "name") or "Untitled",
-            "description": _text(payload, "description")})
+        created = backend.assistants.create(wanted)
         if created is not None:
             return created
         existing = backend.assistant(new_id)
