@@ -175,6 +175,8 @@ class Client:
         stream_mode: str | list[str] | tuple[str, ...] | None = None,
         stream_subgraphs: bool = False,
         run_id: str | None = None,
+        interrupt_before: list[str] | str | None = None,
+        interrupt_after: list[str] | str | None = None,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
@@ -184,7 +186,8 @@ class Client:
         `stream_mode` (LangGraph's modes, one or a list) and `stream_subgraphs`: stream the
         run's chunks in those modes (`RunHandle.stream`); by default nothing is streamed.
         `run_id`: the run's id, chosen by the caller (the HTTP server's are UUIDs); a new one
-        by default.
+        by default. `interrupt_before`/`interrupt_after`: node names (or `"*"`) this run
+        pauses before/after, in place of the compiled graph's (None: the graph's).
         """
         check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
@@ -198,7 +201,8 @@ class Client:
             create_run(self.store, graph=graph, run_input=input, thread_id=thread_id,
                        config=config, durability=durability, on_busy=on_busy,
                        run_id=run_id, routes=routes, context=context,
-                       stream_mode=stream_mode, stream_subgraphs=stream_subgraphs)
+                       stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
+                       interrupt_before=interrupt_before, interrupt_after=interrupt_after)
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
@@ -213,16 +217,22 @@ class Client:
                on_busy: str = "reject", context: Any = None,
                config: dict[str, Any] | None = None,
                stream_mode: str | list[str] | tuple[str, ...] | None = None,
-               stream_subgraphs: bool = False, run_id: str | None = None) -> RunHandle:
+               stream_subgraphs: bool = False, run_id: str | None = None,
+               interrupt_before: list[str] | str | None = None,
+               interrupt_after: list[str] | str | None = None,
+               graph: str | None = None) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
         `context` is not carried over from the paused run: pass it again, as with LangGraph.
-        `config`, `stream_mode`, `stream_subgraphs`: the resuming run's, as for `submit`."""
+        `config`, `stream_mode`, `stream_subgraphs`, `interrupt_before`, `interrupt_after`:
+        the resuming run's, as for `submit`. `graph`: the graph that resumes (default: the
+        thread's latest run's; a thread copied from another has checkpoints but no runs)."""
         if not isinstance(command, Command):
             command = Command(resume=command)
-        runs = self.store.runs_of(thread_id)
-        if not runs:
-            raise InvalidResumeError(f"Thread {thread_id!r} has no runs to resume")
-        graph = self._run_of(thread_id, runs[-1]).graph
+        if graph is None:
+            runs = self.store.runs_of(thread_id)
+            if not runs:
+                raise InvalidResumeError(f"Thread {thread_id!r} has no runs to resume")
+            graph = self._run_of(thread_id, runs[-1]).graph
         if command.resume is not None:
             head = self.saver.get_tuple({"configurable": {"thread_id": thread_id,
                                                           "checkpoint_ns": ""}})
@@ -232,12 +242,13 @@ class Client:
                 # then approve) leaves the paused node's interrupt to answer. Only this case
                 # needs the graph's code, to plan the steps.
                 interrupts = resumable_interrupts(
-                    self._graph_of(thread_id), self.saver, head).interrupts
+                    self._graph_named(graph), self.saver, head).interrupts
             algo.check_resume(command.resume, {i.id for i in interrupts}, thread_id)
         return self.submit(graph, command, thread_id=thread_id, durability=durability,
                            on_busy=on_busy, context=context, config=config,
                            stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
-                           run_id=run_id)
+                           run_id=run_id, interrupt_before=interrupt_before,
+                           interrupt_after=interrupt_after)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""
@@ -283,7 +294,9 @@ class Client:
         runs = self.store.runs_of(thread_id)
         if not runs:
             raise UnknownRunError(f"no runs on thread {thread_id!r}")
-        ref = self._run_of(thread_id, runs[-1]).graph
+        return self._graph_named(self._run_of(thread_id, runs[-1]).graph)
+
+    def _graph_named(self, ref: str) -> Pregel:
         try:
             return registry.resolve(ref)
         except UnknownGraphError:

@@ -64,12 +64,17 @@ class Client(Protocol):
                durability: str = ..., config: dict[str, Any] | None = ...,
                on_busy: str = ..., routes: dict[str, str] | None = ..., context: Any = ...,
                stream_mode: str | list[str] | tuple[str, ...] | None = ...,
-               stream_subgraphs: bool = ..., run_id: str | None = ...) -> RunHandle: ...
+               stream_subgraphs: bool = ..., run_id: str | None = ...,
+               interrupt_before: list[str] | str | None = ...,
+               interrupt_after: list[str] | str | None = ...) -> RunHandle: ...
 
     def resume(self, thread_id: str, command: Any, *, durability: str = ...,
                on_busy: str = ..., context: Any = ..., config: dict[str, Any] | None = ...,
                stream_mode: str | list[str] | tuple[str, ...] | None = ...,
-               stream_subgraphs: bool = ..., run_id: str | None = ...) -> RunHandle: ...
+               stream_subgraphs: bool = ..., run_id: str | None = ...,
+               interrupt_before: list[str] | str | None = ...,
+               interrupt_after: list[str] | str | None = ...,
+               graph: str | None = ...) -> RunHandle: ...
 
 # LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
 MULTITASK_STRATEGIES = {name: name for name in ("reject", "enqueue", "interrupt", "rollback")}
@@ -204,14 +209,10 @@ class ClusterGraph:
         **unsupported: Any,
     ) -> RunHandle:
         """Start a run as `invoke`/`stream` would and return its handle at once; `run_id`:
-        the run's id, if the caller picks it."""
+        the run's id, if the caller picks it. `interrupt_before`/`interrupt_after` (node
+        names or `"*"`): pause this run before/after those nodes instead of where the
+        compiled graph pauses, as LangGraph's `invoke(..., interrupt_before=...)`."""
         reject_unsupported(unsupported)
-        for name, value in (("interrupt_before", interrupt_before),
-                            ("interrupt_after", interrupt_after)):
-            if value is not None:
-                raise NotImplementedError(
-                    f"{name} passed to a run is not supported on the cluster: compile the "
-                    "graph with it (the workers run the compiled graph's)")
         on_busy = _busy_policy(multitask_strategy)
         config = self._config(config)
         conf = config.get("configurable") or {}
@@ -225,10 +226,14 @@ class ClusterGraph:
         if isinstance(input, Command) and input.resume is not None and not fork:
             return self.client.resume(thread_id, input, durability=mode, on_busy=on_busy,
                                       context=context, config=run_config, stream_mode=modes,
-                                      stream_subgraphs=subgraphs, run_id=run_id)
+                                      stream_subgraphs=subgraphs, run_id=run_id,
+                                      interrupt_before=interrupt_before,
+                                      interrupt_after=interrupt_after, graph=self.ref)
         return self.client.submit(self.ref, input, thread_id=thread_id, durability=mode,
                                   config=run_config, on_busy=on_busy, context=context,
-                                  stream_mode=modes, stream_subgraphs=subgraphs, run_id=run_id)
+                                  stream_mode=modes, stream_subgraphs=subgraphs, run_id=run_id,
+                                  interrupt_before=interrupt_before,
+                                  interrupt_after=interrupt_after)
 
     def _check_fork_point(self, thread_id: str, conf: dict[str, Any]) -> None:
         """A run from a past checkpoint: of the root graph, and one the thread has."""

@@ -239,7 +239,10 @@ class Driver:
         loop = RunLoop(
             graph, run_input, run.config_at(checkpoint_id),
             checkpointer=self.saver, durability="sync",
-            interrupt_before=graph.interrupt_before, interrupt_after=graph.interrupt_after,
+            interrupt_before=graph.interrupt_before if run.interrupt_before is None
+            else run.interrupt_before,
+            interrupt_after=graph.interrupt_after if run.interrupt_after is None
+            else run.interrupt_after,
             stream_modes=run.stream_modes, stream_subgraphs=run.stream_subgraphs,
             context=run.run_context(),
         )

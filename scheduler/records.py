@@ -90,6 +90,10 @@ class RunRecord:
     # The run asked to take this one's thread with `multitask_strategy="interrupt"`: this
     # run stops at its next superstep boundary (`Driver._drive`).
     stop_requested: str | None = None
+    # The run's own pause points (LangGraph's `invoke(..., interrupt_before=...)`): node
+    # names or "*"; None: the compiled graph's.
+    interrupt_before: list[str] | str | None = None
+    interrupt_after: list[str] | str | None = None
 
     def run_context(self) -> Any:
         """The run's context as the producer gave it; loops coerce it to the graph's

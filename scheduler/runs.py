@@ -30,6 +30,27 @@ def check_graph(store: RunStore, ref: str) -> None:
     )
 
 
+def check_interrupt_nodes(store: RunStore, ref: str, name: str, nodes: Any
+                          ) -> list[str] | str | None:
+    """A run's `interrupt_before`/`interrupt_after`: None, `"*"`, or names of the graph's
+    nodes (those the workers published, or the graph's own where it is loaded here); a
+    name the graph lacks would never pause, so it is an error naming it."""
+    if nodes is None or nodes == "*":
+        return nodes  # type: ignore[no-any-return]
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    if not isinstance(nodes, list | tuple) or not all(isinstance(n, str) for n in nodes):
+        raise ValueError(f"{name} must be '*' or a list of node names, got {nodes!r}")
+    known = set(store.graph_nodes(ref) or ())
+    if ref in registry.known():
+        known |= set(registry.resolve(ref).nodes)
+    unknown = sorted(set(nodes) - known)
+    if known and unknown:
+        raise ValueError(f"{name} names nodes graph {ref!r} does not have: "
+                         f"{', '.join(unknown)}; its nodes: {', '.join(sorted(known))}")
+    return list(nodes) or None  # as LangGraph: an empty list leaves the graph's
+
+
 def create_run(
     store: RunStore,
     *,
@@ -45,10 +66,14 @@ def create_run(
     context: Any = None,
     stream_mode: str | list[str] | tuple[str, ...] | None = None,
     stream_subgraphs: bool = False,
+    interrupt_before: list[str] | str | None = None,
+    interrupt_after: list[str] | str | None = None,
 ) -> str:
     """Validate, then store the run record and input in one transaction; returns the run id.
     `context`: the run's `Runtime.context`, kept in the record. `stream_mode`: the modes
-    its chunks are streamed in (`RunHandle.stream`); None streams nothing."""
+    its chunks are streamed in (`RunHandle.stream`); None streams nothing.
+    `interrupt_before`/`interrupt_after`: the run's own pause points (node names or "*"),
+    checked against the graph's nodes where this process knows them."""
     if validate:
         check_graph(store, graph)
     if durability not in DURABILITY_MODES:
@@ -58,12 +83,16 @@ def create_run(
     modes = [] if stream_mode is None else check_modes(stream_mode)
     serde.check_serializable(run_input, root="input")
     serde.check_serializable(config or {}, root="config")
+    interrupt_before = check_interrupt_nodes(store, graph, "interrupt_before",
+                                             interrupt_before)
+    interrupt_after = check_interrupt_nodes(store, graph, "interrupt_after", interrupt_after)
     run_id = run_id or new_run_id()
     store.create_run(
         RunRecord(thread_id=thread_id, run_id=run_id, graph=graph, status=RunStatus.QUEUED,
                   durability=durability, on_busy=on_busy, config=config or {},
                   routes=routes or {}, context=encode_context(context),
-                  stream_modes=modes, stream_subgraphs=bool(stream_subgraphs and modes)),
+                  stream_modes=modes, stream_subgraphs=bool(stream_subgraphs and modes),
+                  interrupt_before=interrupt_before, interrupt_after=interrupt_after),
         run_input,
     )
     return run_id

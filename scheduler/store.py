@@ -247,6 +247,16 @@ class RunStore:
         that shard's slot, so the index spreads over a cluster's masters with the sweep."""
         return self.deadlines.key(shard_of(thread_id), "active-runs")
 
+    def forget_run(self, thread_id: str, run_id: str) -> None:
+        """Drop a settled run's record, input, output, events and stream (the checkpoints
+        it wrote stay: they are the thread's history)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.lrem(self.key(thread_id, "runs"), 0, run_id)
+            pipe.delete(*[self.key(thread_id, *parts) for parts in (
+                ("run", run_id), ("run", run_id, "input"), ("run", run_id, "output"),
+                ("events", run_id), ("chunks", run_id), ("chunks", run_id, "published"))])
+            pipe.execute()
+
     def active_runs(self) -> list[tuple[str, str]]:
         with self.r.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):
@@ -688,6 +698,11 @@ class RunStore:
 
     def graph_known(self, ref: str) -> bool:
         return bool(self.r.hexists(f"{self.prefix}:graphs", ref))
+
+    def graph_nodes(self, ref: str) -> list[str] | None:
+        """The nodes of a graph as the workers published it; None if none did."""
+        raw = self.r.hget(f"{self.prefix}:graphs", ref)
+        return None if raw is None else list(orjson.loads(cast(bytes, raw)).get("nodes", []))
 
     def published_graphs(self) -> list[str]:
         return sorted(_str(k) for k in self.r.hkeys(f"{self.prefix}:graphs"))

@@ -1,5 +1,6 @@
 """Graphs the HTTP server's tests stream from real workers, beside `tests.dist_graphs`: a
-chat model's tokens (`messages-tuple`) and a subgraph's chunks (`stream_subgraphs`)."""
+chat model's tokens (`messages-tuple`), a subgraph's chunks (`stream_subgraphs`), and a
+greeter whose typed schemas and context an assistant's config reaches."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Annotated, Any, TypedDict
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from typing_extensions import TypedDict as SchemaTypedDict
 
-from graphdef import START, StateGraph
+from graphdef import START, Runtime, StateGraph, get_config
 
 
 class Chat(TypedDict, total=False):
@@ -63,3 +65,34 @@ def _nested() -> Any:
 
 
 nested = _nested()
+
+
+# `typing_extensions.TypedDict`, which pydantic can describe on Python 3.11 (a
+# `typing.TypedDict` there has no JSON schema, as with the reference server).
+class Who(SchemaTypedDict):
+    user: str
+
+
+class Greeting(SchemaTypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+    greeting: str
+
+
+class Greeted(SchemaTypedDict):
+    greeting: str
+
+
+def greet(state: Greeting, runtime: Runtime[Who]) -> dict[str, Any]:
+    """Greets the run's context user, in the tone its config asks for."""
+    tone = get_config()["configurable"].get("tone", "plain")
+    return {"greeting": f"{tone} hi {runtime.context['user']}", "log": ["greet"]}
+
+
+def _greeter() -> Any:
+    builder = StateGraph(Greeting, context_schema=Who, output_schema=Greeted)
+    builder.add_node("greet", greet)
+    builder.add_edge(START, "greet")
+    return builder.compile()
+
+
+greeter = _greeter()

@@ -305,6 +305,36 @@ def test_put_if_head_threads_race_exactly_one_wins(server: RedisServer) -> None:
 # ---------------------------------------------------------------- other clients, processes
 
 
+def test_copy_thread_copies_every_checkpoint_and_write(server: RedisServer,
+                                                      raw: redis.Redis) -> None:
+    with new_saver(server, ttl=600) as saver:
+        history = History(saver, "t")
+        for i in range(4):
+            config = history.step(items=list(range(i + 1)))
+        saver.put_writes(config, [("items", [99])], "task")
+        saver.copy_thread("t", "copy")
+        source = list(saver.list(cfg("t")))
+        copied = list(saver.list(cfg("copy")))
+        assert [c.checkpoint for c in copied] == [c.checkpoint for c in source]
+        assert [c.metadata for c in copied] == [c.metadata for c in source]
+        assert [c.config["configurable"]["thread_id"] for c in copied] == ["copy"] * 4
+        assert copied[0].pending_writes == [("task", "items", [99])]
+        assert len(raw.smembers("cg:{copy}:keys")) == len(raw.smembers("cg:{t}:keys"))
+        assert all(0 < raw.ttl(k) <= 600 for k in raw.keys("cg:{copy}:*"))
+        history.config = copied[0].config  # the copy goes on from its own head
+        after = history.step(items=list(range(5)))
+        assert saver.get_tuple(cfg("copy")).config == after
+        assert saver.get(after)["channel_values"]["items"] == list(range(5))
+        assert len(list(saver.list(cfg("t")))) == 4
+        with pytest.raises(ValueError, match="already has checkpoints"):
+            saver.copy_thread("t", "copy")
+        saver.delete_thread("t")  # the copy is a thread of its own
+        after_delete = list(saver.list(cfg("copy")))
+        assert [c.checkpoint for c in after_delete[1:]] == [c.checkpoint for c in source]
+        saver.copy_thread("nothing-here", "empty")
+        assert raw.keys("cg:{empty}:*") == []
+
+
 def test_second_saver_with_empty_cache_reads_and_continues(server: RedisServer) -> None:
     with new_saver(server) as first, new_saver(server) as second:
         history = History(first, "t")

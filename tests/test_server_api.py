@@ -178,7 +178,7 @@ def test_error_codes_and_nothing_stored(client, url, cluster):
         response = httpx.post(f"{url}/threads/{thread_id}/runs", content=bad, headers=headers)
         assert response.status_code == 422 and response.json()["detail"]
     for extra, name in (({"webhook": "http://example.invalid/hook"}, "webhook"),
-                        ({"interrupt_before": ["ask"]}, "interrupt_before"),
+                        ({"interrupt_before": ["nowhere"]}, "nowhere"),
                         ({"stream_mode": ["events"]}, "events"),
                         ({"after_seconds": 5}, "after_seconds"),
                         ({"multitask_strategy": "sometimes"}, "multitask_strategy"),

@@ -4,6 +4,7 @@ as the JSON HTTP clients get."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 from decimal import Decimal
 
@@ -55,12 +56,47 @@ def test_the_end_of_a_failed_run_is_an_error_event():
 def test_stream_modes_are_checked_and_unimplemented_ones_named():
     assert sse.api_modes("values") == {"values"}
     assert sse.api_modes(["values", "messages-tuple"]) == {"values", "messages-tuple"}
-    for mode in ("messages", "events"):
-        with pytest.raises(ApiError) as raised:
-            sse.api_modes([mode])
-        assert raised.value.status == 422 and mode in raised.value.detail
+    assert sse.api_modes(["messages"]) == {"messages"}
+    with pytest.raises(ApiError) as raised:
+        sse.api_modes(["events"])
+    assert raised.value.status == 422 and "events" in raised.value.detail
     with pytest.raises(ApiError):
         sse.api_modes(["valuez"])
+
+
+def test_messages_mode_without_langchain_core_is_refused_naming_it(monkeypatch):
+    # A None entry in sys.modules is how Python marks a module that cannot be imported.
+    monkeypatch.setitem(sys.modules, "langchain_core", None)
+    with pytest.raises(ApiError) as raised:
+        sse.api_modes(["messages"])
+    assert raised.value.status == 422 and "langchain-core" in raised.value.detail
+    assert sse.api_modes(["messages-tuple"]) == {"messages-tuple"}
+
+
+def test_messages_mode_accumulates_each_message_as_the_reference_server():
+    from langchain_core.messages import AIMessageChunk, HumanMessage
+
+    from scheduler.server.messages import MessageAccumulator
+
+    accumulator = MessageAccumulator()
+    meta = {"langgraph_node": "model"}
+    first = accumulator.events((AIMessageChunk(content="hel", id="m1"), meta))
+    assert first[0] == ("messages/metadata", {"m1": {"metadata": meta}})
+    name, [message] = first[1]
+    assert (name, message.type, message.content) == ("messages/partial", "ai", "hel")
+    [(name, [message])] = accumulator.events((AIMessageChunk(content="lo", id="m1"), meta))
+    assert (name, message.content) == ("messages/partial", "hello")
+    whole = accumulator.events((HumanMessage(content="hi", id="m2"), meta))
+    assert [n for n, _ in whole] == ["messages/metadata", "messages/complete"]
+    assert whole[1][1][0].content == "hi"
+    # A chunk that came as a dict stays a chunk, as the reference server keeps it.
+    as_dict = accumulator.events(({"type": "AIMessageChunk", "content": "x", "id": "m3"}, meta))
+    assert as_dict[1][0] == "messages/partial" and as_dict[1][1][0].type == "AIMessageChunk"
+    selection = sse.Selection(frozenset({"messages"}), subgraphs=False)
+    assert selection.accumulates(chunk("messages", ("m", {})))
+    assert not selection.accumulates(chunk("messages", ("m", {}), ns=("inner:1",)))
+    both = sse.Selection(frozenset({"messages", "messages-tuple"}), subgraphs=False)
+    assert not both.accumulates(chunk("messages", ("m", {})))  # the tuples win, as there
 
 
 def test_sse_frames():

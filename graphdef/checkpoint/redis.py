@@ -984,6 +984,43 @@ class RedisSaver(BaseCheckpointSaver):
         self.codec.forget_thread(str(thread_id))
         self._known_refs.forget_thread(str(thread_id))
 
+    def copy_thread(self, thread_id: str, new_thread_id: str) -> None:
+        """Copy every checkpoint, blob and pending write of `thread_id` to `new_thread_id`,
+        a thread with nothing stored (ValueError otherwise): the Agent Server's thread copy.
+
+        Stored bytes never name their thread (only key names do), so keys are copied
+        whole (`DUMP`/`RESTORE`, Redis' own format: nothing here unpickles) under the new
+        thread's names. The source is read in one transaction watched on its key index, a
+        snapshot no concurrent `put` can tear (its keys share one slot); the copy is written
+        in one transaction on the new thread's slot.
+        """
+        source = self._keys(str(thread_id), "")
+        target = self._keys(str(new_thread_id), "")
+        if self._client.exists(target.index):
+            raise ValueError(f"thread {new_thread_id!r} already has checkpoints")
+        members: list[str] = []
+
+        def snapshot(pipe: Any) -> None:
+            members[:] = sorted(m.decode() for m in pipe.smembers(source.index))
+            pipe.multi()
+            for key in members:
+                pipe.dump(key)
+
+        values = self._client.transaction(snapshot, source.index)
+        dumped = [(key, value) for key, value in zip(members, values, strict=True)
+                  if value is not None]
+        if not dumped:
+            return
+        renamed = [(target.thread + key[len(source.thread):], value) for key, value in dumped
+                   if key.startswith(source.thread)]
+        with self._client.pipeline(transaction=True) as pipe:
+            for key, value in renamed:
+                pipe.restore(key, self._ttl_ms, value)
+            pipe.sadd(target.index, *[key for key, _ in renamed])
+            if self._ttl_ms:
+                pipe.pexpire(target.index, self._ttl_ms)
+            pipe.execute()
+
     def prune(self, thread_id: str, *, keep_last: int) -> None:
         if keep_last < 1:
             raise ValueError("keep_last must be at least 1; use delete_thread to drop a thread")

@@ -4,13 +4,16 @@ Redis for reading streams without holding a thread, and the key-value store item
 Assistants are the graphs the workers publish (and those this process loads): one each,
 with an id derived from the graph's reference (`package.module:attr`) as the reference
 server derives it from a graph's name (UUID v5 in its namespace), so an id stays the same
-across restarts and servers.
+across restarts and servers; and those users create (`AssistantRecords`), each a graph
+with its own config, context and metadata.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio
 from starlette.requests import Request
@@ -20,6 +23,7 @@ from graphdef.store.redis import RedisStore
 from scheduler import registry
 from scheduler.client import Client
 from scheduler.cluster_graph import ClusterGraph
+from scheduler.server.assistant_records import AssistantRecords
 from scheduler.server.config import ServerSettings
 from scheduler.server.http import ApiError, not_found
 from scheduler.server.records import ApiRecords
@@ -31,6 +35,8 @@ MAX_ASYNC_CONNECTIONS = 1000
 
 # The reference server's namespace for assistant ids derived from graph names.
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+# A graph's own assistant exists as long as the graph: no creation time of its own.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC).isoformat()
 
 
 def backend_of(request: Request) -> Backend:
@@ -43,6 +49,13 @@ def assistant_id(ref: str) -> str:
     return str(uuid.uuid5(NAMESPACE_GRAPH, ref))
 
 
+def system_assistant(ref: str) -> dict[str, Any]:
+    """A graph's own assistant (the reference server's `created_by: system` one)."""
+    return {"assistant_id": assistant_id(ref), "graph_id": ref, "name": ref,
+            "description": None, "config": {}, "context": {}, "metadata":
+            {"created_by": "system"}, "version": 1, "created_at": EPOCH, "updated_at": EPOCH}
+
+
 @dataclass
 class Backend:
     settings: Settings
@@ -50,6 +63,7 @@ class Backend:
     records: ApiRecords
     aredis: redis.asyncio.Redis
     kv: RedisStore
+    assistants: AssistantRecords
 
     @classmethod
     def connect(cls, settings: Settings, server: ServerSettings) -> Backend:
@@ -58,16 +72,30 @@ class Backend:
         return cls(settings, client, ApiRecords(client.store),
                    connect_async(settings.store_url, max_connections=MAX_ASYNC_CONNECTIONS,
                                  blocking_timeout=30),
-                   RedisStore(client.store.r, prefix=server.store_prefix))
+                   RedisStore(client.store.r, prefix=server.store_prefix),
+                   AssistantRecords(client.store.r, f"{client.store.prefix}:api"))
 
     def graph_refs(self) -> list[str]:
         """Every graph a run may name: published by workers, or loaded here."""
         return sorted(set(self.client.store.published_graphs()) | set(registry.known()))
 
     def graph_of(self, assistant: str) -> str:
-        """The graph an `assistant_id` names: an assistant's UUID, a graph reference, or a
-        graph's attribute name when only one graph has it. 404 for an unknown UUID, 422 for
-        anything else unknown (as the reference server)."""
+        """The graph an `assistant_id` names (see `assistant`)."""
+        return str(self.assistant(assistant)["graph_id"])
+
+    def assistant(self, assistant: str) -> dict[str, Any]:
+        """The assistant an `assistant_id` names: a user-created assistant's UUID, a graph's
+        assistant's UUID, a graph reference, or a graph's attribute name when only one graph
+        has it. 404 for an unknown UUID, 422 for anything else unknown (as the reference
+        server)."""
+        created = self.assistants.get(assistant)
+        if created is not None:
+            return created
+        return system_assistant(self.graph_ref(assistant))
+
+    def graph_ref(self, assistant: str) -> str:
+        """The graph a graph reference, a graph's attribute name or a graph's assistant's
+        UUID names; 404 for an unknown UUID, 422 for anything else unknown."""
         refs = self.graph_refs()
         if assistant in refs:
             return assistant

@@ -28,7 +28,7 @@ from scheduler.driver import roll_back
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.server import encode, sse, views
-from scheduler.server.backend import Backend, assistant_id, backend_of
+from scheduler.server.backend import Backend, backend_of
 from scheduler.server.http import (
     ApiError,
     JSONResponse,
@@ -55,8 +55,6 @@ RUN_FIELDS = frozenset({
 # Parameters the SDK can send that this server does not implement, and why.
 UNSUPPORTED = {
     "webhook": "no webhook is called on completion yet",
-    "interrupt_before": "compile the graph with it (the workers run the compiled graph's)",
-    "interrupt_after": "compile the graph with it (the workers run the compiled graph's)",
     "feedback_keys": "LangSmith feedback is not part of celerygraph",
     "langsmith_tracer": "LangSmith tracing is not part of celerygraph (see Traces)",
     "strict_resume": "a resume with nothing pending is always an error here",
@@ -90,12 +88,17 @@ def _command(raw: dict[str, Any]) -> Command[Any]:
                    goto=_goto(raw["goto"]) if raw.get("goto") is not None else ())
 
 
-def _run_config(payload: dict[str, Any], thread_id: str) -> dict[str, Any]:
-    config = dict(field(payload, "config", dict, {}))
-    conf = dict(config.get("configurable") or {})
-    if conf and payload.get("context"):
+def _run_config(payload: dict[str, Any], thread_id: str, assistant: dict[str, Any]
+                ) -> dict[str, Any]:
+    """The run's config: the assistant's, the request's over it (`configurable` merged key
+    by key), as the reference server merges them."""
+    requested = field(payload, "config", dict, {})
+    if requested.get("configurable") and payload.get("context"):
         raise ApiError(400, "Cannot specify both configurable and context. Prefer setting "
                        "context alone.")
+    config = {**assistant["config"], **requested}
+    conf = {**(assistant["config"].get("configurable") or {}),
+            **(requested.get("configurable") or {})}
     conf.update(field(payload, "checkpoint", dict, {}))
     if field(payload, "checkpoint_id", str):
         conf["checkpoint_id"] = payload["checkpoint_id"]
@@ -105,6 +108,16 @@ def _run_config(payload: dict[str, Any], thread_id: str) -> dict[str, Any]:
     if metadata:
         config["metadata"] = {**(config.get("metadata") or {}), **metadata}
     return config
+
+
+def _interrupt_nodes(payload: dict[str, Any], name: str) -> list[str] | str | None:
+    """`interrupt_before`/`interrupt_after`: `"*"` or a list of node names."""
+    value = payload.get(name)
+    if value is None or value == "*":
+        return value
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ApiError(422, f"{name} must be \"*\" or a list of node names")
+    return value
 
 
 def _check(payload: dict[str, Any], where: str) -> None:
@@ -122,10 +135,11 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
           ) -> Started:
     """Check the request, record it and start the run; on any error nothing is left."""
     _check(payload, where)
-    assistant = field(payload, "assistant_id", str)
-    if assistant is None:
+    asked = field(payload, "assistant_id", str)
+    if asked is None:
         raise ApiError(422, "assistant_id is required")
-    ref = backend.graph_of(assistant)
+    assistant = backend.assistant(asked)
+    ref = assistant["graph_id"]
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
     field(payload, "stream_resumable", bool)  # checked only: every run's stream resumes here
@@ -139,7 +153,11 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
         durability = "exit"
     command = field(payload, "command", dict)
     run_input = _command(command) if command is not None else payload.get("input")
-    context = field(payload, "context", dict)
+    requested_context = field(payload, "context", dict)
+    context = ({**assistant["context"], **(requested_context or {})}
+               if assistant["context"] or requested_context is not None else None)
+    interrupts = {name: _interrupt_nodes(payload, name)
+                  for name in ("interrupt_before", "interrupt_after")}
 
     created = False
     if thread_id is None:
@@ -154,26 +172,29 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
             created = backend.records.create_thread(thread_id, {})
-    config = _run_config(payload, thread_id)
+    config = _run_config(payload, thread_id, assistant)
     run_id = str(uuid.uuid4())
-    kwargs = {k: payload.get(k) for k in ("input", "command", "config", "context",
-                                          "stream_subgraphs", "checkpoint_id", "durability")}
-    kwargs["stream_mode"] = sorted(selection.modes)
+    kwargs = {k: payload.get(k) for k in ("input", "command", "stream_subgraphs",
+                                          "checkpoint_id", "durability")}
+    kwargs.update(interrupts, config=config, context=context,
+                  stream_mode=sorted(selection.modes))
     backend.records.put_run(thread_id, run_id, {
-        "assistant_id": assistant_id(ref), "metadata": field(payload, "metadata", dict, {}),
+        "assistant_id": assistant["assistant_id"],
+        "metadata": field(payload, "metadata", dict, {}),
         "multitask_strategy": strategy, "kwargs": kwargs})
     try:
         backend.graph(ref).submit(run_input, config, stream_mode=selection.graph_modes,
                                   subgraphs=selection.subgraphs, durability=durability,
-                                  context=context, multitask_strategy=strategy, run_id=run_id)
+                                  context=context, multitask_strategy=strategy, run_id=run_id,
+                                  **interrupts)
     except BaseException:
         backend.records.delete_run(thread_id, run_id)
         if created:
             backend.records.delete_thread(thread_id)
         raise
     if backend.records.thread(thread_id) is not None:
-        backend.records.update_metadata(thread_id, {"graph_id": ref,
-                                                    "assistant_id": assistant_id(ref)})
+        backend.records.update_metadata(thread_id, {"graph_id": ref, "assistant_id":
+                                                    assistant["assistant_id"]})
     return Started(thread_id, run_id, selection, on_disconnect == "cancel")
 
 
@@ -462,9 +483,28 @@ async def cancel_many(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _delete(backend: Backend, thread_id: str, run_id: str) -> None:
+    """Forget a run that has ended or paused; one still pending or running is a 409 (cancel
+    it first). The checkpoints it wrote stay in the thread's history."""
+    _run_info(backend, thread_id, run_id)
+    run = backend.client.store.run(thread_id, run_id)
+    if run is not None and not run.status.settled:
+        raise ApiError(409, f"Run {run_id!r} is {views.run_status(run)}: cancel it before "
+                       "deleting it")
+    backend.client.store.forget_run(thread_id, run_id)
+    backend.client.store.retire(thread_id, run_id)
+    backend.records.delete_run(thread_id, run_id)
+
+
+async def delete(request: Request) -> Response:
+    await blocking(_delete, backend_of(request), request.path_params["thread_id"],
+                   request.path_params["run_id"])
+    return Response(status_code=204)
+
+
 async def not_implemented(request: Request) -> JSONResponse:
     raise ApiError(501, f"{request.method} {request.url.path} is not implemented by "
-                   "celerygraph serve (crons, and deleting a run)")
+                   "celerygraph serve (crons)")
 
 
 routes = [
@@ -483,7 +523,7 @@ routes = [
     Route("/threads/{thread_id}/runs/wait", wait, methods=["POST"]),
     Route("/threads/{thread_id}/runs/crons", not_implemented, methods=["POST"]),
     Route("/threads/{thread_id}/runs/{run_id}", get, methods=["GET"]),
-    Route("/threads/{thread_id}/runs/{run_id}", not_implemented, methods=["DELETE"]),
+    Route("/threads/{thread_id}/runs/{run_id}", delete, methods=["DELETE"]),
     Route("/threads/{thread_id}/runs/{run_id}/join", join, methods=["GET"]),
     Route("/threads/{thread_id}/runs/{run_id}/stream", join_stream, methods=["GET"]),
     Route("/threads/{thread_id}/runs/{run_id}/cancel", cancel, methods=["POST"]),

@@ -8,15 +8,17 @@ without one, what comes after it joined (as the reference server). Every run str
 reference server keeps chunks only with `stream_resumable`; ours are always in Redis for
 CELERYGRAPH_STREAM_TTL after the run settles).
 
-Events: `metadata` (`{"run_id", "attempt"}`, id `0-0`) first, then one per chunk, named after its
-mode (`messages-tuple` chunks are `messages` events, as there), with `|<namespace>`
-appended for a subgraph's chunks; a failed (or, started on a busy thread under `reject`,
-refused) run ends with an `error` event. The stream then
-closes: the reference server sends no `end` event.
+Events: `metadata` (`{"run_id", "attempt"}`, id `0-0`) first, then one per chunk, named
+after its mode (`messages-tuple` chunks are `messages` events, as there; the `messages`
+mode makes `messages/metadata`, `messages/partial` and `messages/complete` events of
+them, see `scheduler.server.messages`), with `|<namespace>` appended for a subgraph's
+chunks; a failed (or, started on a busy thread under `reject`, refused) run ends with an
+`error` event. The stream then closes: the reference server sends no `end` event.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from collections.abc import AsyncIterator
@@ -29,16 +31,18 @@ from scheduler.records import RunStatus
 from scheduler.server import encode
 from scheduler.server.backend import Backend
 from scheduler.server.http import ApiError, blocking, unsupported
+from scheduler.server.messages import MessageAccumulator
 from scheduler.streams import END as END_KIND
 from scheduler.streams import StreamPart, parts_of_reply, rest_of_entry, split_id
 
 # The API's stream modes and the graph's mode each one reads.
 API_MODES = {"values": "values", "updates": "updates", "custom": "custom", "debug": "debug",
-             "tasks": "tasks", "checkpoints": "checkpoints", "messages-tuple": "messages"}
+             "tasks": "tasks", "checkpoints": "checkpoints", "messages-tuple": "messages",
+             "messages": "messages"}
 # Modes the SDK can send that have no counterpart here: 422 naming them.
 UNSUPPORTED_MODES = {
-    "messages": "use 'messages-tuple' (LangGraph's (message chunk, metadata) pairs)",
-    "events": "LangChain callback events are not streamed from the workers",
+    "events": "LangChain's callback events (astream_events) are not recorded by the "
+              "workers, which stream LangGraph's modes only",
     "tools": "a v2 event-streaming mode", "lifecycle": "a v2 event-streaming mode",
 }
 HEARTBEAT_SECONDS = 5.0
@@ -88,6 +92,12 @@ class Selection:
             name = f"{name}|{'|'.join(part.ns)}"
         return name, part.data
 
+    def accumulates(self, part: StreamPart) -> bool:
+        """Whether `part` is a chunk for the `messages` mode (accumulated per consumer);
+        `messages-tuple`, when asked too, has it as it is instead (as there)."""
+        return (part.kind == "chunk" and part.mode == "messages" and "messages" in self.modes
+                and "messages-tuple" not in self.modes and (not part.ns or self.subgraphs))
+
 
 def api_modes(raw: Any) -> frozenset[str]:
     """The `stream_mode` of a request (one or a list) as checked API modes."""
@@ -97,6 +107,10 @@ def api_modes(raw: Any) -> frozenset[str]:
     for mode in modes:
         if mode in UNSUPPORTED_MODES:
             raise unsupported(f"stream_mode={mode!r}", UNSUPPORTED_MODES[mode])
+        if mode == "messages" and importlib.util.find_spec("langchain_core") is None:
+            raise unsupported("stream_mode='messages'", "it accumulates LangChain message "
+                              "chunks: install langchain-core beside the server (the "
+                              "agents extra)")
         if mode not in API_MODES:
             raise ApiError(422, f"Unknown stream_mode {mode!r}; expected one of "
                            f"{sorted(API_MODES)}")
@@ -110,7 +124,7 @@ def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
     return out + b"\r\n"
 
 
-async def _read(r: redis.asyncio.Redis, key: str, after: str, block_ms: int
+async def _read(r: redis.asyncio.Redis, key: str, after: str, block_ms: int | None
                 ) -> list[StreamPart]:
     """Entries after id `after` (an entry's, or `<entry>/<index>` of a batch's chunk), as
     `ChunkStream.read` reads them, without holding a thread while it blocks."""
@@ -152,6 +166,9 @@ async def events(backend: Backend, thread_id: str, run_id: str, selection: Selec
     `after` with their ids, heartbeat comments while it is quiet."""
     if metadata:
         yield frame("metadata", {"run_id": run_id, "attempt": 1}, START)
+    messages = MessageAccumulator()
+    if "messages" in selection.modes:
+        await _prime(backend, thread_id, run_id, selection, after, messages)
     quiet_since = time.monotonic()
     async for part in run_parts(backend, thread_id, run_id, after):
         if part is None:
@@ -159,10 +176,38 @@ async def events(backend: Backend, thread_id: str, run_id: str, selection: Selec
                 quiet_since = time.monotonic()
                 yield b": heartbeat\r\n\r\n"
             continue
+        if selection.accumulates(part):
+            *announced, (name, data) = messages.events(part.data)
+            # The announcement carries no id: a client that reconnects after it but before
+            # the message's chunk gets both again.
+            for event, payload in announced:
+                yield frame(event, payload)
+            quiet_since = time.monotonic()
+            yield frame(name, data, part.id)
+            continue
         found = selection.event(part)
         if found is not None:
             quiet_since = time.monotonic()
             yield frame(found[0], found[1], part.id)
+
+
+async def _prime(backend: Backend, thread_id: str, run_id: str, selection: Selection,
+                 after: str, messages: MessageAccumulator) -> None:
+    """Feed `messages` the chunks up to id `after` (already sent before a reconnect)."""
+    if after == START:
+        return
+    key = backend.client.store.key(thread_id, "chunks", run_id)
+    last = START
+    while True:
+        parts = await _read(backend.aredis, key, last, None)
+        for part in parts:
+            if selection.accumulates(part):
+                messages.prime(part.data)
+            if part.id == after:
+                return
+            last = part.id
+        if not parts:
+            return
 
 
 async def live_position(backend: Backend, thread_id: str, run_id: str) -> str | None:

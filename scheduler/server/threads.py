@@ -1,5 +1,5 @@
-"""`/threads`: create (with `if_exists`), get, search, count, patch metadata, delete; the
-thread's state (now, at a checkpoint, edited) and history.
+"""`/threads`: create (with `if_exists`), get, search, count, patch metadata, delete, copy,
+prune; the thread's state (now, at a checkpoint, edited) and history.
 
 A thread exists once created through the API (`ApiRecords`); its runs, checkpoints and
 status come from the cluster's run store and saver. Reading state needs the graph's code
@@ -131,7 +131,7 @@ async def patch(request: Request) -> JSONResponse:
     return JSONResponse(await blocking(update))
 
 
-def _delete(backend: Backend, thread_id: str) -> None:
+def delete_thread(backend: Backend, thread_id: str) -> None:
     """Cancel the thread's runs that have not ended (the active one and any queued behind
     it), then drop its checkpoints and its record."""
     require_thread(backend, thread_id)
@@ -145,7 +145,7 @@ def _delete(backend: Backend, thread_id: str) -> None:
 
 
 async def delete(request: Request) -> Response:
-    await blocking(_delete, backend_of(request), request.path_params["thread_id"])
+    await blocking(delete_thread, backend_of(request), request.path_params["thread_id"])
     return Response(status_code=204)
 
 
@@ -295,16 +295,70 @@ async def history(request: Request) -> JSONResponse:
     return JSONResponse(found)
 
 
+def _copy(backend: Backend, thread_id: str) -> dict[str, Any]:
+    """A new thread with the thread's metadata and a copy of its checkpoints (not its
+    runs). An unknown thread is a 409, as the reference server answers it."""
+    check_uuid(thread_id, "thread ID")
+    record = backend.records.thread(thread_id)
+    if record is None:
+        raise ApiError(409, f"Thread {thread_id!r} not found: nothing to copy")
+    new_id = str(uuid.uuid4())
+    backend.client.saver.copy_thread(thread_id, new_id)
+    try:
+        backend.records.create_thread(new_id, record["metadata"])
+    except BaseException:
+        backend.client.saver.delete_thread(new_id)
+        raise
+    return thread_view(backend, require_thread(backend, new_id))
+
+
+async def copy(request: Request) -> JSONResponse:
+    return JSONResponse(await blocking(_copy, backend_of(request),
+                                       request.path_params["thread_id"]))
+
+
+def _prune(backend: Backend, payload: dict[str, Any]) -> dict[str, int]:
+    """`delete`: delete the threads (as DELETE does each); `keep_latest`: drop every
+    checkpoint of each idle thread but its newest (what an open interrupt still needs is
+    kept). Unknown threads are skipped, busy ones too under `keep_latest`; the answer
+    counts what was pruned."""
+    reject_unknown(payload, frozenset({"thread_ids", "strategy"}), "POST /threads/prune")
+    thread_ids = field(payload, "thread_ids", list)
+    if thread_ids is None:
+        raise ApiError(422, "thread_ids is required")
+    strategy = choice(payload, "strategy", ("delete", "keep_latest"), "delete")
+    for thread_id in thread_ids:
+        if not isinstance(thread_id, str):
+            raise ApiError(422, "thread_ids must be a list of thread IDs")
+        check_uuid(thread_id, "thread ID")
+    pruned = 0
+    for thread_id in dict.fromkeys(thread_ids):
+        if backend.records.thread(thread_id) is None:
+            continue
+        if strategy == "delete":
+            delete_thread(backend, thread_id)
+        elif backend.client.store.active_run(thread_id) is not None:
+            continue
+        elif backend.client.saver.head(thread_id) is not None:
+            backend.client.saver.prune(thread_id, keep_last=1)
+        pruned += 1
+    return {"pruned_count": pruned}
+
+
+async def prune(request: Request) -> JSONResponse:
+    return JSONResponse(await blocking(_prune, backend_of(request), await body(request)))
+
+
 async def not_implemented(request: Request) -> JSONResponse:
     raise ApiError(501, f"{request.method} {request.url.path} is not implemented by "
-                   "celerygraph serve (thread copy, prune and the thread stream)")
+                   "celerygraph serve (the thread stream)")
 
 
 routes = [
     Route("/threads", create, methods=["POST"]),
     Route("/threads/search", search, methods=["POST"]),
     Route("/threads/count", count, methods=["POST"]),
-    Route("/threads/prune", not_implemented, methods=["POST"]),
+    Route("/threads/prune", prune, methods=["POST"]),
     Route("/threads/{thread_id}", get, methods=["GET"]),
     Route("/threads/{thread_id}", patch, methods=["PATCH"]),
     Route("/threads/{thread_id}", delete, methods=["DELETE"]),
@@ -313,6 +367,6 @@ routes = [
     Route("/threads/{thread_id}/state/checkpoint", get_state_at, methods=["POST"]),
     Route("/threads/{thread_id}/state/{checkpoint_id}", get_state, methods=["GET"]),
     Route("/threads/{thread_id}/history", history, methods=["GET", "POST"]),
-    Route("/threads/{thread_id}/copy", not_implemented, methods=["POST"]),
+    Route("/threads/{thread_id}/copy", copy, methods=["POST"]),
     Route("/threads/{thread_id}/stream", not_implemented, methods=["GET"]),
 ]

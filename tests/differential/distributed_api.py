@@ -208,14 +208,6 @@ class DistributedGraph:
 
     def _run_config(self, config: dict[str, Any] | None, kwargs: dict[str, Any]
                     ) -> dict[str, Any]:
-        if kwargs.get("interrupt_before") is not None or kwargs.get(
-                "interrupt_after") is not None:
-            raise NotSupportedDistributed(
-                "interrupt_before/after passed to invoke: a distributed run takes the "
-                "graph's compiled static interrupts only"
-            )
-        kwargs.pop("interrupt_before", None)
-        kwargs.pop("interrupt_after", None)
         if kwargs.get("durability") is None:
             kwargs.pop("durability", None)
         config = merge_configs(self.config, config)  # type: ignore[attr-defined]

@@ -197,6 +197,34 @@ def scenario_interrupt_before_and_after(api, tmp_path):
     }
 
 
+def scenario_interrupts_passed_to_invoke(api, tmp_path):
+    # A graph compiled without static interrupts, paused by the run's own: before `b` and
+    # after `c` on one run, then "*" (before every node); the compiled graph's
+    # `interrupt_before=["d"]` is replaced, not added to, by a run that passes its own.
+    counts = Counts()
+    graph = chain_builder(api, counts, "abcd").compile(checkpointer=api.InMemorySaver())
+    config = thread()
+    observed = {
+        "first": graph.invoke({"log": []}, config, interrupt_before=["b"],
+                              interrupt_after=["c"]),
+        "before_b": snapshot(graph, config),
+        "second": graph.invoke(None, config, interrupt_before=["b"], interrupt_after=["c"]),
+        "after_c": snapshot(graph, config),
+        "third": graph.invoke(None, config),
+        "history": history(graph, config),
+    }
+    every = thread("every")
+    observed["star"] = [graph.invoke({"log": []}, every, interrupt_before="*")]
+    observed["star"].append(graph.invoke(None, every, interrupt_before="*"))
+    observed["star_state"] = snapshot(graph, every)
+    static = chain_builder(api, counts, "ab").compile(
+        checkpointer=api.InMemorySaver(), interrupt_before=["b"])
+    replaced = thread("replaced")
+    observed["replaced"] = static.invoke({"log": []}, replaced, interrupt_after=["a"])
+    observed["replaced_state"] = snapshot(static, replaced)
+    return observed | {"counts": counts.as_dict()}
+
+
 def scenario_update_state_then_continue(api, tmp_path):
     counts = Counts()
     graph = chain_builder(api, counts).compile(
