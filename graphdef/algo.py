@@ -157,10 +157,28 @@ def create_checkpoint(
     updated_channels: Iterable[str] | None,
     *,
     checkpoint_id: str | None = None,
+    changed: Iterable[str] | None = None,
 ) -> Checkpoint:
-    """Snapshot channels into a new checkpoint; `checkpoint_id` keeps the id (exit mode)."""
+    """Snapshot channels into a new checkpoint; `checkpoint_id` keeps the id (exit mode).
+
+    `changed`: the channels whose versions moved since `checkpoint`'s values were the
+    channels' own; only those are read again. A channel's value changes only with its version
+    (`apply_writes` bumps the version of every channel an update, a consume, a clear or a
+    finish changed), so the others' values carry over.
+    """
     if channels is None:
         values = dict(checkpoint["channel_values"])
+    elif changed is not None:
+        values = dict(checkpoint["channel_values"])
+        for k in changed:
+            channel = channels.get(k)
+            if channel is None:
+                continue
+            stored = channel.checkpoint()
+            if stored is MISSING:
+                values.pop(k, None)
+            else:
+                values[k] = stored
     else:
         values = {}
         for k, channel in channels.items():

@@ -214,6 +214,9 @@ class RunLoop:
         self.step = 0
         self.stop = 0
         self.previous_versions: dict[str, int] = {}
+        # The checkpoint's values are the channels' at `previous_versions` once this loop
+        # snapshotted them itself: from then on a put snapshots only what moved since.
+        self.snapshotted = False
         self.updated_channels: set[str] | None = None
         self.is_replaying = False
         self.loaded_by_id = False
@@ -506,6 +509,7 @@ class RunLoop:
         self.step = self.metadata["step"] + 1
         self.stop = self.step + self.config["recursion_limit"] + 1
         self.previous_versions = dict(self.checkpoint["channel_versions"])
+        self.snapshotted = False
         stored_updated = self.checkpoint.get("updated_channels")
         self.updated_channels = set(stored_updated) if stored_updated else None
         self.loaded = True
@@ -1031,23 +1035,23 @@ class RunLoop:
             self.metadata = {**metadata, **{k: v for k, v in self.run_metadata.items()
                                             if k not in metadata}}
         do_checkpoint = self.checkpointer is not None and (exiting or self.durability != "exit")
+        versions = self.checkpoint["channel_versions"]
+        new_versions = {k: v for k, v in versions.items() if v != self.previous_versions.get(k)}
         self.checkpoint = algo.create_checkpoint(
             self.checkpoint,
             self.channels if do_checkpoint else None,
             self.updated_channels,
             checkpoint_id=self.checkpoint["id"] if exiting else None,
+            changed=new_versions if self.snapshotted else None,
         )
         if do_checkpoint:
             assert self.checkpointer is not None
+            self.snapshotted = True
             self.prev_checkpoint_config = (
                 self.checkpoint_config
                 if self.checkpoint_config["configurable"].get("checkpoint_id")
                 else None
             )
-            versions = self.checkpoint["channel_versions"]
-            new_versions = {
-                k: v for k, v in versions.items() if v != self.previous_versions.get(k)
-            }
             self.previous_versions = dict(versions)
             parent_config = {
                 "configurable": {
