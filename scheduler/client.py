@@ -198,7 +198,8 @@ class Client:
                 f"thread {thread_id!r} is busy with run {self.store.active_run(thread_id)}"
             )
         try:
-            create_run(self.store, graph=graph, run_input=input, thread_id=thread_id,
+            create_run(self.store, graph=graph, validate=False,  # checked above
+                       run_input=input, thread_id=thread_id,
                        config=config, durability=durability, on_busy=on_busy,
                        run_id=run_id, routes=routes, context=context,
                        stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,

@@ -616,3 +616,25 @@ def test_a_put_on_a_known_head_without_its_lease_stores_nothing(server: RedisSer
         saver.put_if_head(base, make({"items": ["a", "b"]}, {"items": 3}), {},
                           {"items": 3}, saver.head("t"), guard=guard)
         saver.client.delete(guard[0])
+
+
+def test_a_namespaces_first_put_is_one_script_and_refuses_a_thread_with_a_head(
+        server: RedisServer) -> None:
+    """The first checkpoint of a namespace goes in one script that lists its keys; one that
+    expects no head on a thread that has one stores nothing."""
+    with new_saver(server) as saver:
+        client = saver.client
+        saver.put_if_head(cfg("warm"), make({"a": 0}, {"a": 1}), {}, {"a": 1}, None)
+        client.config_resetstat()  # the script is loaded: count its one call
+        first = saver.put_if_head(cfg("fresh"), make({"a": 1}, {"a": 1}), {}, {"a": 1}, None)
+        used = _commands(client)
+        assert used.get("evalsha") == 1 and "watch" not in used and used.get("sadd") == 1
+        loaded = saver.get_tuple(first)
+        assert loaded is not None and loaded.checkpoint["channel_values"] == {"a": 1}
+        before = snapshot(saver)
+        with pytest.raises(StaleCheckpointError, match="expected None"):
+            saver.put_if_head(cfg("fresh"), make({"a": 2}, {"a": 2}), {}, {"a": 2}, None)
+        assert snapshot(saver) == before
+        saver.delete_thread("fresh")
+        saver.delete_thread("warm")
+        assert not client.keys("*fresh*")  # every key it wrote was listed

@@ -137,20 +137,22 @@ return 1
 )
 
 # The put of a checkpoint whose parent is the namespace's head and whose channel refs the
-# writer already knows (`_RefsCache`): checks and writes in one script, no WATCH round trips.
-# KEYS cps, cp, meta, refs, blob, latest, index, then the guard key if any. ARGV: ttl in ms,
-# expected head, guard value, checkpoint id, checkpoint, metadata, refs row, the number of
-# delta bases that must be stored and those blob fields, then (blob field, record, latest
-# field, digest) per blob. Returns 'ok'; 'guard' (the guard key holds another value);
-# {'head', newest id}; or 'base' (a delta base is gone: the caller puts the slow way). The
-# namespace's keys are in the index already: its head's put listed them.
+# writer already knows (`_RefsCache`), or of a namespace's first checkpoint: checks and
+# writes in one script, no WATCH round trips. KEYS cps, cp, meta, refs, blob, latest, index,
+# then the guard key if any. ARGV: ttl in ms, expected head ('' for none), guard value,
+# checkpoint id, checkpoint, metadata, refs row, the number of delta bases that must be
+# stored and those blob fields, then (blob field, record, latest field, digest) per blob.
+# Returns 'ok'; 'guard' (the guard key holds another value); {'head', newest id}; or 'base'
+# (a delta base is gone: the caller puts the slow way). A namespace with a head has its keys
+# in the index already (its first put listed them).
 _PUT_CHILD_OF_HEAD_LUA = (
     _REFRESH
     + """
 local cps, cp, meta, refs, blobs, latest, index = unpack(KEYS, 1, 7)
 if KEYS[8] and redis.call('GET', KEYS[8]) ~= ARGV[3] then return 'guard' end
 local newest = redis.call('ZREVRANGE', cps, 0, 0)
-if newest[1] ~= ARGV[2] then return {'head', newest[1] or false} end
+if (newest[1] or '') ~= ARGV[2] then return {'head', newest[1] or false} end
+if ARGV[2] == '' then redis.call('SADD', index, cps, cp, meta, refs, blobs, latest) end
 local bases = tonumber(ARGV[8])
 for i = 9, 8 + bases do
   if redis.call('HEXISTS', blobs, ARGV[i]) == 0 then return 'base' end
@@ -813,7 +815,7 @@ class RedisSaver(BaseCheckpointSaver):
         keys = self._keys(target.thread_id, target.ns)
         if guard is not None and not guard[0].startswith(keys.thread):
             raise ValueError(f"guard key {guard[0]!r} is not a key of the thread")
-        if check_head and expected is not None and expected == target.checkpoint_id:
+        if check_head and expected == target.checkpoint_id:
             done = self._put_on_known_head(keys, prepared, expected, guard)
             if done is not None:
                 return done
@@ -855,14 +857,15 @@ class RedisSaver(BaseCheckpointSaver):
         self._known_refs.put(target.thread_id, target.ns, prepared.checkpoint_id, refs)
         return checkpoint_config(target.thread_id, target.ns, prepared.checkpoint_id)
 
-    def _put_on_known_head(self, keys: _Keys, prepared: PreparedPut, head: str,
+    def _put_on_known_head(self, keys: _Keys, prepared: PreparedPut, head: str | None,
                            guard: tuple[str, str] | None) -> Config | None:
-        """A put on the head whose refs this process knows, in one script (no WATCH, MULTI
-        and reads first: a chain of steps pays one round trip per checkpoint); None when it
-        cannot go this way (refs not known, a channel left to look up, a delta base gone),
-        and the caller puts the WATCH way."""
+        """A put on the head whose refs this process knows, or the first of its namespace
+        (`head` None), in one script (no WATCH, MULTI and reads first: a chain of steps pays
+        one round trip per checkpoint); None when it cannot go this way (refs not known, a
+        channel left to look up, a delta base gone), and the caller puts the WATCH way."""
         target = prepared.target
-        parent_refs = self._known_refs.get(target.thread_id, target.ns, head)
+        parent_refs = {} if head is None else self._known_refs.get(target.thread_id,
+                                                                   target.ns, head)
         if parent_refs is None or len(prepared.blobs) > _FAST_PUT_MAX_BLOBS:
             return None
         unknown: list[str] = []
@@ -886,7 +889,7 @@ class RedisSaver(BaseCheckpointSaver):
         found = self._put_child_of_head(
             keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob, keys.latest, keys.index,
                   *([guard[0]] if guard is not None else [])],
-            args=[self._ttl_ms, head, guard[1] if guard is not None else "",
+            args=[self._ttl_ms, head or "", guard[1] if guard is not None else "",
                   prepared.checkpoint_id, prepared.checkpoint, prepared.metadata,
                   orjson.dumps(refs_doc), len(bases), *bases, *stored],
         )
