@@ -30,7 +30,7 @@ from scheduler.resources import Resources
 from scheduler.runs import check_graph, create_run
 from scheduler.settings import Settings
 from scheduler.store import new_run_id
-from scheduler.streams import StreamPart
+from scheduler.streams import StreamPart, stream_is_over
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,10 @@ class RunHandle:
             if parts:
                 continue
             run = self.client.store.run(self.thread_id, self.id)
-            if run is not None and run.status.settled and not run.stream_modes:
-                return  # it never streamed
-            if run is not None and run.status.settled and not self.client.store.r.exists(
-                    chunks.key):
-                return  # its stream outlived CELERYGRAPH_STREAM_TTL
+            # A run not recorded yet may still start (a producer that chose its run id).
+            if run is not None and stream_is_over(
+                    run, bool(self.client.store.r.exists(chunks.key))):
+                return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not end within {timeout} s")
 

@@ -54,6 +54,7 @@ import redis
 
 from graphdef import serde
 from graphdef.errors import revive_error
+from scheduler.records import RunRecord
 
 Chunk = tuple[tuple[str, ...], str, Any]
 
@@ -297,6 +298,13 @@ def parts_of_reply(reply: Any) -> list[StreamPart]:
     """The parts of an `XREAD` reply on one stream (RESP2: [(stream, [entry, ...])])."""
     return [part for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or ())
             for entry_id, fields in entries for part in decode(entry_id, fields)]
+
+
+def stream_is_over(run: RunRecord, stream_exists: bool) -> bool:
+    """After a read of `run`'s stream found nothing new: whether nothing more will come,
+    though no end entry was read. The run settled and never streamed, or its stream is gone
+    (it outlived `CELERYGRAPH_STREAM_TTL`)."""
+    return run.status.settled and (not run.stream_modes or not stream_exists)
 
 
 def end_fields(status: str, error: dict[str, Any] | None) -> dict[str, bytes | str]:

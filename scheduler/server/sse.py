@@ -33,7 +33,13 @@ from scheduler.server.backend import Backend
 from scheduler.server.http import ApiError, blocking, unsupported
 from scheduler.server.messages import MessageAccumulator
 from scheduler.streams import END as END_KIND
-from scheduler.streams import StreamPart, parts_of_reply, rest_of_entry, split_id
+from scheduler.streams import (
+    StreamPart,
+    parts_of_reply,
+    rest_of_entry,
+    split_id,
+    stream_is_over,
+)
 
 # The API's stream modes and the graph's mode each one reads.
 API_MODES = {"values": "values", "updates": "updates", "custom": "custom", "debug": "debug",
@@ -153,9 +159,8 @@ async def run_parts(backend: Backend, thread_id: str, run_id: str, after: str = 
         if parts:
             continue
         run = await blocking(store.run, thread_id, run_id)
-        if run is None or (run.status.settled and (
-                not run.stream_modes or not await backend.aredis.exists(key))):
-            return  # it never streamed, or its stream outlived CELERYGRAPH_STREAM_TTL
+        if run is None or stream_is_over(run, bool(await backend.aredis.exists(key))):
+            return
         yield None
 
 
