@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from graphdef.types import Command, Send
+from scheduler import webhooks
 from scheduler.driver import roll_back
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
@@ -54,7 +55,6 @@ RUN_FIELDS = frozenset({
 })
 # Parameters the SDK can send that this server does not implement, and why.
 UNSUPPORTED = {
-    "webhook": "no webhook is called on completion yet",
     "interrupt_before": "compile the graph with it (the workers run the compiled graph's)",
     "interrupt_after": "compile the graph with it (the workers run the compiled graph's)",
     "feedback_keys": "LangSmith feedback is not part of celerygraph",
@@ -107,7 +107,9 @@ def _run_config(payload: dict[str, Any], thread_id: str) -> dict[str, Any]:
     return config
 
 
-def _check(payload: dict[str, Any], where: str) -> None:
+def check_request(payload: dict[str, Any], where: str) -> None:
+    """What refuses a run request before anything is read or stored (crons check theirs
+    with it too)."""
     reject_unknown(payload, RUN_FIELDS, where)
     for name, why in UNSUPPORTED.items():
         if payload.get(name) not in (None, False):
@@ -116,12 +118,14 @@ def _check(payload: dict[str, Any], where: str) -> None:
         raise unsupported("after_seconds", "runs start at once")
     if payload.get("input") is not None and payload.get("command") is not None:
         raise ApiError(422, "Pass input or command, not both")
+    if payload.get("webhook") is not None:
+        webhooks.check_url(field(payload, "webhook", str))
 
 
 def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], where: str
           ) -> Started:
     """Check the request, record it and start the run; on any error nothing is left."""
-    _check(payload, where)
+    check_request(payload, where)
     assistant = field(payload, "assistant_id", str)
     if assistant is None:
         raise ApiError(422, "assistant_id is required")
@@ -140,6 +144,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     command = field(payload, "command", dict)
     run_input = _command(command) if command is not None else payload.get("input")
     context = field(payload, "context", dict)
+    webhook = field(payload, "webhook", str)
 
     created = False
     if thread_id is None:
@@ -157,12 +162,18 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     config = _run_config(payload, thread_id)
     run_id = str(uuid.uuid4())
     kwargs = {k: payload.get(k) for k in ("input", "command", "config", "context",
-                                          "stream_subgraphs", "checkpoint_id", "durability")}
+                                          "stream_subgraphs", "checkpoint_id", "durability",
+                                          "webhook")}
     kwargs["stream_mode"] = sorted(selection.modes)
     backend.records.put_run(thread_id, run_id, {
         "assistant_id": assistant_id(ref), "metadata": field(payload, "metadata", dict, {}),
         "multitask_strategy": strategy, "kwargs": kwargs})
     try:
+        if webhook is not None:
+            # Queued before the run starts: a server that dies right after starting it
+            # has queued the webhook already (the task waits for the run to settle).
+            webhooks.enqueue(backend.client.app, backend.settings.scheduler_queue,
+                             thread_id, run_id, webhook)
         backend.graph(ref).submit(run_input, config, stream_mode=selection.graph_modes,
                                   subgraphs=selection.subgraphs, durability=durability,
                                   context=context, multitask_strategy=strategy, run_id=run_id)
@@ -464,7 +475,7 @@ async def cancel_many(request: Request) -> Response:
 
 async def not_implemented(request: Request) -> JSONResponse:
     raise ApiError(501, f"{request.method} {request.url.path} is not implemented by "
-                   "celerygraph serve (crons, and deleting a run)")
+                   "celerygraph serve (deleting a run)")
 
 
 routes = [
@@ -473,15 +484,10 @@ routes = [
     Route("/runs/wait", wait, methods=["POST"]),
     Route("/runs/batch", create_batch, methods=["POST"]),
     Route("/runs/cancel", cancel_many, methods=["POST"]),
-    Route("/runs/crons", not_implemented, methods=["POST"]),
-    Route("/runs/crons/search", not_implemented, methods=["POST"]),
-    Route("/runs/crons/count", not_implemented, methods=["POST"]),
-    Route("/runs/crons/{cron_id}", not_implemented, methods=["GET", "PATCH", "DELETE"]),
     Route("/threads/{thread_id}/runs", create, methods=["POST"]),
     Route("/threads/{thread_id}/runs", list_runs, methods=["GET"]),
     Route("/threads/{thread_id}/runs/stream", stream, methods=["POST"]),
     Route("/threads/{thread_id}/runs/wait", wait, methods=["POST"]),
-    Route("/threads/{thread_id}/runs/crons", not_implemented, methods=["POST"]),
     Route("/threads/{thread_id}/runs/{run_id}", get, methods=["GET"]),
     Route("/threads/{thread_id}/runs/{run_id}", not_implemented, methods=["DELETE"]),
     Route("/threads/{thread_id}/runs/{run_id}/join", join, methods=["GET"]),
