@@ -259,8 +259,8 @@ class ClusterState(TypedDict, total=False):
 
 def _up(workdir: Path) -> ClusterState:
     """Start a Redis of its own (unless CELERYGRAPH_STORE_URL names one that answers), two
-    workers, a scheduler, beat (crons), Flower and the HTTP API on loopback (`API_PORT`, 2024); record
-    what was started in `cluster.json`."""
+    workers, a scheduler, beat (crons), Flower and the HTTP API on loopback (`API_PORT`,
+    2024); record what was started in `cluster.json`."""
     state: ClusterState = {"pids": {}}
     store_url = os.environ.get("CELERYGRAPH_STORE_URL")
     server: RedisProcess | None = None

@@ -85,7 +85,8 @@ def create_app(settings: Settings, server: ServerSettings) -> Starlette:
     app = Starlette(
         routes=[Route("/ok", ok), Route("/info", info), *assistants.routes, *threads.routes,
                 *crons.routes, *runs.routes, *store_items.routes],
-        middleware=[Middleware(ApiKeyMiddleware, keys=server.api_keys)],
+        middleware=[Middleware(ApiKeyMiddleware, keys=server.api_keys,
+                               limits=server.key_graphs)],
         exception_handlers={ApiError: _error, HTTPException: _error,
                             CeleryGraphError: _error, ValueError: _error,
                             NotImplementedError: _error, Exception: _error},

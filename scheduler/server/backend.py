@@ -19,6 +19,7 @@ from graphdef.store.redis import RedisStore
 from scheduler import registry
 from scheduler.client import Client
 from scheduler.cluster_graph import ClusterGraph
+from scheduler.server.auth import may_use
 from scheduler.server.config import ServerSettings
 from scheduler.server.http import ApiError, not_found
 from scheduler.server.records import ApiRecords
@@ -62,8 +63,10 @@ class Backend:
                    RedisStore(client.store.r, prefix=server.store_prefix))
 
     def graph_refs(self) -> list[str]:
-        """Every graph a run may name: published by workers, or loaded here."""
-        return sorted(set(self.client.store.published_graphs()) | set(registry.known()))
+        """Every graph a run may name: published by workers, or loaded here; those the
+        request's key may use (`auth.visible_graphs`)."""
+        refs = set(self.client.store.published_graphs()) | set(registry.known())
+        return sorted(ref for ref in refs if may_use(ref))
 
     def graph_of(self, assistant: str) -> str:
         """The graph an `assistant_id` names: an assistant's UUID, a graph reference, or a

@@ -29,6 +29,7 @@ from scheduler.driver import roll_back
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.server import encode, sse, views
+from scheduler.server.auth import may_use
 from scheduler.server.backend import Backend, assistant_id, backend_of
 from scheduler.server.http import (
     ApiError,
@@ -159,6 +160,8 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
             created = backend.records.create_thread(thread_id, {})
+        else:
+            require_thread(backend, thread_id)  # 404 for another graph's thread
     config = _run_config(payload, thread_id)
     run_id = str(uuid.uuid4())
     kwargs = {k: payload.get(k) for k in ("input", "command", "config", "context",
@@ -298,8 +301,11 @@ def _run_info(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:
     check_uuid(thread_id, "thread ID")
     check_uuid(run_id, "run ID")
     info = backend.records.run(thread_id, run_id)
-    if info is None or backend.client.store.run(thread_id, run_id) is None:
+    run = backend.client.store.run(thread_id, run_id)
+    if info is None or run is None:
         require_thread(backend, thread_id)
+        raise not_found(f"Run {run_id!r}")
+    if not may_use(run.graph):
         raise not_found(f"Run {run_id!r}")
     return info
 
@@ -450,6 +456,8 @@ def _cancel_many(backend: Backend, payload: dict[str, Any], action: str) -> None
         for thread_id, run_id in store.active_runs():
             run = store.run(thread_id, run_id)
             if run is None or backend.records.run(thread_id, run_id) is None:
+                continue
+            if not may_use(run.graph):
                 continue
             state = views.run_status(run)
             if status == "all" or state == status:
