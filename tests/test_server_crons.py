@@ -15,6 +15,7 @@ import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 
+from scheduler.beat import CRON_TASK
 from scheduler.server.backend import assistant_id
 from tests.cluster import Cluster
 from tests.server import API_KEYS, start_server
@@ -166,6 +167,22 @@ def test_cron_create_search_update_delete(client):
 
 
 # ---- crons: fired by beat ------------------------------------------------------------------
+
+def test_a_tick_delivered_twice_starts_one_run(cluster, client):
+    """A beat message for a tick that already fired (a beat replaced between sending and
+    recording it) starts nothing: the scheduler claims each tick once."""
+    thread_id = client.threads.create()["thread_id"]
+    cron = client.crons.create_for_thread(thread_id, CHAIN, schedule="0 0 * * *",
+                                          input={"log": []})
+    producer = cluster.client().app
+    for _ in range(2):
+        producer.send_task(CRON_TASK, args=[cron["cron_id"]], queue="scheduler")
+    eventually(lambda: any(cron["cron_id"] in line and "already fired" in line
+                           for line in cluster.log("scheduler").splitlines()))
+    client.crons.delete(cron["cron_id"])
+    [run] = client.runs.list(thread_id)
+    assert client.runs.join(thread_id, run["run_id"]) == {"log": ["a", "b", "slow", "d"]}
+
 
 def _minute(iso: str) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%dT%H:%M")
