@@ -39,7 +39,7 @@ def register_api_tasks(app: CeleryGraphApp) -> None:
                         polls: int = 0) -> str:
         queue = app.settings.scheduler_queue
         try:
-            outcome = webhooks.deliver(backend(), thread_id, run_id, url)
+            outcome = webhooks.deliver(backend(), thread_id, run_id, url, polls)
         except webhooks.DeliveryError as exc:
             if attempt + 1 >= webhooks.MAX_ATTEMPTS:
                 log.error("webhook for run %s given up after %d attempts: %s", run_id,

@@ -2,10 +2,13 @@
 cron's run as `POST /threads/{id}/runs` (or a stateless `POST /runs`) would, through
 `scheduler.server.runs.start`.
 
-Each tick fires at most once: the task claims the tick (the latest one at or before now,
-as a message can arrive late) in Redis before it starts anything, so a duplicate message
-(two beats, or a beat replaced between sending and recording) starts nothing. A task that
-dies between the claim and the run's creation loses that tick: at most once, never twice.
+Each tick fires at most once: the task claims the tick (the latest one at or before now, as
+a message can arrive late) in Redis before it starts anything, so a duplicate message (two
+beats, or a beat replaced between sending and recording) starts nothing. A task that dies
+between the claim and the run's creation loses that tick: at most once, never twice.
+
+A thread's crons go with the thread, as in the reference server: the API no longer shows
+them once the thread is deleted, and the next tick deletes them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ def fire(backend: Backend, cron_id: str, now: datetime | None = None) -> str | N
         return None
     payload = dict(record["payload"])
     thread_id = record.get("thread_id")
+    if thread_id is not None and backend.records.thread(thread_id) is None:
+        # The thread was deleted: its crons go with it, as in the reference server.
+        log.info("cron %s: thread %s is gone, the cron is deleted", cron_id, thread_id)
+        beat.delete_entry(backend.client.app, cron_id)
+        crons.delete(cron_id)
+        return None
     if thread_id is None:
         payload["on_completion"] = record.get("on_run_completed") or "delete"
     try:

@@ -40,6 +40,8 @@ MAX_ATTEMPTS = 8
 # A delivery in progress holds the run for this long; a copy of the task waits meanwhile.
 SENDING_SECONDS = int(TIMEOUT_SECONDS) + 20
 DELIVERED_SECONDS = 7 * 24 * 3600
+# How many polls (about a minute) a run recorded by the API may take to be stored.
+STORE_POLLS = 16
 
 
 class DeliveryError(Exception):
@@ -113,17 +115,21 @@ def post(url: str, body: dict[str, Any], key: str) -> None:
         raise DeliveryError(f"{url} answered {status}")
 
 
-def deliver(backend: Backend, thread_id: str, run_id: str, url: str) -> str:
-    """One attempt: `delivered` (now or before), `gone` (the run was never stored or was
-    deleted), `pending` (not settled yet, or another copy is sending); DeliveryError if the
-    receiver did not take it."""
+def deliver(backend: Backend, thread_id: str, run_id: str, url: str, polls: int = 0) -> str:
+    """One attempt: `delivered` (now or before), `gone` (the run was refused, deleted or
+    expired), `pending` (not settled yet, or another copy is sending); DeliveryError if the
+    receiver did not take it. The task is queued just before the run is stored, so a run
+    not there yet is waited for, `STORE_POLLS` times."""
     store = backend.client.store
     key = store.key(thread_id, "api", "webhook", run_id)
     if store.r.get(key) == b"delivered":
         return "delivered"
     body = payload(backend, thread_id, run_id)
     if body is None:
-        return "pending" if backend.records.run(thread_id, run_id) is not None else "gone"
+        if store.run(thread_id, run_id) is not None:
+            return "pending"
+        recorded = backend.records.run(thread_id, run_id) is not None
+        return "pending" if recorded and polls < STORE_POLLS else "gone"
     if not store.r.set(key, b"sending", nx=True, ex=SENDING_SECONDS):
         return "delivered" if store.r.get(key) == b"delivered" else "pending"
     try:

@@ -166,6 +166,22 @@ def test_cron_create_search_update_delete(client):
         client.crons.delete(cron["cron_id"])
 
 
+def test_deleting_a_thread_deletes_its_crons(cluster, client, redis_server):
+    thread_id = client.threads.create()["thread_id"]
+    cron = client.crons.create_for_thread(thread_id, CHAIN, schedule="0 0 * * *")
+    entry = f"cg:beat:cron:{cron['cron_id']}"
+    assert redis_server.client().exists(entry)
+    client.threads.delete(thread_id)
+    assert client.crons.search(thread_id=thread_id) == []
+    with pytest.raises(NotFoundError):
+        client.crons.delete(cron["cron_id"])
+    # Its next tick removes the record and beat's entry, and starts nothing.
+    cluster.client().app.send_task(CRON_TASK, args=[cron["cron_id"]], queue="scheduler")
+    eventually(lambda: not redis_server.client().exists(entry))
+    assert not redis_server.client().exists(f"cg:api:cron:{cron['cron_id']}")
+    assert cluster.client().store.runs_of(thread_id) == []
+
+
 # ---- crons: fired by beat ------------------------------------------------------------------
 
 def test_a_tick_delivered_twice_starts_one_run(cluster, client):

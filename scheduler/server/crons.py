@@ -165,7 +165,11 @@ def _require(backend: Backend, cron_id: str) -> dict[str, Any]:
 
 
 def visible(backend: Backend, record: dict[str, Any]) -> bool:
-    """Whether the caller's key may see the cron: its assistant resolves for that key."""
+    """Whether the caller's key may see the cron: its assistant resolves for that key, and
+    its thread, if it has one, was not deleted (the next tick deletes it)."""
+    thread_id = record.get("thread_id")
+    if thread_id is not None and backend.records.thread(thread_id) is None:
+        return False
     try:
         backend.graph_of(record["payload"]["assistant_id"])
     except ApiError:
