@@ -31,6 +31,12 @@ UNLIMITED_PATHS = ("/store",)
 visible_graphs: ContextVar[frozenset[str] | None] = ContextVar("visible_graphs", default=None)
 
 
+def limited() -> bool:
+    """Whether the current request's key is limited to some graphs (worth reading which
+    graph a thread belongs to)."""
+    return visible_graphs.get() is not None
+
+
 def may_use(ref: str | None) -> bool:
     """Whether the current request's key may use graph `ref` (None: a thread no run has
     used yet, visible to every key)."""

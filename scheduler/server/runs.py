@@ -29,7 +29,7 @@ from scheduler.driver import roll_back
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.server import encode, sse, views
-from scheduler.server.auth import may_use
+from scheduler.server.auth import limited, may_use
 from scheduler.server.backend import Backend, assistant_id, backend_of
 from scheduler.server.http import (
     ApiError,
@@ -160,7 +160,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
             created = backend.records.create_thread(thread_id, {})
-        else:
+        elif limited():
             require_thread(backend, thread_id)  # 404 for another graph's thread
     config = _run_config(payload, thread_id)
     run_id = str(uuid.uuid4())
