@@ -28,8 +28,10 @@ from scheduler.settings import Settings
 
 CRON_TASK = "celerygraph.fire_cron"
 KEY_PREFIX = "cg:beat:"
-# How often beat wakes at most, and how long a dead beat's lock keeps others waiting.
-MAX_INTERVAL_SECONDS = 5
+# How often beat wakes at most (one Redis read): a cron created while beat sleeps is seen
+# this late at worst, so its first tick can fire up to this late. And how long a dead beat's
+# lock keeps the other replicas waiting.
+MAX_INTERVAL_SECONDS = 1
 LOCK_SECONDS = 30
 # How far back `latest_tick` looks for the tick a late message belongs to.
 LOOK_BACK = timedelta(days=31)
