@@ -9,8 +9,9 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from scheduler import beat, webhooks
+from scheduler import webhooks
 from scheduler.celery_app import CeleryGraphApp
+from scheduler.protocol import CRON_TASK, WEBHOOK_TASK
 
 if TYPE_CHECKING:
     from scheduler.server.backend import Backend
@@ -28,13 +29,13 @@ def register_api_tasks(app: CeleryGraphApp) -> None:
 
         return Backend.connect(app.settings, ServerSettings.from_env())
 
-    @app.task(name=beat.CRON_TASK, shared=False)
+    @app.task(name=CRON_TASK, shared=False)
     def fire_cron(cron_id: str) -> str | None:
         from scheduler.cron_fire import fire
 
         return fire(backend(), cron_id)
 
-    @app.task(name=webhooks.WEBHOOK_TASK, shared=False)
+    @app.task(name=WEBHOOK_TASK, shared=False)
     def deliver_webhook(thread_id: str, run_id: str, url: str, attempt: int = 0,
                         polls: int = 0) -> str:
         queue = app.settings.scheduler_queue

@@ -24,9 +24,9 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
+from scheduler.protocol import CRON_TASK
 from scheduler.settings import Settings
 
-CRON_TASK = "celerygraph.fire_cron"
 KEY_PREFIX = "cg:beat:"
 # How often beat wakes at most (one Redis read): a cron created while beat sleeps is seen
 # this late at worst, so its first tick can fire up to this late. And how long a dead beat's

@@ -29,12 +29,14 @@ from urllib.parse import urlsplit
 import orjson
 from celery import Celery
 
+from graphdef.errors import CeleryGraphError
+from scheduler.protocol import Sender
+
 if TYPE_CHECKING:
     from scheduler.server.backend import Backend
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_TASK = "celerygraph.deliver_webhook"
 TIMEOUT_SECONDS = 10.0
 MAX_ATTEMPTS = 8
 # A delivery in progress holds the run for this long; a copy of the task waits meanwhile.
@@ -44,7 +46,7 @@ DELIVERED_SECONDS = 7 * 24 * 3600
 STORE_POLLS = 16
 
 
-class DeliveryError(Exception):
+class DeliveryError(CeleryGraphError):
     """The receiver did not take the webhook: no answer, or a status other than 2xx."""
 
 
@@ -67,9 +69,8 @@ def backoff(attempt: int) -> float:
 
 def enqueue(app: Celery, queue: str, thread_id: str, run_id: str, url: str,
             *, attempt: int = 0, polls: int = 0, countdown: float = 0.25) -> None:
-    app.send_task(WEBHOOK_TASK, args=[thread_id, run_id, url],
-                  kwargs={"attempt": attempt, "polls": polls}, queue=queue,
-                  countdown=countdown)
+    Sender(app, queue).webhook(thread_id, run_id, url, attempt=attempt, polls=polls,
+                               countdown=countdown)
 
 
 def payload(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any] | None:

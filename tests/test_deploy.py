@@ -434,8 +434,7 @@ def test_every_celery_command_names_an_app_of_this_package():
 def test_every_deployment_runs_beat_with_the_schedule_in_redis():
     """Crons fire only if a beat runs: `celery -A scheduler beat`, whose app keeps the
     schedule in Redis (RedBeat) and whose scheduler role runs the fired task."""
-    from scheduler.beat import CRON_TASK
-    from scheduler.webhooks import WEBHOOK_TASK
+    from scheduler.protocol import CRON_TASK, WEBHOOK_TASK
 
     beats = [(where, p) for where, p in celery_commands() if p["role"] == "beat"]
     assert {where.split(":")[0] for where, _ in beats} == {"compose", "k8s", "Procfile"}, beats

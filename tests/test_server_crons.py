@@ -15,7 +15,7 @@ import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 
-from scheduler.beat import CRON_TASK
+from scheduler.protocol import CRON_TASK
 from scheduler.server.backend import assistant_id
 from tests.cluster import Cluster
 from tests.server import API_KEYS, start_server
