@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from celery import Celery
 
+from scheduler import beat
 from scheduler.amqp import ShadowNamedAMQP
 from scheduler.faults import Faults
 from scheduler.settings import Settings
@@ -42,6 +43,7 @@ class CeleryGraphApp(Celery):
             worker_hijack_root_logger=False,
             worker_consumer="scheduler.consumer:SafeConsumer",
         )
+        self.conf.update(beat.conf(settings))
         url = settings.broker_url
         if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
             # kombu would fall back to no certificate checks for a bare rediss:// URL.

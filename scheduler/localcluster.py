@@ -198,6 +198,12 @@ class LocalCluster:
         return self.start_worker(name, app="scheduler", queues=queue, pool="threads",
                                  concurrency=4, env=env)
 
+    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+        """Celery beat with the crons' schedule in Redis (`scheduler.beat`); replicas wait
+        for the one holding the lock."""
+        cmd = [sys.executable, "-m", "celery", "-A", "scheduler", "beat", "--loglevel", "INFO"]
+        return self.spawn(name, cmd, b"beat: Starting")
+
     def start_flower(self, port: int, basic_auth: str,
                      name: str = "flower") -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "celery", "-A", "worker", "flower",
@@ -255,8 +261,8 @@ class ClusterState(TypedDict, total=False):
 
 def _up(workdir: Path) -> ClusterState:
     """Start a Redis of its own (unless CELERYGRAPH_STORE_URL names one that answers), two
-    workers, a scheduler, Flower and the HTTP API on loopback (`API_PORT`, 2024); record
-    what was started in `cluster.json`."""
+    workers, a scheduler, beat (crons), Flower and the HTTP API on loopback (`API_PORT`,
+    2024); record what was started in `cluster.json`."""
     state: ClusterState = {"pids": {}}
     store_url = os.environ.get("CELERYGRAPH_STORE_URL")
     server: RedisProcess | None = None
@@ -276,6 +282,7 @@ def _up(workdir: Path) -> ClusterState:
         cluster.start_worker("worker1", concurrency=2)
         cluster.start_worker("worker2", concurrency=2)
         cluster.start_scheduler()
+        cluster.start_beat()
         cluster.start_flower(flower_port, flower_auth)
         cluster.start_server(api_port)
     except BaseException:

@@ -14,6 +14,11 @@ workers of the previous release may still read what an upgraded producer sends.
   `[thread_id, run_id, checkpoint_id, task_id, path]`.
 - `celerygraph.run_nodes`, on the nodes' queue: args
   `[thread_id, run_id, checkpoint_id, [[task_id, path], ...]]`.
+- `celerygraph.fire_cron`, on the scheduler queue: args `[cron_id]` (sent by Celery beat,
+  `scheduler.beat`, at each of the HTTP API's cron ticks).
+- `celerygraph.deliver_webhook`, on the scheduler queue: args `[thread_id, run_id, url]`,
+  kwargs `attempt` and `polls` (sent by the HTTP API and by the task itself,
+  `scheduler.webhooks`).
 
 When a trace is current, every message carries its context in W3C headers (`traceparent`,
 `tracestate`; `scheduler.tracing`). Node messages carry the headers `celerygraph_run` and
@@ -32,6 +37,8 @@ from celery import Celery
 from scheduler import tracing
 
 START_TASK = "celerygraph.start_run"
+CRON_TASK = "celerygraph.fire_cron"
+WEBHOOK_TASK = "celerygraph.deliver_webhook"
 ADVANCE_TASK = "celerygraph.advance"
 NODE_TASK = "celerygraph.run_node"
 NODES_TASK = "celerygraph.run_nodes"
@@ -131,6 +138,13 @@ class Sender:
                                                message.checkpoint_id],
                            queue=self.scheduler_queue, task_id=task_id,
                            headers=tracing.message_headers() or None)
+
+    def webhook(self, thread_id: str, run_id: str, url: str, *, attempt: int, polls: int,
+                countdown: float) -> None:
+        """The run's webhook task, `countdown` seconds from now."""
+        self.app.send_task(WEBHOOK_TASK, args=[thread_id, run_id, url],
+                           kwargs={"attempt": attempt, "polls": polls},
+                           queue=self.scheduler_queue, countdown=countdown)
 
     def nodes(self, message: RunNodes, *, queue: str, shadow: str | None,
               attempt: int = 1) -> None:

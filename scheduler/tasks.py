@@ -16,6 +16,7 @@ from celery import signals
 
 from graphdef.redis_client import StoreConfigError
 from scheduler import metrics, tracing
+from scheduler.api_tasks import register_api_tasks
 from scheduler.celery_app import CeleryGraphApp, settings_from_env
 from scheduler.driver import with_run_lease
 from scheduler.errors import GraphModuleError
@@ -113,6 +114,7 @@ def create_scheduler_app(settings: Settings) -> CeleryGraphApp:
     `celery worker` of it starts."""
     app = CeleryGraphApp(settings)
     register_scheduler_tasks(app)
+    register_api_tasks(app)
     serve_graphs(app)
     return app
 

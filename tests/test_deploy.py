@@ -25,7 +25,7 @@ from scheduler.localcluster import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-APP_ROLES = {"worker", "flower"}
+APP_ROLES = {"worker", "flower", "beat"}
 
 
 # ---- what the code defines ---------------------------------------------------------------
@@ -431,13 +431,30 @@ def test_every_celery_command_names_an_app_of_this_package():
                 assert NODE_TASK in tasks, where
 
 
+def test_every_deployment_runs_beat_with_the_schedule_in_redis():
+    """Crons fire only if a beat runs: `celery -A scheduler beat`, whose app keeps the
+    schedule in Redis (RedBeat) and whose scheduler role runs the fired task."""
+    from scheduler.protocol import CRON_TASK, WEBHOOK_TASK
+
+    beats = [(where, p) for where, p in celery_commands() if p["role"] == "beat"]
+    assert {where.split(":")[0] for where, _ in beats} == {"compose", "k8s", "Procfile"}, beats
+    for where, parsed in beats:
+        assert parsed["app"] == "scheduler", where
+        assert not any(o in ("-S", "--scheduler") for o in parsed["options"]), where
+    app = importlib.import_module("scheduler").app
+    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert {CRON_TASK, WEBHOOK_TASK} <= set(app.tasks)
+
+
 def test_every_queue_is_a_settings_queue_or_a_documented_routing_queue():
     allowed = default_queues() | readme_queues()
     assert default_queues() <= readme_queues(), "document the default queues too"
     for where, parsed in celery_commands():
         unknown = set(parsed["queues"]) - allowed
         assert not unknown, f"{where}: queue(s) {sorted(unknown)} not in deploy/README.md"
-        if parsed["app"] == "scheduler":
+        if parsed["role"] == "beat":
+            assert not parsed["queues"], where
+        elif parsed["app"] == "scheduler":
             assert parsed["queues"] == ["scheduler"], where
             assert "-P" in parsed["options"], f"{where}: the scheduler runs a thread pool"
         elif parsed["role"] == "worker":

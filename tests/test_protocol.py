@@ -35,7 +35,8 @@ def test_the_readme_documents_the_protocols_wire_format() -> None:
     readme = (ROOT / "README.md").read_text()
     documented = _wire_table(protocol.__doc__ or "")
     assert set(documented) == {protocol.START_TASK, protocol.ADVANCE_TASK,
-                               protocol.NODE_TASK, protocol.NODES_TASK}
+                               protocol.NODE_TASK, protocol.NODES_TASK,
+                               protocol.CRON_TASK, protocol.WEBHOOK_TASK}
     for name, arguments in documented.items():
         row = re.search(rf"^\| `{re.escape(name)}` \|[^\n]*$", readme, flags=re.M)
         assert row, f"README has no wire-format row for {name}"

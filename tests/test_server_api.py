@@ -177,7 +177,7 @@ def test_error_codes_and_nothing_stored(client, url, cluster):
     for bad in (b"{not json", b"[1, 2]"):
         response = httpx.post(f"{url}/threads/{thread_id}/runs", content=bad, headers=headers)
         assert response.status_code == 422 and response.json()["detail"]
-    for extra, name in (({"webhook": "http://example.invalid/hook"}, "webhook"),
+    for extra, name in (({"webhook": "/hook"}, "webhook"),
                         ({"interrupt_before": ["nowhere"]}, "nowhere"),
                         ({"stream_mode": ["events"]}, "events"),
                         ({"after_seconds": 5}, "after_seconds"),
@@ -198,4 +198,4 @@ def test_error_codes_and_nothing_stored(client, url, cluster):
     response = httpx.get(f"{url}/threads/not-a-uuid", headers=headers)
     assert response.status_code == 422
     response = httpx.post(f"{url}/runs/crons", headers=headers, json={})
-    assert response.status_code == 501 and "crons" in response.json()["detail"]
+    assert response.status_code == 422 and "schedule" in response.json()["detail"]

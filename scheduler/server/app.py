@@ -28,7 +28,7 @@ from scheduler.errors import (
     UnknownGraphError,
     UnknownRunError,
 )
-from scheduler.server import assistants, runs, store_items, threads
+from scheduler.server import assistants, crons, runs, store_items, threads
 from scheduler.server.auth import ApiKeyMiddleware, check_bind
 from scheduler.server.backend import Backend
 from scheduler.server.config import ServerSettings
@@ -70,7 +70,7 @@ async def ok(request: Request) -> JSONResponse:
 
 async def info(request: Request) -> JSONResponse:
     return JSONResponse({"version": "celerygraph", "flags": {"assistants": True,
-                                                             "crons": False}})
+                                                             "crons": True}})
 
 
 def create_app(settings: Settings, server: ServerSettings) -> Starlette:
@@ -84,8 +84,9 @@ def create_app(settings: Settings, server: ServerSettings) -> Starlette:
 
     app = Starlette(
         routes=[Route("/ok", ok), Route("/info", info), *assistants.routes, *threads.routes,
-                *runs.routes, *store_items.routes],
-        middleware=[Middleware(ApiKeyMiddleware, keys=server.api_keys)],
+                *crons.routes, *runs.routes, *store_items.routes],
+        middleware=[Middleware(ApiKeyMiddleware, keys=server.api_keys,
+                               limits=server.key_graphs)],
         exception_handlers={ApiError: _error, HTTPException: _error,
                             CeleryGraphError: _error, ValueError: _error,
                             NotImplementedError: _error, Exception: _error},

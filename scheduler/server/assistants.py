@@ -53,7 +53,7 @@ def contains(superset: Any, subset: Any) -> bool:
 
 
 def _all(backend: Backend) -> list[dict[str, Any]]:
-    created = backend.assistants.all()
+    created = backend.created_assistants()
     taken = {a["assistant_id"] for a in created}
     return created + [a for a in map(system_assistant, backend.graph_refs())
                       if a["assistant_id"] not in taken]
@@ -158,7 +158,7 @@ def _create(backend: Backend, payload: dict[str, Any]) -> dict[str, Any]:
               "metadata": field(payload, "metadata", dict, {}),
               "name": _text(payload, "name") or "Untitled",
               "description": _text(payload, "description")}
-    existing = backend.assistants.get(new_id)
+    existing = backend.created_assistant(new_id)
     if existing is None and new_id in {system_assistant(r)["assistant_id"]
                                        for r in backend.graph_refs()}:
         existing = backend.assistant(new_id)
@@ -180,7 +180,7 @@ def _created(backend: Backend, assistant_id: str) -> str:
     """The id of a user-created assistant; a graph's own assistant is refused (422), an
     unknown id is a 404."""
     check_uuid(assistant_id, "assistant ID")
-    if backend.assistants.get(assistant_id) is not None:
+    if backend.created_assistant(assistant_id) is not None:
         return assistant_id
     if any(system_assistant(r)["assistant_id"] == assistant_id for r in backend.graph_refs()):
         raise unsupported("changing a graph's own assistant", "it is derived from the graph; "
@@ -245,7 +245,7 @@ def _versions(backend: Backend, assistant_id: str, payload: dict[str, Any]
     metadata = field(payload, "metadata", dict, {})
     limit = field(payload, "limit", int, 10)
     offset = field(payload, "offset", int, 0)
-    created = backend.assistants.get(assistant_id)
+    created = backend.created_assistant(assistant_id)
     if created is None:
         found = backend.assistant(assistant_id)
         versions = [{k: found[k] for k in ("assistant_id", "version", "graph_id", "config",

@@ -24,6 +24,7 @@ from scheduler import registry
 from scheduler.client import Client
 from scheduler.cluster_graph import ClusterGraph
 from scheduler.server.assistant_records import AssistantRecords
+from scheduler.server.auth import may_use
 from scheduler.server.config import ServerSettings
 from scheduler.server.http import ApiError, not_found
 from scheduler.server.records import ApiRecords
@@ -76,8 +77,10 @@ class Backend:
                    AssistantRecords(client.store.r, f"{client.store.prefix}:api"))
 
     def graph_refs(self) -> list[str]:
-        """Every graph a run may name: published by workers, or loaded here."""
-        return sorted(set(self.client.store.published_graphs()) | set(registry.known()))
+        """Every graph a run may name: published by workers, or loaded here; those the
+        request's key may use (`auth.visible_graphs`)."""
+        refs = set(self.client.store.published_graphs()) | set(registry.known())
+        return sorted(ref for ref in refs if may_use(ref))
 
     def graph_of(self, assistant: str) -> str:
         """The graph an `assistant_id` names (see `assistant`)."""
@@ -88,10 +91,20 @@ class Backend:
         assistant's UUID, a graph reference, or a graph's attribute name when only one graph
         has it. 404 for an unknown UUID, 422 for anything else unknown (as the reference
         server)."""
-        created = self.assistants.get(assistant)
+        created = self.created_assistant(assistant)
         if created is not None:
             return created
         return system_assistant(self.graph_ref(assistant))
+
+    def created_assistant(self, assistant_id: str) -> dict[str, Any] | None:
+        """A user-created assistant, if the request's key may use its graph (for a key
+        limited to other graphs it does not exist)."""
+        created = self.assistants.get(assistant_id)
+        return created if created is not None and may_use(created["graph_id"]) else None
+
+    def created_assistants(self) -> list[dict[str, Any]]:
+        """The user-created assistants of the graphs the request's key may use."""
+        return [a for a in self.assistants.all() if may_use(a["graph_id"])]
 
     def graph_ref(self, assistant: str) -> str:
         """The graph a graph reference, a graph's attribute name or a graph's assistant's

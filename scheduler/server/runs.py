@@ -24,10 +24,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from graphdef.types import Command, Send
+from scheduler import webhooks
 from scheduler.driver import roll_back
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
 from scheduler.server import encode, sse, views
+from scheduler.server.auth import limited, may_use
 from scheduler.server.backend import Backend, backend_of
 from scheduler.server.http import (
     ApiError,
@@ -54,7 +56,6 @@ RUN_FIELDS = frozenset({
 })
 # Parameters the SDK can send that this server does not implement, and why.
 UNSUPPORTED = {
-    "webhook": "no webhook is called on completion yet",
     "feedback_keys": "LangSmith feedback is not part of celerygraph",
     "langsmith_tracer": "LangSmith tracing is not part of celerygraph (see Traces)",
     "strict_resume": "a resume with nothing pending is always an error here",
@@ -120,7 +121,9 @@ def _interrupt_nodes(payload: dict[str, Any], name: str) -> list[str] | str | No
     return value
 
 
-def _check(payload: dict[str, Any], where: str) -> None:
+def check_request(payload: dict[str, Any], where: str) -> None:
+    """What refuses a run request before anything is read or stored (crons check theirs
+    with it too)."""
     reject_unknown(payload, RUN_FIELDS, where)
     for name, why in UNSUPPORTED.items():
         if payload.get(name) not in (None, False):
@@ -129,12 +132,14 @@ def _check(payload: dict[str, Any], where: str) -> None:
         raise unsupported("after_seconds", "runs start at once")
     if payload.get("input") is not None and payload.get("command") is not None:
         raise ApiError(422, "Pass input or command, not both")
+    if payload.get("webhook") is not None:
+        webhooks.check_url(field(payload, "webhook", str))
 
 
 def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], where: str
           ) -> Started:
     """Check the request, record it and start the run; on any error nothing is left."""
-    _check(payload, where)
+    check_request(payload, where)
     asked = field(payload, "assistant_id", str)
     if asked is None:
         raise ApiError(422, "assistant_id is required")
@@ -158,6 +163,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
                if assistant["context"] or requested_context is not None else None)
     interrupts = {name: _interrupt_nodes(payload, name)
                   for name in ("interrupt_before", "interrupt_after")}
+    webhook = field(payload, "webhook", str)
 
     created = False
     if thread_id is None:
@@ -172,10 +178,12 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
             created = backend.records.create_thread(thread_id, {})
+        elif limited():
+            require_thread(backend, thread_id)  # 404 for another graph's thread
     config = _run_config(payload, thread_id, assistant)
     run_id = str(uuid.uuid4())
     kwargs = {k: payload.get(k) for k in ("input", "command", "stream_subgraphs",
-                                          "checkpoint_id", "durability")}
+                                          "checkpoint_id", "durability", "webhook")}
     kwargs.update(interrupts, config=config, context=context,
                   stream_mode=sorted(selection.modes))
     backend.records.put_run(thread_id, run_id, {
@@ -183,6 +191,11 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
         "metadata": field(payload, "metadata", dict, {}),
         "multitask_strategy": strategy, "kwargs": kwargs})
     try:
+        if webhook is not None:
+            # Queued before the run starts: a server that dies right after starting it
+            # has queued the webhook already (the task waits for the run to settle).
+            webhooks.enqueue(backend.client.app, backend.settings.scheduler_queue,
+                             thread_id, run_id, webhook)
         backend.graph(ref).submit(run_input, config, stream_mode=selection.graph_modes,
                                   subgraphs=selection.subgraphs, durability=durability,
                                   context=context, multitask_strategy=strategy, run_id=run_id,
@@ -308,8 +321,11 @@ def _run_info(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:
     check_uuid(thread_id, "thread ID")
     check_uuid(run_id, "run ID")
     info = backend.records.run(thread_id, run_id)
-    if info is None or backend.client.store.run(thread_id, run_id) is None:
+    run = backend.client.store.run(thread_id, run_id)
+    if info is None or run is None:
         require_thread(backend, thread_id)
+        raise not_found(f"Run {run_id!r}")
+    if not may_use(run.graph):
         raise not_found(f"Run {run_id!r}")
     return info
 
@@ -461,6 +477,8 @@ def _cancel_many(backend: Backend, payload: dict[str, Any], action: str) -> None
             run = store.run(thread_id, run_id)
             if run is None or backend.records.run(thread_id, run_id) is None:
                 continue
+            if not may_use(run.graph):
+                continue
             state = views.run_status(run)
             if status == "all" or state == status:
                 cancel_run(backend, thread_id, run_id, action)
@@ -502,26 +520,16 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def not_implemented(request: Request) -> JSONResponse:
-    raise ApiError(501, f"{request.method} {request.url.path} is not implemented by "
-                   "celerygraph serve (crons)")
-
-
 routes = [
     Route("/runs", create, methods=["POST"]),
     Route("/runs/stream", stream, methods=["POST"]),
     Route("/runs/wait", wait, methods=["POST"]),
     Route("/runs/batch", create_batch, methods=["POST"]),
     Route("/runs/cancel", cancel_many, methods=["POST"]),
-    Route("/runs/crons", not_implemented, methods=["POST"]),
-    Route("/runs/crons/search", not_implemented, methods=["POST"]),
-    Route("/runs/crons/count", not_implemented, methods=["POST"]),
-    Route("/runs/crons/{cron_id}", not_implemented, methods=["GET", "PATCH", "DELETE"]),
     Route("/threads/{thread_id}/runs", create, methods=["POST"]),
     Route("/threads/{thread_id}/runs", list_runs, methods=["GET"]),
     Route("/threads/{thread_id}/runs/stream", stream, methods=["POST"]),
     Route("/threads/{thread_id}/runs/wait", wait, methods=["POST"]),
-    Route("/threads/{thread_id}/runs/crons", not_implemented, methods=["POST"]),
     Route("/threads/{thread_id}/runs/{run_id}", get, methods=["GET"]),
     Route("/threads/{thread_id}/runs/{run_id}", delete, methods=["DELETE"]),
     Route("/threads/{thread_id}/runs/{run_id}/join", join, methods=["GET"]),

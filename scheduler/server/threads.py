@@ -19,6 +19,7 @@ from starlette.routing import Route
 from graphdef.errors import InvalidUpdateError
 from scheduler.records import RunRecord
 from scheduler.server import views
+from scheduler.server.auth import limited, may_use
 from scheduler.server.backend import Backend, backend_of
 from scheduler.server.http import (
     ApiError,
@@ -50,10 +51,17 @@ def graph_ref(backend: Backend, thread_id: str, metadata: dict[str, Any]) -> str
     return ref if isinstance(ref, str) else None
 
 
+def visible(backend: Backend, record: dict[str, Any]) -> bool:
+    """Whether the request's key may see the thread (a limited key: its graph's only)."""
+    return not limited() or may_use(graph_ref(backend, record["thread_id"],
+                                              record["metadata"]))
+
+
 def require_thread(backend: Backend, thread_id: str) -> dict[str, Any]:
+    """The thread's record; 404 if unknown, or of a graph the request's key may not use."""
     check_uuid(thread_id, "thread ID")
     record = backend.records.thread(thread_id)
-    if record is None:
+    if record is None or not visible(backend, record):
         raise not_found(f"Thread {thread_id!r}")
     return record
 
@@ -169,6 +177,8 @@ def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[
     for thread_id in ids if ids is not None else backend.records.thread_ids():
         record = backend.records.thread(str(thread_id))
         if record is None or any(record["metadata"].get(k) != v for k, v in metadata.items()):
+            continue
+        if not visible(backend, record):
             continue
         view = thread_view(backend, record)
         if status is not None and view["status"] != status:

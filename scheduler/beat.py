@@ -1,0 +1,126 @@
+"""Crons on Celery beat, with the schedule kept in Redis by celery-redbeat.
+
+Why RedBeat rather than a scheduler of our own: it is maintained, works with the Celery we
+run (5.x), keeps every entry (definition and last run) in Redis so a beat restart loses
+nothing, and lets only the holder of one Redis lock tick, so two or more beat replicas fire
+each entry once; a replica waits for the lock and takes over within `LOCK_SECONDS` of the
+holder's death. Entries are added and removed at run time (`save_entry`, `delete_entry`),
+which Celery's file-backed scheduler cannot do across processes.
+
+A tick can still reach the scheduler twice (a beat killed after sending but before
+recording the run, then replaced): the fired task claims the tick in Redis
+(`scheduler.cron_fire`), so a cron fires at most once per tick.
+
+Schedules are 5-field cron expressions (minute hour day-of-month month day-of-week), read
+by Celery's `crontab` in UTC: a day-of-month and a day-of-week both given must both match
+(Celery's rule; classic cron fires when either does).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+
+from scheduler.protocol import CRON_TASK
+from scheduler.settings import Settings
+
+KEY_PREFIX = "cg:beat:"
+# How often beat wakes at most (one Redis read): a cron created while beat sleeps is seen
+# this late at worst, so its first tick can fire up to this late. And how long a dead beat's
+# lock keeps the other replicas waiting.
+MAX_INTERVAL_SECONDS = 1
+LOCK_SECONDS = 30
+# How far back `latest_tick` looks for the tick a late message belongs to.
+LOOK_BACK = timedelta(days=31)
+
+
+def conf(settings: Settings) -> dict[str, Any]:
+    """The Celery settings `celery -A scheduler beat` runs RedBeat with, on the run store's
+    Redis under `cg:beat:`."""
+    return {
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_max_loop_interval": MAX_INTERVAL_SECONDS,
+        "beat_max_interval": MAX_INTERVAL_SECONDS,
+        "redbeat_redis_url": settings.store_url,
+        "redbeat_redis_options": {},
+        "redbeat_key_prefix": KEY_PREFIX,
+        "redbeat_lock_timeout": LOCK_SECONDS,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def parse(schedule: str) -> crontab:
+    """The schedule as Celery's crontab; ValueError naming what is wrong."""
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(f"Invalid cron schedule {schedule!r}: expected 5 fields (minute "
+                         f"hour day-of-month month day-of-week), got {len(fields)}")
+    try:
+        return crontab.from_string(schedule)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"Invalid cron schedule {schedule!r}: {exc}") from None
+
+
+def _matches(cron: crontab, at: datetime) -> bool:
+    fields: Any = cron  # the expanded sets are not in celery-types' stub
+    return bool(at.minute in fields.minute and at.hour in fields.hour
+                and at.isoweekday() % 7 in fields.day_of_week
+                and at.day in fields.day_of_month and at.month in fields.month_of_year)
+
+
+def next_tick(cron: crontab, now: datetime) -> datetime | None:
+    """The first tick after `now` (UTC); None if none comes within four years (a day that
+    never exists, such as February 30)."""
+    fields: Any = cron
+    at = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    until = at + timedelta(days=4 * 366)
+    while at < until:
+        if not (at.day in fields.day_of_month and at.month in fields.month_of_year
+                and at.isoweekday() % 7 in fields.day_of_week):
+            at = (at + timedelta(days=1)).replace(hour=0, minute=0)
+        elif at.hour not in fields.hour:
+            at = (at + timedelta(hours=1)).replace(minute=0)
+        elif at.minute not in fields.minute:
+            at += timedelta(minutes=1)
+        else:
+            return at
+    return None
+
+
+def latest_tick(cron: crontab, now: datetime) -> datetime:
+    """The tick a firing at `now` belongs to: the latest at or before `now` (a message may
+    arrive seconds late); the current minute if none is within `LOOK_BACK`."""
+    at = now.astimezone(UTC).replace(second=0, microsecond=0)
+    floor = at - LOOK_BACK
+    probe = at
+    while probe > floor:
+        if _matches(cron, probe):
+            return probe
+        probe -= timedelta(minutes=1)
+    return at
+
+
+def _entry(app: Celery, cron_id: str, schedule: str, queue: str, enabled: bool) -> Any:
+    # Imported here: every role builds its app with `conf`, only the server and beat need
+    # RedBeat itself (the `server` extra).
+    from redbeat import RedBeatSchedulerEntry  # type: ignore[import-untyped]
+
+    return RedBeatSchedulerEntry(f"cron:{cron_id}", CRON_TASK, parse(schedule),
+                                 args=[cron_id], options={"queue": queue}, enabled=enabled,
+                                 app=app)
+
+
+def save_entry(app: Celery, cron_id: str, schedule: str, queue: str, enabled: bool) -> None:
+    """Add or replace the cron's beat entry. A new entry counts as run now, so it first
+    fires at its next tick (RedBeat would fire an entry that never ran at once)."""
+    entry = _entry(app, cron_id, schedule, queue, enabled)
+    entry.last_run_at = datetime.now(UTC)
+    entry.save()
+
+
+def delete_entry(app: Celery, cron_id: str) -> None:
+    _entry(app, cron_id, "* * * * *", "", False).delete()
