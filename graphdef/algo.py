@@ -210,7 +210,9 @@ def apply_writes(
     none of them triggers a node, channels are told the run would finish (`finish`), which
     releases deferred nodes: a deferred node runs once, after all other pending work.
     """
-    tasks = sorted(tasks, key=lambda t: task_path_str(t.path))
+    tasks = list(tasks)
+    if len(tasks) > 1:
+        tasks.sort(key=lambda t: task_path_str(t.path))
     bump_step = any(t.triggers for t in tasks)
     versions = checkpoint["channel_versions"]
     versions_seen = checkpoint["versions_seen"]
