@@ -152,11 +152,12 @@ class PreparedPut:
         for blob in blobs:
             if versions.get(blob.channel) == blob.version:
                 refs[blob.channel] = blob.ref
-        for channel, version in versions.items():
-            if channel not in refs:
-                digest = latest(channel, version)
-                if digest is not None:
-                    refs[channel] = (version, digest)
+        if len(refs) < len(versions):  # refs holds channels of `versions` only
+            for channel, version in versions.items():
+                if channel not in refs:
+                    digest = latest(channel, version)
+                    if digest is not None:
+                        refs[channel] = (version, digest)
         return refs
 
 
