@@ -62,7 +62,10 @@ def execute_task(task: Task, runtime: TaskRuntime, channels: Any) -> None:
             reset_langchain_config(lc_token)
             reset_runtime(token)
 
-    run_with_retry(attempt, task.node.retry_policy, before_retry=_clearer(task, runtime))
+    if task.node.retry_policy:
+        run_with_retry(attempt, task.node.retry_policy, before_retry=_clearer(task, runtime))
+    else:
+        attempt()  # nothing to retry: a failure is final, as `run_with_retry` would find
 
 
 def _refuse_async(awaitable: Any, writer: Any) -> None:
@@ -109,7 +112,11 @@ async def aexecute_task(task: Task, runtime: TaskRuntime, channels: Any) -> None
             reset_langchain_config(lc_token)
             reset_runtime(token)
 
-    await arun_with_retry(attempt, task.node.retry_policy, before_retry=_clearer(task, runtime))
+    if task.node.retry_policy:
+        await arun_with_retry(attempt, task.node.retry_policy,
+                              before_retry=_clearer(task, runtime))
+    else:
+        await attempt()  # nothing to retry: a failure is final, as `run_with_retry` would find
 
 
 def _outcomes(
