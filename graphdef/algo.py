@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -203,12 +203,19 @@ def apply_writes(
     channels: Mapping[str, BaseChannel],
     tasks: Iterable[Task | NullTask],
     trigger_to_nodes: Mapping[str, Sequence[str]],
+    may_hold_values: Collection[str] | None = None,
 ) -> set[str]:
     """Apply one superstep's writes together, in task-path order, and bump versions.
 
     Returns the channels that changed, which decide the next step's candidate nodes. When
     none of them triggers a node, channels are told the run would finish (`finish`), which
     releases deferred nodes: a deferred node runs once, after all other pending work.
+
+    A step with triggered tasks clears every channel an empty update clears (ephemeral
+    values, topics) that is available and was not written now. `may_hold_values`: the only
+    channels that can be available for that, from a caller that tracks them (of standard
+    channels, only what an earlier call returned can hold a value, and a step with triggered
+    tasks leaves only what it returned); None: every channel is looked at.
     """
     tasks = list(tasks)
     if len(tasks) > 1:
@@ -244,7 +251,9 @@ def apply_writes(
                 updated.add(chan)
 
     if bump_step:
-        for chan, channel in channels.items():
+        candidates = channels.items() if may_hold_values is None else [
+            (c, channels[c]) for c in may_hold_values if c in channels]
+        for chan, channel in candidates:
             if chan not in updated and channel.is_available() and channel.update(()):
                 versions[chan] = next_version
                 if channel.is_available():

@@ -302,3 +302,11 @@ class NamedBarrierValueAfterFinish(NamedBarrierValue):
             self.finished = True
             return True
         return False
+
+
+# The channel kinds whose availability changes only through `apply_writes` (an update, a
+# consume, a clear, a finish), so a loop may track which could hold a value.
+STANDARD_CHANNELS = frozenset({
+    LastValue, BinaryOperatorAggregate, EphemeralValue, Topic, NamedBarrierValue,
+    LastValueAfterFinish, NamedBarrierValueAfterFinish,
+})

@@ -23,7 +23,7 @@ from graphdef import algo, stream
 from graphdef.algo import Node, NullTask, Task, Write
 from graphdef.cache.base import BaseCache
 from graphdef.cache.keys import CACHE_NS_WRITES, CacheKey, cache_key, identifier
-from graphdef.channels import MISSING, BaseChannel
+from graphdef.channels import MISSING, STANDARD_CHANNELS, BaseChannel
 from graphdef.checkpoint.base import (
     BaseCheckpointSaver,
     Checkpoint,
@@ -217,6 +217,10 @@ class RunLoop:
         # The checkpoint's values are the channels' at `previous_versions` once this loop
         # snapshotted them itself: from then on a put snapshots only what moved since.
         self.snapshotted = False
+        # The channels that may hold a value an empty update would clear, when the loop can
+        # tell (`algo.apply_writes`): those the last step returned; None after anything else.
+        self.may_hold_values: set[str] | None = None
+        self.tracks_values = False  # every channel is of a standard kind (set on load)
         self.updated_channels: set[str] | None = None
         self.is_replaying = False
         self.loaded_by_id = False
@@ -506,6 +510,8 @@ class RunLoop:
         self.metadata = dict(saved.metadata)
         self.pending_writes = list(saved.pending_writes)
         self.channels = algo.channels_from_checkpoint(self.graph.channel_specs, self.checkpoint)
+        self.may_hold_values = None
+        self.tracks_values = all(type(c) in STANDARD_CHANNELS for c in self.channels.values())
         self.step = self.metadata["step"] + 1
         self.stop = self.step + self.config["recursion_limit"] + 1
         self.previous_versions = dict(self.checkpoint["channel_versions"])
@@ -563,6 +569,7 @@ class RunLoop:
                 [*discarded.values(), NullTask(INPUT, input_writes)],
                 self.graph.trigger_to_nodes,
             )
+            self.may_hold_values = None
             self._put_checkpoint({"source": "input"})
         elif not self.resuming:
             raise EmptyInputError(f"Received no input for {self.graph.input_channels}")
@@ -593,6 +600,7 @@ class RunLoop:
                 self.checkpoint, self.channels, [NullTask(INPUT, null_writes)],
                 self.graph.trigger_to_nodes,
             )
+            self.may_hold_values = None
             if self.updated_channels is not None:
                 self.updated_channels |= updated
 
@@ -965,9 +973,13 @@ class RunLoop:
             self._call_pool.submit(contextvars.copy_context().run, run)
 
     def finish_step(self) -> None:
+        tasks = list(self.tasks.values())
         self.updated_channels = algo.apply_writes(
-            self.checkpoint, self.channels, self.tasks.values(), self.graph.trigger_to_nodes
+            self.checkpoint, self.channels, tasks, self.graph.trigger_to_nodes,
+            may_hold_values=self.may_hold_values,
         )
+        self.may_hold_values = set(self.updated_channels) if (
+            self.tracks_values and any(t.triggers for t in tasks)) else None
         if not self.updated_channels.isdisjoint(self.output_key_set):
             self._emit_values()
         self.pending_writes.clear()
