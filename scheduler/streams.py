@@ -16,7 +16,9 @@ Four kinds of entry:
 - a batch (`k=b`): the chunks a running task streamed while the previous batch was being
   written, in order, with their task and attempt. A model's tokens come faster than one
   Redis round trip each; a batch is one `XADD` whatever its size. A batch's chunks have ids
-  `<entry id>/<index>`, and reading on from one of them skips the rest of its entry;
+  `<entry id>/<index>`, and reading on from one of them skips the rest of its entry. A
+  model call's tokens share their metadata: a batch stores it with the call's first token
+  there, and the later ones name that token's index (`batch_fields`);
 - an abandoned attempt (`k=a`): a task ran again because the attempt before it died (its
   worker was killed, its lease lapsed). Chunks of that task with another attempt, earlier
   in the stream, came from the dead attempt; the task's `updates` and `tasks` result come
