@@ -61,14 +61,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Returns 0 (not taken), FIRST_START or RESTART (someone took it before).
-_ACQUIRE_LEASE = """
-if KEYS[3] and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('SET', KEYS[2], ARGV[1], 'GET') then return 2 end
-  return 1
+# Takes a lease unless held: 0 (not taken), FIRST_START or RESTART (someone took it before,
+# as its `started` marker says); shared by the scripts that take a task's lease.
+_TAKE_LEASE = """
+local function take_lease(lease, started, owner, ms)
+  if redis.call('SET', lease, owner, 'NX', 'PX', ms) then
+    if redis.call('SET', started, owner, 'GET') then return 2 end
+    return 1
+  end
+  return 0
 end
-return 0
+"""
+
+_ACQUIRE_LEASE = _TAKE_LEASE + """
+if KEYS[3] and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
+return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 FIRST_START = 1
 RESTART = 2
@@ -95,7 +102,7 @@ STARTED_ALREADY = -1
 # task: the run lease's owner, the task lease's owner and its milliseconds. The driver's
 # last write, so the run lease goes with it, and the kept task's lease is taken in the same
 # step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept).
-_OPEN_STEP = f"""
+_OPEN_STEP = _TAKE_LEASE + f"""
 redis.call('DEL', KEYS[1], KEYS[2])
 local n = tonumber(ARGV[1])
 local slice = {_HASH_VALUES_PER_SLICE}
@@ -112,11 +119,7 @@ for _ = 1, events do
 end
 if not KEYS[5] then return 1 end
 if redis.call('GET', KEYS[5]) == ARGV[i] then redis.call('DEL', KEYS[5]) end
-if redis.call('SET', KEYS[6], ARGV[i + 1], 'NX', 'PX', ARGV[i + 2]) then
-  if redis.call('SET', KEYS[7], ARGV[i + 1], 'GET') then return 2 end
-  return 1
-end
-return 0
+return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 """
 
 
@@ -475,15 +478,7 @@ class RunStore:
                  self.key(thread_id, "started", hand_over.task_id)]
         ms = int(hand_over.seconds * 1000)
         args += [hand_over.run_owner, hand_over.task_owner, ms]
-        expires = self.deadlines.clock.now_ms() + ms
-
-        def look(pipe: redis.client.Pipeline) -> None:
-            self.deadlines.look_by(thread_id, run_id, expires, pipe)
-
-        def record(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(self._open_step.sha, len(keys), *keys, *args)
-
-        return int(self._in_order([look, record], self._open_step)[-1])
+        return self._after_look(thread_id, run_id, ms, self._open_step, keys, args)
 
     def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
@@ -555,15 +550,22 @@ class RunStore:
         if unless_done is not None:
             keys.append(self.key(thread_id, "done", *unless_done))
         ms = int(seconds * 1000)
+        return self._after_look(thread_id, run_id, ms, self._acquire, keys, [owner, ms, name])
+
+    def _after_look(self, thread_id: str, run_id: str, ms: int, script: Any,
+                    keys: list[str], args: list[Any]) -> int:
+        """Run a lease-taking `script` once the run's look is pushed to no later than the
+        lease's expiry, `ms` from now: dying between the two leaves a look that finds
+        nothing to do, never a lease no look watches. In order (`_in_order`)."""
         expires = self.deadlines.clock.now_ms() + ms
 
         def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id, expires, pipe)
 
-        def take(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(self._acquire.sha, len(keys), *keys, owner, ms, name)
+        def run(pipe: redis.client.Pipeline) -> None:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-        return int(self._in_order([look, take], self._acquire)[-1])
+        return int(self._in_order([look, run], script)[-1])
 
     def adopt_leases(self, leases: Sequence[tuple[str, str, str]],
                      listing: Callable[[redis.client.Pipeline], None]) -> list[bool]:
