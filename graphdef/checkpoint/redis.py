@@ -418,6 +418,24 @@ def _parse_refs(raw: bytes) -> tuple[str | None, dict[str, BlobRef]]:
     return parent, dict(_parse_blob_field(field) for field in fields)
 
 
+def _refs_row(parent: str | None, refs: dict[str, BlobRef]) -> bytes:
+    """A checkpoint's refs row, as ``_parse_refs`` reads it."""
+    return orjson.dumps({"p": parent,
+                         "f": [_blob_field(channel, ref) for channel, ref in refs.items()]})
+
+
+def _lost_lease(target: Target, guard: tuple[str, str]) -> StaleCheckpointError:
+    return StaleCheckpointError(
+        f"thread {target.thread_id!r}: {guard[0]!r} no longer holds {guard[1]!r}; the writer "
+        "lost its lease")
+
+
+def _moved_head(target: Target, head: str | None, expected: str | None) -> StaleCheckpointError:
+    return StaleCheckpointError(
+        f"thread {target.thread_id!r} namespace {target.ns!r}: newest checkpoint is {head!r}, "
+        f"expected {expected!r}")
+
+
 def _decode_id(raw: bytes, key: str) -> str:
     """A checkpoint id stored in ``key`` (ids are text: non-UTF-8 bytes are corrupt)."""
     try:
@@ -827,18 +845,12 @@ class RedisSaver(BaseCheckpointSaver):
                 try:
                     pipe.watch(*watched)
                     if guard is not None and pipe.get(guard[0]) != guard[1].encode():
-                        raise StaleCheckpointError(
-                            f"thread {target.thread_id!r}: {guard[0]!r} no longer holds "
-                            f"{guard[1]!r}; the writer lost its lease"
-                        )
+                        raise _lost_lease(target, guard)
                     if check_head:
                         newest = pipe.zrevrange(keys.cps, 0, 0)
                         head = _decode_id(newest[0], keys.cps) if newest else None
                         if head != expected:
-                            raise StaleCheckpointError(
-                                f"thread {target.thread_id!r} namespace {target.ns!r}: newest"
-                                f" checkpoint is {head!r}, expected {expected!r}"
-                            )
+                            raise _moved_head(target, head, expected)
                     blobs, refs = self._resolve(pipe, keys, prepared)
                     pipe.multi()
                     self._queue_put(pipe, keys, prepared, blobs, refs)
@@ -885,28 +897,21 @@ class RedisSaver(BaseCheckpointSaver):
             if blob is not None:
                 stored += [_blob_field(blob.channel, blob.ref), _blob_record(blob),
                            f"{blob.version}:{blob.channel}", blob.digest]
-        refs_doc = {"p": head, "f": [_blob_field(channel, ref) for channel, ref in refs.items()]}
         found = self._put_child_of_head(
             keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob, keys.latest, keys.index,
                   *([guard[0]] if guard is not None else [])],
             args=[self._ttl_ms, head or "", guard[1] if guard is not None else "",
                   prepared.checkpoint_id, prepared.checkpoint, prepared.metadata,
-                  orjson.dumps(refs_doc), len(bases), *bases, *stored],
+                  _refs_row(head, refs), len(bases), *bases, *stored],
         )
         if found == b"base":
             return None
         if found == b"guard" and guard is not None:
-            raise StaleCheckpointError(
-                f"thread {target.thread_id!r}: {guard[0]!r} no longer holds "
-                f"{guard[1]!r}; the writer lost its lease"
-            )
+            raise _lost_lease(target, guard)
         if isinstance(found, list):
             newest = found[1]
-            shown = None if newest is None else _decode_id(newest, keys.cps)
-            raise StaleCheckpointError(
-                f"thread {target.thread_id!r} namespace {target.ns!r}: newest"
-                f" checkpoint is {shown!r}, expected {head!r}"
-            )
+            raise _moved_head(target, None if newest is None else _decode_id(newest, keys.cps),
+                              head)
         return self._stored(prepared, prepared.blobs, refs)
 
     def _resolve(
@@ -951,13 +956,9 @@ class RedisSaver(BaseCheckpointSaver):
             if blob is not None:
                 pipe.hsetnx(keys.blob, _blob_field(blob.channel, blob.ref), _blob_record(blob))
                 pipe.hset(keys.latest, f"{blob.version}:{blob.channel}", blob.digest)
-        refs_doc = {
-            "p": prepared.target.checkpoint_id,
-            "f": [_blob_field(channel, ref) for channel, ref in refs.items()],
-        }
         pipe.hset(keys.cp, cid, prepared.checkpoint)
         pipe.hset(keys.meta, cid, prepared.metadata)
-        pipe.hset(keys.refs, cid, orjson.dumps(refs_doc))
+        pipe.hset(keys.refs, cid, _refs_row(prepared.target.checkpoint_id, refs))
         pipe.zadd(keys.cps, {cid: 0})
         pipe.sadd(keys.index, *keys.namespace_keys)
         if self._ttl_ms:
