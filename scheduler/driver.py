@@ -73,10 +73,9 @@ class KeptTask:
     saver: FencedSaver | None = None
     # Where the loop's chunks go, when the run streams.
     publisher: Publisher | None = None
-    # The task's lease, taken for this process as the step was opened (`HandOver`): its
-    # owner and grant (0: someone else holds it).
-    lease_owner: str | None = None
-    lease_grant: int = 0
+    # The task's lease, when it was taken for this process as the step was opened
+    # (`HandOver`): its owner and grant (0: someone else holds it).
+    lease: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -362,8 +361,7 @@ class Driver:
                 loop=loop if warm else None, task=todo[0] if warm else None,
                 saver=self.saver if warm else None,
                 publisher=self.publisher if warm else None,
-                lease_owner=task_owner if hand_over is not None else None,
-                lease_grant=grant if hand_over is not None else 0,
+                lease=(task_owner, grant) if hand_over is not None else None,
             ))
         self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         for queue, batch in self._batches(todo, infos):

@@ -115,9 +115,7 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
     while True:
         finished: int | None = None
         advance_as = new_owner()  # the run's lease, if counting the task takes it
-        # The kept task's lease, when its advance took it for this process.
-        lease = None if kept is None or kept.lease_owner is None else (
-            kept.lease_owner, kept.lease_grant)
+        lease = None if kept is None else kept.lease
         if kept is not None and kept.loop is not None and kept.task is not None:
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
