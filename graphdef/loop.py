@@ -1048,7 +1048,9 @@ class RunLoop:
                                             if k not in metadata}}
         do_checkpoint = self.checkpointer is not None and (exiting or self.durability != "exit")
         versions = self.checkpoint["channel_versions"]
-        new_versions = {k: v for k, v in versions.items() if v != self.previous_versions.get(k)}
+        # What moved since the last put: what it stores, and all its snapshot reads again.
+        new_versions = {k: v for k, v in versions.items()
+                        if v != self.previous_versions.get(k)} if do_checkpoint else {}
         self.checkpoint = algo.create_checkpoint(
             self.checkpoint,
             self.channels if do_checkpoint else None,

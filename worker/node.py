@@ -80,7 +80,8 @@ def _own_copy(saved: CheckpointTuple) -> CheckpointTuple:
     checkpoint["channel_values"] = {k: list(v) if type(v) is list else v
                                     for k, v in cp["channel_values"].items()}
     checkpoint["channel_versions"] = dict(cp["channel_versions"])
-    checkpoint["versions_seen"] = {k: dict(v) for k, v in cp["versions_seen"].items()}
+    # A node's entry is replaced, never changed in place (`algo.apply_writes`).
+    checkpoint["versions_seen"] = dict(cp["versions_seen"])
     return dataclasses.replace(saved, checkpoint=checkpoint, metadata=saved.metadata.copy(),
                                pending_writes=list(saved.pending_writes))
 
