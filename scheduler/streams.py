@@ -193,7 +193,7 @@ def batch_fields(chunks: Sequence[LiveChunk], task: str, attempt: str
 
 
 def _chunk_part(part_id: str, item: list[Any], task: str, attempt: str) -> StreamPart:
-    ns, mode, data = item[:3]
+    ns, mode, data = item
     if mode in ("tasks", "debug"):
         data = _revived(data)
     return StreamPart(part_id, "chunk", ns=tuple(ns), mode=mode, data=data, task=task,
