@@ -76,6 +76,16 @@ def no_sync_function(name: str) -> Callable[..., Any]:
     return refuse
 
 
+def _pass_input(value: Any, config: dict[str, Any]) -> Any:
+    return value
+
+
+async def _apass_input(value: Any, config: dict[str, Any]) -> Any:
+    """The start node under the async API: awaited on the loop, since a hop to a thread for
+    a passthrough costs more than the node (and its executor more than a short run)."""
+    return value
+
+
 def bind_action(action: Callable[..., Any]) -> Callable[[Any, dict[str, Any]], Any]:
     """A node function called as the loop calls nodes, `(input, config)`, with the
     optional parameters it declares (`config`, `writer`) filled in."""
@@ -457,7 +467,8 @@ class CompiledStateGraph(Pregel):
             name=START,
             triggers=[START],
             reads=START,
-            bound=lambda value, config: value,
+            bound=_pass_input,
+            abound=_apass_input,
             writers=[self._updates_writer(input_keys)],
             hidden=True,
         )
