@@ -7,7 +7,7 @@ import asyncio
 import contextvars
 import inspect
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from graphdef.algo import Task, TaskContext
@@ -16,6 +16,10 @@ from graphdef.retry import arun_with_retry, run_with_retry
 from graphdef.runtime import TaskRuntime, bind_runtime, reset_runtime
 from graphdef.stream_messages import bind_langchain_config, reset_langchain_config
 from graphdef.types import Command
+
+# Sync tasks of one step that run at once in threads (LangGraph's default max_concurrency
+# leaves it to its executor; wider steps queue).
+STEP_THREADS = 32
 
 
 def _subgraph_command(task: Task, exc: ParentCommand) -> Command:
@@ -151,10 +155,13 @@ def run_step(
     make_runtime: Callable[[Task], TaskRuntime],
     on_finished: Callable[[Task, BaseException | None], None],
     channels: Any,
+    pool: Executor | None = None,
 ) -> tuple[list[BaseException], list[Any]]:
     """Run every task to completion; a failure does not cut its siblings short.
 
     Returns the failures and the interrupts raised, in task order, for the loop to act on.
+    `pool`: threads kept across the run's steps (starting a pool's threads again at every
+    step of a wide fan-out costs more than its short nodes); without it, one for this step.
     """
     outcomes: dict[str, BaseException | None] = {}
 
@@ -169,14 +176,18 @@ def run_step(
 
     if len(tasks) == 1:
         run_one(tasks[0])
+    elif pool is not None:
+        _run_all(pool, run_one, tasks)
     else:
-        with ThreadPoolExecutor(max_workers=min(32, len(tasks))) as pool:
-            futures = [
-                pool.submit(contextvars.copy_context().run, run_one, task) for task in tasks
-            ]
-            for fut in futures:
-                fut.result()
+        with ThreadPoolExecutor(max_workers=min(STEP_THREADS, len(tasks))) as step_pool:
+            _run_all(step_pool, run_one, tasks)
     return _outcomes(tasks, outcomes)
+
+
+def _run_all(pool: Executor, run_one: Callable[[Task], None], tasks: Sequence[Task]) -> None:
+    futures = [pool.submit(contextvars.copy_context().run, run_one, task) for task in tasks]
+    for fut in futures:
+        fut.result()
 
 
 async def arun_step(
