@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import operator
 import statistics
 import time
@@ -86,12 +87,15 @@ def async_fan_out(api: types.SimpleNamespace) -> tuple[Any, Any, int]:
 def times_per_step(build: Callable[[Any], tuple[Any, Any, int]], apis: Sequence[Any],
                    runs: int, use_async: bool = False) -> list[float]:
     """Median time per superstep of each API's graph. The APIs take turns run by run, so a
-    load that comes and goes on a shared machine weighs on each of them alike."""
+    load that comes and goes on a shared machine weighs on each of them alike. Both share
+    one heap: each timed run starts after a full collection, so neither pays for a
+    collection of the other's garbage (the one that crossed gc's threshold would)."""
     apps = [build(api) for api in apis]
     samples: list[list[float]] = [[] for _ in apis]
     for i in range(runs + 1):
         for (app, inp, steps), out in zip(apps, samples, strict=True):
             config = {"configurable": {"thread_id": f"bench-{i}"}, "recursion_limit": 1000}
+            gc.collect()
             start = time.perf_counter()
             if use_async:
                 asyncio.run(app.ainvoke(inp, config, durability="sync"))
@@ -105,7 +109,7 @@ def times_per_step(build: Callable[[Any], tuple[Any, Any, int]], apis: Sequence[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
     ours, theirs = load("graphdef"), load("langgraph")
     print(f"{'workload':<28}{'graphdef':>14}{'langgraph':>14}{'ratio':>9}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -17,9 +18,12 @@ from graphdef.runtime import TaskRuntime, bind_runtime, reset_runtime
 from graphdef.stream_messages import bind_langchain_config, reset_langchain_config
 from graphdef.types import Command
 
-# Sync tasks of one step that run at once in threads (LangGraph's default max_concurrency
-# leaves it to its executor; wider steps queue).
-STEP_THREADS = 32
+
+def step_threads(max_concurrency: int | None) -> int:
+    """How many sync tasks of a step run at once: the config's `max_concurrency`, else what
+    LangGraph's executor takes by default (Python's thread pool default). More threads than
+    that only contend for the GIL: a wide fan-out of short nodes ran slower on 32."""
+    return max_concurrency or min(32, (os.cpu_count() or 1) + 4)
 
 
 def _subgraph_command(task: Task, exc: ParentCommand) -> Command:
@@ -160,8 +164,9 @@ def run_step(
     """Run every task to completion; a failure does not cut its siblings short.
 
     Returns the failures and the interrupts raised, in task order, for the loop to act on.
-    `pool`: threads kept across the run's steps (starting a pool's threads again at every
-    step of a wide fan-out costs more than its short nodes); without it, one for this step.
+    `pool`: threads kept across an in-process run's steps (starting a pool's threads again
+    at every step of a wide fan-out costs more than its short nodes); without it, one for
+    this step.
     """
     outcomes: dict[str, BaseException | None] = {}
 
@@ -179,7 +184,9 @@ def run_step(
     elif pool is not None:
         _run_all(pool, run_one, tasks)
     else:
-        with ThreadPoolExecutor(max_workers=min(STEP_THREADS, len(tasks))) as step_pool:
+        # A worker's batch of one message: up to 32 threads, as many as a Celery worker's
+        # thread pool commonly has, for nodes that wait on the network.
+        with ThreadPoolExecutor(max_workers=min(32, len(tasks))) as step_pool:
             _run_all(step_pool, run_one, tasks)
     return _outcomes(tasks, outcomes)
 
@@ -195,9 +202,11 @@ async def arun_step(
     make_runtime: Callable[[Task], TaskRuntime],
     on_finished: Callable[[Task, BaseException | None], None],
     channels: Any,
+    max_concurrency: int | None = None,
 ) -> tuple[list[BaseException], list[Any]]:
-    """`run_step` on an event loop: the step's tasks run concurrently, each in a context
-    of its own (asyncio tasks copy it), and a cancelled step cancels its tasks."""
+    """`run_step` on an event loop: the step's tasks run concurrently (at most
+    `max_concurrency` at once), each in a context of its own (asyncio tasks copy it), and a
+    cancelled step cancels its tasks."""
     outcomes: dict[str, BaseException | None] = {}
 
     async def run_one(task: Task) -> None:
@@ -213,6 +222,14 @@ async def arun_step(
 
     if len(tasks) == 1:
         await run_one(tasks[0])
+    elif max_concurrency is not None and max_concurrency < len(tasks):
+        slots = asyncio.Semaphore(max_concurrency)
+
+        async def run_in_slot(task: Task) -> None:
+            async with slots:
+                await run_one(task)
+
+        await asyncio.gather(*(run_in_slot(task) for task in tasks))
     else:
         await asyncio.gather(*(run_one(task) for task in tasks))
     return _outcomes(tasks, outcomes)

@@ -48,7 +48,7 @@ from graphdef.errors import (
     GraphRecursionError,
     revive_error,
 )
-from graphdef.executor import STEP_THREADS, arun_step, run_step
+from graphdef.executor import arun_step, run_step, step_threads
 from graphdef.retry import arun_with_retry, run_with_retry
 from graphdef.runtime import (
     RunScope,
@@ -712,7 +712,8 @@ class RunLoop:
         if not todo:
             return
         if len(todo) > 1 and self._step_pool is None:
-            self._step_pool = concurrent.futures.ThreadPoolExecutor(STEP_THREADS, "graphdef-node")
+            self._step_pool = concurrent.futures.ThreadPoolExecutor(
+                step_threads(self.config.get("max_concurrency")), "graphdef-node")
         errors, interrupts = self.run_planned(todo, pool=self._step_pool)
         if errors:
             raise errors[0]
@@ -724,7 +725,8 @@ class RunLoop:
         if not todo:
             return
         errors, interrupts = await arun_step(
-            todo, self.make_runtime, self.task_finished, self.channels)
+            todo, self.make_runtime, self.task_finished, self.channels,
+            self.config.get("max_concurrency"))
         if errors:
             raise errors[0]
         if interrupts:

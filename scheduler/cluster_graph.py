@@ -215,6 +215,11 @@ class ClusterGraph:
         reject_unsupported(unsupported)
         on_busy = _busy_policy(multitask_strategy)
         config = self._config(config)
+        if config.get("max_concurrency") is not None:
+            raise NotImplementedError(
+                "max_concurrency: a cluster run's tasks take the workers' free slots; bound "
+                "them by routing nodes to a queue with fewer (README, 'Deliberate "
+                "differences'). In `batch` it bounds the runs at once.")
         conf = config.get("configurable") or {}
         modes = None if stream_mode is None else list(check_modes(stream_mode))
         thread_id = self._thread(config)
@@ -287,7 +292,12 @@ class ClusterGraph:
               return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         """`invoke` on each input, the runs side by side on the cluster (at most the
         config's `max_concurrency`, else 16, waiting at once); outputs in order."""
-        return batch_calls(self.invoke, inputs, config, return_exceptions=return_exceptions,
+        def invoke_one(input: Any, config: dict[str, Any] | None, **kwargs: Any) -> Any:
+            # Spent on the runs at once; a run's own tasks are bounded by the workers.
+            run_config = {k: v for k, v in (config or {}).items() if k != "max_concurrency"}
+            return self.invoke(input, run_config, **kwargs)
+
+        return batch_calls(invoke_one, inputs, config, return_exceptions=return_exceptions,
                            default_workers=min(len(inputs), 16), **kwargs)
 
     # ---- state -----------------------------------------------------------------------------

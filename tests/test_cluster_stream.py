@@ -117,6 +117,8 @@ def test_cluster_graph_bad_input_stores_nothing(cluster, redis_server):
         graph.invoke({"log": []}, config, multitask_strategy="sideways")
     with pytest.raises(UnknownRunError):
         graph.update_state(config, {"log": ["x"]})
+    with pytest.raises(NotImplementedError, match="max_concurrency"):
+        graph.invoke({"log": []}, {**config, "max_concurrency": 2})
     assert client.store.runs_of("talk-3") == []
     assert client.saver.head("talk-3") is None
 

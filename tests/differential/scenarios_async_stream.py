@@ -704,3 +704,60 @@ def scenario_stream_modes_in_steps(api, tmp_path):
         "sync_over_async_graph": outcome(lambda: stream_steps(graph, {"log": []})),
         "counts": counts.as_dict(),
     }
+
+
+def _peak_of_sends(api, work) -> Any:
+    builder = api.StateGraph(LogState)
+    builder.add_node("work", work)
+    builder.add_conditional_edges(
+        api.START, lambda s: [api.Send("work", {"log": [i]}) for i in range(6)], ["work"]
+    )
+    builder.add_edge("work", api.END)
+    return builder.compile()
+
+
+def scenario_max_concurrency_limits_a_steps_tasks(api, tmp_path):
+    # Tasks pair up at a barrier, then hold their place a while: with the limit, never
+    # more than two at once (and two do meet); without it, the pool's default.
+    lock = threading.Lock()
+    active, peak = [0], [0]
+
+    def enter() -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+
+    def leave() -> None:
+        with lock:
+            active[0] -= 1
+
+    pairs = threading.Barrier(2, timeout=5)
+
+    def work(state):
+        enter()
+        pairs.wait()
+        time.sleep(0.05)
+        leave()
+        return {"log": state["log"]}
+
+    slots = asyncio.Semaphore(6)
+
+    async def awork(state):
+        async with slots:
+            enter()
+            await asyncio.sleep(0.05)
+            leave()
+        return {"log": state["log"]}
+
+    seen = {}
+    for label, node, run in (
+        ("sync", work, lambda g, c: g.invoke({"log": []}, c)),
+        ("async", awork, lambda g, c: asyncio.run(g.ainvoke({"log": []}, c))),
+    ):
+        peak[0] = 0
+        out = run(_peak_of_sends(api, node), {"max_concurrency": 2})
+        seen[label] = (sorted(out["log"]), peak[0])
+    peak[0] = 0
+    asyncio.run(_peak_of_sends(api, awork).ainvoke({"log": []}))
+    seen["async unlimited"] = peak[0]
+    return seen

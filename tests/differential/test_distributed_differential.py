@@ -38,6 +38,10 @@ UNSUPPORTED: dict[str, str] = {
         "SqliteSaver shared with a child process; distributed runs checkpoint in Redis and "
         "resuming from another process is covered by tests/test_distributed.py"
     ),
+    "max_concurrency_limits_a_steps_tasks": (
+        "a cluster run's tasks take the workers' free slots: `max_concurrency` on a run is "
+        "refused (tests/test_cluster_stream.py pins the error)"
+    ),
 }
 
 SYNC_OVER_ASYNC = (
