@@ -7,6 +7,12 @@ Two forms name a store:
   ``rediss+cluster://`` over TLS: a Redis Cluster, by one or more of its nodes (the client
   learns the others from the cluster itself; more than one seed only matters when a seed
   may be down). Options are redis-py's URL options, as for a single server.
+- ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?option=value...]``,
+  and ``rediss+sentinel://``: one Redis server with replicas, watched by Redis Sentinel,
+  by its sentinels and the service name they monitor. The client asks the sentinels which
+  server is the master and asks again when a failover moves it. Credentials and options are
+  the data servers'; ``sentinel_username`` and ``sentinel_password`` options are the
+  sentinels' own.
 
 Why a scheme of our own: a plain URL cannot say which client it wants, and the wrong one
 fails late and partly. A single-node client on a cluster works for the keys whose slot that
@@ -23,10 +29,12 @@ leases, streams and finished threads carry TTLs, so those are what they would ev
 from __future__ import annotations
 
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster, cleanup_kwargs
 from redis.commands.core import Script
@@ -35,6 +43,8 @@ from redis.exceptions import RedisClusterException
 from graphdef.errors import CeleryGraphError
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 SAFE_POLICY = "noeviction"
 
 
@@ -85,8 +95,83 @@ class ClusterClient(RedisCluster):
         return pipe
 
 
+class BlockingSentinelPool(redis.sentinel.SentinelConnectionPool,
+                           redis.BlockingConnectionPool):
+    """The master's connections as a blocking pool: past `max_connections` a thread waits
+    up to `timeout` for one, as on a single server, instead of failing. Connections to a
+    master a failover replaced are dropped when they come back (the sentinel pool's
+    `owns_connection`)."""
+
+
+class AsyncBlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool,
+                                redis.asyncio.BlockingConnectionPool):
+    """`BlockingSentinelPool` for asyncio."""
+
+
 def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.split("://", 1)[0] in SENTINEL_SCHEMES
+
+
+def is_store_url(url: str) -> bool:
+    """Whether `url` is one of the forms a store may be named by."""
+    scheme = url.split("://", 1)[0]
+    return scheme in ("redis", "rediss") or scheme in CLUSTER_SCHEMES or (
+        scheme in SENTINEL_SCHEMES)
+
+
+class SentinelTarget:
+    """What a `redis+sentinel://` URL names: the sentinels, the service they watch, and
+    the connection settings of its servers and of the sentinels."""
+
+    def __init__(self, url: str) -> None:
+        scheme, _, rest = url.partition("://")
+        netloc, _, path_query = rest.partition("/")
+        path, _, query = path_query.partition("?")
+        credentials, at, hosts = netloc.rpartition("@")
+        parts = [p for p in path.split("/") if p]
+        if not parts or len(parts) > 2:
+            raise StoreConfigError(
+                f"{mask_password(url)} is not of the form "
+                f"{scheme}://host:port[,host:port]/<service>[/<db>]")
+        self.service = parts[0]
+        self.sentinels = []
+        for host in (h for h in hosts.split(",") if h):
+            parsed = urlsplit(f"//{host}")
+            if parsed.hostname is None or parsed.port is None:
+                raise StoreConfigError(
+                    f"sentinel {host!r} in {mask_password(url)} is not host:port")
+            self.sentinels.append((parsed.hostname, parsed.port))
+        if not self.sentinels:
+            raise StoreConfigError(f"{mask_password(url)} names no sentinel (host:port)")
+        options = parse_qsl(query, keep_blank_values=True)
+        self.sentinel_kwargs = {k.removeprefix("sentinel_"): v for k, v in options
+                                if k in SENTINEL_OPTIONS}
+        db = parts[1] if len(parts) == 2 else "0"
+        data_url = (f"{SENTINEL_SCHEMES[scheme]}://{credentials}{at}sentinel-managed/{db}?"
+                    + urlencode([(k, v) for k, v in options if k not in SENTINEL_OPTIONS]))
+        kwargs = redis.connection.parse_url(data_url)
+        for placed_by_sentinel in ("host", "port"):
+            kwargs.pop(placed_by_sentinel, None)
+        if kwargs.pop("connection_class", None) is redis.SSLConnection:
+            kwargs["ssl"] = True  # the sentinel pool picks its own TLS connection class
+        self.server_kwargs: dict[str, Any] = kwargs
+
+    def master(self, **pool: Any) -> redis.Redis:
+        sentinel = redis.sentinel.Sentinel(self.sentinels, sentinel_kwargs=self.sentinel_kwargs)
+        pool_class = BlockingSentinelPool if "timeout" in pool else (
+            redis.sentinel.SentinelConnectionPool)
+        return sentinel.master_for(self.service, connection_pool_class=pool_class,
+                                   **self.server_kwargs, **pool)
+
+    def async_master(self, **pool: Any) -> redis.asyncio.Redis:
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            self.sentinels, sentinel_kwargs=self.sentinel_kwargs)
+        return sentinel.master_for(self.service, connection_pool_class=AsyncBlockingSentinelPool,
+                                   **self.server_kwargs, **pool)
 
 
 def is_cluster(client: Any) -> bool:
@@ -107,12 +192,14 @@ def connect(url: str, *, max_connections: int | None = None,
         pool["max_connections"] = max_connections
         if blocking_timeout is not None:
             pool["timeout"] = blocking_timeout
+    if is_sentinel_url(url):
+        return SentinelTarget(url).master(**pool, **kwargs)
     if not is_cluster_url(url):
         if blocking_timeout is not None:
             return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
                 url, **pool, **kwargs))
         return redis.Redis.from_url(url, **pool, **kwargs)
-    first, seeds = _cluster_seeds(url)
+    first, seeds = cluster_seeds(url)
     if blocking_timeout is not None:
         pool["connection_pool_class"] = redis.BlockingConnectionPool
     try:
@@ -128,11 +215,14 @@ def connect_async(url: str, *, max_connections: int, blocking_timeout: float
     """`connect` for asyncio (the HTTP server's stream readers). redis-py's asyncio cluster
     client has no blocking pool: past `max_connections` per node it raises at once.
     Typed as `redis.asyncio.Redis` for the reason `connect` gives."""
+    if is_sentinel_url(url):
+        return SentinelTarget(url).async_master(max_connections=max_connections,
+                                                timeout=blocking_timeout)
     if not is_cluster_url(url):
         return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool
                                    .from_url(url, max_connections=max_connections,
                                              timeout=blocking_timeout))
-    first, seeds = _cluster_seeds(url)
+    first, seeds = cluster_seeds(url)
     client = redis.asyncio.RedisCluster.from_url(
         first, startup_nodes=[AsyncClusterNode(*s) for s in seeds],
         max_connections=max_connections)
@@ -155,6 +245,12 @@ def with_own_pool(client: redis.Redis, max_connections: int) -> redis.Redis:
             startup_nodes=[ClusterNode(n.host, n.port) for n in primaries],
             max_connections=max_connections, **node_kwargs))
     pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        settings = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+        if issubclass(pool.connection_class, redis.sentinel.SentinelManagedSSLConnection):
+            settings["ssl"] = True
+        return pool.sentinel_manager.master_for(
+            pool.service_name, max_connections=max_connections, **settings)
     return redis.Redis(connection_pool=redis.ConnectionPool(
         connection_class=pool.connection_class, max_connections=max_connections,
         **pool.connection_kwargs))
@@ -170,7 +266,7 @@ def _not_a_cluster(url: str, exc: Exception) -> Exception:
         f"{mask_password(url).replace('+cluster://', '://', 1)}")
 
 
-def _cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
+def cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
     """The first seed as a redis-py URL (credentials, db and options kept), and the
     others' (host, port)."""
     scheme, _, rest = url.partition("://")
@@ -195,13 +291,20 @@ def _cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
 
 
 def mask_password(url: str) -> str:
-    """`redis://:secret@host` -> `redis://:***@host`, for anything that may be printed."""
+    """`redis://:secret@host` -> `redis://:***@host`, and a `...password=secret` option ->
+    `...password=***`, for anything that may be printed."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    rest, qsep, query = rest.partition("?")
+    if qsep:
+        query = "&".join(
+            f"{k}=***" if k.endswith("password") else f"{k}{eq}{v}"
+            for k, eq, v in (part.partition("=") for part in query.split("&")))
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        rest = f"{credentials.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{rest}{qsep}{query}"
 
 
 def check_store(client: redis.Redis, url: str) -> None:

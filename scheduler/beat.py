@@ -24,6 +24,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
+from graphdef.redis_client import SentinelTarget, cluster_seeds, is_cluster_url, is_sentinel_url
 from scheduler.protocol import CRON_TASK
 from scheduler.settings import Settings
 
@@ -44,13 +45,40 @@ def conf(settings: Settings) -> dict[str, Any]:
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "beat_max_loop_interval": MAX_INTERVAL_SECONDS,
         "beat_max_interval": MAX_INTERVAL_SECONDS,
-        "redbeat_redis_url": settings.store_url,
-        "redbeat_redis_options": {},
+        **redbeat_connection(settings.store_url),
         "redbeat_key_prefix": KEY_PREFIX,
         "redbeat_lock_timeout": LOCK_SECONDS,
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def redbeat_connection(store_url: str) -> dict[str, Any]:
+    """RedBeat's connection settings for the store `store_url` names: RedBeat spells a
+    cluster and a sentinel-watched master in forms of its own.
+
+    On a cluster, RedBeat's pipelines are not transactions (a cluster client's are not),
+    and each of its Lua scripts (the lock's) names one key: no command spans two slots."""
+    if is_cluster_url(store_url):
+        first_seed, _ = cluster_seeds(store_url)
+        return {"redbeat_redis_url": first_seed, "redbeat_redis_options": {"cluster": True}}
+    if not is_sentinel_url(store_url):
+        return {"redbeat_redis_url": store_url, "redbeat_redis_options": {}}
+    target = SentinelTarget(store_url)
+    server = target.server_kwargs
+    found: dict[str, Any] = {
+        "redbeat_redis_url": "redis-sentinel://",
+        "redbeat_redis_options": {
+            "sentinels": target.sentinels, "service_name": target.service,
+            "sentinel_kwargs": target.sentinel_kwargs,
+            **{k: server[k] for k in ("db", "password", "username", "socket_timeout")
+               if k in server}},
+    }
+    if server.get("ssl"):
+        # RedBeat turns TLS on for a sentinel's master when this is a dict (its options).
+        found["redbeat_redis_use_ssl"] = {
+            k: v for k, v in server.items() if k.startswith("ssl_")}
+    return found
 
 
 def parse(schedule: str) -> crontab:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 
 from graphdef import algo
@@ -38,6 +39,11 @@ class Event:
     id: str
     type: str
     data: dict[str, Any]
+
+
+# How long a producer waiting on a run pauses when the store does not answer, before it
+# reads again.
+STORE_AWAY_PAUSE = 0.2
 
 
 class RunHandle:
@@ -96,18 +102,21 @@ class RunHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         last = after
         while True:
-            parts = chunks.read(last, block_ms=200)
+            try:
+                parts = chunks.read(last, block_ms=200)
+                run = None if parts else self.client.store.run(self.thread_id, self.id)
+                # A run not recorded yet may still start (a producer that chose its run id).
+                over = run is not None and stream_is_over(
+                    run, bool(self.client.store.r.exists(chunks.key)))
+            except redis.ConnectionError:
+                parts, over = [], False  # the store is away: read on from `last` later
+                time.sleep(STORE_AWAY_PAUSE)
             for part in parts:
                 last = part.id
                 yield part
                 if part.kind == "end":
                     return
-            if parts:
-                continue
-            run = self.client.store.run(self.thread_id, self.id)
-            # A run not recorded yet may still start (a producer that chose its run id).
-            if run is not None and stream_is_over(
-                    run, bool(self.client.store.r.exists(chunks.key))):
+            if over:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not end within {timeout} s")
@@ -120,19 +129,25 @@ class RunHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last = "0-0"
+        run: RunRecord | None = None
         while True:
-            run = self.client.store.run(self.thread_id, self.id)
-            if run is not None and run.status.settled:
-                return run.status
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 state = f"still {run.status}" if run is not None else (
                     f"not recorded on thread {self.thread_id!r}")
                 raise TimeoutError(f"run {self.id} {state} after {timeout} s")
             block = 200 if remaining is None else max(1, min(200, int(remaining * 1000)))
-            for event_id, _, _ in self.client.store.events(self.thread_id, self.id, last,
-                                                           block_ms=block):
-                last = event_id
+            try:
+                run = self.client.store.run(self.thread_id, self.id)
+                if run is not None and run.status.settled:
+                    return run.status
+                for event_id, _, _ in self.client.store.events(self.thread_id, self.id, last,
+                                                               block_ms=block):
+                    last = event_id
+            except redis.ConnectionError:
+                # The store is away (restarting, or failing over to a replica): waiting only
+                # reads, so it reads again once the store answers, within the timeout.
+                time.sleep(STORE_AWAY_PAUSE)
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's output (with `__interrupt__` when paused); raises if it failed."""

@@ -135,3 +135,22 @@ def test_sigkill_worker_mid_node_on_cluster_store(tmp_path: Path) -> None:
         finally:
             running.stop()
             broker.stop()
+
+
+def test_a_cron_fires_with_beat_on_the_cluster_store(cluster: Cluster,
+                                                     client: SyncLangGraphClient) -> None:
+    """RedBeat keeps the schedule on the cluster (`scheduler.beat.redbeat_connection`):
+    a cron made through the server fires at its next minute and its run succeeds."""
+    cluster.start_beat("beat-on-cluster")
+    try:
+        thread_id = client.threads.create()["thread_id"]
+        cron = client.crons.create_for_thread(thread_id, "tests.dist_graphs:chain",
+                                              schedule="* * * * *", input={"log": []})
+        wait_until("the cron's first run", lambda: bool(client.runs.list(thread_id)),
+                   timeout=150)
+        client.crons.delete(cron["cron_id"])
+        found = client.runs.list(thread_id)
+    finally:
+        cluster.kill("beat-on-cluster")
+    client.runs.join(thread_id, found[0]["run_id"])
+    assert client.runs.get(thread_id, found[0]["run_id"])["status"] == "success"

@@ -1,7 +1,12 @@
 """Crons as the API keeps them: one JSON record each (`cg:api:cron:<id>`) and one index by
 creation time (`cg:api:crons`). What beat needs to fire them lives beside, in RedBeat's own
 keys (`scheduler.beat`); the record is what the fired task reads, so an update takes effect
-at the next tick."""
+at the next tick.
+
+Record and index sit in different Redis Cluster slots, so they are written one after the
+other, never in one transaction: a record is stored before the index lists it and unlisted
+before it is deleted. A crash between the two leaves a record no search shows, never an
+index entry without its record (`all` skips those anyway)."""
 
 from __future__ import annotations
 
@@ -23,21 +28,16 @@ class CronStore:
         return f"{self.prefix}:api:cron:{cron_id}"
 
     def put(self, record: dict[str, Any], created_at: float) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(record["cron_id"]), orjson.dumps(record))
-            pipe.zadd(self.index, {record["cron_id"]: created_at})
-            pipe.execute()
+        self.r.set(self._key(record["cron_id"]), orjson.dumps(record))
+        self.r.zadd(self.index, {record["cron_id"]: created_at})
 
     def get(self, cron_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self._key(cron_id))
         return cast(dict[str, Any], orjson.loads(cast(bytes, raw))) if raw else None
 
     def delete(self, cron_id: str) -> bool:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(cron_id))
-            pipe.zrem(self.index, cron_id)
-            removed, _ = pipe.execute()
-        return bool(removed)
+        self.r.zrem(self.index, cron_id)
+        return bool(self.r.delete(self._key(cron_id)))
 
     def all(self) -> list[dict[str, Any]]:
         ids = [i.decode() if isinstance(i, bytes) else str(i)
