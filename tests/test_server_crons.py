@@ -241,7 +241,9 @@ def test_crons_fire_once_per_tick_with_two_beats_and_survive_a_restart(cluster, 
     assert _consecutive(minutes), minutes  # no tick lost across the restart
     for run in found:
         assert run["assistant_id"] == assistant_id(CHAIN)
-        assert run["metadata"] == {"by": "cron"} and run["kwargs"]["input"] == {"log": []}
+        assert run["metadata"] == {"created_by": "system", "graph_id": CHAIN,
+                                   "assistant_id": assistant_id(CHAIN), "by": "cron"}
+        assert run["kwargs"]["input"] == {"log": []}
     assert client.runs.get(thread_id, found[0]["run_id"])["status"] == "success"
     # Each fired run added to the thread's state, as a run posted to the thread would.
     assert client.threads.get_state(thread_id)["values"] == {
