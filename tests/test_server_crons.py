@@ -150,6 +150,14 @@ def test_cron_create_search_update_delete(client):
         cron["cron_id"], stateless["cron_id"]}
     assert [c["cron_id"] for c in client.crons.search(metadata={"team": "a"})] == [
         cron["cron_id"]]
+    # `select` keeps the named fields (the reference's list; the SDK's `now` is not one).
+    assert client.crons.search(thread_id=thread_id, select=["cron_id", "schedule"]) == [
+        {"cron_id": cron["cron_id"], "schedule": "0 9 * * 1"}]
+    for bad in (["now"], ["cron_id", "nope"]):
+        with pytest.raises(UnprocessableEntityError, match="select"):
+            client.crons.search(thread_id=thread_id, select=bad)
+    with pytest.raises(UnprocessableEntityError, match="select"):
+        client.http.post("/runs/crons/count", json={"select": ["cron_id"]})
 
     updated = client.crons.update(cron["cron_id"], schedule="15 10 * * *", enabled=False)
     assert updated["schedule"] == "15 10 * * *" and updated["enabled"] is False

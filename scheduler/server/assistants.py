@@ -28,6 +28,7 @@ from scheduler.server.http import (
     choice,
     field,
     not_found,
+    paged,
     query_flag,
     reject_unknown,
     unsupported,
@@ -85,8 +86,7 @@ def _search(backend: Backend, payload: dict[str, Any]
     """A page of matching assistants, and the reference server's paging headers (what
     the SDK's `search(response_format="object")` reads as `next`)."""
     found = _matching(backend, payload, "POST /assistants/search")
-    limit = field(payload, "limit", int, 10)
-    offset = field(payload, "offset", int, 0)
+    window = paged(payload)
     sort_by = str(choice(payload, "sort_by", SORT_KEYS, "created_at"))
     descending = choice(payload, "sort_order", ("asc", "desc"), "desc") == "desc"
     select = field(payload, "select", list)
@@ -95,14 +95,14 @@ def _search(backend: Backend, payload: dict[str, Any]
     lowered = sort_by in ("name", "graph_id")
     found.sort(key=lambda a: (str(a[sort_by]).lower() if lowered else str(a[sort_by])),
                reverse=descending)
-    page = found[offset:offset + limit]
+    page = found[window]
     if select:
         page = [{k: a[k] for k in select} for a in page]
-    if len(found) > offset + limit:
-        headers = {"X-Pagination-Total": str(offset + limit + 1),
-                   "X-Pagination-Next": str(offset + limit)}
+    if len(found) > window.stop:
+        headers = {"X-Pagination-Total": str(window.stop + 1),
+                   "X-Pagination-Next": str(window.stop)}
     else:
-        headers = {"X-Pagination-Total": str(offset + len(page))}
+        headers = {"X-Pagination-Total": str(window.start + len(page))}
     return page, headers
 
 

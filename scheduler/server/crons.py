@@ -31,6 +31,7 @@ from scheduler.server.http import (
     choice,
     field,
     not_found,
+    paged,
     reject_unknown,
     unsupported,
 )
@@ -44,6 +45,10 @@ RUN_PART = frozenset({
 })
 UPDATABLE = (CRON_ONLY | RUN_PART) - {"assistant_id", "checkpoint_during",
                                       "multitask_strategy"}
+# A cron's fields, in the order the reference gives them; what `select` may name.
+FIELDS = ("cron_id", "assistant_id", "thread_id", "on_run_completed", "end_time", "schedule",
+          "timezone", "created_at", "updated_at", "user_id", "payload", "next_run_date",
+          "metadata", "enabled")
 SORT_KEYS = ("cron_id", "assistant_id", "thread_id", "next_run_date", "end_time",
              "created_at", "updated_at")
 
@@ -224,8 +229,6 @@ SEARCH_FIELDS = frozenset({"assistant_id", "thread_id", "enabled", "metadata", "
 
 def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[str, Any]]:
     reject_unknown(payload, SEARCH_FIELDS, where)
-    if payload.get("select"):
-        raise unsupported("select")
     assistant = field(payload, "assistant_id", str)
     ref = backend.graph_of(assistant) if assistant is not None else None
     thread_id = field(payload, "thread_id", str)
@@ -253,14 +256,19 @@ def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[
 
 async def search(request: Request) -> JSONResponse:
     payload = await body(request)
-    limit = field(payload, "limit", int, 10)
-    offset = field(payload, "offset", int, 0)
-    found = await blocking(_search, backend_of(request), payload, "POST /runs/crons/search")
-    return JSONResponse(found[offset:offset + limit])
+    window = paged(payload)
+    select = field(payload, "select", list)
+    if select is not None and not set(select) <= set(FIELDS):
+        raise ApiError(422, f"Invalid select columns: "
+                       f"{[c for c in select if c not in FIELDS]}. Expected: {list(FIELDS)}")
+    found = (await blocking(_search, backend_of(request), payload,
+                            "POST /runs/crons/search"))[window]
+    return JSONResponse([{k: c[k] for k in select} for c in found] if select else found)
 
 
 async def count(request: Request) -> JSONResponse:
     payload = await body(request)
+    reject_unknown(payload, SEARCH_FIELDS - {"select"}, "POST /runs/crons/count")
     return JSONResponse(len(await blocking(_search, backend_of(request), payload,
                                            "POST /runs/crons/count")))
 

@@ -30,6 +30,7 @@ from scheduler.server.http import (
     choice,
     field,
     not_found,
+    paged,
     query_flag,
     query_int,
     reject_unknown,
@@ -193,10 +194,9 @@ def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[
 
 async def search(request: Request) -> JSONResponse:
     payload = await body(request)
-    limit = field(payload, "limit", int, 10)
-    offset = field(payload, "offset", int, 0)
+    window = paged(payload)
     found = await blocking(_search, backend_of(request), payload, "POST /threads/search")
-    return JSONResponse(found[offset:offset + limit])
+    return JSONResponse(found[window])
 
 
 async def count(request: Request) -> JSONResponse:
