@@ -12,6 +12,14 @@ import redis
 
 from scheduler.store import RunStore
 
+# Set the cron's last fired tick to ARGV[1] if it is later (stamps sort as they come).
+CLAIM_SCRIPT = """
+local last = redis.call('GET', KEYS[1])
+if last and last >= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 class CronStore:
     def __init__(self, store: RunStore) -> None:
@@ -36,7 +44,8 @@ class CronStore:
         with self.r.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(cron_id))
             pipe.zrem(self.index, cron_id)
-            removed, _ = pipe.execute()
+            pipe.delete(self._fired_key(cron_id))
+            removed, _, _ = pipe.execute()
         return bool(removed)
 
     def all(self) -> list[dict[str, Any]]:
@@ -49,7 +58,12 @@ class CronStore:
                 found.append(record)
         return found
 
-    def claim_tick(self, cron_id: str, tick: str, ttl_seconds: int) -> bool:
-        """True for the first firing of `tick` only: a duplicate beat message fires nothing."""
-        return bool(self.r.set(f"{self._key(cron_id)}:fired:{tick}", b"1", nx=True,
-                               ex=ttl_seconds))
+    def claim_tick(self, cron_id: str, tick: str) -> bool:
+        """True if `tick` (a UTC `%Y%m%dT%H%M` stamp) is later than every tick the cron
+        fired: a duplicate beat message, or a firing that belongs to a tick fired already
+        (a cron with a zone is fired on minutes that are not ticks), starts nothing. One key
+        per cron, kept as long as the cron."""
+        return bool(self.r.eval(CLAIM_SCRIPT, 1, self._fired_key(cron_id), tick))
+
+    def _fired_key(self, cron_id: str) -> str:
+        return f"{self._key(cron_id)}:fired"

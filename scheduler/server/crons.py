@@ -33,7 +33,6 @@ from scheduler.server.http import (
     not_found,
     paged,
     reject_unknown,
-    unsupported,
 )
 from scheduler.server.threads import require_thread
 
@@ -76,8 +75,10 @@ def _check_cron(backend: Backend, record: dict[str, Any], where: str) -> None:
         beat.parse(record["schedule"])
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
-    if record.get("timezone") not in (None, "UTC", "Etc/UTC"):
-        raise unsupported("timezone", "schedules are read in UTC")
+    try:
+        beat.zone(field(record, "timezone", str))
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
     payload = record["payload"]
     runs.check_request(payload, where)
     backend.graph_of(payload["assistant_id"])
@@ -88,7 +89,8 @@ def view(backend: Backend, record: dict[str, Any]) -> dict[str, Any]:
     ref = backend.graph_of(record["payload"]["assistant_id"])
     now = datetime.now(UTC)
     end = record.get("end_time")
-    upcoming = beat.next_tick(beat.parse(record["schedule"]), now)
+    upcoming = beat.next_tick(beat.parse(record["schedule"]), now,
+                              beat.zone(record.get("timezone")))
     if end is not None and upcoming is not None and upcoming.timestamp() > end:
         upcoming = None
     return {
@@ -103,7 +105,8 @@ def view(backend: Backend, record: dict[str, Any]) -> dict[str, Any]:
         "updated_at": views.iso(record["updated_at"]),
         "payload": record["payload"],
         "user_id": None,
-        "next_run_date": upcoming.isoformat() if upcoming is not None else None,
+        "next_run_date": (upcoming.astimezone(UTC).isoformat() if upcoming is not None
+                          else None),
         "metadata": record.get("metadata") or {},
         "enabled": record.get("enabled", True),
     }
@@ -115,6 +118,7 @@ def _save(backend: Backend, record: dict[str, Any]) -> None:
     crons_of(backend).put(record, record["created_at"])
     try:
         beat.save_entry(backend.client.app, record["cron_id"], record["schedule"],
+                        record.get("timezone"),
                         backend.settings.scheduler_queue, record.get("enabled", True))
     except BaseException:
         crons_of(backend).delete(record["cron_id"])
@@ -149,6 +153,7 @@ def _create(backend: Backend, thread_id: str | None, payload: dict[str, Any], wh
         "payload": {k: v for k, v in payload.items() if k in RUN_PART},
         "created_at": now,
         "updated_at": now,
+        "scheduled_at": now,
     }
     _check_cron(backend, record, where)
     _save(backend, record)
@@ -202,6 +207,9 @@ def _update(backend: Backend, cron_id: str, payload: dict[str, Any]) -> dict[str
     field(updated, "enabled", bool)
     if updated["on_run_completed"] is not None:
         choice(updated, "on_run_completed", ("delete", "keep"), None)
+    if (updated["schedule"], updated.get("timezone")) != (record["schedule"],
+                                                          record.get("timezone")):
+        updated["scheduled_at"] = updated["updated_at"]  # no earlier tick of it fires
     _check_cron(backend, updated, "PATCH /runs/crons/{cron_id}")
     _save(backend, updated)
     return view(backend, updated)
