@@ -165,6 +165,23 @@ def test_last_event_id_resumes_and_modes_narrow(client):
     assert [e[0] for e in only_edits.finish()] == ["state_update"]
 
 
+def test_a_run_whose_stream_expired_is_left_out(client, cluster, redis_server):
+    thread_id = client.threads.create()["thread_id"]
+    old = client.runs.create(thread_id, CHAIN, input={"log": []})
+    client.runs.join(thread_id, old["run_id"])
+    redis_server.client().delete(cluster.client().store.key(thread_id, "chunks",
+                                                            old["run_id"]))
+    listener = Listener(client.threads.join_stream(
+        thread_id, stream_mode=["run_modes", "state_update"], last_event_id="-1"),
+        done_count(1))
+    eventually(lambda: any(e[0] == "state_update" for e in listener.events),
+               lambda: client.threads.update_state(thread_id, {"log": ["edit"]}))
+    new = client.runs.create(thread_id, CHAIN, input={"log": []})
+    events = listener.finish()
+    assert old["run_id"] not in str(events)
+    assert without_ids(events)[-1] == run_done(new["run_id"])
+
+
 def test_deleting_the_thread_ends_its_stream(client):
     thread_id = client.threads.create()["thread_id"]
     client.runs.wait(thread_id, CHAIN, input={"log": []})

@@ -153,6 +153,8 @@ class ThreadStream:
             if run is None:
                 continue
             key = store.key(self.thread_id, "chunks", run_id)
+            if joining and run.status.settled and not await self.backend.aredis.exists(key):
+                continue  # over, and its stream expired: nothing of it is to come
             start = await self._run_start(key, fresh=not joining)
             if start is None:
                 continue
