@@ -12,14 +12,20 @@ recording the run, then replaced): the fired task claims the tick in Redis
 (`scheduler.cron_fire`), so a cron fires at most once per tick.
 
 Schedules are 5-field cron expressions (minute hour day-of-month month day-of-week), read
-by Celery's `crontab` in UTC: a day-of-month and a day-of-week both given must both match
-(Celery's rule; classic cron fires when either does).
+by Celery's `crontab`: a day-of-month and a day-of-week both given must both match (Celery's
+rule; classic cron fires when either does). A schedule is read in UTC, or on the wall
+clock of its IANA `timezone`. RedBeat stores a crontab without a zone (its JSON has the
+five fields only) and beat runs in UTC, so a cron with a zone gets a beat entry that fires
+on every minute its ticks can fall on in UTC (`beat_schedule`); the fired task starts a run
+only for a tick on the zone's clock it has not started yet (`scheduler.cron_fire`), so a
+change of daylight saving time needs no new entry.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery import Celery
 from celery.schedules import crontab
@@ -93,6 +99,37 @@ def parse(schedule: str) -> crontab:
         raise ValueError(f"Invalid cron schedule {schedule!r}: {exc}") from None
 
 
+def zone(name: str | None) -> tzinfo:
+    """The IANA zone a schedule is read in (None: UTC); ValueError naming a bad one."""
+    if name is None:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"Invalid timezone: {name!r}. Use IANA timezone format (e.g. "
+                         "'America/New_York').") from None
+
+
+def in_utc(name: str | None) -> bool:
+    """Whether a schedule in zone `name` is read in UTC: its beat entry is the schedule."""
+    return name in (None, "UTC", "Etc/UTC")
+
+
+def beat_schedule(schedule: str, name: str | None) -> str:
+    """The schedule of a cron's beat entry (UTC): the schedule itself in UTC; for another
+    zone, every minute a tick can fall on: the schedule's minutes each hour if the zone's
+    offsets are whole hours (winter and summer, this year and next), else every minute."""
+    if in_utc(name):
+        return schedule
+    tz = zone(name)
+    year = datetime.now(UTC).year
+    offsets = {datetime(y, m, 1, tzinfo=tz).utcoffset() for y in (year, year + 1)
+               for m in (1, 7)}
+    whole_hours = all(o is not None and o % timedelta(hours=1) == timedelta(0)
+                      for o in offsets)
+    return f"{schedule.split()[0] if whole_hours else '*'} * * * *"
+
+
 def _matches(cron: crontab, at: datetime) -> bool:
     fields: Any = cron  # the expanded sets are not in celery-types' stub
     return bool(at.minute in fields.minute and at.hour in fields.hour
@@ -100,11 +137,11 @@ def _matches(cron: crontab, at: datetime) -> bool:
                 and at.day in fields.day_of_month and at.month in fields.month_of_year)
 
 
-def next_tick(cron: crontab, now: datetime) -> datetime | None:
-    """The first tick after `now` (UTC); None if none comes within four years (a day that
-    never exists, such as February 30)."""
+def next_tick(cron: crontab, now: datetime, tz: tzinfo = UTC) -> datetime | None:
+    """The first tick after `now` on the clock of `tz`; None if none comes within four
+    years (a day that never exists, such as February 30)."""
     fields: Any = cron
-    at = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    at = now.astimezone(tz).replace(second=0, microsecond=0) + timedelta(minutes=1)
     until = at + timedelta(days=4 * 366)
     while at < until:
         if not (at.day in fields.day_of_month and at.month in fields.month_of_year
@@ -119,10 +156,11 @@ def next_tick(cron: crontab, now: datetime) -> datetime | None:
     return None
 
 
-def latest_tick(cron: crontab, now: datetime) -> datetime:
-    """The tick a firing at `now` belongs to: the latest at or before `now` (a message may
-    arrive seconds late); the current minute if none is within `LOOK_BACK`."""
-    at = now.astimezone(UTC).replace(second=0, microsecond=0)
+def latest_tick(cron: crontab, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """The tick a firing at `now` belongs to, on the clock of `tz`: the latest at or before
+    `now` (a message may arrive seconds late); the current minute if none is within
+    `LOOK_BACK`."""
+    at = now.astimezone(tz).replace(second=0, microsecond=0)
     floor = at - LOOK_BACK
     probe = at
     while probe > floor:
@@ -133,6 +171,7 @@ def latest_tick(cron: crontab, now: datetime) -> datetime:
 
 
 def _entry(app: Celery, cron_id: str, schedule: str, queue: str, enabled: bool) -> Any:
+    """RedBeat's entry firing the cron's task on `schedule` (a beat schedule, in UTC)."""
     # Imported here: every role builds its app with `conf`, only the server and beat need
     # RedBeat itself (the `server` extra).
     from redbeat import RedBeatSchedulerEntry  # type: ignore[import-untyped]
@@ -142,10 +181,11 @@ def _entry(app: Celery, cron_id: str, schedule: str, queue: str, enabled: bool) 
                                  app=app)
 
 
-def save_entry(app: Celery, cron_id: str, schedule: str, queue: str, enabled: bool) -> None:
+def save_entry(app: Celery, cron_id: str, schedule: str, timezone: str | None, queue: str,
+               enabled: bool) -> None:
     """Add or replace the cron's beat entry. A new entry counts as run now, so it first
     fires at its next tick (RedBeat would fire an entry that never ran at once)."""
-    entry = _entry(app, cron_id, schedule, queue, enabled)
+    entry = _entry(app, cron_id, beat_schedule(schedule, timezone), queue, enabled)
     entry.last_run_at = datetime.now(UTC)
     entry.save()
 

@@ -3,9 +3,15 @@ cron's run as `POST /threads/{id}/runs` (or a stateless `POST /runs`) would, thr
 `scheduler.server.runs.start`.
 
 Each tick fires at most once: the task claims the tick (the latest one at or before now, as
-a message can arrive late) in Redis before it starts anything, so a duplicate message (two
-beats, or a beat replaced between sending and recording) starts nothing. A task that dies
-between the claim and the run's creation loses that tick: at most once, never twice.
+a message can arrive late) in Redis before it starts anything, and a tick is claimed only
+if it is later than the last one claimed, so a duplicate message (two beats, or a beat
+replaced between sending and recording) starts nothing. A task that dies between the claim
+and the run's creation loses that tick: at most once, never twice.
+
+A cron with a timezone is fired on every minute its ticks can fall on (`beat.beat_schedule`):
+the latest tick on the zone's clock is found as above, and a tick from before the schedule
+was set (`scheduled_at`) starts nothing; a tick missed while every beat was down fires once
+when one is back, as a UTC cron's does.
 
 A thread's crons go with the thread, as in the reference server: the API no longer shows
 them once the thread is deleted, and the next tick deletes them.
@@ -24,10 +30,6 @@ from scheduler.server.runs import start
 
 log = logging.getLogger(__name__)
 
-# How long a claimed tick is remembered: longer than any beat failover.
-CLAIM_SECONDS = 24 * 3600
-
-
 def fire(backend: Backend, cron_id: str, now: datetime | None = None) -> str | None:
     """Start the cron's run for the current tick; its run id, or None when there is
     nothing to start (cron gone, disabled, past its end, or the tick already fired)."""
@@ -43,8 +45,12 @@ def fire(backend: Backend, cron_id: str, now: datetime | None = None) -> str | N
     if end is not None and now.timestamp() > end:
         beat.delete_entry(backend.client.app, cron_id)
         return None
-    tick = beat.latest_tick(beat.parse(record["schedule"]), now)
-    if not crons.claim_tick(cron_id, tick.strftime("%Y%m%dT%H%M"), CLAIM_SECONDS):
+    timezone = record.get("timezone")
+    tick = beat.latest_tick(beat.parse(record["schedule"]), now, beat.zone(timezone))
+    if not beat.in_utc(timezone) and tick.timestamp() < record.get(
+            "scheduled_at", record["created_at"]):
+        return None  # no tick since the schedule was set
+    if not crons.claim_tick(cron_id, tick.astimezone(UTC).strftime("%Y%m%dT%H%M")):
         log.info("cron %s: tick %s already fired", cron_id, tick.isoformat())
         return None
     payload = dict(record["payload"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -23,10 +25,12 @@ def start_server(cluster: Cluster, name: str = "server", **env: str) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def server_fixtures(worker: str, **env: str) -> tuple[Any, Any, Any]:
-    """A test module's `cluster` (one worker named `worker`, a scheduler; `env`: more
-    settings, such as CELERYGRAPH_GRAPHS), the server's `url` beside it and a sync SDK
-    `client` of it: assign them to those names in the module."""
+def server_fixtures(worker: str, server_env: Mapping[str, str] | None = None,
+                    api_key: str = API_KEYS[0], **env: str) -> tuple[Any, Any, Any]:
+    """A test module's `cluster` (one worker named `worker`, a scheduler named `scheduler`;
+    `env`: more settings, such as CELERYGRAPH_GRAPHS), the server's `url` beside it
+    (`server_env`: the server's own settings, such as CELERYGRAPH_API_KEYS) and a sync SDK
+    `client` of it with `api_key`: assign them to those names in the module."""
     @pytest.fixture(scope="module")
     def cluster(redis_server, tmp_path_factory):  # noqa: ANN001, ANN202
         running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, **env)
@@ -39,10 +43,21 @@ def server_fixtures(worker: str, **env: str) -> tuple[Any, Any, Any]:
 
     @pytest.fixture(scope="module")
     def url(cluster):  # noqa: ANN001, ANN202
-        return start_server(cluster)
+        return start_server(cluster, **(server_env or {}))
 
     @pytest.fixture
     def client(url):  # noqa: ANN001, ANN202
-        return get_sync_client(url=url, api_key=API_KEYS[0])
+        return get_sync_client(url=url, api_key=api_key)
 
     return cluster, url, client
+
+
+def eventually(check: Callable[[], Any], timeout: float = 180.0) -> Any:
+    """`check()` once truthy; the timeout only bounds a broken run, nothing is timed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition never held")

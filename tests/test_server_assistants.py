@@ -22,6 +22,7 @@ from langgraph_sdk.errors import (
 )
 from pydantic import TypeAdapter
 
+from scheduler.server.assistant_records import AssistantRecords
 from scheduler.server.backend import assistant_id
 from tests.server import API_KEYS, server_fixtures
 
@@ -98,6 +99,76 @@ def test_runs_take_the_assistants_config_and_context(client):
     # The graph's own assistant has no context: the run must bring it.
     assert client.runs.wait(None, GREETER, input={"log": []}, context={"user": "di"}) == {
         "greeting": "plain hi di"}
+
+
+def test_a_runs_metadata_takes_its_assistants_and_threads_as_the_reference(client):
+    """The same calls against `langgraph dev` (langgraph-api 0.16.7) give these metadata:
+    the assistant's, then an existing thread's (with its graph and assistant), then the
+    request's config metadata and metadata; `assistant_id` cannot be spoofed."""
+    aid = client.assistants.create(CHAIN, name="mine", metadata={
+        "team": "ops", "graph_id": "from-assistant"})["assistant_id"]
+    thread_id = client.threads.create(metadata={"owner": "ada"})["thread_id"]
+    run = client.runs.create(thread_id, aid, input={"log": []}, metadata={"mine": 1},
+                             config={"metadata": {"cfg": 2}})
+    expected = {"team": "ops", "graph_id": CHAIN, "owner": "ada", "assistant_id": aid,
+                "cfg": 2, "mine": 1}
+    assert run["metadata"] == expected
+    client.runs.join(thread_id, run["run_id"])
+    assert client.runs.get(thread_id, run["run_id"])["metadata"] == expected
+    assert client.threads.get(thread_id)["metadata"] == {
+        "owner": "ada", "graph_id": CHAIN, "assistant_id": aid}
+
+    # A stateless run has no thread's metadata to take: the assistant's graph_id stays.
+    stateless = client.runs.create(None, aid, input={"log": []}, metadata={"mine": 1})
+    assert stateless["metadata"] == {"team": "ops", "graph_id": "from-assistant",
+                                     "mine": 1, "assistant_id": aid}
+    # A graph's own assistant brings `created_by`; the request cannot name another one.
+    spoofed = client.runs.create(thread_id, CHAIN, input={"log": []}, metadata={
+        "owner": "bob", "assistant_id": "spoof"})
+    assert spoofed["metadata"] == {"created_by": "system", "owner": "bob", "graph_id": CHAIN,
+                                   "assistant_id": assistant_id(CHAIN)}
+    # A thread the run creates starts with the request's metadata and the run's ids.
+    created = str(uuid.uuid4())
+    on_new = client.runs.create(created, aid, input={"log": []}, if_not_exists="create",
+                                metadata={"mine": 3}, config={"metadata": {"cfg": 4}})
+    assert on_new["metadata"] == {"team": "ops", "graph_id": "from-assistant", "cfg": 4,
+                                  "mine": 3, "assistant_id": aid}
+    assert client.threads.get(created)["metadata"] == {
+        "graph_id": CHAIN, "assistant_id": aid, "cfg": 4, "mine": 3}
+
+
+def test_an_assistant_whose_graph_is_no_longer_served_as_the_reference(client, cluster):
+    """What a redeploy that drops a graph leaves: a user-created assistant of it. As
+    `langgraph dev` answers after a restart without the graph: listed and counted, its
+    versions, update and delete work; get, its graph and schemas are 404s, and so is a
+    search by that graph. A run is a 404 naming the graph here (there the run is created
+    and fails with that 404 as its error)."""
+    store = cluster.client().store
+    gone = "tests.removed_graphs:old"
+    aid = str(uuid.uuid4())
+    AssistantRecords(store.r, f"{store.prefix}:api").create({
+        "assistant_id": aid, "graph_id": gone, "config": {}, "context": {},
+        "metadata": {"left": "behind"}, "name": "orphan", "description": None})
+
+    assert [a["assistant_id"] for a in client.assistants.search(
+        metadata={"left": "behind"})] == [aid]
+    assert client.assistants.count(metadata={"left": "behind"}) == 1
+    for call in (client.assistants.get, client.assistants.get_graph,
+                 client.assistants.get_schemas, client.assistants.get_subgraphs):
+        with pytest.raises(NotFoundError):
+            call(aid)
+    with pytest.raises(NotFoundError):
+        client.assistants.search(graph_id=gone)
+    thread_id = client.threads.create()["thread_id"]
+    with pytest.raises(NotFoundError, match="tests.removed_graphs:old"):
+        client.runs.create(thread_id, aid, input={"log": []})
+    assert client.runs.list(thread_id) == []  # refused: nothing stored
+    assert client.threads.get(thread_id)["metadata"] == {}
+    assert [v["version"] for v in client.assistants.get_versions(aid)] == [1]
+    assert client.assistants.update(aid, metadata={"n": 2})["version"] == 2
+    assert client.assistants.set_latest(aid, 1)["version"] == 1
+    client.assistants.delete(aid)
+    assert client.assistants.count(metadata={"left": "behind"}) == 0
 
 
 def test_delete_cancels_its_runs_and_with_delete_threads_its_threads(client, cluster):

@@ -4,21 +4,22 @@ the server process, a Redis of their own and a real HTTP receiver for webhooks."
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
-from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 
+from scheduler.cron_fire import fire
 from scheduler.protocol import CRON_TASK
-from scheduler.server.backend import assistant_id
-from tests.cluster import Cluster
-from tests.server import API_KEYS, start_server
+from scheduler.server.backend import Backend, assistant_id
+from scheduler.server.config import ServerSettings
+from tests.server import eventually, server_fixtures
 from tests.webhook_receiver import Receiver
 
 APPROVAL = "tests.dist_graphs:approval"
@@ -26,25 +27,7 @@ CHAIN = "tests.dist_graphs:chain"
 FAILING = "tests.dist_graphs:failing"
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server, tmp_path_factory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
-    try:
-        running.start("cron-w1", concurrency=2)
-        running.start_scheduler()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def url(cluster: Cluster) -> str:
-    return start_server(cluster)
-
-
-@pytest.fixture
-def client(url: str) -> Any:
-    return get_sync_client(url=url, api_key=API_KEYS[0])
+cluster, url, client = server_fixtures("cron-w1")
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +35,6 @@ def receiver() -> Iterator[Receiver]:
     running = Receiver(failures=2)
     yield running
     running.close()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 180.0) -> Any:
-    """`check()` once truthy; the timeout only bounds a broken run, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition never held")
 
 
 # ---- webhooks -------------------------------------------------------------------------------
@@ -123,7 +95,7 @@ def test_cron_refusals_store_nothing(client):
     with pytest.raises(NotFoundError):
         client.crons.create(str(uuid.uuid4()), schedule="0 * * * *")
     with pytest.raises(UnprocessableEntityError, match="timezone"):
-        client.crons.create(CHAIN, schedule="0 * * * *", timezone="Europe/Paris")
+        client.crons.create(CHAIN, schedule="0 * * * *", timezone="Mars/Olympus_Mons")
     with pytest.raises(UnprocessableEntityError, match="webhook"):
         client.crons.create(CHAIN, schedule="0 * * * *", webhook="/relative")
     with pytest.raises(UnprocessableEntityError, match="feedback_keys|Unknown field"):
@@ -150,6 +122,14 @@ def test_cron_create_search_update_delete(client):
         cron["cron_id"], stateless["cron_id"]}
     assert [c["cron_id"] for c in client.crons.search(metadata={"team": "a"})] == [
         cron["cron_id"]]
+    # `select` keeps the named fields (the reference's list; the SDK's `now` is not one).
+    assert client.crons.search(thread_id=thread_id, select=["cron_id", "schedule"]) == [
+        {"cron_id": cron["cron_id"], "schedule": "0 9 * * 1"}]
+    for bad in (["now"], ["cron_id", "nope"]):
+        with pytest.raises(UnprocessableEntityError, match="select"):
+            client.crons.search(thread_id=thread_id, select=bad)
+    with pytest.raises(UnprocessableEntityError, match="select"):
+        client.http.post("/runs/crons/count", json={"select": ["cron_id"]})
 
     updated = client.crons.update(cron["cron_id"], schedule="15 10 * * *", enabled=False)
     assert updated["schedule"] == "15 10 * * *" and updated["enabled"] is False
@@ -164,6 +144,65 @@ def test_cron_create_search_update_delete(client):
     assert client.crons.search(thread_id=thread_id) == []
     with pytest.raises(NotFoundError):
         client.crons.delete(cron["cron_id"])
+
+
+def _next_wall_clock(hour: int, minute: int, zone: ZoneInfo, now: datetime) -> datetime:
+    """The next `hour:minute` on `zone`'s clock after `now`, in UTC (worked out here
+    without `scheduler.beat`)."""
+    local = now.astimezone(zone)
+    at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at <= local:
+        at += timedelta(days=1)  # the same wall-clock time, that day's offset
+    return at.astimezone(UTC)
+
+
+def test_a_cron_with_a_timezone_ticks_on_that_zones_clock(cluster, client, redis_server):
+    new_york = ZoneInfo("America/New_York")
+    before = datetime.now(UTC)
+    cron = client.crons.create(CHAIN, schedule="0 9 * * *", timezone="America/New_York",
+                               input={"log": []})
+    after = datetime.now(UTC)
+    assert cron["timezone"] == "America/New_York"
+    assert datetime.fromisoformat(cron["next_run_date"]) in {
+        _next_wall_clock(9, 0, new_york, before), _next_wall_clock(9, 0, new_york, after)}
+    # Its beat entry (UTC) fires on the schedule's minutes every hour: whole-hour offsets.
+    definition = orjson.loads(redis_server.client().hget(
+        f"cg:beat:cron:{cron['cron_id']}", "definition"))
+    assert (definition["schedule"]["minute"], definition["schedule"]["hour"]) == ("0", "*")
+
+    kolkata = ZoneInfo("Asia/Kolkata")
+    updated = client.crons.update(cron["cron_id"], timezone="Asia/Kolkata",
+                                  schedule="30 9 * * *")
+    tick = datetime.fromisoformat(updated["next_run_date"])
+    assert tick.astimezone(kolkata).strftime("%H:%M") == "09:30"
+    assert tick == _next_wall_clock(9, 30, kolkata, tick - timedelta(days=1))
+    definition = orjson.loads(redis_server.client().hget(
+        f"cg:beat:cron:{cron['cron_id']}", "definition"))
+    assert definition["schedule"]["minute"] == "*"  # +05:30: every minute may be a tick
+    assert client.crons.search(select=["cron_id", "timezone"], limit=100).count(
+        {"cron_id": cron["cron_id"], "timezone": "Asia/Kolkata"}) == 1
+    client.crons.delete(cron["cron_id"])
+
+    # Fired at given instants (as beat's task fires it): a run for each tick on the zone's
+    # clock, once, none for a tick before the cron was made.
+    thread_id = client.threads.create()["thread_id"]
+    cron = client.crons.create_for_thread(thread_id, CHAIN, schedule="30 9 * * *",
+                                          timezone="Asia/Kolkata", input={"log": []})
+    tick = datetime.fromisoformat(cron["next_run_date"])
+    backend = Backend.connect(cluster.settings(), ServerSettings())
+    assert fire(backend, cron["cron_id"], datetime.now(UTC)) is None
+    first = fire(backend, cron["cron_id"], tick + timedelta(seconds=20))
+    assert first is not None
+    assert fire(backend, cron["cron_id"], tick + timedelta(seconds=40)) is None
+    assert fire(backend, cron["cron_id"], tick + timedelta(hours=3)) is None  # no new tick
+    second = fire(backend, cron["cron_id"], tick + timedelta(days=1, seconds=5))
+    assert second is not None
+    assert [r["run_id"] for r in client.runs.list(thread_id)] == [second, first]
+    for run_id in (first, second):
+        client.runs.join(thread_id, run_id)
+    client.crons.delete(cron["cron_id"])
+    with pytest.raises(UnprocessableEntityError, match="timezone"):
+        client.crons.create(CHAIN, schedule="0 9 * * *", timezone="Nowhere/Else")
 
 
 def test_deleting_a_thread_deletes_its_crons(cluster, client, redis_server):
@@ -220,6 +259,10 @@ def test_crons_fire_once_per_tick_with_two_beats_and_survive_a_restart(cluster, 
                                                input={"log": []}, metadata={"by": "cron"})
     stateless = client.crons.create(CHAIN, schedule="* * * * *", input={"log": []},
                                     webhook=receiver.url, metadata={"by": "stateless"})
+    # A zone whose offset is not whole hours: its beat entry fires every minute.
+    zoned_thread = client.threads.create()["thread_id"]
+    zoned = client.crons.create_for_thread(zoned_thread, CHAIN, schedule="* * * * *",
+                                           timezone="Asia/Kolkata", input={"log": []})
 
     def thread_runs() -> list[dict[str, Any]]:
         return client.runs.list(thread_id, limit=100)
@@ -231,7 +274,11 @@ def test_crons_fire_once_per_tick_with_two_beats_and_survive_a_restart(cluster, 
     eventually(lambda: len(thread_runs()) >= 2)
     client.crons.delete(on_thread["cron_id"])
     client.crons.delete(stateless["cron_id"])
+    client.crons.delete(zoned["cron_id"])
     cluster.kill("beat-c")
+    zoned_minutes = [_minute(r["created_at"])
+                     for r in client.runs.list(zoned_thread, limit=100)]
+    assert zoned_minutes and Counter(zoned_minutes).most_common(1)[0][1] == 1, zoned_minutes
 
     found = thread_runs()
     for run in found:
@@ -241,7 +288,9 @@ def test_crons_fire_once_per_tick_with_two_beats_and_survive_a_restart(cluster, 
     assert _consecutive(minutes), minutes  # no tick lost across the restart
     for run in found:
         assert run["assistant_id"] == assistant_id(CHAIN)
-        assert run["metadata"] == {"by": "cron"} and run["kwargs"]["input"] == {"log": []}
+        assert run["metadata"] == {"created_by": "system", "graph_id": CHAIN,
+                                   "assistant_id": assistant_id(CHAIN), "by": "cron"}
+        assert run["kwargs"]["input"] == {"log": []}
     assert client.runs.get(thread_id, found[0]["run_id"])["status"] == "success"
     # Each fired run added to the thread's state, as a run posted to the thread would.
     assert client.threads.get_state(thread_id)["values"] == {
@@ -249,7 +298,7 @@ def test_crons_fire_once_per_tick_with_two_beats_and_survive_a_restart(cluster, 
 
     # The stateless cron's runs, each on a thread of its own, reported by their webhooks.
     hooks = eventually(lambda: [a["body"] for a in list(receiver.accepted)
-                                if a["body"]["metadata"] == {"by": "stateless"}] or None)
+                                if a["body"]["metadata"].get("by") == "stateless"] or None)
     stateless_minutes = [_minute(h["created_at"]) for h in hooks]
     assert Counter(stateless_minutes).most_common(1)[0][1] == 1, stateless_minutes
     assert len({h["thread_id"] for h in hooks}) == len(hooks)

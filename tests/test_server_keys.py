@@ -6,7 +6,6 @@ and not the store (403)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,33 +19,15 @@ from langgraph_sdk.errors import (
 
 from scheduler.server.backend import assistant_id
 from scheduler.server.config import ServerSettings, parse_keys
-from tests.cluster import Cluster
-from tests.server import start_server
+from tests.server import server_fixtures
 
 APPROVAL = "tests.dist_graphs:approval"
 CHAIN = "tests.dist_graphs:chain"
 FULL, LIMITED = "full-key", "chain-key"
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server, tmp_path_factory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
-    try:
-        running.start("keys-w1", concurrency=2)
-        running.start_scheduler()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def url(cluster: Cluster) -> str:
-    return start_server(cluster, CELERYGRAPH_API_KEYS=f"{FULL},{LIMITED}:chain")
-
-
-@pytest.fixture
-def full(url: str) -> Any:
-    return get_sync_client(url=url, api_key=FULL)
+cluster, url, full = server_fixtures(
+    "keys-w1", server_env={"CELERYGRAPH_API_KEYS": f"{FULL},{LIMITED}:chain"}, api_key=FULL)
 
 
 @pytest.fixture

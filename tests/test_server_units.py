@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -13,6 +14,7 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 
 from graphdef.types import Interrupt
+from scheduler import beat
 from scheduler.server import encode, sse
 from scheduler.server.backend import assistant_id
 from scheduler.server.http import ApiError
@@ -127,3 +129,21 @@ def test_values_as_plain_json():
 def test_assistant_ids_are_the_reference_servers_for_a_graph_name():
     # langgraph-api: uuid5(UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), graph_id)
     assert assistant_id("agent") == "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
+
+
+def test_a_zoned_schedule_keeps_its_wall_clock_across_daylight_saving_time():
+    new_york = beat.zone("America/New_York")
+    nine = beat.parse("0 9 * * *")
+    # 2026-03-08: New York moves from UTC-5 to UTC-4 at 02:00.
+    assert beat.next_tick(nine, datetime(2026, 3, 7, 15, tzinfo=UTC), new_york).astimezone(
+        UTC) == datetime(2026, 3, 8, 13, tzinfo=UTC)
+    assert beat.next_tick(nine, datetime(2026, 3, 6, 15, tzinfo=UTC), new_york).astimezone(
+        UTC) == datetime(2026, 3, 7, 14, tzinfo=UTC)
+    assert beat.latest_tick(nine, datetime(2026, 3, 8, 13, 0, 30, tzinfo=UTC),
+                            new_york).astimezone(UTC) == datetime(2026, 3, 8, 13, tzinfo=UTC)
+    # Beat runs in UTC: whole-hour zones fire on the schedule's minutes, others every minute.
+    assert beat.beat_schedule("*/5 9 * * 1", "Europe/Paris") == "*/5 * * * *"
+    assert beat.beat_schedule("30 9 * * *", "Asia/Kolkata") == "* * * * *"
+    assert beat.beat_schedule("30 9 * * *", None) == "30 9 * * *"
+    with pytest.raises(ValueError, match="timezone"):
+        beat.zone("Nowhere/Else")

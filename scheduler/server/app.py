@@ -4,8 +4,7 @@ cluster, and the command that serves it with uvicorn.
 Errors come out as the Agent Server gives them, `{"detail": "..."}`: 404 for an unknown
 assistant, thread, run or checkpoint, 409 for a busy thread under `reject` (and a thread
 that exists already), 422 for a malformed body or a parameter this server does not
-implement (named), 400 for a resume with nothing to resume, 501 for an endpoint it does not
-implement.
+implement (named), 400 for a resume with nothing to resume.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from scheduler.errors import (
     UnknownGraphError,
     UnknownRunError,
 )
-from scheduler.server import assistants, crons, runs, store_items, threads
+from scheduler.server import assistants, crons, runs, store_items, thread_stream, threads
 from scheduler.server.auth import ApiKeyMiddleware, check_bind
 from scheduler.server.backend import Backend
 from scheduler.server.config import ServerSettings
@@ -84,7 +83,9 @@ def create_app(settings: Settings, server: ServerSettings) -> Starlette:
 
     app = Starlette(
         routes=[Route("/ok", ok), Route("/info", info), *assistants.routes, *threads.routes,
-                *crons.routes, *runs.routes, *store_items.routes],
+                *crons.routes, *runs.routes, *store_items.routes,
+                Route("/threads/{thread_id}/stream", thread_stream.join,
+                      methods=["GET"])],
         middleware=[Middleware(ApiKeyMiddleware, keys=server.api_keys,
                                limits=server.key_graphs)],
         exception_handlers={ApiError: _error, HTTPException: _error,

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scheduler.server import schemas
-from scheduler.server.backend import Backend, backend_of, system_assistant
+from scheduler.server.backend import Backend, backend_of, graph_not_found, system_assistant
 from scheduler.server.http import (
     ApiError,
     JSONResponse,
@@ -28,6 +28,7 @@ from scheduler.server.http import (
     choice,
     field,
     not_found,
+    paged,
     query_flag,
     reject_unknown,
     unsupported,
@@ -77,8 +78,7 @@ def _graph(backend: Backend, graph_id: str) -> str:
     try:
         return backend.graph_ref(graph_id)
     except ApiError as exc:
-        raise ApiError(404, f"Graph {graph_id!r} not found. Expected one of: "
-                       f"{backend.graph_refs()}") from exc
+        raise graph_not_found(graph_id, backend.graph_refs()) from exc
 
 
 def _search(backend: Backend, payload: dict[str, Any]
@@ -86,8 +86,7 @@ def _search(backend: Backend, payload: dict[str, Any]
     """A page of matching assistants, and the reference server's paging headers (what
     the SDK's `search(response_format="object")` reads as `next`)."""
     found = _matching(backend, payload, "POST /assistants/search")
-    limit = field(payload, "limit", int, 10)
-    offset = field(payload, "offset", int, 0)
+    window = paged(payload)
     sort_by = str(choice(payload, "sort_by", SORT_KEYS, "created_at"))
     descending = choice(payload, "sort_order", ("asc", "desc"), "desc") == "desc"
     select = field(payload, "select", list)
@@ -96,14 +95,14 @@ def _search(backend: Backend, payload: dict[str, Any]
     lowered = sort_by in ("name", "graph_id")
     found.sort(key=lambda a: (str(a[sort_by]).lower() if lowered else str(a[sort_by])),
                reverse=descending)
-    page = found[offset:offset + limit]
+    page = found[window]
     if select:
         page = [{k: a[k] for k in select} for a in page]
-    if len(found) > offset + limit:
-        headers = {"X-Pagination-Total": str(offset + limit + 1),
-                   "X-Pagination-Next": str(offset + limit)}
+    if len(found) > window.stop:
+        headers = {"X-Pagination-Total": str(window.stop + 1),
+                   "X-Pagination-Next": str(window.stop)}
     else:
-        headers = {"X-Pagination-Total": str(offset + len(page))}
+        headers = {"X-Pagination-Total": str(window.start + len(page))}
     return page, headers
 
 
@@ -120,8 +119,17 @@ async def count(request: Request) -> JSONResponse:
                                            "POST /assistants/count")))
 
 
+def _get(backend: Backend, assistant_id: str) -> dict[str, Any]:
+    """The assistant; one whose graph is no longer served is hidden (404), as the reference
+    hides it (its versions, update and delete still reach it, there as here)."""
+    found = backend.assistant(assistant_id)
+    if found["graph_id"] not in backend.graph_refs():
+        raise not_found(f"Assistant {assistant_id!r}")
+    return found
+
+
 async def get(request: Request) -> JSONResponse:
-    return JSONResponse(await blocking(backend_of(request).assistant,
+    return JSONResponse(await blocking(_get, backend_of(request),
                                        request.path_params["assistant_id"]))
 
 
@@ -284,10 +292,15 @@ async def set_latest(request: Request) -> JSONResponse:
                                        await body(request)))
 
 
+def _served_graph(backend: Backend, assistant_id: str) -> str:
+    """The assistant's graph, read here from its code: 404 if no longer served."""
+    return str(backend.served(backend.assistant(assistant_id))["graph_id"])
+
+
 async def graph(request: Request) -> JSONResponse:
     """The graph drawn as nodes and edges, in the reference server's JSON shape."""
     backend = backend_of(request)
-    ref = await blocking(backend.graph_of, request.path_params["assistant_id"])
+    ref = await blocking(_served_graph, backend, request.path_params["assistant_id"])
     if request.query_params.get("xray", "false").lower() not in ("false", "0"):
         raise ApiError(422, "xray is not supported by celerygraph serve")
     view = (await blocking(lambda: backend.graph(ref).get_graph()))
@@ -301,7 +314,7 @@ async def graph(request: Request) -> JSONResponse:
 
 
 def _schemas(backend: Backend, assistant_id: str) -> dict[str, Any]:
-    ref = backend.graph_of(assistant_id)
+    ref = _served_graph(backend, assistant_id)
     return {"graph_id": ref, **schemas.graph_schemas(backend.graph(ref).graph)}
 
 
@@ -312,7 +325,7 @@ async def get_schemas(request: Request) -> JSONResponse:
 
 def _subgraphs(backend: Backend, assistant_id: str, namespace: str | None, recurse: bool
                ) -> dict[str, Any]:
-    root = backend.graph(backend.graph_of(assistant_id)).graph
+    root = backend.graph(_served_graph(backend, assistant_id)).graph
     return {ns: schemas.graph_schemas(sub)
             for ns, sub in schemas.subgraphs(root, namespace, recurse)}
 

@@ -50,6 +50,10 @@ def assistant_id(ref: str) -> str:
     return str(uuid.uuid5(NAMESPACE_GRAPH, ref))
 
 
+def graph_not_found(graph_id: str, refs: list[str]) -> ApiError:
+    return ApiError(404, f"Graph {graph_id!r} not found. Expected one of: {refs}")
+
+
 def system_assistant(ref: str) -> dict[str, Any]:
     """A graph's own assistant (the reference server's `created_by: system` one)."""
     return {"assistant_id": assistant_id(ref), "graph_id": ref, "name": ref,
@@ -95,6 +99,15 @@ class Backend:
         if created is not None:
             return created
         return system_assistant(self.graph_ref(assistant))
+
+    def served(self, assistant: dict[str, Any]) -> dict[str, Any]:
+        """`assistant`, if its graph is one a run may name; a user-created assistant whose
+        graph the workers no longer publish is a 404 naming the graph, the reference
+        server's answer for an assistant whose graph left its registry."""
+        refs = self.graph_refs()
+        if assistant["graph_id"] not in refs:
+            raise graph_not_found(assistant["graph_id"], refs)
+        return assistant
 
     def created_assistant(self, assistant_id: str) -> dict[str, Any] | None:
         """A user-created assistant, if the request's key may use its graph (for a key

@@ -5,8 +5,9 @@ at the next tick.
 
 Record and index sit in different Redis Cluster slots, so they are written one after the
 other, never in one transaction: a record is stored before the index lists it and unlisted
-before it is deleted. A crash between the two leaves a record no search shows, never an
-index entry without its record (`all` skips those anyway)."""
+before it is deleted, and its last fired tick goes last. A crash between two of them
+leaves a record no search shows or a stray tick key, never an index entry without its
+record (`all` skips those anyway)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ import orjson
 import redis
 
 from scheduler.store import RunStore
+
+# Set the cron's last fired tick to ARGV[1] if it is later (stamps sort as they come).
+CLAIM_SCRIPT = """
+local last = redis.call('GET', KEYS[1])
+if last and last >= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class CronStore:
@@ -37,7 +46,9 @@ class CronStore:
 
     def delete(self, cron_id: str) -> bool:
         self.r.zrem(self.index, cron_id)
-        return bool(self.r.delete(self._key(cron_id)))
+        removed = self.r.delete(self._key(cron_id))
+        self.r.delete(self._fired_key(cron_id))  # a crash just before leaves this key only
+        return bool(removed)
 
     def all(self) -> list[dict[str, Any]]:
         ids = [i.decode() if isinstance(i, bytes) else str(i)
@@ -49,7 +60,12 @@ class CronStore:
                 found.append(record)
         return found
 
-    def claim_tick(self, cron_id: str, tick: str, ttl_seconds: int) -> bool:
-        """True for the first firing of `tick` only: a duplicate beat message fires nothing."""
-        return bool(self.r.set(f"{self._key(cron_id)}:fired:{tick}", b"1", nx=True,
-                               ex=ttl_seconds))
+    def claim_tick(self, cron_id: str, tick: str) -> bool:
+        """True if `tick` (a UTC `%Y%m%dT%H%M` stamp) is later than every tick the cron
+        fired: a duplicate beat message, or a firing that belongs to a tick fired already
+        (a cron with a zone is fired on minutes that are not ticks), starts nothing. One key
+        per cron, kept as long as the cron."""
+        return bool(self.r.eval(CLAIM_SCRIPT, 1, self._fired_key(cron_id), tick))
+
+    def _fired_key(self, cron_id: str) -> str:
+        return f"{self._key(cron_id)}:fired"

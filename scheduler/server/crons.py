@@ -31,8 +31,8 @@ from scheduler.server.http import (
     choice,
     field,
     not_found,
+    paged,
     reject_unknown,
-    unsupported,
 )
 from scheduler.server.threads import require_thread
 
@@ -44,6 +44,10 @@ RUN_PART = frozenset({
 })
 UPDATABLE = (CRON_ONLY | RUN_PART) - {"assistant_id", "checkpoint_during",
                                       "multitask_strategy"}
+# A cron's fields, in the order the reference gives them; what `select` may name.
+FIELDS = ("cron_id", "assistant_id", "thread_id", "on_run_completed", "end_time", "schedule",
+          "timezone", "created_at", "updated_at", "user_id", "payload", "next_run_date",
+          "metadata", "enabled")
 SORT_KEYS = ("cron_id", "assistant_id", "thread_id", "next_run_date", "end_time",
              "created_at", "updated_at")
 
@@ -71,8 +75,10 @@ def _check_cron(backend: Backend, record: dict[str, Any], where: str) -> None:
         beat.parse(record["schedule"])
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
-    if record.get("timezone") not in (None, "UTC", "Etc/UTC"):
-        raise unsupported("timezone", "schedules are read in UTC")
+    try:
+        beat.zone(field(record, "timezone", str))
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
     payload = record["payload"]
     runs.check_request(payload, where)
     backend.graph_of(payload["assistant_id"])
@@ -83,7 +89,8 @@ def view(backend: Backend, record: dict[str, Any]) -> dict[str, Any]:
     ref = backend.graph_of(record["payload"]["assistant_id"])
     now = datetime.now(UTC)
     end = record.get("end_time")
-    upcoming = beat.next_tick(beat.parse(record["schedule"]), now)
+    upcoming = beat.next_tick(beat.parse(record["schedule"]), now,
+                              beat.zone(record.get("timezone")))
     if end is not None and upcoming is not None and upcoming.timestamp() > end:
         upcoming = None
     return {
@@ -98,7 +105,8 @@ def view(backend: Backend, record: dict[str, Any]) -> dict[str, Any]:
         "updated_at": views.iso(record["updated_at"]),
         "payload": record["payload"],
         "user_id": None,
-        "next_run_date": upcoming.isoformat() if upcoming is not None else None,
+        "next_run_date": (upcoming.astimezone(UTC).isoformat() if upcoming is not None
+                          else None),
         "metadata": record.get("metadata") or {},
         "enabled": record.get("enabled", True),
     }
@@ -110,6 +118,7 @@ def _save(backend: Backend, record: dict[str, Any]) -> None:
     crons_of(backend).put(record, record["created_at"])
     try:
         beat.save_entry(backend.client.app, record["cron_id"], record["schedule"],
+                        record.get("timezone"),
                         backend.settings.scheduler_queue, record.get("enabled", True))
     except BaseException:
         crons_of(backend).delete(record["cron_id"])
@@ -144,6 +153,7 @@ def _create(backend: Backend, thread_id: str | None, payload: dict[str, Any], wh
         "payload": {k: v for k, v in payload.items() if k in RUN_PART},
         "created_at": now,
         "updated_at": now,
+        "scheduled_at": now,
     }
     _check_cron(backend, record, where)
     _save(backend, record)
@@ -197,6 +207,9 @@ def _update(backend: Backend, cron_id: str, payload: dict[str, Any]) -> dict[str
     field(updated, "enabled", bool)
     if updated["on_run_completed"] is not None:
         choice(updated, "on_run_completed", ("delete", "keep"), None)
+    if (updated["schedule"], updated.get("timezone")) != (record["schedule"],
+                                                          record.get("timezone")):
+        updated["scheduled_at"] = updated["updated_at"]  # no earlier tick of it fires
     _check_cron(backend, updated, "PATCH /runs/crons/{cron_id}")
     _save(backend, updated)
     return view(backend, updated)
@@ -224,8 +237,6 @@ SEARCH_FIELDS = frozenset({"assistant_id", "thread_id", "enabled", "metadata", "
 
 def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[str, Any]]:
     reject_unknown(payload, SEARCH_FIELDS, where)
-    if payload.get("select"):
-        raise unsupported("select")
     assistant = field(payload, "assistant_id", str)
     ref = backend.graph_of(assistant) if assistant is not None else None
     thread_id = field(payload, "thread_id", str)
@@ -253,14 +264,19 @@ def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[
 
 async def search(request: Request) -> JSONResponse:
     payload = await body(request)
-    limit = field(payload, "limit", int, 10)
-    offset = field(payload, "offset", int, 0)
-    found = await blocking(_search, backend_of(request), payload, "POST /runs/crons/search")
-    return JSONResponse(found[offset:offset + limit])
+    window = paged(payload)
+    select = field(payload, "select", list)
+    if select is not None and not set(select) <= set(FIELDS):
+        raise ApiError(422, f"Invalid select columns: "
+                       f"{[c for c in select if c not in FIELDS]}. Expected: {list(FIELDS)}")
+    found = (await blocking(_search, backend_of(request), payload,
+                            "POST /runs/crons/search"))[window]
+    return JSONResponse([{k: c[k] for k in select} for c in found] if select else found)
 
 
 async def count(request: Request) -> JSONResponse:
     payload = await body(request)
+    reject_unknown(payload, SEARCH_FIELDS - {"select"}, "POST /runs/crons/count")
     return JSONResponse(len(await blocking(_search, backend_of(request), payload,
                                            "POST /runs/crons/count")))
 

@@ -82,6 +82,14 @@ def choice(payload: Mapping[str, Any], name: str, allowed: tuple[str, ...],
     return value  # type: ignore[no-any-return]
 
 
+def paged(payload: Mapping[str, Any], default_limit: int = 10) -> slice:
+    """The slice of a search's results that its body's `limit` and `offset` ask for (the
+    reference server's defaults: 10 from the first), checked before anything is read."""
+    limit = field(payload, "limit", int, default_limit)
+    offset = field(payload, "offset", int, 0)
+    return slice(offset, offset + limit)
+
+
 def reject_unknown(payload: Mapping[str, Any], known: frozenset[str], where: str) -> None:
     """A field this endpoint does not know: 422 naming it (a typo must not be ignored)."""
     extra = sorted(set(payload) - known)

@@ -75,8 +75,23 @@ class ApiRecords:
         self.r.hset(self._thread_key(thread_id), "updated_at", orjson.dumps(time.time()))
 
     def delete_thread(self, thread_id: str) -> None:
-        self.r.delete(self._thread_key(thread_id))
+        self.r.delete(self._thread_key(thread_id), self.state_updates_key(thread_id))
         self.r.zrem(self.index, thread_id)
+
+    def state_updates_key(self, thread_id: str) -> str:
+        """The Redis stream of the thread's state edits through the API, which its thread
+        stream (`state_update` mode) reads beside its runs' streams: same hash tag."""
+        return self.store.key(thread_id, "api", "state-updates")
+
+    def publish_state_update(self, thread_id: str, event: bytes, max_len: int, ttl: float
+                             ) -> None:
+        """Append an encoded `state_update` event; the stream lives `ttl` seconds after its
+        newest edit, as a run's stream lives after the run."""
+        key = self.state_updates_key(thread_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(key, {"d": event}, maxlen=max_len, approximate=True)
+        pipe.expire(key, max(1, int(ttl)))
+        pipe.execute()
 
     def thread_ids(self, newest_first: bool = True) -> list[str]:
         ids = self.r.zrange(self.index, 0, -1, desc=newest_first)

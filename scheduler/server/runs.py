@@ -111,6 +111,18 @@ def _run_config(payload: dict[str, Any], thread_id: str, assistant: dict[str, An
     return config
 
 
+def run_metadata(assistant: dict[str, Any], thread: dict[str, Any] | None,
+                 requested: dict[str, Any]) -> dict[str, Any]:
+    """A run's metadata as the reference server makes it: the assistant's, then the
+    thread's (an existing thread's only, with its new `graph_id` and `assistant_id`), then
+    the request's (its config's `metadata`, then `metadata`); `assistant_id` is always the
+    run's assistant, whatever the request says."""
+    ids = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
+    on_thread = {**thread["metadata"], **ids} if thread is not None else {}
+    return {**assistant["metadata"], **on_thread, **requested,
+            "assistant_id": assistant["assistant_id"]}
+
+
 def _interrupt_nodes(payload: dict[str, Any], name: str) -> list[str] | str | None:
     """`interrupt_before`/`interrupt_after`: `"*"` or a list of node names."""
     value = payload.get(name)
@@ -143,7 +155,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     asked = field(payload, "assistant_id", str)
     if asked is None:
         raise ApiError(422, "assistant_id is required")
-    assistant = backend.assistant(asked)
+    assistant = backend.served(backend.assistant(asked))
     ref = assistant["graph_id"]
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
@@ -164,22 +176,28 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     interrupts = {name: _interrupt_nodes(payload, name)
                   for name in ("interrupt_before", "interrupt_after")}
     webhook = field(payload, "webhook", str)
+    requested_metadata = {**(field(payload, "config", dict, {}).get("metadata") or {}),
+                          **field(payload, "metadata", dict, {})}
+    new_thread = {"graph_id": ref, "assistant_id": assistant["assistant_id"],
+                  **requested_metadata}
 
     created = False
+    existing: dict[str, Any] | None = None
     if thread_id is None:
         if command is not None and command.get("resume") is not None:
             raise ApiError(400, "You must provide a thread_id when resuming.")
         thread_id = str(uuid.uuid4())
         if on_completion == "keep":
-            created = backend.records.create_thread(thread_id, {})
+            created = backend.records.create_thread(thread_id, new_thread)
     else:
         check_uuid(thread_id, "thread ID")
-        if backend.records.thread(thread_id) is None:
+        existing = backend.records.thread(thread_id)
+        if existing is not None and limited():
+            require_thread(backend, thread_id)  # 404 for another graph's thread
+        if existing is None:
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
-            created = backend.records.create_thread(thread_id, {})
-        elif limited():
-            require_thread(backend, thread_id)  # 404 for another graph's thread
+            created = backend.records.create_thread(thread_id, new_thread)
     config = _run_config(payload, thread_id, assistant)
     run_id = str(uuid.uuid4())
     kwargs = {k: payload.get(k) for k in ("input", "command", "stream_subgraphs",
@@ -188,7 +206,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
                   stream_mode=sorted(selection.modes))
     backend.records.put_run(thread_id, run_id, {
         "assistant_id": assistant["assistant_id"],
-        "metadata": field(payload, "metadata", dict, {}),
+        "metadata": run_metadata(assistant, existing, requested_metadata),
         "multitask_strategy": strategy, "kwargs": kwargs})
     try:
         if webhook is not None:
@@ -205,7 +223,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
         if created:
             backend.records.delete_thread(thread_id)
         raise
-    if backend.records.thread(thread_id) is not None:
+    if existing is not None:
         backend.records.update_metadata(thread_id, {"graph_id": ref, "assistant_id":
                                                     assistant["assistant_id"]})
     return Started(thread_id, run_id, selection, on_disconnect == "cancel")

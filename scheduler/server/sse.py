@@ -52,6 +52,7 @@ UNSUPPORTED_MODES = {
     "tools": "a v2 event-streaming mode", "lifecycle": "a v2 event-streaming mode",
 }
 HEARTBEAT_SECONDS = 5.0
+HEARTBEAT = b": heartbeat\r\n\r\n"
 # The id before a run's first entry: the `metadata` event's, and where a replay starts.
 START = "0-0"
 # `Last-Event-ID` values that ask for the whole run again, `metadata` included.
@@ -173,43 +174,56 @@ async def events(backend: Backend, thread_id: str, run_id: str, selection: Selec
         yield frame("metadata", {"run_id": run_id, "attempt": 1}, START)
     messages = MessageAccumulator()
     if "messages" in selection.modes:
-        await _prime(backend, thread_id, run_id, selection, after, messages)
+        await prime(backend, thread_id, run_id, selection, after, messages)
     quiet_since = time.monotonic()
     async for part in run_parts(backend, thread_id, run_id, after):
         if part is None:
             if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
                 quiet_since = time.monotonic()
-                yield b": heartbeat\r\n\r\n"
+                yield HEARTBEAT
             continue
-        if selection.accumulates(part):
-            *announced, (name, data) = messages.events(part.data)
-            # The announcement carries no id: a client that reconnects after it but before
-            # the message's chunk gets both again.
-            for event, payload in announced:
-                yield frame(event, payload)
+        for out in frames(part, selection, messages):
             quiet_since = time.monotonic()
-            yield frame(name, data, part.id)
-            continue
-        found = selection.event(part)
-        if found is not None:
-            quiet_since = time.monotonic()
-            yield frame(found[0], found[1], part.id)
+            yield out
 
 
-async def _prime(backend: Backend, thread_id: str, run_id: str, selection: Selection,
-                 after: str, messages: MessageAccumulator) -> None:
-    """Feed `messages` the chunks up to id `after` (already sent before a reconnect)."""
+def frames(part: StreamPart, selection: Selection, messages: MessageAccumulator
+           ) -> list[bytes]:
+    """The SSE frames one stream entry gives a consumer (none, one, or a message's
+    announcement and its chunk); `messages` accumulates that consumer's messages."""
+    if selection.accumulates(part):
+        *announced, (name, data) = messages.events(part.data)
+        # The announcement carries no id: a client that reconnects after it but before
+        # the message's chunk gets both again.
+        return [*(frame(event, payload) for event, payload in announced),
+                frame(name, data, part.id)]
+    found = selection.event(part)
+    return [] if found is None else [frame(found[0], found[1], part.id)]
+
+
+def id_order(event_id: str) -> tuple[int, int, int]:
+    """An event id as a sortable key: Redis entry ids come from one server's clock, so
+    they order entries across streams too; a batch's chunks sort after their entry."""
+    entry, index = split_id(event_id)
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0), -1 if index is None else index
+
+
+async def prime(backend: Backend, thread_id: str, run_id: str, selection: Selection,
+                after: str, messages: MessageAccumulator) -> None:
+    """Feed `messages` the run's chunks up to id `after` (sent before a reconnect; `after`
+    may be another stream's id, as a thread stream's is)."""
     if after == START:
         return
     key = backend.client.store.key(thread_id, "chunks", run_id)
-    last = START
+    last, sent = START, id_order(after)
     while True:
         parts = await _read(backend.aredis, key, last, None)
         for part in parts:
+            if id_order(part.id) > sent:
+                return
             if selection.accumulates(part):
                 messages.prime(part.data)
-            if part.id == after:
-                return
             last = part.id
         if not parts:
             return

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from graphdef.errors import InvalidUpdateError
 from scheduler.records import RunRecord
-from scheduler.server import views
+from scheduler.server import encode, views
 from scheduler.server.auth import limited, may_use
 from scheduler.server.backend import Backend, backend_of
 from scheduler.server.http import (
@@ -30,6 +30,7 @@ from scheduler.server.http import (
     choice,
     field,
     not_found,
+    paged,
     query_flag,
     query_int,
     reject_unknown,
@@ -193,10 +194,9 @@ def _search(backend: Backend, payload: dict[str, Any], where: str) -> list[dict[
 
 async def search(request: Request) -> JSONResponse:
     payload = await body(request)
-    limit = field(payload, "limit", int, 10)
-    offset = field(payload, "offset", int, 0)
+    window = paged(payload)
     found = await blocking(_search, backend_of(request), payload, "POST /threads/search")
-    return JSONResponse(found[offset:offset + limit])
+    return JSONResponse(found[window])
 
 
 async def count(request: Request) -> JSONResponse:
@@ -258,12 +258,16 @@ def _update_state(backend: Backend, thread_id: str, payload: dict[str, Any]
     if checkpoint_id:
         conf["checkpoint_id"] = checkpoint_id
     as_node = field(payload, "as_node", str)
+    graph = backend.graph(ref)
     try:
-        written = backend.graph(ref).update_state({"configurable": conf},
-                                                  payload.get("values"), as_node)
+        written = graph.update_state({"configurable": conf}, payload.get("values"), as_node)
     except InvalidUpdateError as exc:
         raise ApiError(422, str(exc)) from exc
     backend.records.touch(thread_id)
+    state = views.thread_state(graph.get_state({"configurable": {"thread_id": thread_id}}))
+    backend.records.publish_state_update(
+        thread_id, encode.dumps({"state": state, "thread_id": thread_id}),
+        backend.settings.stream_max_len, backend.settings.stream_ttl)
     return {"checkpoint": views.checkpoint(written)}
 
 
@@ -359,11 +363,6 @@ async def prune(request: Request) -> JSONResponse:
     return JSONResponse(await blocking(_prune, backend_of(request), await body(request)))
 
 
-async def not_implemented(request: Request) -> JSONResponse:
-    raise ApiError(501, f"{request.method} {request.url.path} is not implemented by "
-                   "celerygraph serve (the thread stream)")
-
-
 routes = [
     Route("/threads", create, methods=["POST"]),
     Route("/threads/search", search, methods=["POST"]),
@@ -378,5 +377,4 @@ routes = [
     Route("/threads/{thread_id}/state/{checkpoint_id}", get_state, methods=["GET"]),
     Route("/threads/{thread_id}/history", history, methods=["GET", "POST"]),
     Route("/threads/{thread_id}/copy", copy, methods=["POST"]),
-    Route("/threads/{thread_id}/stream", not_implemented, methods=["GET"]),
 ]
