@@ -162,7 +162,7 @@ def test_beat_keeps_crons_behind_the_sentinel(group: SentinelGroup, cluster: Clu
     starts on the store and takes its lock there."""
     settings = Settings.from_env({**cluster.env})
     app = make_app(settings)
-    beat.save_entry(app, "sentinel-cron", "*/5 * * * *", "scheduler", True)
+    beat.save_entry(app, "sentinel-cron", "*/5 * * * *", None, "scheduler", True)
     entry = RedBeatSchedulerEntry.from_key(f"{beat.KEY_PREFIX}cron:sentinel-cron", app=app)
     assert (entry.name, entry.enabled) == ("cron:sentinel-cron", True)
     beat.delete_entry(app, "sentinel-cron")
