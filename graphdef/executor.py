@@ -7,8 +7,9 @@ import asyncio
 import contextvars
 import inspect
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from graphdef.algo import Task, TaskContext
@@ -159,14 +160,12 @@ def run_step(
     make_runtime: Callable[[Task], TaskRuntime],
     on_finished: Callable[[Task, BaseException | None], None],
     channels: Any,
-    pool: Executor | None = None,
+    threads: StepThreads | None = None,
 ) -> tuple[list[BaseException], list[Any]]:
     """Run every task to completion; a failure does not cut its siblings short.
 
     Returns the failures and the interrupts raised, in task order, for the loop to act on.
-    `pool`: threads kept across an in-process run's steps (starting a pool's threads again
-    at every step of a wide fan-out costs more than its short nodes); without it, one for
-    this step.
+    `threads`: kept across an in-process run's steps; without them, threads for this step.
     """
     outcomes: dict[str, BaseException | None] = {}
 
@@ -181,20 +180,50 @@ def run_step(
 
     if len(tasks) == 1:
         run_one(tasks[0])
-    elif pool is not None:
-        _run_all(pool, run_one, tasks)
+    elif threads is not None:
+        threads.run(run_one, tasks)
     else:
         # A worker's batch of one message: up to 32 threads, as many as a Celery worker's
         # thread pool commonly has, for nodes that wait on the network.
-        with ThreadPoolExecutor(max_workers=min(32, len(tasks))) as step_pool:
-            _run_all(step_pool, run_one, tasks)
+        step_threads = StepThreads(min(32, len(tasks)))
+        try:
+            step_threads.run(run_one, tasks)
+        finally:
+            step_threads.close()
     return _outcomes(tasks, outcomes)
 
 
-def _run_all(pool: Executor, run_one: Callable[[Task], None], tasks: Sequence[Task]) -> None:
-    futures = [pool.submit(contextvars.copy_context().run, run_one, task) for task in tasks]
-    for fut in futures:
-        fut.result()
+class StepThreads:
+    """At most `width` threads running a step's sync tasks, each task in its own copy of the
+    caller's context.
+
+    Each thread takes the step's next task when it finishes one, so a thread wakes once a
+    step, not once a task: with a future and a wake-up per task, a wide fan-out of short
+    nodes spent more on handing tasks over than on running them, and more still while
+    other processes shared the cores."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._pool = ThreadPoolExecutor(width, "graphdef-node")
+
+    def run(self, run_one: Callable[[Task], None], tasks: Sequence[Task]) -> None:
+        caller = contextvars.copy_context()
+        left = deque(tasks)
+
+        def take_tasks() -> None:
+            while True:
+                try:
+                    task = left.popleft()  # atomic: each task is taken once
+                except IndexError:
+                    return
+                caller.copy().run(run_one, task)
+
+        takers = [self._pool.submit(take_tasks) for _ in range(min(self.width, len(tasks)))]
+        for taker in takers:
+            taker.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 async def arun_step(

@@ -48,7 +48,7 @@ from graphdef.errors import (
     GraphRecursionError,
     revive_error,
 )
-from graphdef.executor import arun_step, run_step, step_threads
+from graphdef.executor import StepThreads, arun_step, run_step, step_threads
 from graphdef.retry import arun_with_retry, run_with_retry
 from graphdef.runtime import (
     RunScope,
@@ -228,7 +228,7 @@ class RunLoop:
         self._saver_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.RLock()
         self._call_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._step_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._step_threads: StepThreads | None = None
 
     # ---- stream ---------------------------------------------------------------------------
 
@@ -711,10 +711,9 @@ class RunLoop:
         todo = [t for t in self.tasks.values() if not t.writes]
         if not todo:
             return
-        if len(todo) > 1 and self._step_pool is None:
-            self._step_pool = concurrent.futures.ThreadPoolExecutor(
-                step_threads(self.config.get("max_concurrency")), "graphdef-node")
-        errors, interrupts = self.run_planned(todo, pool=self._step_pool)
+        if len(todo) > 1 and self._step_threads is None:
+            self._step_threads = StepThreads(step_threads(self.config.get("max_concurrency")))
+        errors, interrupts = self.run_planned(todo, threads=self._step_threads)
         if errors:
             raise errors[0]
         if interrupts:
@@ -734,7 +733,7 @@ class RunLoop:
 
     def run_planned(
         self, tasks: Sequence[Task], before_save: Callable[[], None] | None = None,
-        *, async_nodes: bool = False, pool: concurrent.futures.Executor | None = None,
+        *, async_nodes: bool = False, threads: StepThreads | None = None,
     ) -> tuple[list[BaseException], list[Interrupt]]:
         """Run planned tasks side by side, saving each one's writes as it finishes; returns
         their failures and interrupts instead of raising them, for a caller that only
@@ -742,8 +741,8 @@ class RunLoop:
 
         `async_nodes`: the caller (a worker, a driver) has no event loop of its own to await
         async nodes and routes on, so a step with any runs on one made for it. The sync API
-        leaves it off and refuses them, as LangGraph does. `pool`: threads for sync tasks, kept
-        by a caller that runs many steps."""
+        leaves it off and refuses them, as LangGraph does. `threads`: for sync tasks, kept by
+        a caller that runs many steps."""
         save = self.task_finished
         if before_save is not None:
 
@@ -753,7 +752,7 @@ class RunLoop:
 
         if async_nodes and any(t.node.needs_event_loop() for t in tasks):
             return asyncio.run(arun_step(tasks, self.make_runtime, save, self.channels))
-        return run_step(tasks, self.make_runtime, save, self.channels, pool)
+        return run_step(tasks, self.make_runtime, save, self.channels, threads)
 
     def plan_task(self, task_id: str, path: Sequence[Any] | None = None) -> Task | None:
         """Plan only the step's task `task_id` and make it the loop's one task; None when the
@@ -1130,9 +1129,10 @@ class RunLoop:
                 self._put_exit_writes()
         finally:
             self._flush_saves()
-            for pool in (self._call_pool, self._step_pool):
-                if pool is not None:
-                    pool.shutdown(wait=True)
+            if self._call_pool is not None:
+                self._call_pool.shutdown(wait=True)
+            if self._step_threads is not None:
+                self._step_threads.close()
         if isinstance(exc, GraphInterrupt) and not self.is_nested:
             self._finish_interrupted(exc)
         elif exc is None:
