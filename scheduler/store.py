@@ -37,13 +37,14 @@ from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fie
 # the release and the count land together (a lease is never free while its task is not yet
 # counted), in one round trip. Returns 0, 1 for the one caller that completed the step, or
 # 2 when that caller also took the run's lease (the run's `started` marker was set by its
-# start: an advance comes after one).
+# start: an advance comes after one). A step of one task is complete once its task is newly
+# in the set: no SCARD (a chain's every step).
 _FINISH_TASK = """
 redis.call('XADD', KEYS[3], '*', 'type', 'task_finished', 'data', ARGV[3])
 if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
-redis.call('SADD', KEYS[1], ARGV[1])
+local added = redis.call('SADD', KEYS[1], ARGV[1])
 local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
-if total >= 0 and redis.call('SCARD', KEYS[1]) >= total then
+if total >= 0 and ((total == 1 and added == 1) or redis.call('SCARD', KEYS[1]) >= total) then
   if redis.call('HSETNX', KEYS[2], 'advance_at', ARGV[2]) == 1 then
     if KEYS[5] and redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[6]) then return 2 end
     return 1
@@ -97,19 +98,20 @@ STARTED_ALREADY = -1
 
 # Records a dispatched step. KEYS: step hash, done set, run record, events stream, and for a
 # step whose one task the driver keeps to run in place: the run's lease, the task's lease and
-# its started marker. ARGV: the number of step hash values, those (field, value, ...), the
-# run's step and updated_at, the number of events, (type, data) per event, then for a kept
-# task: the run lease's owner, the task lease's owner and its milliseconds. The driver's
-# last write, so the run lease goes with it, and the kept task's lease is taken in the same
-# step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept).
+# its started marker. ARGV: '1' when the step's checkpoint is fresh (no record of it can
+# exist: `RunStore.open_step`) else '0', the number of step hash values, those (field,
+# value, ...), the run's step and updated_at, the number of events, (type, data) per event,
+# then for a kept task: the run lease's owner, the task lease's owner and its milliseconds.
+# The driver's last write, so the run lease goes with it, and the kept task's lease is taken
+# in the same step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept).
 _OPEN_STEP = _TAKE_LEASE + f"""
-redis.call('DEL', KEYS[1], KEYS[2])
-local n = tonumber(ARGV[1])
+if ARGV[1] ~= '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
+local n = tonumber(ARGV[2])
 local slice = {_HASH_VALUES_PER_SLICE}
-for first = 2, 1 + n, slice do
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(1 + n, first + slice - 1)))
+for first = 3, 2 + n, slice do
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(2 + n, first + slice - 1)))
 end
-local i = 2 + n
+local i = 3 + n
 redis.call('HSET', KEYS[3], 'step', ARGV[i], 'updated_at', ARGV[i + 1])
 local events = tonumber(ARGV[i + 2])
 i = i + 3
@@ -448,6 +450,7 @@ class RunStore:
         self, thread_id: str, run_id: str, checkpoint_id: str,
         tasks: dict[str, dict[str, Any]], context: dict[str, Any],
         events: Sequence[tuple[str, dict[str, Any]]] = (), hand_over: HandOver | None = None,
+        *, fresh: bool = False,
     ) -> int:
         """Record a dispatched superstep: its tasks, and what workers need besides the checkpoint.
 
@@ -456,6 +459,12 @@ class RunStore:
         released and the kept task's taken there too: its grant (`acquire_lease`'s), after
         the run's look was pushed to the task lease's expiry, in order as `acquire_lease`
         does (so that a lapse is seen). Else 1.
+
+        `fresh`: the caller's own put just created `checkpoint_id` (a new id), so the step's
+        hash and done set cannot exist yet and are not deleted first (a re-opened step's
+        are). Another process could only have recorded the step after reading the new head
+        and taking the run's lease, which the caller holds; a caller that lost it meanwhile
+        is no worse off than with the delete, which would have dropped that process's count.
         """
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         now = time.time()
@@ -467,8 +476,8 @@ class RunStore:
             fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
         keys = [step_key, self.key(thread_id, "done", run_id, checkpoint_id),
                 self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)]
-        args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
-                           len(events)]
+        args: list[Any] = ["1" if fresh else "0", len(fields), *fields,
+                           orjson.dumps(checkpoint_id), orjson.dumps(now), len(events)]
         for kind, data in events:
             args += [kind, _event_payload(data)]
         if hand_over is None:
