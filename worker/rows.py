@@ -2,11 +2,11 @@
 
 A message's own task gets its task events from Celery. A node run in place (the lone next
 task of a chain) or as one task of a `run_nodes` batch would otherwise be invisible: it
-sends the events itself (task-started, which carries what task-received would, then
--succeeded, -failed or -retried) under an id of its own, so Flower lists it as
-`<graph>.<node>` with its state, runtime, arguments and worker, as if it had been its own
-`run_node` message. The events go through Celery's own event dispatcher, with the worker's
-node name, so Flower's state machine takes them like any worker's.
+sends the same events itself (task-received, -started, -succeeded, -failed, -retried) under
+an id of its own, so Flower lists it as `<graph>.<node>` with its state, runtime, arguments
+and worker, as if it had been its own `run_node` message. The events go through Celery's
+own event dispatcher, with the worker's node name, so Flower's state machine takes them
+like any worker's.
 """
 
 from __future__ import annotations
@@ -83,12 +83,13 @@ class NodeRows:
             if restart:
                 row_id += f"-r{uuid.uuid4().hex[:6]}"
             args = [self.thread_id, self.run_id, checkpoint_id, task.id, list(task.path)]
-            # One event where a message's task has two: Celery's state takes a `received`
-            # field as it takes the task-received event's time, so the row reads the same
-            # for one PUBLISH fewer per node (a node's Redis commands, README "Store cost").
-            self._send("task-started", row_id, name=name, args=saferepr(args), kwargs="{}",
+            # Two events, as a message's task has: Flower's workers page counts task-received
+            # as Processed, and its prefetched-tasks gauge falls on a task-started of a row
+            # whose received time it knows, so one merged event would skew both.
+            self._send("task-received", row_id, name=name, args=saferepr(args), kwargs="{}",
                        root_id=self.root_id, parent_id=self.message_id, retries=0, eta=None,
-                       expires=None, received=time.time())
+                       expires=None)
+            self._send("task-started", row_id)
         began = time.monotonic()
         try:
             outcome, error = node()
