@@ -141,9 +141,6 @@ class Driver:
         self.publisher: Publisher | None = None
         # The run's lease went with the drive's last write (`RunStore.open_step`).
         self.handed_over = False
-        # The checkpoint this drive's own put created last: a new id, whose step no one has
-        # recorded yet (`RunStore.open_step`'s `fresh`).
-        self.fresh: str | None = None
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -293,7 +290,6 @@ class Driver:
                         return self._finish(run, loop, RunStatus.INTERRUPTED)
                     return self._dispatch(run, loop, todo)
                 loop.finish_step()
-                self.fresh = loop.checkpoint["id"]
                 self.res.settings.faults.maybe_crash("advance_checkpointed")
                 after_barrier = False
                 self.pending_events.append(
@@ -349,7 +345,6 @@ class Driver:
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
         self.pending_events.clear()
         self._publish(f"dispatch:{checkpoint_id}")
-        fresh = checkpoint_id == self.fresh
         if len(todo) == 1 and self.run_here and infos[todo[0].id]["queue"] == self.run_here:
             # Not marked sent: if the caller dies before running the task, its lease lapses
             # and the sweeper sends it as it does the rest of a dispatch that died half-way.
@@ -359,7 +354,7 @@ class Driver:
                 run_lease(run_id), self.lease[1], todo[0].id, task_owner,
                 self.res.settings.lease_seconds)
             grant = self.store.open_step(thread_id, run_id, checkpoint_id, infos, context,
-                                         events, hand_over=hand_over, fresh=fresh)
+                                         events, hand_over=hand_over)
             self.handed_over = hand_over is not None
             warm = not loop.pending_writes
             # The task runs under its own lease, not this run lease: what it writes on the
@@ -374,8 +369,7 @@ class Driver:
                 lease=(task_owner, grant) if hand_over is not None else None,
                 resuming=bool(loop.resuming),
             ))
-        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events,
-                             fresh=fresh)
+        self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         for queue, batch in self._batches(todo, infos):
             refs = tuple(NodeRef(t.id, infos[t.id]["path"]) for t in batch)
             self.send.nodes(RunNodes(thread_id, run_id, checkpoint_id, refs), queue=queue,

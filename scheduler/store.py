@@ -116,20 +116,22 @@ STARTED_ALREADY = -1
 
 # Records a dispatched step. KEYS: step hash, done set, run record, events stream, and for a
 # step whose one task the driver keeps to run in place: the run's lease, the task's lease and
-# its started marker. ARGV: '1' when the step's checkpoint is fresh (no record of it can
-# exist: `RunStore.open_step`) else '0', the number of step hash values, those (field,
-# value, ...), the run's step and updated_at, the number of events, (type, data) per event,
-# then for a kept task: the run lease's owner, the task lease's owner and its milliseconds.
-# The driver's last write, so the run lease goes with it, and the kept task's lease is taken
-# in the same step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept).
+# its started marker. ARGV: the number of step hash values, those (field, value, ...), the
+# run's step and updated_at, the number of events, (type, data) per event, then for a kept
+# task: the run lease's owner, the task lease's owner and its milliseconds. The driver's
+# last write, so the run lease goes with it, and the kept task's lease is taken in the same
+# step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept). The step's keys
+# are deleted first even when its checkpoint is new: an advancer stalled between its put and
+# this script finds the step recorded by the advance that carried on from its head, and the
+# done set and `left` must start over together.
 _OPEN_STEP = _TAKE_LEASE + f"""
-if ARGV[1] ~= '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
-local n = tonumber(ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+local n = tonumber(ARGV[1])
 local slice = {_HASH_VALUES_PER_SLICE}
-for first = 3, 2 + n, slice do
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(2 + n, first + slice - 1)))
+for first = 2, 1 + n, slice do
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(1 + n, first + slice - 1)))
 end
-local i = 3 + n
+local i = 2 + n
 redis.call('HSET', KEYS[3], 'step', ARGV[i], 'updated_at', ARGV[i + 1])
 local events = tonumber(ARGV[i + 2])
 i = i + 3
@@ -473,7 +475,6 @@ class RunStore:
         self, thread_id: str, run_id: str, checkpoint_id: str,
         tasks: dict[str, dict[str, Any]], context: dict[str, Any],
         events: Sequence[tuple[str, dict[str, Any]]] = (), hand_over: HandOver | None = None,
-        *, fresh: bool = False,
     ) -> int:
         """Record a dispatched superstep: its tasks, and what workers need besides the checkpoint.
 
@@ -482,12 +483,6 @@ class RunStore:
         released and the kept task's taken there too: its grant (`acquire_lease`'s), after
         the run's look was pushed to the task lease's expiry, in order as `acquire_lease`
         does (so that a lapse is seen). Else 1.
-
-        `fresh`: the caller's own put just created `checkpoint_id` (a new id), so the step's
-        hash and done set cannot exist yet and are not deleted first (a re-opened step's
-        are). Another process could only have recorded the step after reading the new head
-        and taking the run's lease, which the caller holds; a caller that lost it meanwhile
-        is no worse off than with the delete, which would have dropped that process's count.
         """
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         now = time.time()
@@ -499,8 +494,8 @@ class RunStore:
             fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
         keys = [step_key, self.key(thread_id, "done", run_id, checkpoint_id),
                 self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)]
-        args: list[Any] = ["1" if fresh else "0", len(fields), *fields,
-                           orjson.dumps(checkpoint_id), orjson.dumps(now), len(events)]
+        args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
+                           len(events)]
         for kind, data in events:
             args += [kind, _event_payload(data)]
         if hand_over is None:

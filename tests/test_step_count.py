@@ -19,7 +19,7 @@ def finish(store: RunStore, checkpoint_id: str, task_id: str) -> int:
 
 def test_the_last_distinct_task_completes_the_step_once(redis_server):
     store = RunStore(redis_server.client())
-    store.open_step("th", "r", "cp", TASKS, {}, fresh=True)
+    store.open_step("th", "r", "cp", TASKS, {})
     assert [finish(store, "cp", t) for t in ("t0", "t1", "t0")] == [0, 0, 0]
     assert finish(store, "cp", "t2") == STEP_COMPLETED
     assert [finish(store, "cp", t) for t in ("t2", "t1")] == [0, 0]
@@ -37,8 +37,8 @@ def test_a_step_recorded_without_left_counts_its_done_set(redis_server):
 
 
 def test_a_reopened_step_counts_from_the_start_again(redis_server):
-    """A step opened again (an advance carried on from the head) is not fresh: its count
-    and done set start over; a fresh one was never recorded, so nothing is deleted."""
+    """A step recorded again (by an advancer that stalled between its put and the record,
+    after another carried on from its head): its count and done set start over together."""
     store = RunStore(redis_server.client())
     store.open_step("th", "r", "again", TASKS, {})
     assert finish(store, "again", "t0") == 0
