@@ -76,6 +76,8 @@ class KeptTask:
     # The task's lease, when it was taken for this process as the step was opened
     # (`HandOver`): its owner and grant (0: someone else holds it).
     lease: tuple[str, int] | None = None
+    # The step's context as its record holds it (`RunStore.open_step`): whether it resumes.
+    resuming: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,9 @@ class Driver:
             kept.saver.fence(self.lease)
             self.saver = kept.saver
             self.publisher = kept.publisher
-        view = self.store.step_view(thread_id, run_id, checkpoint_id)
+        # A kept task's loop comes with the step's context: this process recorded it.
+        warm = kept is not None and loop is not None
+        view = self.store.step_view(thread_id, run_id, checkpoint_id, with_context=not warm)
         run = view.run
         if run is None:
             return Outcome(Stopped.MISSING)
@@ -228,7 +232,8 @@ class Driver:
         if run.stop is not None:
             loop.set_stop(run.stop)
         if after_barrier:
-            loop.set_resuming(bool(view.context.get("resuming")))
+            loop.set_resuming(kept.resuming if kept is not None and warm
+                              else bool(view.context.get("resuming")))
         return self._drive(run, loop, after_barrier=after_barrier)
 
     # ---- the drive ------------------------------------------------------------------------
@@ -362,6 +367,7 @@ class Driver:
                 saver=self.saver if warm else None,
                 publisher=self.publisher if warm else None,
                 lease=(task_owner, grant) if hand_over is not None else None,
+                resuming=bool(loop.resuming),
             ))
         self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         for queue, batch in self._batches(todo, infos):

@@ -38,12 +38,31 @@ from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fie
 # counted), in one round trip. Returns 0, 1 for the one caller that completed the step, or
 # 2 when that caller also took the run's lease (the run's `started` marker was set by its
 # start: an advance comes after one).
+#
+# A task newly in the set counts itself down the step's `left` (set to `total` as the step is
+# recorded, `_OPEN_STEP`): one HINCRBY, where a count compares `total` with SCARD, two. Only
+# finish_task adds to the set, so `left` is `total` minus the set's size, and exactly one
+# caller takes it to 0. A repeat (not newly added) or a step recorded without `left` (before
+# it existed: it goes below 0) counts as before; one whose record is gone (the run's keys were
+# dropped) has its stray `left` deleted again.
 _FINISH_TASK = """
 redis.call('XADD', KEYS[3], '*', 'type', 'task_finished', 'data', ARGV[3])
 if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
-redis.call('SADD', KEYS[1], ARGV[1])
-local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
-if total >= 0 and redis.call('SCARD', KEYS[1]) >= total then
+local complete = false
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  local left = redis.call('HINCRBY', KEYS[2], 'left', -1)
+  if left > 0 then return 0 end
+  complete = left == 0
+end
+if not complete then
+  local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
+  if total < 0 then
+    if redis.call('HLEN', KEYS[2]) == 1 then redis.call('DEL', KEYS[2]) end
+    return 0
+  end
+  complete = redis.call('SCARD', KEYS[1]) >= total
+end
+if complete then
   if redis.call('HSETNX', KEYS[2], 'advance_at', ARGV[2]) == 1 then
     if KEYS[5] and redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[6]) then return 2 end
     return 1
@@ -101,7 +120,10 @@ STARTED_ALREADY = -1
 # run's step and updated_at, the number of events, (type, data) per event, then for a kept
 # task: the run lease's owner, the task lease's owner and its milliseconds. The driver's
 # last write, so the run lease goes with it, and the kept task's lease is taken in the same
-# step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept).
+# step (returns its grant as `_ACQUIRE_LEASE` does; 1 when nothing is kept). The step's keys
+# are deleted first even when its checkpoint is new: an advancer stalled between its put and
+# this script finds the step recorded by the advance that carried on from its head, and the
+# done set and `left` must start over together.
 _OPEN_STEP = _TAKE_LEASE + f"""
 redis.call('DEL', KEYS[1], KEYS[2])
 local n = tonumber(ARGV[1])
@@ -282,16 +304,21 @@ class RunStore:
         return sorted(threads_matching(keys, self.prefix, ":runs"))
 
     def step_view(self, thread_id: str, run_id: str, checkpoint_id: str,
-                  task_ids: Sequence[str] = ()) -> StepView:
-        """Everything node tasks or an advance check before they act, in one round trip."""
+                  task_ids: Sequence[str] = (), *, with_context: bool = True) -> StepView:
+        """Everything node tasks or an advance check before they act, in one round trip.
+        `with_context=False`: the caller wrote the step's context itself and holds it (an
+        advance after the task it kept), so it is not read (an empty context)."""
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key(thread_id, "run", run_id))
             pipe.get(self.key(thread_id, "active"))
-            pipe.hget(step_key, "context")
+            if with_context:
+                pipe.hget(step_key, "context")
             for task_id in task_ids:
                 pipe.hexists(step_key, f"task:{task_id}")
-            raw, active, context, *flags = pipe.execute()
+            raw, active, *rest = pipe.execute()
+        context = rest.pop(0) if with_context else None
+        flags = rest
         return StepView(
             run=_record(raw),
             active_run=active.decode() if active is not None else None,
@@ -460,7 +487,7 @@ class RunStore:
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         now = time.time()
         fields: list[Any] = [
-            "total", len(tasks), "opened_at", now,
+            "total", len(tasks), "left", len(tasks), "opened_at", now,
             "context", serde.dumps(context, root="context"),
         ]
         for tid, info in tasks.items():

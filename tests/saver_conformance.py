@@ -224,6 +224,7 @@ class SaverConformance:
         saver.put_writes(config, [("a", 1), ("b", (2,))], "task-2")
         saver.put_writes(config, [("a", "first")], "task-1", "path")
         saver.put_writes(config, [("a", "second"), ("c", 3)], "task-1")  # idx 0 kept
+        saver.put_writes(config, [("a", "third")], "task-1")  # a lone repeat: kept too
         saver.put_writes(config, [(ERROR, "boom")], "task-1")
         saver.put_writes(config, [(ERROR, "boom again")], "task-1")  # special: overwritten
         saver.put_writes(config, [(INTERRUPT, {"v": 1}), (RESUME, "yes")], "task-3")

@@ -83,6 +83,9 @@ class NodeRows:
             if restart:
                 row_id += f"-r{uuid.uuid4().hex[:6]}"
             args = [self.thread_id, self.run_id, checkpoint_id, task.id, list(task.path)]
+            # Two events, as a message's task has: Flower's workers page counts task-received
+            # as Processed, and its prefetched-tasks gauge falls on a task-started of a row
+            # whose received time it knows, so one merged event would skew both.
             self._send("task-received", row_id, name=name, args=saferepr(args), kwargs="{}",
                        root_id=self.root_id, parent_id=self.message_id, retries=0, eta=None,
                        expires=None)

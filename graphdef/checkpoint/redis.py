@@ -102,8 +102,9 @@ _TOUCH_LUA = _REFRESH + "refresh(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
 # (field, '1' to overwrite an existing value, record). A new field gets the next insertion
 # number; an overwritten one keeps its number, so reads keep the order tasks first wrote in.
 # The first memo wins: a field already there is left alone unless flagged. One read of the
-# fields and one HSET, whatever the number of writes; the hash is listed in the thread's
-# index by the call that creates it (a hash that exists is listed already).
+# fields and one HSET, whatever the number of writes (one HSETNX for a lone write that must
+# not overwrite); the hash is listed in the thread's index by the call that creates it (a
+# hash that exists is listed already).
 _PUT_WRITES_LUA = (
     _REFRESH
     + f"""
@@ -115,7 +116,13 @@ for first = 2, #ARGV, 3 * {_WRITES_PER_SLICE} do
   local last = math.min(#ARGV, first + 3 * {_WRITES_PER_SLICE} - 1)
   local fields = {{}}
   for i = first, last, 3 do fields[#fields + 1] = ARGV[i] end
-  local old = created and {{}} or redis.call('HMGET', writes, unpack(fields))
+  if not created and #fields == 1 and ARGV[first + 1] ~= '1' then
+    -- One write that must not overwrite (most of a fan-out's tasks): one HSETNX.
+    local record = string.format('%0{_SEQ_WIDTH}d', seq) .. ARGV[first + 2]
+    seq = seq + redis.call('HSETNX', writes, fields[1], record)
+    fields = {{}}
+  end
+  local old = (created or #fields == 0) and {{}} or redis.call('HMGET', writes, unpack(fields))
   local set = {{}}
   for j, field in ipairs(fields) do
     local i = first + (j - 1) * 3
