@@ -181,13 +181,12 @@ class Driver:
         except Exception as exc:
             return self._fail(run, exc)
         traced = {"traceparent": run.traceparent} if run.traceparent else {}
-        if not self.store.mark_running(thread_id, run_id, stop=loop.stop, **traced):
+        if not self.store.mark_running(thread_id, run_id, loop.step, stop=loop.stop, **traced):
             # Cancelled while starting, or taken over and moved on by another start: nothing
             # is dispatched, and the thread is free again unless another run holds it.
             self.store.release_thread(thread_id, run_id)
             now = self.store.run(thread_id, run_id)
             return Outcome(now.status if now else Stopped.MISSING)
-        self.store.add_event(thread_id, run_id, "started", step=loop.step)
         metrics.run_started(run.graph)
         return self._drive(run, loop, after_barrier=False)
 

@@ -95,6 +95,21 @@ CLAIMED = 1
 BUSY = 0
 STARTED_ALREADY = -1
 
+# Marks a starting run running, with its `started` event. KEYS: the run's record, its events
+# stream. ARGV: the number of record values n, those (field, value, ...), the event's data,
+# then the stored form of each settled status. 0 (nothing written) if the run settled or
+# dispatched a step meanwhile, else 1. One script, so the status and its event land together
+# in one round trip (a WATCH transaction and the event took four).
+_MARK_RUNNING = """
+if redis.call('HEXISTS', KEYS[1], 'step') == 1 then return 0 end
+local n = tonumber(ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+for i = n + 3, #ARGV do if status == ARGV[i] then return 0 end end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, n + 1))
+redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', ARGV[n + 2])
+return 1
+"""
+
 # Records a dispatched step. KEYS: step hash, done set, run record, events stream, and for a
 # step whose one task the driver keeps to run in place: the run's lease, the task's lease and
 # its started marker. ARGV: the number of step hash values, those (field, value, ...), the
@@ -185,6 +200,7 @@ class RunStore:
         self._adopt = client.register_script(_ADOPT_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
         self._claim_to_start = client.register_script(_CLAIM_TO_START)
+        self._mark_running = client.register_script(_MARK_RUNNING)
         self._open_step = client.register_script(_OPEN_STEP)
         self.deadlines = Deadlines(client, self.prefix)
 
@@ -392,32 +408,29 @@ class RunStore:
             self.retire(thread_id, run_id)
         return ended
 
-    def mark_running(self, thread_id: str, run_id: str, **fields: Any) -> bool:
-        """Mark a starting run `running`; False (nothing written) if it settled or dispatched
-        a step meanwhile: a cancel that landed while it was starting is not overwritten, and a
-        start that stalled while another took the run over changes nothing."""
+    def mark_running(self, thread_id: str, run_id: str, step: int, **fields: Any) -> bool:
+        """Mark a starting run `running` and add its `started` event (at `step`); False
+        (nothing written) if it settled or dispatched a step meanwhile: a cancel that landed
+        while it was starting is not overwritten, and a start that stalled while another took
+        the run over changes nothing."""
         fields = {**fields, "status": RunStatus.RUNNING, "updated_at": time.time()}
-
-        def mark(pipe: redis.client.Pipeline) -> None:
-            pipe.hset(self.key(thread_id, "run", run_id),
-                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
-
-        return self._unless_ended(thread_id, run_id, mark, starting=True)
+        values = [x for k, v in fields.items() for x in (k, orjson.dumps(v))]
+        return bool(self._mark_running(
+            keys=[self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)],
+            args=[len(values), *values, _event_payload({"step": step}),
+                  *(orjson.dumps(st) for st in SETTLED)],
+        ))
 
     def _unless_ended(self, thread_id: str, run_id: str,
-                      write: Callable[[redis.client.Pipeline], None],
-                      starting: bool = False) -> bool:
-        """Queue `write` in a transaction that happens only if the run has not ended; with
-        `starting`, only if it has not settled (paused counts) nor dispatched a step either."""
+                      write: Callable[[redis.client.Pipeline], None]) -> bool:
+        """Queue `write` in a transaction that happens only if the run has not ended."""
         run_key = self.key(thread_id, "run", run_id)
         refused = False
 
         def guarded(pipe: redis.client.Pipeline) -> None:
             nonlocal refused
-            status, step = pipe.hmget(run_key, ["status", "step"])
-            moved_on = SETTLED if starting else TERMINAL
-            refused = (status is not None and orjson.loads(status) in moved_on) or (
-                starting and step is not None)
+            status = pipe.hget(run_key, "status")
+            refused = status is not None and orjson.loads(status) in TERMINAL
             if not refused:
                 pipe.multi()
                 write(pipe)

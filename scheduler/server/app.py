@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from graphdef.errors import CeleryGraphError, InvalidResumeError
+from scheduler.celery_app import settings_from_env
 from scheduler.errors import (
     ThreadBusyError,
     UnknownCheckpointError,
@@ -33,7 +34,6 @@ from scheduler.server.auth import ApiKeyMiddleware, check_bind
 from scheduler.server.backend import Backend
 from scheduler.server.config import ServerSettings
 from scheduler.server.http import ApiError, JSONResponse
-from scheduler.celery_app import settings_from_env
 from scheduler.settings import Settings
 
 log = logging.getLogger("celerygraph.server")
