@@ -81,15 +81,18 @@ FIRST_START = 1
 RESTART = 2
 
 # KEYS: the thread's active-run key, the run's record. ARGV: the run id, then the stored form
-# of each settled status. One script, so that a start that read the run before it moved on
-# (it dispatched a step, paused or ended meanwhile) cannot take the thread after it was freed.
+# of each settled status. Returns the outcome and the run's record as the script found it
+# (empty: no such run). One script, so that a start cannot take the thread of a run that
+# moved on (it dispatched a step, paused or ended) after it was freed, and the record it
+# goes on with is the one the claim was judged on, read in the same round trip.
 _CLAIM_TO_START = """
-if redis.call('HEXISTS', KEYS[2], 'step') == 1 then return -1 end
+local run = redis.call('HGETALL', KEYS[2])
+if #run == 0 or redis.call('HEXISTS', KEYS[2], 'step') == 1 then return {-1, run} end
 local status = redis.call('HGET', KEYS[2], 'status')
-for i = 2, #ARGV do if status == ARGV[i] then return -1 end end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-return 0
+for i = 2, #ARGV do if status == ARGV[i] then return {-1, run} end end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {1, run} end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return {1, run} end
+return {0, run}
 """
 CLAIMED = 1
 BUSY = 0
@@ -242,10 +245,6 @@ class RunStore:
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
         return _record(self.r.hgetall(self.key(thread_id, "run", run_id)))
 
-    def run_input(self, thread_id: str, run_id: str) -> Any:
-        data = self.r.get(self.key(thread_id, "run", run_id, "input"))
-        return serde.loads(_raw(data)) if data is not None else None
-
     def update_run(self, thread_id: str, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         self.r.hset(self.key(thread_id, "run", run_id),
@@ -325,24 +324,30 @@ class RunStore:
         current = self.r.get(key)
         return current is not None and _str(current) == run_id
 
-    def claim_thread_to_start(self, thread_id: str, run_id: str) -> int:
+    def claim_thread_to_start(self, thread_id: str, run_id: str
+                              ) -> tuple[int, RunRecord | None]:
         """`claim_thread` for a run's start: CLAIMED, BUSY (another run has the thread), or
-        STARTED_ALREADY when the run dispatched a step or settled since the caller read it."""
-        return int(self._claim_to_start(
+        STARTED_ALREADY when the run dispatched a step or settled (or does not exist); with
+        the run's record as the claim found it (None: no such run)."""
+        code, raw = self._claim_to_start(
             keys=[self.key(thread_id, "active"), self.key(thread_id, "run", run_id)],
             args=[run_id, *(orjson.dumps(s) for s in SETTLED)],
-        ))
+        )
+        return int(code), _record(dict(zip(raw[::2], raw[1::2], strict=True)))
 
-    def record_base_head(self, thread_id: str, run_id: str, head: str | None) -> str | None:
+    def record_base_head(self, thread_id: str, run_id: str, head: str | None
+                         ) -> tuple[str | None, Any]:
         """Record the head a run's start takes its input on, unless one was recorded already;
-        the recorded one."""
+        the recorded one, and the run's input (a start that records it next applies it: read
+        in the same round trip)."""
         key = self.key(thread_id, "run", run_id)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "base_head", orjson.dumps(head))
             pipe.hget(key, "base_head")
-            _, stored = pipe.execute()
+            pipe.get(self.key(thread_id, "run", run_id, "input"))
+            _, stored, run_input = pipe.execute()
         value: str | None = orjson.loads(stored)
-        return value
+        return value, serde.loads(_raw(run_input)) if run_input is not None else None
 
     def active_run(self, thread_id: str) -> str | None:
         value = self.r.get(self.key(thread_id, "active"))
