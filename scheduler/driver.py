@@ -172,6 +172,8 @@ class Driver:
                 loop = self._loop(graph, run_input, run, checkpoint_id=run.fork_point)
                 if run.fork_point is not None:
                     self.saver.expect_head_once(run.base_head)
+                elif head is None:
+                    self.saver.expect_none_once()
                 loop.enter()
         except StaleCheckpointError:
             return Outcome(Stopped.STALE)  # this start's lease lapsed; another took the run on
