@@ -139,6 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.runs, args.concurrency, args.streams = 10, 2, 3
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         with ours(Path(tmp) / "ours", args.workers) as url:
             our_rate, our_first = measure(url, args)
@@ -154,7 +155,8 @@ def main() -> None:
             except RuntimeError as exc:
                 why = f"not run: {str(exc).splitlines()[0]}"
     print(f"{args.runs} runs.wait, {args.concurrency} at once; first chunk: median of "
-          f"{args.streams}; {args.workers} workers")
+          f"{args.streams}; {args.workers} workers; load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after (on {os.cpu_count()} cores: other work skews both)")
     print(f"{'measure':<34}{'celerygraph':>14}{'reference':>14}{'ratio':>10}")
     rows = [("runs/s (runs.wait, 3 nodes)", our_rate, theirs[0] if theirs else None,
              "aim >= 1.0"),

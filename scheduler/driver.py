@@ -146,14 +146,12 @@ class Driver:
 
     def start(self, thread_id: str, run_id: str) -> Outcome:
         """Take the thread, apply the run's input or command, and dispatch the first step."""
-        run = self.store.run(thread_id, run_id)
+        claim, run = self.store.claim_thread_to_start(thread_id, run_id)
         if run is None:
             raise UnknownRunError(f"no run {run_id!r} on thread {thread_id!r}")
-        if run.status.terminal or run.step:
-            return Outcome(run.status)
-        claim = self.store.claim_thread_to_start(thread_id, run_id)
         if claim == STARTED_ALREADY:
-            return Outcome(Stopped.STALE)  # another start got here first while this one stalled
+            # It dispatched its first step (another start did) or settled: nothing to do.
+            return Outcome(run.status)
         if claim == BUSY:
             return self._busy(run)
         with tracing.run_span(run.graph, thread_id, run_id, run.traceparent) as traceparent:
@@ -164,7 +162,7 @@ class Driver:
         """`start`, once the run holds its thread."""
         thread_id, run_id = run.thread_id, run.run_id
         head = self.res.saver.head(thread_id)
-        run.base_head = self.store.record_base_head(thread_id, run_id, head)
+        run.base_head, run_input = self.store.record_base_head(thread_id, run_id, head)
         try:
             graph = registry.resolve(run.graph)
             if head != run.base_head:
@@ -173,23 +171,23 @@ class Driver:
                 loop.load()
                 loop.apply_null_writes()
             else:
-                run_input = self.store.run_input(thread_id, run_id)
                 loop = self._loop(graph, run_input, run, checkpoint_id=run.fork_point)
                 if run.fork_point is not None:
                     self.saver.expect_head_once(run.base_head)
+                elif head is None:
+                    self.saver.expect_none_once()
                 loop.enter()
         except StaleCheckpointError:
             return Outcome(Stopped.STALE)  # this start's lease lapsed; another took the run on
         except Exception as exc:
             return self._fail(run, exc)
         traced = {"traceparent": run.traceparent} if run.traceparent else {}
-        if not self.store.mark_running(thread_id, run_id, stop=loop.stop, **traced):
+        if not self.store.mark_running(thread_id, run_id, loop.step, stop=loop.stop, **traced):
             # Cancelled while starting, or taken over and moved on by another start: nothing
             # is dispatched, and the thread is free again unless another run holds it.
             self.store.release_thread(thread_id, run_id)
             now = self.store.run(thread_id, run_id)
             return Outcome(now.status if now else Stopped.MISSING)
-        self.store.add_event(thread_id, run_id, "started", step=loop.step)
         metrics.run_started(run.graph)
         return self._drive(run, loop, after_barrier=False)
 

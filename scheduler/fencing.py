@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from graphdef.checkpoint.base import Checkpoint, CheckpointMetadata, Config
+from graphdef.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple, Config
 from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
 
@@ -28,6 +28,7 @@ class FencedSaver(DelegatingSaver):
         # of the step land before the checkpoint that ends it (`Driver._attach`).
         self.before_put: Callable[[str | None], None] | None = None
         self._head_once: tuple[str | None] | None = None
+        self._none_once = False
 
     def fence(self, lease: tuple[str, str] | None) -> None:
         """Write only while `lease` (its key, its owner) is held: a loop kept across
@@ -38,6 +39,19 @@ class FencedSaver(DelegatingSaver):
         """The next write goes on top of `head`, not of the checkpoint its config names: a
         run forked from a past checkpoint writes its first checkpoint over the head."""
         self._head_once = (head,)
+
+    def expect_none_once(self) -> None:
+        """The next read finds no checkpoint without asking the store: its caller read the
+        thread's head as none just before, holding the thread (a start on a new thread: one
+        round trip less before its first node is sent). Were one written meanwhile, the
+        next write's compare-and-set on no head fails, as any stale writer's does."""
+        self._none_once = True
+
+    def get_tuple(self, config: Config) -> CheckpointTuple | None:
+        if self._none_once:
+            self._none_once = False
+            return None
+        return self.saver.get_tuple(config)
 
     def put(self, config: Config, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: dict[str, int]) -> Config:

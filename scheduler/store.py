@@ -100,19 +100,37 @@ FIRST_START = 1
 RESTART = 2
 
 # KEYS: the thread's active-run key, the run's record. ARGV: the run id, then the stored form
-# of each settled status. One script, so that a start that read the run before it moved on
-# (it dispatched a step, paused or ended meanwhile) cannot take the thread after it was freed.
+# of each settled status. Returns the outcome and the run's record as the script found it
+# (empty: no such run). One script, so that a start cannot take the thread of a run that
+# moved on (it dispatched a step, paused or ended) after it was freed, and the record it
+# goes on with is the one the claim was judged on, read in the same round trip.
 _CLAIM_TO_START = """
-if redis.call('HEXISTS', KEYS[2], 'step') == 1 then return -1 end
+local run = redis.call('HGETALL', KEYS[2])
+if #run == 0 or redis.call('HEXISTS', KEYS[2], 'step') == 1 then return {-1, run} end
 local status = redis.call('HGET', KEYS[2], 'status')
-for i = 2, #ARGV do if status == ARGV[i] then return -1 end end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-return 0
+for i = 2, #ARGV do if status == ARGV[i] then return {-1, run} end end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {1, run} end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return {1, run} end
+return {0, run}
 """
 CLAIMED = 1
 BUSY = 0
 STARTED_ALREADY = -1
+
+# Marks a starting run running, with its `started` event. KEYS: the run's record, its events
+# stream. ARGV: the number of record values n, those (field, value, ...), the event's data,
+# then the stored form of each settled status. 0 (nothing written) if the run settled or
+# dispatched a step meanwhile, else 1. One script, so the status and its event land together
+# in one round trip (a WATCH transaction and the event took four).
+_MARK_RUNNING = """
+if redis.call('HEXISTS', KEYS[1], 'step') == 1 then return 0 end
+local n = tonumber(ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+for i = n + 3, #ARGV do if status == ARGV[i] then return 0 end end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, n + 1))
+redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', ARGV[n + 2])
+return 1
+"""
 
 # Records a dispatched step. KEYS: step hash, done set, run record, events stream, and for a
 # step whose one task the driver keeps to run in place: the run's lease, the task's lease and
@@ -207,6 +225,7 @@ class RunStore:
         self._adopt = client.register_script(_ADOPT_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
         self._claim_to_start = client.register_script(_CLAIM_TO_START)
+        self._mark_running = client.register_script(_MARK_RUNNING)
         self._open_step = client.register_script(_OPEN_STEP)
         self.deadlines = Deadlines(client, self.prefix)
 
@@ -247,10 +266,6 @@ class RunStore:
 
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
         return _record(self.r.hgetall(self.key(thread_id, "run", run_id)))
-
-    def run_input(self, thread_id: str, run_id: str) -> Any:
-        data = self.r.get(self.key(thread_id, "run", run_id, "input"))
-        return serde.loads(_raw(data)) if data is not None else None
 
     def update_run(self, thread_id: str, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -336,24 +351,30 @@ class RunStore:
         current = self.r.get(key)
         return current is not None and _str(current) == run_id
 
-    def claim_thread_to_start(self, thread_id: str, run_id: str) -> int:
+    def claim_thread_to_start(self, thread_id: str, run_id: str
+                              ) -> tuple[int, RunRecord | None]:
         """`claim_thread` for a run's start: CLAIMED, BUSY (another run has the thread), or
-        STARTED_ALREADY when the run dispatched a step or settled since the caller read it."""
-        return int(self._claim_to_start(
+        STARTED_ALREADY when the run dispatched a step or settled (or does not exist); with
+        the run's record as the claim found it (None: no such run)."""
+        code, raw = self._claim_to_start(
             keys=[self.key(thread_id, "active"), self.key(thread_id, "run", run_id)],
             args=[run_id, *(orjson.dumps(s) for s in SETTLED)],
-        ))
+        )
+        return int(code), _record(dict(zip(raw[::2], raw[1::2], strict=True)))
 
-    def record_base_head(self, thread_id: str, run_id: str, head: str | None) -> str | None:
+    def record_base_head(self, thread_id: str, run_id: str, head: str | None
+                         ) -> tuple[str | None, Any]:
         """Record the head a run's start takes its input on, unless one was recorded already;
-        the recorded one."""
+        the recorded one, and the run's input (a start that records it next applies it: read
+        in the same round trip)."""
         key = self.key(thread_id, "run", run_id)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "base_head", orjson.dumps(head))
             pipe.hget(key, "base_head")
-            _, stored = pipe.execute()
+            pipe.get(self.key(thread_id, "run", run_id, "input"))
+            _, stored, run_input = pipe.execute()
         value: str | None = orjson.loads(stored)
-        return value
+        return value, serde.loads(_raw(run_input)) if run_input is not None else None
 
     def active_run(self, thread_id: str) -> str | None:
         value = self.r.get(self.key(thread_id, "active"))
@@ -419,32 +440,29 @@ class RunStore:
             self.retire(thread_id, run_id)
         return ended
 
-    def mark_running(self, thread_id: str, run_id: str, **fields: Any) -> bool:
-        """Mark a starting run `running`; False (nothing written) if it settled or dispatched
-        a step meanwhile: a cancel that landed while it was starting is not overwritten, and a
-        start that stalled while another took the run over changes nothing."""
+    def mark_running(self, thread_id: str, run_id: str, step: int, **fields: Any) -> bool:
+        """Mark a starting run `running` and add its `started` event (at `step`); False
+        (nothing written) if it settled or dispatched a step meanwhile: a cancel that landed
+        while it was starting is not overwritten, and a start that stalled while another took
+        the run over changes nothing."""
         fields = {**fields, "status": RunStatus.RUNNING, "updated_at": time.time()}
-
-        def mark(pipe: redis.client.Pipeline) -> None:
-            pipe.hset(self.key(thread_id, "run", run_id),
-                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
-
-        return self._unless_ended(thread_id, run_id, mark, starting=True)
+        values = [x for k, v in fields.items() for x in (k, orjson.dumps(v))]
+        return bool(self._mark_running(
+            keys=[self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)],
+            args=[len(values), *values, _event_payload({"step": step}),
+                  *(orjson.dumps(st) for st in SETTLED)],
+        ))
 
     def _unless_ended(self, thread_id: str, run_id: str,
-                      write: Callable[[redis.client.Pipeline], None],
-                      starting: bool = False) -> bool:
-        """Queue `write` in a transaction that happens only if the run has not ended; with
-        `starting`, only if it has not settled (paused counts) nor dispatched a step either."""
+                      write: Callable[[redis.client.Pipeline], None]) -> bool:
+        """Queue `write` in a transaction that happens only if the run has not ended."""
         run_key = self.key(thread_id, "run", run_id)
         refused = False
 
         def guarded(pipe: redis.client.Pipeline) -> None:
             nonlocal refused
-            status, step = pipe.hmget(run_key, ["status", "step"])
-            moved_on = SETTLED if starting else TERMINAL
-            refused = (status is not None and orjson.loads(status) in moved_on) or (
-                starting and step is not None)
+            status = pipe.hget(run_key, "status")
+            refused = status is not None and orjson.loads(status) in TERMINAL
             if not refused:
                 pipe.multi()
                 write(pipe)

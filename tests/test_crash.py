@@ -186,3 +186,35 @@ def test_concurrent_producers_on_one_thread_one_wins(redis_server, tmp_path):
         assert cluster.client().store.runs_of("contended") == [accepted[0].id]
     finally:
         cluster.stop()
+
+
+def test_sigkill_server_mid_start(redis_server, tmp_path):
+    """The HTTP server starts the runs of graphs it loads itself (`Client.start_here`). It
+    dies here mid-start, after the run's first checkpoint and before anything is dispatched:
+    the run's lease lapses, the scheduler's sweeper sends its start, and that start carries
+    on from what the dead one wrote; every node runs exactly once."""
+    from langgraph_sdk import get_sync_client
+
+    from tests.server import API_KEYS, start_server
+
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start("w1")
+        cluster.start_scheduler()
+        url = start_server(cluster, CELERYGRAPH_FAULTS="advance_checkpointed=1")
+        sdk = get_sync_client(url=url, api_key=API_KEYS[0])
+        thread_id = sdk.threads.create()["thread_id"]
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the connection just drops
+            sdk.runs.create(thread_id, "tests.dist_graphs:chain", input={"log": []})
+        server = cluster.procs["server"]
+        server.wait(timeout=30)
+        assert server.returncode == -9, cluster.log("server")[-2000:]
+        client = cluster.client()
+        (run_id,) = client.store.runs_of(thread_id)
+        assert client.run(thread_id, run_id).result(timeout=60)["log"] == [
+            "a", "b", "slow", "d"]
+        assert runs_per_task(redis_server, thread_id) == {
+            "a": [1], "b": [1], "slow": [1], "d": [1]
+        }
+    finally:
+        cluster.stop()

@@ -205,28 +205,27 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
     task = loop.plan_task(task_id, path)
     if task is None:
         raise StaleTaskError(f"checkpoint {checkpoint_id} does not plan task {task_id}")
-    with streaming(publisher, loop, checkpoint_id, task_id, attempt):
-        status = loop.task_status(task_id)
-        if status is not None and (status.finished or (
-                status.interrupts and not context.get("resuming"))):
-            # It ran already: its process died after saving its result and before counting
-            # it. Outside a resume, a saved interrupt is this dispatch's own: the task paused.
-            # Either way it does not run again; what it streamed on saving is streamed again,
-            # once (`scheduler.streams`).
+    status = loop.task_status(task_id)
+    if status is not None and (status.finished or (
+            status.interrupts and not context.get("resuming"))):
+        # It ran already: its process died after saving its result and before counting
+        # it. Outside a resume, a saved interrupt is this dispatch's own: the task paused.
+        # Either way it does not run again; what it streamed on saving is streamed again,
+        # once (`scheduler.streams`).
+        with streaming(publisher, loop, checkpoint_id, task_id, attempt):
             if publisher is not None:
                 publisher.saved(task_id)
                 loop.replay_task_chunks(task, status)
-            return task.name, "skipped" if status.finished else "interrupted"
-        if restart and publisher is not None:
-            publisher.stream.abandon(task_id, attempt)
-        if not loop.paused_before(task_id, history=res.saver):
-            loop.drop_null_resume()
-        row = None if rows is None else rows.row(shadow_name(run.graph, task.name),
-                                                 checkpoint_id, task, restart=restart)
-        try:
-            return task.name, run_on(loop, task, res.settings.faults, row)
-        finally:
-            loop.close(None)
+        return task.name, "skipped" if status.finished else "interrupted"
+    if restart and publisher is not None:
+        publisher.stream.abandon(task_id, attempt)
+    if not loop.paused_before(task_id, history=res.saver):
+        loop.drop_null_resume()
+    row = None if rows is None else rows.row(shadow_name(run.graph, task.name),
+                                             checkpoint_id, task, restart=restart)
+    return task.name, run_on(loop, task, res.settings.faults, row,
+                             streaming_then_closed(publisher, loop, checkpoint_id, task_id,
+                                                   attempt))
 
 
 @contextmanager
@@ -244,13 +243,30 @@ def streaming(publisher: Publisher | None, loop: RunLoop, checkpoint_id: str, ta
         loop.save_listener = None
 
 
-def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None = None) -> str:
+@contextmanager
+def streaming_then_closed(publisher: Publisher | None, loop: RunLoop, checkpoint_id: str,
+                          task_id: str, attempt: str) -> Iterator[None]:
+    """`streaming` a task whose loop ends with it: the loop is closed (waiting for `@task`
+    calls still running, which may stream) before the task's closing chunks go out."""
+    with streaming(publisher, loop, checkpoint_id, task_id, attempt):
+        try:
+            yield
+        finally:
+            loop.close(None)
+
+
+def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None = None,
+           live: AbstractContextManager[None] | None = None) -> str:
     """Run a planned task on its loop, saving its memo, under its Flower `row` if it has
-    one; its outcome: finished, interrupted or failed."""
+    one; its outcome: finished, interrupted or failed. `live`: its `streaming`, which ends
+    (publishing the task's closing chunks) before the row's outcome event is sent: a
+    producer waiting on the chunk does not wait on a broker publish for Flower too."""
     def node() -> NodeResult:
         faults.maybe_crash("node_started")
-        errors, interrupts = loop.run_planned(
-            [task], before_save=lambda: faults.maybe_crash("node_returned"), async_nodes=True)
+        with live or contextlib.nullcontext():
+            errors, interrupts = loop.run_planned(
+                [task], before_save=lambda: faults.maybe_crash("node_returned"),
+                async_nodes=True)
         outcome = "failed" if errors else "interrupted" if interrupts else "finished"
         return outcome, errors[0] if errors else None
 
@@ -282,8 +298,8 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     def run() -> tuple[str, str]:
         try:
-            with streaming(publisher, loop, checkpoint_id, task.id, owner):
-                return task.name, run_on(loop, task, res.settings.faults, row)
+            return task.name, run_on(loop, task, res.settings.faults, row,
+                                     streaming(publisher, loop, checkpoint_id, task.id, owner))
         except BaseException:
             loop.close(None)
             raise

@@ -72,7 +72,8 @@ class Backend:
 
     @classmethod
     def connect(cls, settings: Settings, server: ServerSettings) -> Backend:
-        client = Client(settings)
+        # Runs of the graphs loaded here start here, not through the scheduler queue.
+        client = Client(settings, start_here=True)
         registry.load_modules(settings.graph_modules)
         return cls(settings, client, ApiRecords(client.store),
                    connect_async(settings.store_url, max_connections=MAX_ASYNC_CONNECTIONS,

@@ -361,20 +361,20 @@ def _paused_run_setup(redis_server, thread_id: str):  # noqa: ANN202
     return res, run_id
 
 
-def test_a_start_that_read_the_run_before_it_paused_changes_nothing(redis_server, monkeypatch):
+def test_a_start_that_read_the_run_before_it_paused_changes_nothing(redis_server):
     """Found by the fault storm (a resume refused with ThreadBusyError): a scheduler paused
     between reading a queued run and claiming its thread, while another start ran the run to
     its interrupt and freed the thread. Waking, it took the thread again and re-opened the
-    paused run. Its claim now checks the run atomically: nothing changes, the thread stays
-    free for the resume."""
-    from scheduler.driver import Driver, Stopped
+    paused run. A start now reads the run in the script that claims its thread, so there is
+    no earlier read to be stale: a late start finds the run paused and changes nothing, the
+    thread stays free for the resume."""
+    from scheduler.driver import Driver
     from scheduler.protocol import NODE_TASK, NodeRef, RunNodes
     from tests.recording_app import RecordingApp
     from worker.tasks import run_message
 
     thread_id = f"stale-start-{uuid.uuid4().hex[:6]}"
     res, run_id = _paused_run_setup(redis_server, thread_id)
-    read_before_the_pause = res.store.run(thread_id, run_id)
     app = RecordingApp()
     assert Driver(res, app).start(thread_id, run_id).status == "running"
     [(name, args)] = app.sent
@@ -384,15 +384,11 @@ def test_a_start_that_read_the_run_before_it_paused_changes_nothing(redis_server
     assert res.store.active_run(thread_id) is None
     head = res.saver.head(thread_id)
 
-    reads = iter([read_before_the_pause])
-    real_run = RunStore.run
-    monkeypatch.setattr(RunStore, "run",
-                        lambda self, t, r: next(reads, None) or real_run(self, t, r))
     late = RecordingApp()
-    assert Driver(res, late).start(thread_id, run_id).status == Stopped.STALE
+    assert Driver(res, late).start(thread_id, run_id).status == "interrupted"
     assert late.sent == []
     assert res.store.active_run(thread_id) is None
-    assert real_run(res.store, thread_id, run_id).status == "interrupted"
+    assert res.store.run(thread_id, run_id).status == "interrupted"
     assert res.saver.head(thread_id) == head
 
 
