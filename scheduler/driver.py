@@ -471,15 +471,19 @@ class Driver:
 
 
 def start_queued(store: RunStore, send: Sender, thread_id: str) -> None:
-    """Start the next run waiting on the thread, if any (the sweeper does it if we die)."""
-    next_run = store.pop_queued(thread_id)
-    if next_run is None:
-        return
-    if not store.claim_thread(thread_id, next_run):
-        store.requeue_front(thread_id, next_run)
-        return
-    store.update_run(thread_id, next_run, status=RunStatus.QUEUED)
-    send.start(StartRun(thread_id, next_run))
+    """Start the next run waiting on the thread, if any (the sweeper does it if we die).
+
+    A run cancelled while it waited is passed over, and the thread goes to the one behind
+    it: its status moves to `queued` only if it has not ended (`RunStore.mark_queued`), so a
+    cancel that lands between the claim and the start is kept too."""
+    while (next_run := store.pop_queued(thread_id)) is not None:
+        if not store.claim_thread(thread_id, next_run):
+            store.requeue_front(thread_id, next_run)
+            return
+        if store.mark_queued(thread_id, next_run):
+            send.start(StartRun(thread_id, next_run))
+            return
+        store.release_thread(thread_id, next_run)
 
 
 def roll_back(res: Resources, send: Sender, thread_id: str, run_id: str, *, by: str) -> bool:

@@ -453,6 +453,17 @@ class RunStore:
                   *(orjson.dumps(st) for st in SETTLED)],
         ))
 
+    def mark_queued(self, thread_id: str, run_id: str) -> bool:
+        """A waiting run's turn came: mark it `queued` for its start; False (nothing
+        written) if it ended while it waited (cancelled)."""
+        fields = {"status": RunStatus.QUEUED, "updated_at": time.time()}
+
+        def queued(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(self.key(thread_id, "run", run_id),
+                      mapping={k: orjson.dumps(v) for k, v in fields.items()})
+
+        return self._unless_ended(thread_id, run_id, queued)
+
     def _unless_ended(self, thread_id: str, run_id: str,
                       write: Callable[[redis.client.Pipeline], None]) -> bool:
         """Queue `write` in a transaction that happens only if the run has not ended."""

@@ -174,6 +174,31 @@ def test_busy_thread_enqueues_second_submission(cluster, redis_server):
     assert second.result(timeout=60)["log"] == ["a", "b", "slow", "d", "second", "one"]
 
 
+def test_a_run_cancelled_while_queued_never_starts(cluster, redis_server):
+    """The run ahead ends and takes the next in the queue: one cancelled while it waited is
+    passed over (its status stays `cancelled`), and the one behind it starts."""
+    client = cluster.client()
+    first = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 1.0},
+                          thread_id="busy-3", on_busy="enqueue")
+    cancelled = client.submit("tests.dist_graphs:single", {"log": ["cancelled"]},
+                              thread_id="busy-3", on_busy="enqueue")
+    last = client.submit("tests.dist_graphs:single", {"log": ["last"]},
+                         thread_id="busy-3", on_busy="enqueue")
+    wait_until_status(cancelled, "waiting")
+    client.cancel("busy-3", cancelled.id)
+    assert first.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+    assert last.result(timeout=60)["log"] == ["a", "b", "slow", "d", "last", "one"]
+    assert cancelled.status() == "cancelled"
+    assert "started" not in [e.type for e in cancelled.events()]
+
+
+def wait_until_status(handle, status: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while handle.status() != status:
+        assert time.monotonic() < deadline, f"{handle} never {status}"
+        time.sleep(0.02)
+
+
 def test_oversized_state_fails_that_run_only(cluster, redis_server):
     client = cluster.client()
     normal = client.submit("tests.dist_graphs:chain", {"log": [], "sleep": 0.3},
