@@ -610,6 +610,18 @@ class Storm:
 
     # ---- the checks -------------------------------------------------------------------------
 
+    def _where_it_stopped(self, thread_id: str, result: RunResult) -> str:
+        """A lost run's record, events and the thread's holder, for finding out why."""
+        store = self.client().store
+        queue = store.r.lrange(store.key(thread_id, "queue"), 0, -1)
+        lines = [f"active={store.active_run(thread_id)} queue={queue}"]
+        for run_id in result.run_ids or store.runs_of(thread_id):
+            record = store.run(thread_id, run_id)
+            lines.append(f"run {run_id}: {record.as_dict() if record else None}")
+            lines.extend(f"  {e.type} {e.data}" for e in self.client().run(thread_id, run_id)
+                         .events())
+        return "\n    ".join(lines)
+
     def _report(self, specs: list[RunSpec], expected: dict[int, Expected],
                 results: list[RunResult], left: dict[str, int], seconds: float) -> Report:
         r = self.r()
@@ -635,7 +647,8 @@ class Storm:
             final = result.statuses[-1] if result.statuses else "lost"
             self._check_tasks(r, spec, exp, report, finished=final == "done")
             if final == "lost":
-                report.lost.append(f"{spec.thread_id}: {result.statuses} {result.error or ''}")
+                report.lost.append(f"{spec.thread_id}: {result.statuses} {result.error or ''}"
+                                   f"\n    {self._where_it_stopped(spec.thread_id, result)}")
                 continue
             if final != "done" or result.error:
                 report.wrong.append(f"{spec.thread_id}: {result.statuses} {result.error}")
