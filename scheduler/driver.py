@@ -183,9 +183,10 @@ class Driver:
             return self._fail(run, exc)
         traced = {"traceparent": run.traceparent} if run.traceparent else {}
         if not self.store.mark_running(thread_id, run_id, loop.step, stop=loop.stop, **traced):
-            # Cancelled while starting, or taken over and moved on by another start: nothing
-            # is dispatched, and the thread is free again unless another run holds it.
-            self.store.release_thread(thread_id, run_id)
+            # Cancelled while starting (the cancel freed the thread), or taken over and moved
+            # on by another start: nothing is dispatched, and the thread is left as it is. It
+            # is held by run id, so freeing it here would free it under the run the other
+            # start carried on, whose every advance would then stop, finding it gone.
             now = self.store.run(thread_id, run_id)
             return Outcome(now.status if now else Stopped.MISSING)
         metrics.run_started(run.graph)

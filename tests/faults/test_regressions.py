@@ -413,3 +413,30 @@ def test_a_start_whose_lease_lapsed_writes_no_checkpoint(redis_server):
     assert Driver(res, holder, lease=(key, "the-new-holder")).start(
         thread_id, run_id).status == "running"
     assert len(holder.sent) == 1
+
+
+def test_a_start_taken_over_before_it_marked_the_run_leaves_the_thread_held(redis_server):
+    """Found by the fault storm (a run lost, `running` on a step whose task had finished,
+    its thread free): a start stalled between its first checkpoint and marking the run
+    running while another start carried the run on and dispatched its first step. Waking,
+    the stalled one found the run moved on and freed the thread, which the run still held
+    (a thread is held by run id); the run's advance then found it without its thread and
+    stopped. A refused start now leaves the thread as it is: a cancel frees it itself."""
+    from scheduler.driver import Driver
+    from tests.recording_app import RecordingApp
+
+    thread_id = f"taken-over-{uuid.uuid4().hex[:6]}"
+    res, run_id = _paused_run_setup(redis_server, thread_id)
+    mark_running = res.store.mark_running
+    other = RecordingApp()
+
+    def another_start_first(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        res.store.mark_running = mark_running
+        assert Driver(res, other).start(thread_id, run_id).status == "running"
+        return mark_running(*args, **kwargs)
+
+    res.store.mark_running = another_start_first
+    stalled = RecordingApp()
+    assert Driver(res, stalled).start(thread_id, run_id).status == "running"
+    assert stalled.sent == [] and len(other.sent) == 1
+    assert res.store.active_run(thread_id) == run_id
