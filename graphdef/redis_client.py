@@ -138,13 +138,7 @@ class SentinelTarget:
                 f"{mask_password(url)} is not of the form "
                 f"{scheme}://host:port[,host:port]/<service>[/<db>]")
         self.service = parts[0]
-        self.sentinels = []
-        for host in (h for h in hosts.split(",") if h):
-            parsed = urlsplit(f"//{host}")
-            if parsed.hostname is None or parsed.port is None:
-                raise StoreConfigError(
-                    f"sentinel {host!r} in {mask_password(url)} is not host:port")
-            self.sentinels.append((parsed.hostname, parsed.port))
+        self.sentinels = _host_ports([h for h in hosts.split(",") if h], url, "sentinel")
         if not self.sentinels:
             raise StoreConfigError(f"{mask_password(url)} names no sentinel (host:port)")
         options = parse_qsl(query, keep_blank_values=True)
@@ -280,14 +274,20 @@ def cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
     seeds = [h for h in hosts.split(",") if h]
     if not seeds:
         raise StoreConfigError(f"{mask_password(url)} names no cluster node (host:port)")
-    nodes = []
-    for seed in seeds[1:]:
-        parsed = urlsplit(f"//{seed}")
-        if parsed.hostname is None or parsed.port is None:
-            raise StoreConfigError(
-                f"cluster seed {seed!r} in {mask_password(url)} is not host:port")
-        nodes.append((parsed.hostname, parsed.port))
+    nodes = _host_ports(seeds[1:], url, "cluster seed")
     return f"{CLUSTER_SCHEMES[scheme]}://{credentials}{at}{seeds[0]}{tail}", nodes
+
+
+def _host_ports(hosts: list[str], url: str, what: str) -> list[tuple[str, int]]:
+    """Each `host:port` of `url` as a pair; StoreConfigError naming `what` for one that is
+    not."""
+    pairs = []
+    for host in hosts:
+        parsed = urlsplit(f"//{host}")
+        if parsed.hostname is None or parsed.port is None:
+            raise StoreConfigError(f"{what} {host!r} in {mask_password(url)} is not host:port")
+        pairs.append((parsed.hostname, parsed.port))
+    return pairs
 
 
 def mask_password(url: str) -> str:
