@@ -26,14 +26,18 @@ def start_server(cluster: Cluster, name: str = "server", **env: str) -> str:
 
 
 def server_fixtures(worker: str, server_env: Mapping[str, str] | None = None,
-                    api_key: str = API_KEYS[0], **env: str) -> tuple[Any, Any, Any]:
+                    api_key: str = API_KEYS[0], own_broker: bool = False,
+                    **env: str) -> tuple[Any, Any, Any]:
     """A test module's `cluster` (one worker named `worker`, a scheduler named `scheduler`;
-    `env`: more settings, such as CELERYGRAPH_GRAPHS), the server's `url` beside it
+    `env`: more settings, such as CELERYGRAPH_GRAPHS; `own_broker`: on the module's `broker`
+    fixture, for a store Celery cannot use as its broker), the server's `url` beside it
     (`server_env`: the server's own settings, such as CELERYGRAPH_API_KEYS) and a sync SDK
     `client` of it with `api_key`: assign them to those names in the module."""
     @pytest.fixture(scope="module")
-    def cluster(redis_server, tmp_path_factory):  # noqa: ANN001, ANN202
-        running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, **env)
+    def cluster(redis_server, tmp_path_factory, request):  # noqa: ANN001, ANN202
+        broker_url = request.getfixturevalue("broker").url if own_broker else None
+        running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, broker_url,
+                          **env)
         try:
             running.start(worker, concurrency=2)
             running.start_scheduler()

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 
 from tests import test_crash as crash
@@ -25,7 +24,7 @@ from tests import test_server_api as api
 from tests import test_server_runs as runs
 from tests.cluster import Cluster, RedisServer
 from tests.redis_cluster import RedisClusterProcesses, redis_cluster
-from tests.server import API_KEYS, start_server
+from tests.server import server_fixtures
 from tests.test_hostile_messages import wait_until
 
 
@@ -58,16 +57,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server: ClusterStore, broker: RedisServer,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, broker.url,
-                      CELERYGRAPH_MAX_VALUE_BYTES="200000",
-                      CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
-    running.start("worker1", concurrency=2)
-    running.start_scheduler()
-    yield running
-    running.stop()
+cluster, url, client = server_fixtures(
+    "worker1", own_broker=True, CELERYGRAPH_MAX_VALUE_BYTES="200000",
+    CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
 
 
 test_chain_with_parallel_branches_and_join = dist.test_chain_with_parallel_branches_and_join
@@ -82,16 +74,6 @@ test_unknown_graph_is_rejected_before_anything_is_stored = (
     dist.test_unknown_graph_is_rejected_before_anything_is_stored)
 test_busy_thread_enqueues_second_submission = dist.test_busy_thread_enqueues_second_submission
 test_async_nodes_and_routes_run_on_workers = dist.test_async_nodes_and_routes_run_on_workers
-
-
-@pytest.fixture(scope="module")
-def url(cluster: Cluster) -> str:
-    return start_server(cluster)
-
-
-@pytest.fixture
-def client(url: str) -> SyncLangGraphClient:
-    return get_sync_client(url=url, api_key=API_KEYS[0])
 
 
 test_assistants_are_the_published_graphs = api.test_assistants_are_the_published_graphs

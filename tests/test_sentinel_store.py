@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from langgraph_sdk import get_sync_client
-from langgraph_sdk.client import SyncLangGraphClient
 from redbeat import RedBeatSchedulerEntry  # type: ignore[import-untyped]
 
 from graphdef.checkpoint.base import empty_checkpoint
@@ -31,7 +29,7 @@ from tests import test_server_api as api
 from tests import test_server_runs as runs
 from tests.cluster import Cluster, RedisServer
 from tests.redis_sentinel import SERVICE, SentinelGroup, redis_sentinel
-from tests.server import API_KEYS, start_server
+from tests.server import server_fixtures
 from tests.test_hostile_messages import wait_until
 
 
@@ -58,31 +56,19 @@ def redis_server(group: SentinelGroup) -> SentinelStore:
 
 
 @pytest.fixture(scope="module")
-def cluster(redis_server: SentinelStore, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Cluster]:
-    broker = RedisServer(tmp_path_factory.mktemp("broker"))
-    running = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, broker.url,
-                      CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
-    running.start("worker1", concurrency=2)
-    running.start_scheduler()
-    yield running
-    running.stop()
-    broker.stop()
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("broker"))
+    yield server
+    server.stop()
+
+
+cluster, url, client = server_fixtures(
+    "worker1", own_broker=True, CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
 
 
 test_chain_with_parallel_branches_and_join = dist.test_chain_with_parallel_branches_and_join
 test_send_fan_out = dist.test_send_fan_out
 test_edit_then_approve_through_the_client = dist.test_edit_then_approve_through_the_client
-
-
-@pytest.fixture(scope="module")
-def url(cluster: Cluster) -> str:
-    return start_server(cluster)
-
-
-@pytest.fixture
-def client(url: str) -> SyncLangGraphClient:
-    return get_sync_client(url=url, api_key=API_KEYS[0])
 
 
 # The HTTP server reads streams with the asyncio client, through the sentinel too.
