@@ -35,7 +35,7 @@ from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun, shadow_name
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.store import BUSY, STARTED_ALREADY, HandOver, RunStore
+from scheduler.store import BUSY, FIRST_START, STARTED_ALREADY, HandOver, KeptAdvance, RunStore
 from scheduler.streams import Publisher
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,18 @@ class KeptTask:
     lease: tuple[str, int] | None = None
     # The step's context as its record holds it (`RunStore.open_step`): whether it resumes.
     resuming: bool = False
+    # The run as the advance that kept the task read it; what can change while it runs
+    # (status, step, a stop asked of it) is checked again by whatever advances it.
+    run: RunRecord | None = None
+
+    @property
+    def advances_in_place(self) -> bool:
+        """Whether its step can end in one script (`Driver.advance_kept`): a warm loop, a
+        lease taken for the task's first start, and no stream to write before the
+        checkpoint (a streaming run's chunks go the long way)."""
+        return (self.loop is not None and self.task is not None and self.saver is not None
+                and self.lease is not None and self.lease[1] == FIRST_START
+                and self.run is not None and not self.run.stream_modes)
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,60 @@ class Driver:
                               else bool(view.context.get("resuming")))
         return self._drive(run, loop, after_barrier=after_barrier)
 
+    def advance_kept(self, kept: KeptTask, task_owner: str,
+                     finished: dict[str, Any]) -> KeptTask | None:
+        """End the step of a kept task that finished, whose memo and next checkpoint its
+        saver held back (`FencedSaver.defer`), in one script with the next step's record,
+        when the next step is again one task to run here (`RunStore.advance_kept`): the next
+        step's task, kept. None when it is not (the run ends, fans out, pauses, fails, or
+        another process moved it): nothing is written, and the caller goes the long way
+        from the held-back memo on, with a fresh loop. `finished`: the task's
+        `task_finished` event. Needs no run lease (the task's is the fence), so none is
+        taken: three round trips fewer a step than `advance` after counting."""
+        loop, saver, run = kept.loop, kept.saver, kept.run
+        assert loop is not None and saver is not None and run is not None
+        assert saver.deferred is not None
+        step = loop.step
+        try:
+            if run.stop is not None:
+                loop.set_stop(run.stop)
+            loop.set_resuming(kept.resuming)
+            if not loop.prepare_step() or any(not t.writes for t in loop.tasks.values()):
+                return None
+            loop.finish_step()
+            if not loop.prepare_step():
+                return None
+        except Exception:  # noqa: BLE001 - the long way meets it again, and reports it
+            return None
+        todo = [t for t in loop.tasks.values() if not t.writes]
+        held = saver.deferred
+        if (len(todo) != 1 or todo[0].node.hidden or held.put is None
+                or self._task_infos(run, todo)[todo[0].id]["queue"] != self.run_here):
+            return None
+        task, checkpoint_id = todo[0], loop.checkpoint["id"]
+        infos = self._task_infos(run, todo)
+        metrics.superstep(run.graph)
+        with tracing.superstep_span(run.graph, run.thread_id, run.run_id, loop.step,
+                                    checkpoint_id, run.traceparent) as traceparent:
+            next_owner = new_owner()
+            grant = self.store.advance_kept(run.thread_id, run.run_id, KeptAdvance(
+                checkpoint_id=kept.checkpoint_id, task_id=kept.task_id, task_owner=task_owner,
+                run_lease=run_lease(run.run_id), memo=held.memo, put=held.put,
+                next_checkpoint_id=checkpoint_id, tasks=infos,
+                context={"resuming": bool(loop.resuming), "resume_map": loop.resume_map},
+                events=[("task_finished", finished),
+                        ("step", {"step": step, "checkpoint_id": checkpoint_id}),
+                        ("dispatched", {"step": loop.step, "tasks": [task.name]})],
+                next_task_id=task.id, next_owner=next_owner,
+                seconds=self.res.settings.lease_seconds))
+        if grant is None:
+            return None
+        saver.deferred_written()
+        return KeptTask(checkpoint_id, task.id, list(task.path), infos[task.id]["shadow"],
+                        graph=run.graph, trace_parent=traceparent, loop=loop, task=task,
+                        saver=saver, lease=(next_owner, grant), resuming=bool(loop.resuming),
+                        run=run)
+
     # ---- the drive ------------------------------------------------------------------------
 
     def _loop(self, graph: Pregel, run_input: Any, run: RunRecord,
@@ -332,13 +398,7 @@ class Driver:
                    traceparent: str | None) -> Outcome:
         thread_id, run_id = run.thread_id, run.run_id
         checkpoint_id = loop.checkpoint["id"]
-        routes = run.routes
-        infos: dict[str, dict[str, Any]] = {}
-        for task in todo:
-            queue = routes.get(task.name) or task.node.queue or self.res.settings.node_queue
-            infos[task.id] = {"node": task.name, "queue": queue,
-                              "shadow": shadow_name(run.graph, task.name),
-                              "path": list(task.path)}
+        infos = self._task_infos(run, todo)
         context = {"resuming": bool(loop.resuming), "resume_map": loop.resume_map}
         events = [*self.pending_events,
                   ("dispatched", {"step": loop.step, "tasks": [t.name for t in todo]})]
@@ -366,7 +426,7 @@ class Driver:
                 saver=self.saver if warm else None,
                 publisher=self.publisher if warm else None,
                 lease=(task_owner, grant) if hand_over is not None else None,
-                resuming=bool(loop.resuming),
+                resuming=bool(loop.resuming), run=run,
             ))
         self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         for queue, batch in self._batches(todo, infos):
@@ -375,6 +435,16 @@ class Driver:
                             shadow=self._message_shadow(run, batch))
         self.store.mark_sent(thread_id, run_id, checkpoint_id)
         return Outcome(RunStatus.RUNNING)
+
+    def _task_infos(self, run: RunRecord, todo: list[algo.Task]) -> dict[str, dict[str, Any]]:
+        """What a step's record says of each task: its node, queue, Flower name and path."""
+        infos: dict[str, dict[str, Any]] = {}
+        for task in todo:
+            queue = run.routes.get(task.name) or task.node.queue or self.res.settings.node_queue
+            infos[task.id] = {"node": task.name, "queue": queue,
+                              "shadow": shadow_name(run.graph, task.name),
+                              "path": list(task.path)}
+        return infos
 
     @staticmethod
     def _message_shadow(run: RunRecord, batch: list[algo.Task]) -> str:

@@ -6,15 +6,38 @@ compare-and-set lets exactly one of them write, and a stale writer cannot overwr
 newer checkpoint. The lease check covers a driver that stalled (paused, starved) past its
 lease while another took the run over and moved it on: the head it reads when it wakes is
 current, but it no longer owns the run, so it writes nothing.
+
+A kept task's memo and the checkpoint that ends its step can also be held back (`defer`),
+to go with the next step's record in one script (`RunStore.advance_kept`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from graphdef.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple, Config
+from graphdef.checkpoint.base import (
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    Config,
+    checkpoint_config,
+)
 from graphdef.checkpoint.delegate import DelegatingSaver
-from graphdef.checkpoint.redis import RedisSaver
+from graphdef.checkpoint.redis import HeadPut, PreparedWrites, RedisSaver
+
+
+@dataclass
+class Deferred:
+    """What a `defer`ring saver held back: one task's memo, then the root checkpoint put
+    after it (None: not made yet, or it cannot go in a script of the caller's)."""
+
+    task_id: str
+    memo_seen: bool = False
+    memo: PreparedWrites | None = None
+    put: HeadPut | None = None
+    put_seen: bool = False
 
 
 class FencedSaver(DelegatingSaver):
@@ -29,6 +52,7 @@ class FencedSaver(DelegatingSaver):
         self.before_put: Callable[[str | None], None] | None = None
         self._head_once: tuple[str | None] | None = None
         self._none_once = False
+        self.deferred: Deferred | None = None
 
     def fence(self, lease: tuple[str, str] | None) -> None:
         """Write only while `lease` (its key, its owner) is held: a loop kept across
@@ -47,6 +71,37 @@ class FencedSaver(DelegatingSaver):
         next write's compare-and-set on no head fails, as any stale writer's does."""
         self._none_once = True
 
+    def defer(self, task_id: str) -> None:
+        """Hold back the root namespace's next memo of `task_id` and the root checkpoint put
+        after it, unwritten, for the caller to write with its own writes (`deferred`); a
+        subgraph's writes and other tasks' memos (its `@task` calls') go through."""
+        self.deferred = Deferred(task_id)
+
+    def write_deferred_memo(self) -> None:
+        """Stop holding back, writing the held-back memo as `put_writes` would have (the
+        first memo wins); a held-back put is dropped: its caller goes the long way, which
+        makes it again."""
+        held, self.deferred = self.deferred, None
+        if held is not None and held.memo is not None:
+            self.saver.write_prepared(held.memo)
+
+    def deferred_written(self) -> None:
+        """The caller's script stored what was held back: stop holding back, and let the
+        saver's caches learn the put (the next put goes on it in one script)."""
+        held, self.deferred = self.deferred, None
+        if held is not None and held.put is not None:
+            self.saver.finish_head_put(held.put, b"ok")
+
+    def put_writes(self, config: Config, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
+        held = self.deferred
+        if (held is not None and held.task_id == task_id and not held.memo_seen
+                and not config["configurable"].get("checkpoint_ns")):
+            held.memo = self.saver.prepare_writes(config, writes, task_id, task_path)
+            held.memo_seen = True
+            return
+        self.saver.put_writes(config, writes, task_id, task_path)
+
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         if self._none_once:
             self._none_once = False
@@ -58,6 +113,14 @@ class FencedSaver(DelegatingSaver):
         expected = config["configurable"].get("checkpoint_id") or None
         if self._head_once is not None:
             (expected,), self._head_once = self._head_once, None
+        held = self.deferred
+        if held is not None and held.memo_seen and not held.put_seen and not (
+                config["configurable"].get("checkpoint_ns")):
+            held.put_seen = True
+            held.put = self.saver.prepare_head_put(config, checkpoint, metadata, new_versions,
+                                                   expected)
+            conf = config["configurable"]
+            return checkpoint_config(conf["thread_id"], "", checkpoint["id"])
         if self.before_put is not None:
             self.before_put(expected)
         return self.saver.put_if_head(config, checkpoint, metadata, new_versions,

@@ -26,6 +26,13 @@ from graphdef.checkpoint.keys import (
     thread_prefix,
     threads_matching,
 )
+from graphdef.checkpoint.redis import (
+    PUT_CHILD_OF_HEAD_FN,
+    PUT_WRITES_FN,
+    REFRESH_FN,
+    HeadPut,
+    PreparedWrites,
+)
 from graphdef.redis_client import connect, is_cluster, with_own_pool
 from scheduler.deadlines import FIRST_LOOK_MS, SHARDS, Deadlines, shard_of
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
@@ -72,6 +79,8 @@ return 0
 """
 STEP_COMPLETED = 1
 STEP_COMPLETED_AND_LEASED = 2
+# The task's step was advanced by the same script that saved its memo (`advance_kept`).
+STEP_ADVANCED = 3
 
 _HASH_VALUES_PER_SLICE = 1000  # Lua's unpack takes a few thousand values at most
 
@@ -163,6 +172,86 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 """
 
 
+# Advances a run past a step of one task that its own worker kept and ran in place
+# (`Driver.advance_kept`), in one script where a step otherwise takes seven round trips (the
+# memo, counting the task, the run's lease, the step view, the checkpoint, the next step's
+# record with the lease hand-over): the task's memo, the next checkpoint on the head, and the
+# next step's record with its one task's lease taken for the same process.
+#
+# Fencing without the run's lease: the task's lease is the fence. While its owner holds it,
+# nobody else runs or counts the task, so no other advance of this step can exist; a lease
+# that lapsed (its owner stalled) and was taken or released by another fails the first check,
+# and the caller falls back to saving its memo, where the first memo wins. The run's lease
+# must be free (a rollback or another driver holds it while it writes), the run running on
+# this step with no stop asked of it, and the thread still the run's; the checkpoint goes on
+# the head as every put does. Every check comes before the first write, so a refusal stores
+# nothing, and a crash before the script is a crash before the memo: the task runs again.
+#
+# KEYS: the task's lease, the run's lease, the run's record, the thread's active run, the next
+# step's hash and done set, the events stream, the next task's lease and started marker, the
+# memo's writes hash, then the checkpoint's 7 keys (`PUT_CHILD_OF_HEAD_FN`). ARGV: the task's
+# owner, the run's step as stored, the run id, the running status as stored, the next task's
+# owner and its lease's milliseconds, then the step's values as `_OPEN_STEP` takes them (the
+# number of hash values, those, the next step, updated_at, the number of events, events), the
+# number of memo values and those (`PUT_WRITES_FN`), then the put's arguments to the end.
+# Returns the next task's grant as `_ACQUIRE_LEASE` does, or why nothing was written:
+# 'lease', 'run', 'guard', 'base' or {'head', newest}.
+_ADVANCE_KEPT = REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + _TAKE_LEASE + f"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'run' end
+local run = redis.call('HMGET', KEYS[3], 'status', 'step', 'stop_requested')
+if run[1] ~= ARGV[4] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null') then
+  return 'run'
+end
+if redis.call('GET', KEYS[4]) ~= ARGV[3] then return 'run' end
+local n = tonumber(ARGV[7])
+local i = 8 + n
+local events = tonumber(ARGV[i + 2])
+local memo = i + 3 + 2 * events
+local put = memo + 1 + tonumber(ARGV[memo])
+local done = put_child_of_head(11, false, put, #ARGV)
+if done ~= 'ok' then return done end
+if put > memo + 1 then put_writes(KEYS[10], KEYS[17], memo + 1, put - 1) end
+refresh(KEYS[17], tonumber(ARGV[put]))
+redis.call('DEL', KEYS[5], KEYS[6])
+local slice = {_HASH_VALUES_PER_SLICE}
+for first = 8, 7 + n, slice do
+  redis.call('HSET', KEYS[5], unpack(ARGV, first, math.min(7 + n, first + slice - 1)))
+end
+redis.call('HSET', KEYS[3], 'step', ARGV[i], 'updated_at', ARGV[i + 1])
+local e = i + 3
+for _ = 1, events do
+  redis.call('XADD', KEYS[7], '*', 'type', ARGV[e], 'data', ARGV[e + 1])
+  e = e + 2
+end
+redis.call('DEL', KEYS[1])
+return take_lease(KEYS[8], KEYS[9], ARGV[5], ARGV[6])
+"""
+
+
+@dataclass(frozen=True)
+class KeptAdvance:
+    """What `RunStore.advance_kept` writes for a kept task (`task_id`, whose lease
+    `task_owner` holds) that ended its step `checkpoint_id`: its memo, the put of the next
+    checkpoint, and the next step's record (as `open_step` takes it) whose one task's lease
+    it takes for `next_owner`, for `seconds`. `run_lease`: the run's lease, which must be
+    free."""
+
+    checkpoint_id: str
+    task_id: str
+    task_owner: str
+    run_lease: str
+    memo: PreparedWrites | None
+    put: HeadPut
+    next_checkpoint_id: str
+    tasks: dict[str, dict[str, Any]]
+    context: dict[str, Any]
+    events: Sequence[tuple[str, dict[str, Any]]]
+    next_task_id: str
+    next_owner: str
+    seconds: float
+
+
 @dataclass(frozen=True)
 class HandOver:
     """What `RunStore.open_step` does for a step whose one task its driver keeps: release the
@@ -227,6 +316,7 @@ class RunStore:
         self._claim_to_start = client.register_script(_CLAIM_TO_START)
         self._mark_running = client.register_script(_MARK_RUNNING)
         self._open_step = client.register_script(_OPEN_STEP)
+        self._advance_kept = client.register_script(_ADVANCE_KEPT)
         self.deadlines = Deadlines(client, self.prefix)
 
     @classmethod
@@ -513,20 +603,8 @@ class RunStore:
         the run's look was pushed to the task lease's expiry, in order as `acquire_lease`
         does (so that a lapse is seen). Else 1.
         """
-        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
-        now = time.time()
-        fields: list[Any] = [
-            "total", len(tasks), "left", len(tasks), "opened_at", now,
-            "context", serde.dumps(context, root="context"),
-        ]
-        for tid, info in tasks.items():
-            fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
-        keys = [step_key, self.key(thread_id, "done", run_id, checkpoint_id),
-                self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)]
-        args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
-                           len(events)]
-        for kind, data in events:
-            args += [kind, _event_payload(data)]
+        keys = self._step_keys(thread_id, run_id, checkpoint_id)
+        args = self._step_args(checkpoint_id, tasks, context, events)
         if hand_over is None:
             return int(self._open_step(keys=keys, args=args))
         keys += [self.key(thread_id, "lease", hand_over.run_lease),
@@ -535,6 +613,64 @@ class RunStore:
         ms = int(hand_over.seconds * 1000)
         args += [hand_over.run_owner, hand_over.task_owner, ms]
         return self._after_look(thread_id, run_id, ms, self._open_step, keys, args)
+
+    def _step_keys(self, thread_id: str, run_id: str, checkpoint_id: str) -> list[str]:
+        """A step record's keys, as `_OPEN_STEP` takes them: its hash, its done set, the
+        run's record and its events stream."""
+        return [self.key(thread_id, "step", run_id, checkpoint_id),
+                self.key(thread_id, "done", run_id, checkpoint_id),
+                self.key(thread_id, "run", run_id), self.key(thread_id, "events", run_id)]
+
+    @staticmethod
+    def _step_args(checkpoint_id: str, tasks: dict[str, dict[str, Any]],
+                   context: dict[str, Any],
+                   events: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """A step record's values, as `_OPEN_STEP` takes them."""
+        now = time.time()
+        fields: list[Any] = [
+            "total", len(tasks), "left", len(tasks), "opened_at", now,
+            "context", serde.dumps(context, root="context"),
+        ]
+        for tid, info in tasks.items():
+            fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
+        args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
+                           len(events)]
+        for kind, data in events:
+            args += [kind, _event_payload(data)]
+        return args
+
+    def advance_kept(self, thread_id: str, run_id: str, kept: KeptAdvance) -> int | None:
+        """Save a kept task's memo, the checkpoint that ends its step and the next step's
+        record with its one task's lease, at once (`_ADVANCE_KEPT`, with the crash
+        reasoning): the next task's grant (the saver's caches then learn the put:
+        `RedisSaver.finish_head_put`), or None when nothing was written (the caller goes the
+        long way: memo, count, advance under the run's lease)."""
+        put = kept.put
+        keys = [self.key(thread_id, "lease", kept.task_id),
+                self.key(thread_id, "lease", kept.run_lease),
+                self.key(thread_id, "run", run_id), self.key(thread_id, "active"),
+                *self._step_keys(thread_id, run_id, kept.next_checkpoint_id)[:2],
+                self.key(thread_id, "events", run_id),
+                self.key(thread_id, "lease", kept.next_task_id),
+                self.key(thread_id, "started", kept.next_task_id),
+                kept.memo.keys[0] if kept.memo is not None else put.keys[6], *put.keys]
+        ms = int(kept.seconds * 1000)
+        memo = kept.memo.triples if kept.memo is not None else []
+        args = [kept.task_owner, orjson.dumps(kept.checkpoint_id), run_id,
+                orjson.dumps(RunStatus.RUNNING), kept.next_owner, ms,
+                *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
+                                 kept.events),
+                len(memo), *memo, *put.args]
+        expires = self.deadlines.clock.now_ms() + ms
+
+        def look(pipe: redis.client.Pipeline) -> None:
+            self.deadlines.look_by(thread_id, run_id, expires, pipe)
+
+        def advance(pipe: redis.client.Pipeline) -> None:
+            pipe.evalsha(self._advance_kept.sha, len(keys), *keys, *args)
+
+        found = self._in_order([look, advance], self._advance_kept)[-1]
+        return found if isinstance(found, int) else None
 
     def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
         """Every task of the step reached the broker (a dispatch can die half-way)."""

@@ -26,13 +26,14 @@ from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
 from scheduler import metrics, registry, tracing
+from scheduler.driver import Driver, KeptTask
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
 from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import shadow_name
 from scheduler.records import RunRecord
 from scheduler.resources import Resources
-from scheduler.store import FIRST_START, LeaseWanted, StepView
+from scheduler.store import FIRST_START, STEP_ADVANCED, LeaseWanted, StepView
 from scheduler.streams import Publisher
 from worker.rows import NodeResult, NodeRows, RowRunner
 
@@ -148,12 +149,15 @@ def _take_lease(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
 def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                 task_id: str, owner: str, run: Callable[[], tuple[str, str]], graph: str,
                 span: AbstractContextManager[tracing.NodeSpan],
-                advance_as: str | None) -> int:
+                advance_as: str | None,
+                end_step: Callable[[str, str], int | None] | None = None) -> int:
     """Run a task whose lease `owner` holds, kept by this process's liveness and under its
     trace `span`, then count it (and hand the lease back) in one step; `run` returns its node
     and outcome. If counting it fails, the lease is given back rather than left to lapse:
     a lease the liveness adopted would not lapse while this process lives. `advance_as`:
-    the owner for the run's lease, taken as the task is counted if it completes the step."""
+    the owner for the run's lease, taken as the task is counted if it completes the step.
+    `end_step`: tried first with the node and outcome (`InPlaceEnd`); what it returns, if
+    not None, is the result, the lease handed back by it."""
     beat = Heartbeat(res.store, thread_id, run_id, task_id, owner, res.settings.lease_seconds,
                      hand_over=True)
     with beat, span as traced:
@@ -161,13 +165,15 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
         node, outcome = run()
         metrics.node_ran(graph, node, outcome, time.perf_counter() - began)
         traced.ran(node, outcome)
-    res.settings.faults.maybe_crash("memo_saved")
     try:
-        wanted = None if advance_as is None else LeaseWanted(
-            run_lease(run_id), advance_as, res.settings.lease_seconds)
-        finished = res.store.finish_task(thread_id, run_id, checkpoint_id, task_id,
-                                         lease_owner=owner, run_lease=wanted, node=node,
-                                         outcome=outcome, worker=_worker_name())
+        finished = None if end_step is None else end_step(node, outcome)
+        if finished is None:
+            res.settings.faults.maybe_crash("memo_saved")
+            wanted = None if advance_as is None else LeaseWanted(
+                run_lease(run_id), advance_as, res.settings.lease_seconds)
+            finished = res.store.finish_task(thread_id, run_id, checkpoint_id, task_id,
+                                             lease_owner=owner, run_lease=wanted, node=node,
+                                             outcome=outcome, worker=_worker_name())
     except BaseException:
         with contextlib.suppress(redis.RedisError):
             beat.give_back()
@@ -278,14 +284,16 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
                     graph: str, trace_parent: str | None,
                     publisher: Publisher | None = None,
                     lease: tuple[str, int] | None = None,
-                    advance_as: str | None = None) -> int | None:
+                    advance_as: str | None = None,
+                    in_place: InPlaceEnd | None = None) -> int | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
     advance's own loop: no reload of what it holds in memory. As `execute_node` returns;
     None when another worker took the task meanwhile (this one stalled past the lease): what
     that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
     `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it;
     `publisher`: where the loop streams, when the run streams. `lease`: the task's lease
-    owner and grant, when the advance took it as it opened the step."""
+    owner and grant, when the advance took it as it opened the step. `in_place`: ends the
+    task's step in one script if it can (STEP_ADVANCED, its next task in `in_place.next`)."""
     store = res.store
     owner, grant = lease or _take_lease(res, thread_id, run_id, checkpoint_id, task.id)
     if not grant:
@@ -306,8 +314,50 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     span = tracing.node_span(graph, thread_id, run_id, checkpoint_id, task.id,
                              run_traceparent=None, kept_by=trace_parent)
+    end_step = None
+    if in_place is not None:
+        in_place.begin(owner)
+        end_step = in_place.end
     return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run, graph, span,
-                       advance_as)
+                       advance_as, end_step)
+
+
+class InPlaceEnd:
+    """Ends the step of a kept task (`KeptTask.advances_in_place`) in one script
+    (`Driver.advance_kept`): its memo and the next checkpoint are held back by its saver
+    while it runs, and go with the next step's record when that step is again one task to
+    run here. Otherwise the memo is written as it would have been, and the task is counted
+    and its run advanced the long way: with a fresh loop (`loop_spent`) if the attempt got
+    as far as changing the kept one."""
+
+    def __init__(self, res: Resources, app: Any, kept: KeptTask, run_here: str | None) -> None:
+        self.res, self.app, self.kept, self.run_here = res, app, kept, run_here
+        self.owner = ""
+        self.next: KeptTask | None = None
+        self.loop_spent = False
+
+    def begin(self, owner: str) -> None:
+        """The task is about to run under `owner`'s lease: hold its memo back."""
+        self.owner = owner
+        assert self.kept.saver is not None
+        self.kept.saver.defer(self.kept.task_id)
+
+    def end(self, node: str, outcome: str) -> int | None:
+        kept = self.kept
+        assert kept.saver is not None and kept.loop is not None
+        if outcome == "finished":
+            self.loop_spent = True
+            event = {"task_id": kept.task_id, "node": node, "outcome": outcome,
+                     "worker": _worker_name()}
+            driver = Driver(self.res, self.app, run_here=self.run_here)
+            self.next = driver.advance_kept(kept, self.owner, event)
+            if self.next is not None:
+                self.res.settings.faults.maybe_crash("memo_saved")
+                return STEP_ADVANCED
+        kept.saver.write_deferred_memo()
+        if self.loop_spent:
+            kept.loop.close(None)
+        return None
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.

@@ -31,7 +31,7 @@ from scheduler.protocol import (
 )
 from scheduler.resources import Resources, resources
 from scheduler.store import STEP_COMPLETED_AND_LEASED, StepView
-from worker.node import execute_node, execute_planned, prefetch_step
+from worker.node import InPlaceEnd, execute_node, execute_planned, prefetch_step
 from worker.rows import NodeRows
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,20 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
         lease = None if kept is None else kept.lease
         if kept is not None and kept.loop is not None and kept.task is not None:
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
+            in_place = InPlaceEnd(res, app, kept, run_here) if kept.advances_in_place else None
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
                                        kept.loop, row, graph=kept.graph,
                                        trace_parent=kept.trace_parent,
                                        publisher=kept.publisher, lease=lease,
-                                       advance_as=advance_as)
+                                       advance_as=advance_as, in_place=in_place)
             if finished is None:  # taken before: its own loop is stale, its lease given back
                 kept, lease = None, None
+            elif in_place is not None and in_place.next is not None:
+                kept = in_place.next
+                checkpoint_id, task_id, path = kept.checkpoint_id, kept.task_id, kept.path
+                continue
+            elif in_place is not None and in_place.loop_spent:
+                kept = None  # the long way from here, on a fresh loop
         if finished is None:
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
                                     prefetched, rows,

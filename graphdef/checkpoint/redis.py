@@ -84,7 +84,7 @@ _WRITES_PER_SLICE = 1000  # writes a put_writes script reads and sets per comman
 _FAST_PUT_MAX_BLOBS = 1000  # a put storing more blobs goes the WATCH way
 
 # Re-expires every key of a thread (``refresh``), shared by the scripts that write.
-_REFRESH = """
+REFRESH_FN = """
 local function refresh(index, ms)
   if ms > 0 then
     for _, key in ipairs(redis.call('SMEMBERS', index)) do
@@ -96,88 +96,106 @@ end
 """
 
 # KEYS[1] thread index; ARGV[1] ttl in ms.
-_TOUCH_LUA = _REFRESH + "refresh(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
+_TOUCH_LUA = REFRESH_FN + "refresh(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
 
-# KEYS[1] writes hash, KEYS[2] thread index; ARGV[1] ttl in ms (0: none), then triples of
-# (field, '1' to overwrite an existing value, record). A new field gets the next insertion
-# number; an overwritten one keeps its number, so reads keep the order tasks first wrote in.
-# The first memo wins: a field already there is left alone unless flagged. One read of the
-# fields and one HSET, whatever the number of writes (one HSETNX for a lone write that must
-# not overwrite); the hash is listed in the thread's index by the call that creates it (a
-# hash that exists is listed already).
-_PUT_WRITES_LUA = (
-    _REFRESH
-    + f"""
-local writes, index = KEYS[1], KEYS[2]
-local seq = redis.call('HLEN', writes)
-local created = seq == 0
--- In slices: Lua's unpack takes a few thousand values at most.
-for first = 2, #ARGV, 3 * {_WRITES_PER_SLICE} do
-  local last = math.min(#ARGV, first + 3 * {_WRITES_PER_SLICE} - 1)
-  local fields = {{}}
-  for i = first, last, 3 do fields[#fields + 1] = ARGV[i] end
-  if not created and #fields == 1 and ARGV[first + 1] ~= '1' then
-    -- One write that must not overwrite (most of a fan-out's tasks): one HSETNX.
-    local record = string.format('%0{_SEQ_WIDTH}d', seq) .. ARGV[first + 2]
-    seq = seq + redis.call('HSETNX', writes, fields[1], record)
-    fields = {{}}
-  end
-  local old = (created or #fields == 0) and {{}} or redis.call('HMGET', writes, unpack(fields))
-  local set = {{}}
-  for j, field in ipairs(fields) do
-    local i = first + (j - 1) * 3
-    if not old[j] then
-      set[#set + 1] = field
-      set[#set + 1] = string.format('%0{_SEQ_WIDTH}d', seq) .. ARGV[i + 2]
-      seq = seq + 1
-    elseif ARGV[i + 1] == '1' then
-      set[#set + 1] = field
-      set[#set + 1] = string.sub(old[j], 1, {_SEQ_WIDTH}) .. ARGV[i + 2]
+# Saves one checkpoint's pending writes: the writes hash, the thread index, and the triples
+# (field, '1' to overwrite an existing value, record) in ARGV[first..last]. A new field gets the
+# next insertion number; an overwritten one keeps its number, so reads keep the order tasks
+# first wrote in. The first memo wins: a field already there is left alone unless flagged.
+# One read of the fields and one HSET, whatever the number of writes (one HSETNX for a lone
+# write that must not overwrite); the hash is listed in the thread's index by the call that
+# creates it (a hash that exists is listed already). A function, so that a script of the
+# scheduler's that saves a memo with other writes (`scheduler.store`) runs the same code.
+PUT_WRITES_FN = f"""
+local function put_writes(writes, index, first, last)
+  local seq = redis.call('HLEN', writes)
+  local created = seq == 0
+  -- In slices: Lua's unpack takes a few thousand values at most.
+  for from = first, last, 3 * {_WRITES_PER_SLICE} do
+    local to = math.min(last, from + 3 * {_WRITES_PER_SLICE} - 1)
+    local fields = {{}}
+    for i = from, to, 3 do fields[#fields + 1] = ARGV[i] end
+    if not created and #fields == 1 and ARGV[from + 1] ~= '1' then
+      -- One write that must not overwrite (most of a fan-out's tasks): one HSETNX.
+      local record = string.format('%0{_SEQ_WIDTH}d', seq) .. ARGV[from + 2]
+      seq = seq + redis.call('HSETNX', writes, fields[1], record)
+      fields = {{}}
     end
+    local old = (created or #fields == 0) and {{}} or redis.call('HMGET', writes, unpack(fields))
+    local set = {{}}
+    for j, field in ipairs(fields) do
+      local i = from + (j - 1) * 3
+      if not old[j] then
+        set[#set + 1] = field
+        set[#set + 1] = string.format('%0{_SEQ_WIDTH}d', seq) .. ARGV[i + 2]
+        seq = seq + 1
+      elseif ARGV[i + 1] == '1' then
+        set[#set + 1] = field
+        set[#set + 1] = string.sub(old[j], 1, {_SEQ_WIDTH}) .. ARGV[i + 2]
+      end
+    end
+    if #set > 0 then redis.call('HSET', writes, unpack(set)) end
   end
-  if #set > 0 then redis.call('HSET', writes, unpack(set)) end
+  if created then redis.call('SADD', index, writes) end
 end
-if created then redis.call('SADD', index, writes) end
-refresh(index, tonumber(ARGV[1]))
+"""
+
+# KEYS[1] writes hash, KEYS[2] thread index; ARGV[1] ttl in ms (0: none), then the triples.
+_PUT_WRITES_LUA = (
+    REFRESH_FN
+    + PUT_WRITES_FN
+    + """
+put_writes(KEYS[1], KEYS[2], 2, #ARGV)
+refresh(KEYS[2], tonumber(ARGV[1]))
 return 1
 """
 )
 
 # The put of a checkpoint whose parent is the namespace's head and whose channel refs the
 # writer already knows (`_RefsCache`), or of a namespace's first checkpoint: checks and
-# writes in one script, no WATCH round trips. KEYS cps, cp, meta, refs, blob, latest, index,
-# then the guard key if any. ARGV: ttl in ms, expected head ('' for none), guard value,
-# checkpoint id, checkpoint, metadata, refs row, the number of delta bases that must be
-# stored and those blob fields, then (blob field, record, latest field, digest) per blob.
-# Returns 'ok'; 'guard' (the guard key holds another value); {'head', newest id}; or 'base'
-# (a delta base is gone: the caller puts the slow way). A namespace with a head has its keys
-# in the index already (its first put listed them).
+# writes in one script, no WATCH round trips. KEYS[k..k+6]: cps, cp, meta, refs, blob, latest,
+# index, then at k+7 the guard key if `guarded`. ARGV[a..]: ttl in ms, expected head ('' for
+# none), guard value, checkpoint id, checkpoint, metadata, refs row, the number of delta bases
+# that must be stored and those blob fields, then (blob field, record, latest field, digest)
+# per blob, to ARGV[last]. Returns 'ok'; 'guard' (the guard key holds another value);
+# {'head', newest id}; or 'base' (a delta base is gone: the caller puts the slow way); every
+# check is made before the first write. A namespace with a head has its keys in the index
+# already (its first put listed them). A function, for the scheduler's scripts that write a
+# checkpoint with other writes (`scheduler.store`).
+PUT_CHILD_OF_HEAD_FN = """
+local function put_child_of_head(k, guarded, a, last)
+  local cps, cp, meta, refs, blobs, latest, index = unpack(KEYS, k, k + 6)
+  if guarded and redis.call('GET', KEYS[k + 7]) ~= ARGV[a + 2] then return 'guard' end
+  local newest = redis.call('ZREVRANGE', cps, 0, 0)
+  if (newest[1] or '') ~= ARGV[a + 1] then return {'head', newest[1] or false} end
+  local bases = tonumber(ARGV[a + 7])
+  for i = a + 8, a + 7 + bases do
+    if redis.call('HEXISTS', blobs, ARGV[i]) == 0 then return 'base' end
+  end
+  if ARGV[a + 1] == '' then redis.call('SADD', index, cps, cp, meta, refs, blobs, latest) end
+  local digests = {}
+  for i = a + 8 + bases, last, 4 do
+    redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
+    digests[#digests + 1] = ARGV[i + 2]
+    digests[#digests + 1] = ARGV[i + 3]
+  end
+  if #digests > 0 then redis.call('HSET', latest, unpack(digests)) end
+  local id = ARGV[a + 3]
+  redis.call('HSET', cp, id, ARGV[a + 4])
+  redis.call('HSET', meta, id, ARGV[a + 5])
+  redis.call('HSET', refs, id, ARGV[a + 6])
+  redis.call('ZADD', cps, 0, id)
+  return 'ok'
+end
+"""
+
 _PUT_CHILD_OF_HEAD_LUA = (
-    _REFRESH
+    REFRESH_FN
+    + PUT_CHILD_OF_HEAD_FN
     + """
-local cps, cp, meta, refs, blobs, latest, index = unpack(KEYS, 1, 7)
-if KEYS[8] and redis.call('GET', KEYS[8]) ~= ARGV[3] then return 'guard' end
-local newest = redis.call('ZREVRANGE', cps, 0, 0)
-if (newest[1] or '') ~= ARGV[2] then return {'head', newest[1] or false} end
-if ARGV[2] == '' then redis.call('SADD', index, cps, cp, meta, refs, blobs, latest) end
-local bases = tonumber(ARGV[8])
-for i = 9, 8 + bases do
-  if redis.call('HEXISTS', blobs, ARGV[i]) == 0 then return 'base' end
-end
-local digests = {}
-for i = 9 + bases, #ARGV, 4 do
-  redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
-  digests[#digests + 1] = ARGV[i + 2]
-  digests[#digests + 1] = ARGV[i + 3]
-end
-if #digests > 0 then redis.call('HSET', latest, unpack(digests)) end
-local id = ARGV[4]
-redis.call('HSET', cp, id, ARGV[5])
-redis.call('HSET', meta, id, ARGV[6])
-redis.call('HSET', refs, id, ARGV[7])
-redis.call('ZADD', cps, 0, id)
-refresh(index, tonumber(ARGV[1]))
-return 'ok'
+local done = put_child_of_head(1, KEYS[8] ~= nil, 1, #ARGV)
+if done == 'ok' then refresh(KEYS[7], tonumber(ARGV[1])) end
+return done
 """
 )
 
@@ -510,6 +528,28 @@ def _parse_write(field: bytes, record: bytes) -> tuple[bytes, StoredWrite]:
     ):
         raise CorruptStorageError(f"header of pending write {field!r} is not [channel, path]")
     return seq, (task_id, idx, header[0], record[newline + 1 :])
+
+
+
+@dataclass(frozen=True)
+class HeadPut:
+    """A checkpoint put on a known head, as `PUT_CHILD_OF_HEAD_FN`'s keys (7) and arguments
+    (ttl, head, guard value: left empty, for the caller to fill, then the rest)."""
+
+    keys: list[str]
+    args: list[Any]
+    prepared: PreparedPut
+    refs: dict[str, BlobRef]
+    head: str | None
+
+
+@dataclass(frozen=True)
+class PreparedWrites:
+    """Pending writes as `PUT_WRITES_FN` takes them: the writes hash and the thread index,
+    and the (field, overwrite flag, record) triples."""
+
+    keys: list[str]
+    triples: list[Any]
 
 
 @dataclass(frozen=True)
@@ -882,6 +922,28 @@ class RedisSaver(BaseCheckpointSaver):
         (`head` None), in one script (no WATCH, MULTI and reads first: a chain of steps pays
         one round trip per checkpoint); None when it cannot go this way (refs not known, a
         channel left to look up, a delta base gone), and the caller puts the WATCH way."""
+        put = self._head_put(keys, prepared, head)
+        if put is None:
+            return None
+        found = self._put_child_of_head(
+            keys=[*put.keys, *([guard[0]] if guard is not None else [])],
+            args=[*put.args[:2], guard[1] if guard is not None else "", *put.args[3:]],
+        )
+        return self.finish_head_put(put, found, guard)
+
+    def prepare_head_put(self, config: Config, checkpoint: Checkpoint,
+                         metadata: CheckpointMetadata, new_versions: dict[str, int],
+                         head: str | None) -> HeadPut | None:
+        """`put_if_head` on `head`, prepared to run as `PUT_CHILD_OF_HEAD_FN` inside a
+        caller's own script (with writes of its own, in one atomic step), then handed to
+        `finish_head_put`; None when it cannot go that way (see `_put_on_known_head`)."""
+        prepared = self._prepare_put(config, checkpoint, metadata, new_versions)
+        if prepared.target.checkpoint_id != head:
+            return None
+        return self._head_put(self._keys(prepared.target.thread_id, prepared.target.ns),
+                              prepared, head)
+
+    def _head_put(self, keys: _Keys, prepared: PreparedPut, head: str | None) -> HeadPut | None:
         target = prepared.target
         parent_refs = {} if head is None else self._known_refs.get(target.thread_id,
                                                                    target.ns, head)
@@ -904,22 +966,28 @@ class RedisSaver(BaseCheckpointSaver):
             if blob is not None:
                 stored += [_blob_field(blob.channel, blob.ref), _blob_record(blob),
                            f"{blob.version}:{blob.channel}", blob.digest]
-        found = self._put_child_of_head(
-            keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob, keys.latest, keys.index,
-                  *([guard[0]] if guard is not None else [])],
-            args=[self._ttl_ms, head or "", guard[1] if guard is not None else "",
-                  prepared.checkpoint_id, prepared.checkpoint, prepared.metadata,
-                  _refs_row(head, refs), len(bases), *bases, *stored],
-        )
+        return HeadPut(
+            keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob, keys.latest, keys.index],
+            args=[self._ttl_ms, head or "", "", prepared.checkpoint_id, prepared.checkpoint,
+                  prepared.metadata, _refs_row(head, refs), len(bases), *bases, *stored],
+            prepared=prepared, refs=refs, head=head)
+
+    def finish_head_put(self, put: HeadPut, found: Any,
+                        guard: tuple[str, str] | None = None) -> Config | None:
+        """What `PUT_CHILD_OF_HEAD_FN` returned, made the put's result: its config once stored
+        (the caches learn it), None for a delta base gone (put the slow way), or the
+        `StaleCheckpointError` of a moved head or a lost `guard`."""
+        target = put.prepared.target
         if found == b"base":
             return None
         if found == b"guard" and guard is not None:
             raise _lost_lease(target, guard)
         if isinstance(found, list):
             newest = found[1]
-            raise _moved_head(target, None if newest is None else _decode_id(newest, keys.cps),
-                              head)
-        return self._stored(prepared, prepared.blobs, refs)
+            cps = put.keys[0]
+            raise _moved_head(target, None if newest is None else _decode_id(newest, cps),
+                              put.head)
+        return self._stored(put.prepared, put.prepared.blobs, put.refs)
 
     def _resolve(
         self, pipe: redis.client.Pipeline, keys: _Keys, prepared: PreparedPut
@@ -978,15 +1046,33 @@ class RedisSaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
+        prepared = self.prepare_writes(config, writes, task_id, task_path)
+        if prepared is not None:
+            self.write_prepared(prepared)
+
+    def write_prepared(self, prepared: PreparedWrites) -> None:
+        """Store writes `prepare_writes` made ready, as `put_writes` does."""
+        self._put_writes(keys=prepared.keys, args=[self._ttl_ms, *prepared.triples])
+
+    def prepare_writes(self, config: Config, writes: Sequence[tuple[str, Any]], task_id: str,
+                       task_path: str = "") -> PreparedWrites | None:
+        """`put_writes`, prepared to run as `PUT_WRITES_FN` inside a caller's own script;
+        None when there is nothing to store."""
         target, encoded = self._prepare_writes_for(config, writes)
         if not encoded:
-            return
+            return None
         keys = self._keys(target.thread_id, target.ns)
-        args: list[Any] = [self._ttl_ms]
+        triples: list[Any] = []
         for idx, channel, data in encoded:
             header = orjson.dumps([channel, task_path])  # JSON has no raw newline
-            args += [f"{idx}:{task_id}", "1" if idx < 0 else "0", header + b"\n" + data]
-        self._put_writes(keys=[keys.writes + target.checkpoint_id, keys.index], args=args)
+            triples += [f"{idx}:{task_id}", "1" if idx < 0 else "0", header + b"\n" + data]
+        return PreparedWrites(keys=[keys.writes + target.checkpoint_id, keys.index],
+                              triples=triples)
+
+    @property
+    def ttl_ms(self) -> int:
+        """The lifetime its scripts give a thread's keys on each write (0: none)."""
+        return self._ttl_ms
 
     # ------------------------------------------------------------------------- retention
 
