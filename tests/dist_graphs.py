@@ -301,3 +301,17 @@ def _talker() -> Any:
 
 
 talker = _talker()
+
+
+def straight_builder(length: int) -> Any:
+    """`s0` -> `s1` -> ... : one node a step, every step kept and run in place."""
+    builder = StateGraph(Log)
+    names = [f"s{i}" for i in range(length)]
+    for name in names:
+        builder.add_node(name, step(name))
+    for first, then in zip([START, *names], [*names, END], strict=True):
+        builder.add_edge(first, then)
+    return builder
+
+
+straight = straight_builder(8).compile()

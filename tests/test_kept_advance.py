@@ -1,0 +1,167 @@
+"""A kept task's step ended in one script (`RunStore.advance_kept`, `Driver.advance_kept`).
+
+On a real Redis: the script writes the memo, the next checkpoint and the next step's record
+with its task's lease, or, when any of its checks fails, nothing at all. On real workers: a
+chain run in place goes that way (its steps have no done set: nobody counted them) and ends
+as in-process, with the same history and memos.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from graphdef.checkpoint.base import empty_checkpoint
+from graphdef.checkpoint.memory import InMemorySaver
+from graphdef.checkpoint.redis import RedisSaver
+from scheduler.records import RunRecord, RunStatus
+from scheduler.store import FIRST_START, KeptAdvance, RunStore
+from tests.cluster import Cluster
+from tests.dist_graphs import straight_builder
+from tests.test_distributed import runs
+
+THREAD, RUN = "kept", "r1"
+TASK, NEXT = "task-a", "task-b"
+
+
+def config(checkpoint_id: str | None = None) -> dict:
+    conf = {"thread_id": THREAD, "checkpoint_ns": ""}
+    if checkpoint_id is not None:
+        conf["checkpoint_id"] = checkpoint_id
+    return {"configurable": conf}
+
+
+def checkpoint(checkpoint_id: str, value: int) -> dict:
+    cp = empty_checkpoint()
+    cp.update(id=checkpoint_id, channel_values={"x": value}, channel_versions={"x": value})
+    return cp
+
+
+@pytest.fixture
+def setup(redis_server):
+    """A run on step `c1` (the thread's head) whose one task `TASK` holds its lease; the
+    store, the saver, and the arguments of the advance that ends the step."""
+    client = redis_server.client()
+    for key in client.scan_iter(match="cg:{kept}*"):
+        client.delete(key)
+    saver, store = RedisSaver(client), RunStore(client)
+    saver.put(config(), checkpoint("c1", 1), {"step": 0}, {"x": 1})
+    store.create_run(RunRecord(THREAD, RUN, "g", RunStatus.RUNNING, step="c1"), None)
+    store.claim_thread(THREAD, RUN)
+    assert store.acquire_lease(THREAD, TASK, "owner", 30, run_id=RUN) == FIRST_START
+
+    def advance() -> KeptAdvance:
+        return KeptAdvance(
+            checkpoint_id="c1", task_id=TASK, task_owner="owner", run_lease=f"run-{RUN}",
+            memo=saver.prepare_writes(config("c1"), [("x", 2)], TASK),
+            put=saver.prepare_head_put(config("c1"), checkpoint("c2", 2), {"step": 1},
+                                       {"x": 2}, "c1"),
+            next_checkpoint_id="c2", tasks={NEXT: {"node": "b", "queue": "q"}},
+            context={"resuming": False}, events=[("task_finished", {"task_id": TASK})],
+            next_task_id=NEXT, next_owner="next-owner", seconds=30)
+
+    yield store, saver, advance
+
+
+def thread_keys(store: RunStore) -> dict[bytes, bytes]:
+    """Every key of the thread, dumped (the deadlines index lives elsewhere)."""
+    return {k: store.r.dump(k) for k in sorted(store.r.scan_iter(match="cg:{kept}*"))}
+
+
+def test_it_writes_memo_checkpoint_step_and_the_next_tasks_lease_at_once(setup):
+    store, saver, advance = setup
+    assert store.advance_kept(THREAD, RUN, advance()) == FIRST_START
+    assert saver.head(THREAD) == "c2"
+    assert saver.get_tuple(config("c2")).checkpoint["channel_values"] == {"x": 2}
+    memo = saver.get_tuple(config("c1")).pending_writes
+    assert [(t, c, v) for t, c, v in memo] == [(TASK, "x", 2)]
+    assert store.run(THREAD, RUN).step == "c2"
+    assert store.r.get(store.key(THREAD, "lease", NEXT)) == b"next-owner"
+    assert not store.r.exists(store.key(THREAD, "lease", TASK))
+    assert store.step_view(THREAD, RUN, "c2", [NEXT]).dispatched == {NEXT}
+    assert [kind for _, kind, _ in store.events(THREAD, RUN)] == ["task_finished"]
+
+
+def refuse_lease_lost(store, saver):
+    store.r.set(store.key(THREAD, "lease", TASK), "another")
+
+
+def refuse_lease_lapsed(store, saver):
+    store.r.delete(store.key(THREAD, "lease", TASK))
+
+
+def refuse_run_lease_held(store, saver):
+    store.r.set(store.key(THREAD, "lease", f"run-{RUN}"), "a driver")
+
+
+def refuse_cancelled(store, saver):
+    store.update_run(THREAD, RUN, status=RunStatus.CANCELLED)
+
+
+def refuse_stop_requested(store, saver):
+    store.update_run(THREAD, RUN, stop_requested="r2")
+
+
+def refuse_other_step(store, saver):
+    store.update_run(THREAD, RUN, step="c0")
+
+
+def refuse_thread_not_the_runs(store, saver):
+    store.r.set(store.key(THREAD, "active"), "r2")
+
+
+def refuse_head_moved(store, saver):
+    saver.put(config("c1"), checkpoint("c9", 9), {"step": 1}, {"x": 9})
+
+
+@pytest.mark.parametrize("change", [
+    refuse_lease_lost, refuse_lease_lapsed, refuse_run_lease_held, refuse_cancelled,
+    refuse_stop_requested, refuse_other_step, refuse_thread_not_the_runs, refuse_head_moved,
+])
+def test_a_failed_check_writes_nothing(setup, change):
+    store, saver, advance = setup
+    prepared = advance()
+    change(store, saver)
+    before = thread_keys(store)
+    assert store.advance_kept(THREAD, RUN, prepared) is None
+    assert thread_keys(store) == before
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server, tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
+    cluster.start("worker1", concurrency=2)
+    cluster.start_scheduler()
+    yield cluster
+    cluster.stop()
+
+
+def history(graph_or_client, thread_id: str) -> list:
+    """What a history holds, bar ids and times: values, next, step, and each task's result."""
+    return [(s.values, s.next, s.metadata["source"], s.metadata["step"],
+             [(t.name, t.result) for t in s.tasks])
+            for s in graph_or_client.get_state_history({"configurable": {"thread_id": thread_id}}
+                                                       if hasattr(graph_or_client, "invoke")
+                                                       else thread_id)]
+
+
+def test_a_chain_run_in_place_ends_its_steps_in_one_script(cluster, redis_server, monkeypatch):
+    client = cluster.client()
+    handle = client.submit("tests.dist_graphs:straight", {"log": []}, thread_id="straight")
+    names = [f"s{i}" for i in range(8)]
+    assert handle.result(timeout=60) == {"log": names}
+    assert runs(redis_server, "straight") == dict.fromkeys(names, 1)
+    store = RunStore(redis_server.client())
+    steps = [s.config["configurable"]["checkpoint_id"]
+             for s in client.get_state_history("straight")]
+    counted = [cp for cp in steps
+               if store.r.exists(store.key("straight", "done", handle.id, cp))]
+    # The first node's step is counted (its task came in a message, not kept) and so is
+    # the last's (the run ends there): every step between ended in its kept task's script.
+    assert len(counted) == 2, counted
+    kinds = [e.type for e in handle.events()]
+    assert kinds.count("task_finished") == 8 and kinds.count("dispatched") == 8
+
+    monkeypatch.setenv("CELERYGRAPH_STORE_URL", redis_server.url)
+    local = straight_builder(8).compile(checkpointer=InMemorySaver())
+    local.invoke({"log": []}, {"configurable": {"thread_id": "straight-local"}})
+    assert history(client, "straight") == history(local, "straight-local")
