@@ -85,11 +85,12 @@ class KeptTask:
     @property
     def advances_in_place(self) -> bool:
         """Whether its step can end in one script (`Driver.advance_kept`): a warm loop, a
-        lease taken for the task's first start, and no stream to write before the
-        checkpoint (a streaming run's chunks go the long way)."""
+        lease taken for the task's first start, and a streaming run's chunks at hand (its
+        publisher holds them back to go with the step's writes)."""
         return (self.loop is not None and self.task is not None and self.saver is not None
                 and self.lease is not None and self.lease[1] == FIRST_START
-                and self.run is not None and not self.run.stream_modes)
+                and self.run is not None
+                and (self.publisher is not None) == bool(self.run.stream_modes))
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ class Driver:
         from the held-back memo on, with a fresh loop. `finished`: the task's
         `task_finished` event. Needs no run lease (the task's is the fence), so none is
         taken: three round trips fewer a step than `advance` after counting."""
-        loop, saver, run = kept.loop, kept.saver, kept.run
+        loop, saver, run, publisher = kept.loop, kept.saver, kept.run, kept.publisher
         assert loop is not None and saver is not None and run is not None
         assert saver.deferred is not None
         step = loop.step
@@ -267,6 +268,8 @@ class Driver:
             loop.set_resuming(kept.resuming)
             if not loop.prepare_step() or any(not t.writes for t in loop.tasks.values()):
                 return None
+            if publisher is not None:
+                publisher.discard()  # the step's plan, streamed when it was dispatched
             loop.finish_step()
             if not loop.prepare_step():
                 return None
@@ -279,6 +282,8 @@ class Driver:
             return None
         task, checkpoint_id = todo[0], loop.checkpoint["id"]
         infos = self._task_infos(run, todo)
+        if publisher is not None:
+            publisher.publish_once(f"dispatch:{checkpoint_id}")
         metrics.superstep(run.graph)
         with tracing.superstep_span(run.graph, run.thread_id, run.run_id, loop.step,
                                     checkpoint_id, run.traceparent) as traceparent:
@@ -292,14 +297,17 @@ class Driver:
                         ("step", {"step": step, "checkpoint_id": checkpoint_id}),
                         ("dispatched", {"step": loop.step, "tasks": [task.name]})],
                 next_task_id=task.id, next_owner=next_owner,
-                seconds=self.res.settings.lease_seconds))
+                seconds=self.res.settings.lease_seconds,
+                chunks=publisher.held or () if publisher is not None else ()))
         if grant is None:
             return None
         saver.deferred_written()
+        if publisher is not None:
+            publisher.held = None
         return KeptTask(checkpoint_id, task.id, list(task.path), infos[task.id]["shadow"],
                         graph=run.graph, trace_parent=traceparent, loop=loop, task=task,
-                        saver=saver, lease=(next_owner, grant), resuming=bool(loop.resuming),
-                        run=run)
+                        saver=saver, publisher=publisher, lease=(next_owner, grant),
+                        resuming=bool(loop.resuming), run=run)
 
     # ---- the drive ------------------------------------------------------------------------
 

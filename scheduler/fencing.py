@@ -113,6 +113,8 @@ class FencedSaver(DelegatingSaver):
         expected = config["configurable"].get("checkpoint_id") or None
         if self._head_once is not None:
             (expected,), self._head_once = self._head_once, None
+        if self.before_put is not None:
+            self.before_put(expected)
         held = self.deferred
         if held is not None and held.memo_seen and not held.put_seen and not (
                 config["configurable"].get("checkpoint_ns")):
@@ -121,7 +123,5 @@ class FencedSaver(DelegatingSaver):
                                                    expected)
             conf = config["configurable"]
             return checkpoint_config(conf["thread_id"], "", checkpoint["id"])
-        if self.before_put is not None:
-            self.before_put(expected)
         return self.saver.put_if_head(config, checkpoint, metadata, new_versions,
                                       expected_head=expected, guard=self.lease)

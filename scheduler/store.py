@@ -36,7 +36,14 @@ from graphdef.checkpoint.redis import (
 from graphdef.redis_client import connect, is_cluster, with_own_pool
 from scheduler.deadlines import FIRST_LOOK_MS, SHARDS, Deadlines, shard_of
 from scheduler.records import SETTLED, TERMINAL, RunRecord, RunStatus
-from scheduler.streams import DEFAULT_MAX_LEN, DEFAULT_TTL, ChunkStream, end_fields
+from scheduler.streams import (
+    DEFAULT_MAX_LEN,
+    DEFAULT_TTL,
+    PUBLISH_ONCE_FN,
+    ChunkStream,
+    encode_entries,
+    end_fields,
+)
 
 # KEYS: done set, step hash, events stream, the task's lease, and the run's lease when the
 # caller would advance the run. ARGV: task id, now, event payload, lease owner ('' to leave
@@ -187,16 +194,26 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # the head as every put does. Every check comes before the first write, so a refusal stores
 # nothing, and a crash before the script is a crash before the memo: the task runs again.
 #
+# The ended step's record goes (its task was never counted in it): a sweeper that read the
+# run on that step just before finds no task of it to send again, and a message for its task
+# that comes late finds it not dispatched. Were the record left, the task would look lost
+# (uncounted, its lease gone) and run again. The new step's keys are deleted too, in the same
+# command, as `_OPEN_STEP` does.
+#
 # KEYS: the task's lease, the run's lease, the run's record, the thread's active run, the next
 # step's hash and done set, the events stream, the next task's lease and started marker, the
-# memo's writes hash, then the checkpoint's 7 keys (`PUT_CHILD_OF_HEAD_FN`). ARGV: the task's
+# memo's writes hash, the checkpoint's 7 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
+# stream and its published set, then the ended step's hash and done set. ARGV: the task's
 # owner, the run's step as stored, the run id, the running status as stored, the next task's
 # owner and its lease's milliseconds, then the step's values as `_OPEN_STEP` takes them (the
 # number of hash values, those, the next step, updated_at, the number of events, events), the
-# number of memo values and those (`PUT_WRITES_FN`), then the put's arguments to the end.
-# Returns the next task's grant as `_ACQUIRE_LEASE` does, or why nothing was written:
-# 'lease', 'run', 'guard', 'base' or {'head', newest}.
-_ADVANCE_KEPT = REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + _TAKE_LEASE + f"""
+# number of memo values and those (`PUT_WRITES_FN`), the number of chunk batches, the
+# stream's length cap, and per batch its key, its number of entries and those
+# (`PUBLISH_ONCE_FN`: the task's closing chunks, the step's, the next step's plan), then the
+# put's arguments to the end. Returns the next task's grant as `_ACQUIRE_LEASE` does, or why
+# nothing was written: 'lease', 'run', 'guard', 'base' or {'head', newest}.
+_ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONCE_FN + _TAKE_LEASE
+                 + f"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'run' end
 local run = redis.call('HMGET', KEYS[3], 'status', 'step', 'stop_requested')
@@ -208,12 +225,22 @@ local n = tonumber(ARGV[7])
 local i = 8 + n
 local events = tonumber(ARGV[i + 2])
 local memo = i + 3 + 2 * events
-local put = memo + 1 + tonumber(ARGV[memo])
+local chunks = memo + 1 + tonumber(ARGV[memo])
+local batches = {{}}
+local put = chunks + 2
+for _ = 1, tonumber(ARGV[chunks]) do
+  batches[#batches + 1] = put
+  put = put + 2 + tonumber(ARGV[put + 1])
+end
 local done = put_child_of_head(11, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if put > memo + 1 then put_writes(KEYS[10], KEYS[17], memo + 1, put - 1) end
+if chunks > memo + 1 then put_writes(KEYS[10], KEYS[17], memo + 1, chunks - 1) end
 refresh(KEYS[17], tonumber(ARGV[put]))
-redis.call('DEL', KEYS[5], KEYS[6])
+for _, at in ipairs(batches) do
+  publish_once(KEYS[18], KEYS[19], ARGV[chunks + 1], ARGV[at], at + 2,
+               at + 1 + tonumber(ARGV[at + 1]))
+end
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[20], KEYS[21])
 local slice = {_HASH_VALUES_PER_SLICE}
 for first = 8, 7 + n, slice do
   redis.call('HSET', KEYS[5], unpack(ARGV, first, math.min(7 + n, first + slice - 1)))
@@ -226,7 +253,7 @@ for _ = 1, events do
 end
 redis.call('DEL', KEYS[1])
 return take_lease(KEYS[8], KEYS[9], ARGV[5], ARGV[6])
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -250,6 +277,8 @@ class KeptAdvance:
     next_task_id: str
     next_owner: str
     seconds: float
+    # A streaming run's chunks held back to go with these writes (`Publisher.hold`).
+    chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]] = ()
 
 
 @dataclass(frozen=True)
@@ -653,14 +682,20 @@ class RunStore:
                 self.key(thread_id, "events", run_id),
                 self.key(thread_id, "lease", kept.next_task_id),
                 self.key(thread_id, "started", kept.next_task_id),
-                kept.memo.keys[0] if kept.memo is not None else put.keys[6], *put.keys]
+                kept.memo.keys[0] if kept.memo is not None else put.keys[6], *put.keys,
+                self.key(thread_id, "chunks", run_id),
+                self.key(thread_id, "chunks", run_id, "published"),
+                *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]
         ms = int(kept.seconds * 1000)
         memo = kept.memo.triples if kept.memo is not None else []
+        chunks: list[Any] = [len(kept.chunks), self.stream_max_len]
+        for key, entries in kept.chunks:
+            chunks += [key, len(entries), *encode_entries(entries)]
         args = [kept.task_owner, orjson.dumps(kept.checkpoint_id), run_id,
                 orjson.dumps(RunStatus.RUNNING), kept.next_owner, ms,
                 *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
                                  kept.events),
-                len(memo), *memo, *put.args]
+                len(memo), *memo, *chunks, *put.args]
         expires = self.deadlines.clock.now_ms() + ms
 
         def look(pipe: redis.client.Pipeline) -> None:

@@ -70,15 +70,24 @@ DEFAULT_TTL = 3600.0
 
 # KEYS: the stream, the set of published keys. ARGV: the key, max length, then the
 # entries' fields as JSON objects. One script: the check and the entries land together.
-_PUBLISH_ONCE = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-for i = 3, #ARGV do
-  local entry = cjson.decode(ARGV[i])
-  local args = {KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
-  for _, pair in ipairs(entry) do table.insert(args, pair[1]); table.insert(args, pair[2]) end
-  redis.call('XADD', unpack(args))
+# Publishes the entries ARGV[first..last] (JSON lists of field, value pairs) to `stream`,
+# capped near `max_len`, unless `key` is in the `published` set; 1 if they landed, else 0.
+# A function, so that a script of the run store's that publishes a step's chunks together
+# with the step's other writes (`RunStore.advance_kept`) runs the same code.
+PUBLISH_ONCE_FN = """
+local function publish_once(stream, published, max_len, key, first, last)
+  if redis.call('SADD', published, key) == 0 then return 0 end
+  for i = first, last do
+    local entry = cjson.decode(ARGV[i])
+    local args = {stream, 'MAXLEN', '~', max_len, '*'}
+    for _, pair in ipairs(entry) do table.insert(args, pair[1]); table.insert(args, pair[2]) end
+    redis.call('XADD', unpack(args))
+  end
+  return 1
 end
-return 1
+"""
+_PUBLISH_ONCE = PUBLISH_ONCE_FN + """
+return publish_once(KEYS[1], KEYS[2], ARGV[2], ARGV[1], 3, #ARGV)
 """
 
 ERROR_TAG = "__cg_error__"
@@ -236,6 +245,12 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes], skip: int = -1
     return [_chunk_part(entry, serde.loads(fields[b"d"]), task, attempt)]
 
 
+def encode_entries(entries: Sequence[dict[str, bytes | str]]) -> list[bytes]:
+    """Stream entries as `PUBLISH_ONCE_FN` takes them: each a JSON list of field, value."""
+    return [orjson.dumps([[k, v.decode() if isinstance(v, bytes) else v]
+                          for k, v in fields.items()]) for fields in entries]
+
+
 class ChunkStream:
     """One run's stream: appending entries, and reading them from an id."""
 
@@ -261,10 +276,8 @@ class ChunkStream:
         script, so a repeat publishes nothing at all. True when these landed."""
         if not entries:
             return False
-        encoded = [orjson.dumps([[k, v.decode() if isinstance(v, bytes) else v]
-                                 for k, v in fields.items()]) for fields in entries]
         return bool(self._publish_once(keys=[self.key, self.published_key],
-                                       args=[key, self.max_len, *encoded]))
+                                       args=[key, self.max_len, *encode_entries(entries)]))
 
     def abandon(self, task: str, attempt: str) -> None:
         self.append([{"k": "a", "t": task, "a": attempt}])
@@ -390,6 +403,8 @@ class Publisher:
         self.drain = drain
         self.task = ""
         self.attempt = ""
+        # What `publish_once` keeps instead of publishing, while it `hold`s: (key, entries).
+        self.held: list[tuple[str, list[dict[str, bytes | str]]]] | None = None
         self._sender: LiveSender | None = None  # while the task streams live
         self._encoder = LiveEncoder()
         # Taking chunks from the loop and handing them to the sender is one step against
@@ -447,9 +462,28 @@ class Publisher:
 
     def publish_once(self, key: str, extra: Sequence[dict[str, bytes | str]] = ()) -> None:
         """What the loop queued, and `extra` entries after it, under `key` (see the module's
-        docstring); tagged with the current task, if any."""
+        docstring); tagged with the current task, if any. While `hold`ing, kept instead."""
         entries = [chunk_fields(c, self.task, self.attempt) for c in self.drain()]
+        if self.held is not None:
+            if entries or extra:
+                self.held.append((key, [*entries, *extra]))
+            return
         self.stream.publish_once(key, [*entries, *extra])
+
+    def hold(self) -> None:
+        """Keep what `publish_once` would publish, in order (`held`), for a script that
+        publishes it together with the writes it must not come before: a kept task's
+        closing chunks with its memo, a step's with its checkpoint (`RunStore.advance_kept`).
+        Live chunks go out as ever."""
+        self.held = []
+
+    def release(self, key_prefix: str) -> None:
+        """Stop holding: publish what was held under keys starting with `key_prefix` (in
+        order), drop the rest (what a repeated advance emits and publishes again)."""
+        held, self.held = self.held or [], None
+        for key, entries in held:
+            if key.startswith(key_prefix):
+                self.stream.publish_once(key, entries)
 
     def before_checkpoint(self, parent: str | None) -> None:
         """A driver's chunks of a step, just before the checkpoint that follows `parent` is

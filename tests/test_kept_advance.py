@@ -47,6 +47,7 @@ def setup(redis_server):
     saver.put(config(), checkpoint("c1", 1), {"step": 0}, {"x": 1})
     store.create_run(RunRecord(THREAD, RUN, "g", RunStatus.RUNNING, step="c1"), None)
     store.claim_thread(THREAD, RUN)
+    store.open_step(THREAD, RUN, "c1", {TASK: {"node": "a", "queue": "q"}}, {})
     assert store.acquire_lease(THREAD, TASK, "owner", 30, run_id=RUN) == FIRST_START
 
     def advance() -> KeptAdvance:
@@ -78,6 +79,9 @@ def test_it_writes_memo_checkpoint_step_and_the_next_tasks_lease_at_once(setup):
     assert store.r.get(store.key(THREAD, "lease", NEXT)) == b"next-owner"
     assert not store.r.exists(store.key(THREAD, "lease", TASK))
     assert store.step_view(THREAD, RUN, "c2", [NEXT]).dispatched == {NEXT}
+    # The ended step's record is gone: nothing of it looks lost to a sweeper, and a late
+    # message for its task finds it not dispatched.
+    assert store.step_view(THREAD, RUN, "c1", [TASK]).dispatched == frozenset()
     assert [kind for _, kind, _ in store.events(THREAD, RUN)] == ["task_finished"]
 
 
@@ -150,14 +154,13 @@ def test_a_chain_run_in_place_ends_its_steps_in_one_script(cluster, redis_server
     names = [f"s{i}" for i in range(8)]
     assert handle.result(timeout=60) == {"log": names}
     assert runs(redis_server, "straight") == dict.fromkeys(names, 1)
-    store = RunStore(redis_server.client())
-    steps = [s.config["configurable"]["checkpoint_id"]
-             for s in client.get_state_history("straight")]
-    counted = [cp for cp in steps
-               if store.r.exists(store.key("straight", "done", handle.id, cp))]
+    counted = counted_steps(RunStore(redis_server.client()), client, "straight", handle.id)
     # The first node's step is counted (its task came in a message, not kept) and so is
-    # the last's (the run ends there): every step between ended in its kept task's script.
+    # the last's (the run ends there): every step between ended in its kept task's script,
+    # which dropped its record.
     assert len(counted) == 2, counted
+    assert len(list(redis_server.client().scan_iter(
+        match=f"cg:{{straight}}:step:{handle.id}:*"))) == 2
     kinds = [e.type for e in handle.events()]
     assert kinds.count("task_finished") == 8 and kinds.count("dispatched") == 8
 
@@ -165,3 +168,28 @@ def test_a_chain_run_in_place_ends_its_steps_in_one_script(cluster, redis_server
     local = straight_builder(8).compile(checkpointer=InMemorySaver())
     local.invoke({"log": []}, {"configurable": {"thread_id": "straight-local"}})
     assert history(client, "straight") == history(local, "straight-local")
+
+
+def counted_steps(store: RunStore, client, thread_id: str, run_id: str) -> list[str]:
+    """The checkpoints of a thread whose step someone counted done (the long way)."""
+    return [cp for cp in (s.config["configurable"]["checkpoint_id"]
+                          for s in client.get_state_history(thread_id))
+            if store.r.exists(store.key(thread_id, "done", run_id, cp))]
+
+
+def test_a_streamed_chain_in_place_streams_what_in_process_streams(cluster, redis_server,
+                                                                    monkeypatch):
+    """The task's closing chunks, the step's and the next step's plan are published by the
+    same script (`Publisher.hold`): in the same order as in-process, each once."""
+    client = cluster.client()
+    graph = client.graph("tests.dist_graphs:straight")
+    modes = ["values", "updates"]
+    ours = list(graph.stream({"log": []}, {"configurable": {"thread_id": "straight-s"}},
+                             stream_mode=modes))
+    monkeypatch.setenv("CELERYGRAPH_STORE_URL", redis_server.url)
+    local = straight_builder(8).compile(checkpointer=InMemorySaver())
+    assert ours == list(local.stream({"log": []}, {"configurable": {"thread_id": "local-s"}},
+                                     stream_mode=modes))
+    run_id = client.store.runs_of("straight-s")[-1]
+    assert len(counted_steps(RunStore(redis_server.client()), client, "straight-s",
+                             run_id)) == 2

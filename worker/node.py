@@ -325,10 +325,11 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 class InPlaceEnd:
     """Ends the step of a kept task (`KeptTask.advances_in_place`) in one script
     (`Driver.advance_kept`): its memo and the next checkpoint are held back by its saver
-    while it runs, and go with the next step's record when that step is again one task to
-    run here. Otherwise the memo is written as it would have been, and the task is counted
-    and its run advanced the long way: with a fresh loop (`loop_spent`) if the attempt got
-    as far as changing the kept one."""
+    while it runs (and a streaming run's closing and step chunks by its publisher), and go
+    with the next step's record when that step is again one task to run here. Otherwise
+    the memo is written as it would have been, and the task is counted and its run
+    advanced the long way: with a fresh loop (`loop_spent`) if the attempt got as far as
+    changing the kept one."""
 
     def __init__(self, res: Resources, app: Any, kept: KeptTask, run_here: str | None) -> None:
         self.res, self.app, self.kept, self.run_here = res, app, kept, run_here
@@ -341,6 +342,8 @@ class InPlaceEnd:
         self.owner = owner
         assert self.kept.saver is not None
         self.kept.saver.defer(self.kept.task_id)
+        if self.kept.publisher is not None:
+            self.kept.publisher.hold()
 
     def end(self, node: str, outcome: str) -> int | None:
         kept = self.kept
@@ -355,6 +358,10 @@ class InPlaceEnd:
                 self.res.settings.faults.maybe_crash("memo_saved")
                 return STEP_ADVANCED
         kept.saver.write_deferred_memo()
+        if kept.publisher is not None:
+            # The task's closing chunks, after its memo as ever; a repeated advance on a
+            # fresh loop streams the step's own again.
+            kept.publisher.release("task:")
         if self.loop_spent:
             kept.loop.close(None)
         return None
