@@ -3,8 +3,8 @@ scheduler and node workers configure it the same way.
 
 The settings that make a killed worker cost only its current node: late acks, reject on a
 lost worker, prefetch of one; JSON only on the wire; task events on so Flower sees every
-node. The app carries the settings it was built from, so its tasks never read the
-environment again.
+node (unless CELERYGRAPH_TASK_EVENTS=0). The app carries the settings it was built from, so
+its tasks never read the environment again.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class CeleryGraphApp(Celery):
             event_serializer="json",
             task_ignore_result=True,
             task_default_queue=settings.node_queue,
-            task_send_sent_event=True,
-            worker_send_task_events=True,
+            task_send_sent_event=settings.task_events,
+            worker_send_task_events=settings.task_events,
             broker_connection_retry_on_startup=True,
             broker_transport_options={"visibility_timeout": settings.visibility_timeout},
             worker_hijack_root_logger=False,

@@ -19,6 +19,8 @@ CELERYGRAPH_STREAM_MAX_LEN     most entries a run's chunk stream keeps, the olde
 CELERYGRAPH_STREAM_TTL         seconds a run's chunk stream lives once the run settled (3600)
 CELERYGRAPH_METRICS_PORT       port of this worker or scheduler process's Prometheus /metrics
                                (unset: no metrics); processes on one host need one each
+CELERYGRAPH_TASK_EVENTS        Celery task events, a Flower row per node run (1; 0: none, three
+                               Redis PUBLISHes fewer per node for a deployment without Flower)
 
 Each entry point (a worker's or the scheduler's Celery app, a Client, the CLI) reads them
 once, through `Settings.from_env()`, and passes the result down. The fault suite's
@@ -38,6 +40,16 @@ from scheduler.faults import Faults
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     return float(raw) if raw else default
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """1 or 0; anything else is refused, not read as one or the other."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in ("0", "1"):
+        raise ValueError(f"{name}={raw!r}: expected 1 or 0")
+    return raw == "1"
 
 
 def is_redis_url(url: str) -> bool:
@@ -61,6 +73,7 @@ class Settings:
     metrics_port: int | None = None
     stream_max_len: int = 100_000
     stream_ttl: float = 3600.0
+    task_events: bool = True
     faults: Faults = field(default_factory=Faults)
 
     @property
@@ -105,4 +118,5 @@ class Settings:
             metrics_port=int(metrics_port) if metrics_port else None,
             stream_max_len=max(1, int(_float(env, "CELERYGRAPH_STREAM_MAX_LEN", 100_000))),
             stream_ttl=_float(env, "CELERYGRAPH_STREAM_TTL", 3600.0),
+            task_events=_flag(env, "CELERYGRAPH_TASK_EVENTS", True),
         )
