@@ -30,6 +30,7 @@ GREETER = "tests.server_graphs:greeter"
 NESTED = "tests.server_graphs:nested"
 CHAIN = "tests.dist_graphs:chain"
 CHATTY = "tests.server_graphs:chatty"
+LOOKER = "tests.server_graphs:looker"
 
 cluster, url, client = server_fixtures(
     "assistants-w1", CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
@@ -135,6 +136,46 @@ def test_a_runs_metadata_takes_its_assistants_and_threads_as_the_reference(clien
                                   "mine": 3, "assistant_id": aid}
     assert client.threads.get(created)["metadata"] == {
         "graph_id": CHAIN, "assistant_id": aid, "cfg": 4, "mine": 3}
+
+
+def test_nodes_see_the_runs_metadata_as_the_reference(client):
+    """The same calls against `langgraph dev` (langgraph-api 0.16.7): a node's
+    `config["metadata"]`, its `messages` chunks' metadata and the run's checkpoints'
+    metadata carry the run's merged metadata (assistant's, thread's, request's), its
+    `run_id`, `thread_id` and `run_attempt`; checkpoints also the configurable values.
+    What the reference adds about its own deployment (`langgraph_version`,
+    `langgraph_api_url`, `langgraph_host`, ...) is left out (README)."""
+    aid = client.assistants.create(LOOKER, metadata={"am": 1, "shared": "assistant"},
+                                   config={"configurable": {"cfa": "x"}})["assistant_id"]
+    thread_id = client.threads.create(metadata={"tm": 2, "shared": "thread"})["thread_id"]
+    parts = list(client.runs.stream(
+        thread_id, aid, input={"text": "hi"}, stream_mode=["messages-tuple", "values"],
+        metadata={"rm": 3, "shared": "request"},
+        config={"metadata": {"cm": 4}, "configurable": {"cf": "y"}}))
+    run_id = parts[0].data["run_id"]
+    merged = {"am": 1, "tm": 2, "rm": 3, "cm": 4, "shared": "request", "graph_id": LOOKER,
+              "assistant_id": aid}
+    assert client.runs.get(thread_id, run_id)["metadata"] == merged
+    seen = {**merged, "run_attempt": 1, "run_id": run_id, "thread_id": thread_id}
+    [node] = [p.data for p in parts if p.event == "values"][-1]["seen"]
+    assert {k: v for k, v in node.items() if not k.startswith("langgraph_")} == seen
+    assert node["langgraph_node"] == "look" and node["langgraph_step"] == 1
+    chunks = [p.data[1] for p in parts if p.event == "messages"]
+    assert chunks and all(seen.items() <= meta.items() for meta in chunks)
+    history = client.threads.get_history(thread_id)
+    assert [s["metadata"]["step"] for s in history] == [1, 0, -1]
+    for state in history:
+        assert {**seen, "cf": "y", "cfa": "x"}.items() - {"thread_id": thread_id}.items() \
+            <= state["metadata"].items()
+    assert client.threads.get_history(thread_id, metadata={"run_id": run_id}) == history
+
+    # A stateless run's nodes see the graph's own assistant's metadata and the request's.
+    out = client.runs.wait(None, LOOKER, input={"text": "hi"}, metadata={"sl": 1})
+    [node] = out["seen"]
+    assert {k: node[k] for k in ("created_by", "graph_id", "assistant_id", "sl",
+                                 "run_attempt")} == {
+        "created_by": "system", "graph_id": LOOKER, "assistant_id": assistant_id(LOOKER),
+        "sl": 1, "run_attempt": 1}
 
 
 def test_an_assistant_whose_graph_is_no_longer_served_as_the_reference(client, cluster):

@@ -89,10 +89,13 @@ def _command(raw: dict[str, Any]) -> Command[Any]:
                    goto=_goto(raw["goto"]) if raw.get("goto") is not None else ())
 
 
-def _run_config(payload: dict[str, Any], thread_id: str, assistant: dict[str, Any]
-                ) -> dict[str, Any]:
-    """The run's config: the assistant's, the request's over it (`configurable` merged key
-    by key), as the reference server merges them."""
+def _run_config(payload: dict[str, Any], thread_id: str, run_id: str,
+                assistant: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """The run's config as the reference server makes it: the assistant's, the request's
+    over it (`configurable` merged key by key) with the run's ids in `configurable`, and
+    the run's merged `metadata`, so its nodes, their `messages` chunks and its checkpoints
+    carry what the run's record shows (and `run_attempt`, always 1: a run here is never
+    started over)."""
     requested = field(payload, "config", dict, {})
     if requested.get("configurable") and payload.get("context"):
         raise ApiError(400, "Cannot specify both configurable and context. Prefer setting "
@@ -103,11 +106,10 @@ def _run_config(payload: dict[str, Any], thread_id: str, assistant: dict[str, An
     conf.update(field(payload, "checkpoint", dict, {}))
     if field(payload, "checkpoint_id", str):
         conf["checkpoint_id"] = payload["checkpoint_id"]
-    conf["thread_id"] = thread_id
+    conf.update(run_id=run_id, thread_id=thread_id, graph_id=assistant["graph_id"],
+                assistant_id=assistant["assistant_id"])
     config["configurable"] = conf
-    metadata = field(payload, "metadata", dict, {})
-    if metadata:
-        config["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    config["metadata"] = {**metadata, "run_attempt": 1}
     return config
 
 
@@ -198,15 +200,16 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
             created = backend.records.create_thread(thread_id, new_thread)
-    config = _run_config(payload, thread_id, assistant)
     run_id = str(uuid.uuid4())
+    metadata = run_metadata(assistant, existing, requested_metadata)
+    config = _run_config(payload, thread_id, run_id, assistant, metadata)
     kwargs = {k: payload.get(k) for k in ("input", "command", "stream_subgraphs",
                                           "checkpoint_id", "durability", "webhook")}
     kwargs.update(interrupts, config=config, context=context,
                   stream_mode=sorted(selection.modes))
     backend.records.put_run(thread_id, run_id, {
         "assistant_id": assistant["assistant_id"],
-        "metadata": run_metadata(assistant, existing, requested_metadata),
+        "metadata": metadata,
         "multitask_strategy": strategy, "kwargs": kwargs})
     try:
         if webhook is not None:
