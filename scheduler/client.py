@@ -201,6 +201,7 @@ class Client:
         run_id: str | None = None,
         interrupt_before: list[str] | str | None = None,
         interrupt_after: list[str] | str | None = None,
+        require_graph: bool = True,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
@@ -212,8 +213,12 @@ class Client:
         `run_id`: the run's id, chosen by the caller (the HTTP server's are UUIDs); a new one
         by default. `interrupt_before`/`interrupt_after`: node names (or `"*"`) this run
         pauses before/after, in place of the compiled graph's (None: the graph's).
+        `require_graph=False` stores the run even if no worker publishes `graph`: its start
+        fails it (UnknownGraphError), as the Agent Server fails a run of an assistant whose
+        graph left its registry, in the thread's turn.
         """
-        check_graph(self.store, graph)
+        if require_graph:
+            check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
         run_id = run_id or new_run_id()
         claimed = self.store.claim_thread(thread_id, run_id)
@@ -272,12 +277,13 @@ class Client:
                stream_subgraphs: bool = False, run_id: str | None = None,
                interrupt_before: list[str] | str | None = None,
                interrupt_after: list[str] | str | None = None,
-               graph: str | None = None) -> RunHandle:
+               graph: str | None = None, require_graph: bool = True) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
         `context` is not carried over from the paused run: pass it again, as with LangGraph.
         `config`, `stream_mode`, `stream_subgraphs`, `interrupt_before`, `interrupt_after`:
         the resuming run's, as for `submit`. `graph`: the graph that resumes (default: the
-        thread's latest run's; a thread copied from another has checkpoints but no runs)."""
+        thread's latest run's; a thread copied from another has checkpoints but no runs).
+        `require_graph`: as for `submit`."""
         if not isinstance(command, Command):
             command = Command(resume=command)
         if graph is None:
@@ -300,7 +306,7 @@ class Client:
                            on_busy=on_busy, context=context, config=config,
                            stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
                            run_id=run_id, interrupt_before=interrupt_before,
-                           interrupt_after=interrupt_after)
+                           interrupt_after=interrupt_after, require_graph=require_graph)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""

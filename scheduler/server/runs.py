@@ -69,6 +69,9 @@ class Started:
     run_id: str
     selection: sse.Selection
     cancel_on_disconnect: bool
+    # False for a run whose graph is no longer served: its stream is only its `error`
+    # event, with no `metadata` before it, as the reference streams such a run.
+    announced: bool = True
 
 
 def _goto(raw: Any) -> Any:
@@ -157,8 +160,11 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     asked = field(payload, "assistant_id", str)
     if asked is None:
         raise ApiError(422, "assistant_id is required")
-    assistant = backend.served(backend.assistant(asked))
+    assistant = backend.assistant(asked)
     ref = assistant["graph_id"]
+    # A user-created assistant whose graph the workers no longer publish: its run is
+    # stored and its start fails it, as the reference creates and fails such a run.
+    served = ref in backend.graph_refs()
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
     field(payload, "stream_resumable", bool)  # checked only: every run's stream resumes here
@@ -220,7 +226,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
         backend.graph(ref).submit(run_input, config, stream_mode=selection.graph_modes,
                                   subgraphs=selection.subgraphs, durability=durability,
                                   context=context, multitask_strategy=strategy, run_id=run_id,
-                                  **interrupts)
+                                  require_graph=served, **interrupts)
     except BaseException:
         backend.records.delete_run(thread_id, run_id)
         if created:
@@ -229,7 +235,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     if existing is not None:
         backend.records.update_metadata(thread_id, {"graph_id": ref, "assistant_id":
                                                     assistant["assistant_id"]})
-    return Started(thread_id, run_id, selection, on_disconnect == "cancel")
+    return Started(thread_id, run_id, selection, on_disconnect == "cancel", served)
 
 
 def run_view(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:
@@ -303,7 +309,8 @@ async def stream(request: Request) -> StreamingResponse:
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
-    return _streaming(backend, started, sse.START, _paths(started, "stream"), metadata=True)
+    return _streaming(backend, started, sse.START, _paths(started, "stream"),
+                      metadata=started.announced)
 
 
 async def join_stream(request: Request) -> StreamingResponse:
