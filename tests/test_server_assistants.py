@@ -140,8 +140,8 @@ def test_a_runs_metadata_takes_its_assistants_and_threads_as_the_reference(clien
 
 def test_nodes_see_the_runs_metadata_as_the_reference(client):
     """The same calls against `langgraph dev` (langgraph-api 0.16.7): a node's
-    `config["metadata"]`, its `messages` chunks' metadata and the run's checkpoints'
-    metadata carry the run's merged metadata (assistant's, thread's, request's), its
+    `config["metadata"]`, its `messages` chunks' and `tasks` events' metadata and the
+    run's checkpoints' metadata carry the run's merged metadata (assistant's, thread's, request's), its
     `run_id`, `thread_id` and `run_attempt`; checkpoints also the configurable values.
     What the reference adds about its own deployment (`langgraph_version`,
     `langgraph_api_url`, `langgraph_host`, ...) is left out (README)."""
@@ -149,7 +149,8 @@ def test_nodes_see_the_runs_metadata_as_the_reference(client):
                                    config={"configurable": {"cfa": "x"}})["assistant_id"]
     thread_id = client.threads.create(metadata={"tm": 2, "shared": "thread"})["thread_id"]
     parts = list(client.runs.stream(
-        thread_id, aid, input={"text": "hi"}, stream_mode=["messages-tuple", "values"],
+        thread_id, aid, input={"text": "hi"},
+        stream_mode=["messages-tuple", "values", "tasks"],
         metadata={"rm": 3, "shared": "request"},
         config={"metadata": {"cm": 4}, "configurable": {"cf": "y"}}))
     run_id = parts[0].data["run_id"]
@@ -162,6 +163,8 @@ def test_nodes_see_the_runs_metadata_as_the_reference(client):
     assert node["langgraph_node"] == "look" and node["langgraph_step"] == 1
     chunks = [p.data[1] for p in parts if p.event == "messages"]
     assert chunks and all(seen.items() <= meta.items() for meta in chunks)
+    [task] = [p.data for p in parts if p.event == "tasks" and "input" in p.data]
+    assert task["metadata"] == {k: v for k, v in seen.items() if k != "thread_id"}
     history = client.threads.get_history(thread_id)
     assert [s["metadata"]["step"] for s in history] == [1, 0, -1]
     for state in history:
