@@ -22,6 +22,7 @@ const connection = new AbortController();
 for await (const chunk of client.runs.stream(thread.thread_id, graph, {
   input: JSON.parse(input),
   streamMode,
+  streamResumable: true, // every stream here resumes; the reference server's only with it
   signal: connection.signal,
 })) {
   dropped.push(seen(chunk));
