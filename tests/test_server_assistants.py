@@ -141,8 +141,9 @@ def test_a_runs_metadata_takes_its_assistants_and_threads_as_the_reference(clien
 def test_nodes_see_the_runs_metadata_as_the_reference(client):
     """The same calls against `langgraph dev` (langgraph-api 0.16.7): a node's
     `config["metadata"]`, its `messages` chunks' and `tasks` events' metadata and the
-    run's checkpoints' metadata carry the run's merged metadata (assistant's, thread's, request's), its
-    `run_id`, `thread_id` and `run_attempt`; checkpoints also the configurable values.
+    run's checkpoints' metadata carry the run's merged metadata (assistant's, thread's,
+    request's), its `run_id`, `thread_id` and `run_attempt`; checkpoints also the
+    configurable values.
     What the reference adds about its own deployment (`langgraph_version`,
     `langgraph_api_url`, `langgraph_host`, ...) is left out (README)."""
     aid = client.assistants.create(LOOKER, metadata={"am": 1, "shared": "assistant"},
