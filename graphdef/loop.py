@@ -654,7 +654,7 @@ class RunLoop:
             for task in self.tasks.values():
                 if not task.node.hidden:
                     self._emit_debuggable(
-                        "tasks", stream.task_start(task, self.config.get("metadata") or {}))
+                        "tasks", stream.task_start(task, stream.config_metadata(self.config)))
         for task in self.tasks.values():
             if task.writes:
                 self._emit_updates(task, task.writes, cached=True)

@@ -23,18 +23,13 @@ from graphdef.loop import RunLoop
 from graphdef.mermaid import GraphView
 from graphdef.runtime import RunScope, TaskRuntime, current_runtime_or_none
 from graphdef.store.base import BaseStore
-from graphdef.stream import check_modes, langgraph_path
+from graphdef.stream import check_modes, config_metadata, langgraph_path
 from graphdef.types import CachePolicy, PregelTask, StateSnapshot
 from graphdef.update import update_state
 
 # LangGraph 1.x's default: a loop ends by its own condition, not by this limit.
 DEFAULT_RECURSION_LIMIT = 10007
 DURABILITY_MODES = ("sync", "async", "exit")
-# Configurable keys LangGraph copies into a task's metadata.
-METADATA_FROM_CONFIGURABLE = (
-    "thread_id", "checkpoint_id", "checkpoint_ns", "task_id", "run_id", "assistant_id",
-    "graph_id",
-)
 # What LangGraph's run methods accept that graphdef does not implement, with the value
 # that means "not used": anything else raises rather than being ignored.
 UNSUPPORTED_RUN_ARGS: dict[str, Any] = {
@@ -141,10 +136,7 @@ class Pregel:
         conf = config["configurable"]
         child = {k: v for k, v in conf.items() if k != "checkpoint_id"}
         child["checkpoint_ns"] = task.checkpoint_ns
-        metadata = dict(config.get("metadata") or {})
-        for key in METADATA_FROM_CONFIGURABLE:
-            if key not in metadata and conf.get(key):
-                metadata[key] = conf[key]
+        metadata = config_metadata(config)
         metadata.update(
             langgraph_step=step,
             langgraph_node=task.name,

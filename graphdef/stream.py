@@ -23,6 +23,12 @@ STREAM_MODES = frozenset(
 )
 # Modes LangGraph streams that graphdef does not: asking for one is an error, never silence.
 UNSUPPORTED_MODES = frozenset(("tools",))
+# Configurable keys LangGraph copies into a run's metadata (`ensure_config`), so its tasks'
+# metadata carry them.
+METADATA_FROM_CONFIGURABLE = (
+    "thread_id", "checkpoint_id", "checkpoint_ns", "task_id", "run_id", "assistant_id",
+    "graph_id",
+)
 
 
 
@@ -43,6 +49,18 @@ def check_modes(stream_mode: str | Sequence[str]) -> list[str]:
 def namespace(checkpoint_ns: str) -> tuple[str, ...]:
     """A chunk's namespace from a task's checkpoint namespace: the graph the task runs in."""
     return tuple(checkpoint_ns.split(NS_SEP)[:-1]) if checkpoint_ns else ()
+
+
+def config_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's metadata as LangGraph's `ensure_config` makes it: its config's `metadata`,
+    with the `configurable` values of `METADATA_FROM_CONFIGURABLE` it lacks (a server
+    run's `run_id`, `graph_id`, `assistant_id`), which tracers and `tasks` payloads read."""
+    metadata = dict(config.get("metadata") or {})
+    conf = config.get("configurable") or {}
+    for key in METADATA_FROM_CONFIGURABLE:
+        if key not in metadata and conf.get(key):
+            metadata[key] = conf[key]
+    return metadata
 
 
 def task_start(task: Task, metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -52,6 +53,20 @@ class Event:
 # reads again.
 STORE_AWAY_PAUSE = 0.2
 
+T = TypeVar("T")
+
+
+def read_again(read: Callable[[], T], away: T) -> T:
+    """`read()`, or `away` after a short pause if the store does not answer (restarting,
+    or failing over to a replica). A producer following a run only reads, so it loses
+    nothing by reading again from where it was once the store is back; its caller's
+    timeout still bounds the wait."""
+    try:
+        return read()
+    except redis.ConnectionError:
+        time.sleep(STORE_AWAY_PAUSE)
+        return away
+
 
 class RunHandle:
     """A submitted run: poll it, wait for it, replay its events from any point."""
@@ -79,45 +94,45 @@ class RunHandle:
 
     def events(self, after: str = "0-0", *, follow: bool = False,
                timeout: float | None = None) -> Iterator[Event]:
-        """Events after `after`; with `follow`, keep reading until the run settles."""
+        """Events after `after`; with `follow`, keep reading until the run settles, across
+        a store outage too (`read_again`)."""
+        if not follow:
+            for event_id, kind, data in self.client.store.events(self.thread_id, self.id,
+                                                                 after):
+                yield Event(event_id, kind, data)
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         last = after
+        none_yet: tuple[list[tuple[str, str, dict[str, Any]]], bool] = ([], False)
         while True:
-            block = 200 if follow else None
-            got = False
-            for event_id, kind, data in self.client.store.events(
-                self.thread_id, self.id, last, block_ms=block
-            ):
-                got = True
+            found, settled = read_again(partial(self._next_events, last), none_yet)
+            for event_id, kind, data in found:
                 last = event_id
                 yield Event(event_id, kind, data)
-                if follow and kind in SETTLED:
+                if kind in SETTLED:
                     return
-            if not follow:
-                return
-            if not got and self.status().settled:
+            if settled:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
+
+    def _next_events(self, after: str) -> tuple[list[tuple[str, str, dict[str, Any]]], bool]:
+        """The events after `after` (waiting up to 200 ms for one), and whether the run
+        settled when there were none (its settling event is then older than `after`)."""
+        found = list(self.client.store.events(self.thread_id, self.id, after, block_ms=200))
+        return found, not found and self.status().settled
 
     def stream(self, after: str = "0-0", *, timeout: float | None = None
                ) -> Iterator[StreamPart]:
         """The run's stream entries after id `after`, as they come, up to its end entry
         (`scheduler.streams`): reconnect with the last id seen to get the rest exactly once.
-        Only a run submitted with a `stream_mode` streams."""
-        chunks = self.client.store.chunk_stream(self.thread_id, self.id)
+        Only a run submitted with a `stream_mode` streams. Reads across a store outage
+        (`read_again`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = after
+        none_yet: tuple[list[StreamPart], bool] = ([], False)
         while True:
-            try:
-                parts = chunks.read(last, block_ms=200)
-                run = None if parts else self.client.store.run(self.thread_id, self.id)
-                # A run not recorded yet may still start (a producer that chose its run id).
-                over = run is not None and stream_is_over(
-                    run, bool(self.client.store.r.exists(chunks.key)))
-            except redis.ConnectionError:
-                parts, over = [], False  # the store is away: read on from `last` later
-                time.sleep(STORE_AWAY_PAUSE)
+            parts, over = read_again(partial(self._next_parts, last), none_yet)
             for part in parts:
                 last = part.id
                 yield part
@@ -128,8 +143,20 @@ class RunHandle:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not end within {timeout} s")
 
+    def _next_parts(self, after: str) -> tuple[list[StreamPart], bool]:
+        """The stream entries after `after` (waiting up to 200 ms for one), and whether
+        nothing more will come when there were none."""
+        chunks = self.client.store.chunk_stream(self.thread_id, self.id)
+        parts = chunks.read(after, block_ms=200)
+        run = None if parts else self.client.store.run(self.thread_id, self.id)
+        # A run not recorded yet may still start (a producer that chose its run id).
+        over = run is not None and stream_is_over(
+            run, bool(self.client.store.r.exists(chunks.key)))
+        return parts, over
+
     def wait(self, timeout: float | None = None) -> RunStatus:
-        """Block until the run is done, interrupted, failed, cancelled or rejected.
+        """Block until the run is done, interrupted, failed, cancelled or rejected; across
+        a store outage too (`read_again`), within the timeout.
 
         A run not recorded yet is waited for too: a producer that chose its run id (any
         language, `start_run` with `run_id`) may wait before the scheduler took its message.
@@ -144,17 +171,20 @@ class RunHandle:
                     f"not recorded on thread {self.thread_id!r}")
                 raise TimeoutError(f"run {self.id} {state} after {timeout} s")
             block = 200 if remaining is None else max(1, min(200, int(remaining * 1000)))
-            try:
-                run = self.client.store.run(self.thread_id, self.id)
-                if run is not None and run.status.settled:
-                    return run.status
-                for event_id, _, _ in self.client.store.events(self.thread_id, self.id, last,
-                                                               block_ms=block):
-                    last = event_id
-            except redis.ConnectionError:
-                # The store is away (restarting, or failing over to a replica): waiting only
-                # reads, so it reads again once the store answers, within the timeout.
-                time.sleep(STORE_AWAY_PAUSE)
+            run, last = read_again(partial(self._progress, last, block), (run, last))
+            if run is not None and run.status.settled:
+                return run.status
+
+    def _progress(self, after: str, block_ms: int) -> tuple[RunRecord | None, str]:
+        """The run's record, and unless it settled, the id of its newest event after
+        `after` once one comes (within `block_ms`): waiting wakes on the run's events."""
+        run = self.client.store.run(self.thread_id, self.id)
+        if run is not None and run.status.settled:
+            return run, after
+        for event_id, _, _ in self.client.store.events(self.thread_id, self.id, after,
+                                                       block_ms=block_ms):
+            after = event_id
+        return run, after
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's output (with `__interrupt__` when paused); raises if it failed."""
@@ -201,6 +231,7 @@ class Client:
         run_id: str | None = None,
         interrupt_before: list[str] | str | None = None,
         interrupt_after: list[str] | str | None = None,
+        require_graph: bool = True,
     ) -> RunHandle:
         """Start a run of `graph` on `thread_id` (a new thread if None) and return its handle.
 
@@ -212,8 +243,12 @@ class Client:
         `run_id`: the run's id, chosen by the caller (the HTTP server's are UUIDs); a new one
         by default. `interrupt_before`/`interrupt_after`: node names (or `"*"`) this run
         pauses before/after, in place of the compiled graph's (None: the graph's).
+        `require_graph=False` stores the run even if no worker publishes `graph`: its start
+        fails it (UnknownGraphError), as the Agent Server fails a run of an assistant whose
+        graph left its registry, in the thread's turn.
         """
-        check_graph(self.store, graph)
+        if require_graph:
+            check_graph(self.store, graph)
         thread_id = thread_id or new_run_id()
         run_id = run_id or new_run_id()
         claimed = self.store.claim_thread(thread_id, run_id)
@@ -272,12 +307,13 @@ class Client:
                stream_subgraphs: bool = False, run_id: str | None = None,
                interrupt_before: list[str] | str | None = None,
                interrupt_after: list[str] | str | None = None,
-               graph: str | None = None) -> RunHandle:
+               graph: str | None = None, require_graph: bool = True) -> RunHandle:
         """Answer the thread's pending interrupt(s); a bare value means Command(resume=value).
         `context` is not carried over from the paused run: pass it again, as with LangGraph.
         `config`, `stream_mode`, `stream_subgraphs`, `interrupt_before`, `interrupt_after`:
         the resuming run's, as for `submit`. `graph`: the graph that resumes (default: the
-        thread's latest run's; a thread copied from another has checkpoints but no runs)."""
+        thread's latest run's; a thread copied from another has checkpoints but no runs).
+        `require_graph`: as for `submit`."""
         if not isinstance(command, Command):
             command = Command(resume=command)
         if graph is None:
@@ -300,7 +336,7 @@ class Client:
                            on_busy=on_busy, context=context, config=config,
                            stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
                            run_id=run_id, interrupt_before=interrupt_before,
-                           interrupt_after=interrupt_after)
+                           interrupt_after=interrupt_after, require_graph=require_graph)
 
     def cancel(self, thread_id: str, run_id: str) -> None:
         """Stop a run after the tasks already running; no further superstep is dispatched."""

@@ -66,7 +66,8 @@ class Client(Protocol):
                stream_mode: str | list[str] | tuple[str, ...] | None = ...,
                stream_subgraphs: bool = ..., run_id: str | None = ...,
                interrupt_before: list[str] | str | None = ...,
-               interrupt_after: list[str] | str | None = ...) -> RunHandle: ...
+               interrupt_after: list[str] | str | None = ...,
+               require_graph: bool = ...) -> RunHandle: ...
 
     def resume(self, thread_id: str, command: Any, *, durability: str = ...,
                on_busy: str = ..., context: Any = ..., config: dict[str, Any] | None = ...,
@@ -74,7 +75,7 @@ class Client(Protocol):
                stream_subgraphs: bool = ..., run_id: str | None = ...,
                interrupt_before: list[str] | str | None = ...,
                interrupt_after: list[str] | str | None = ...,
-               graph: str | None = ...) -> RunHandle: ...
+               graph: str | None = ..., require_graph: bool = ...) -> RunHandle: ...
 
 # LangGraph's `multitask_strategy` values and the busy-thread policy each one is here.
 MULTITASK_STRATEGIES = {name: name for name in ("reject", "enqueue", "interrupt", "rollback")}
@@ -206,12 +207,15 @@ class ClusterGraph:
         interrupt_before: Any = None,
         interrupt_after: Any = None,
         run_id: str | None = None,
+        require_graph: bool = True,
         **unsupported: Any,
     ) -> RunHandle:
         """Start a run as `invoke`/`stream` would and return its handle at once; `run_id`:
         the run's id, if the caller picks it. `interrupt_before`/`interrupt_after` (node
         names or `"*"`): pause this run before/after those nodes instead of where the
-        compiled graph pauses, as LangGraph's `invoke(..., interrupt_before=...)`."""
+        compiled graph pauses, as LangGraph's `invoke(..., interrupt_before=...)`.
+        `require_graph=False`: a graph no worker publishes is not refused; the run's start
+        fails it (`Client.submit`)."""
         reject_unsupported(unsupported)
         on_busy = _busy_policy(multitask_strategy)
         config = self._config(config)
@@ -233,12 +237,13 @@ class ClusterGraph:
                                       context=context, config=run_config, stream_mode=modes,
                                       stream_subgraphs=subgraphs, run_id=run_id,
                                       interrupt_before=interrupt_before,
-                                      interrupt_after=interrupt_after, graph=self.ref)
+                                      interrupt_after=interrupt_after, graph=self.ref,
+                                      require_graph=require_graph)
         return self.client.submit(self.ref, input, thread_id=thread_id, durability=mode,
                                   config=run_config, on_busy=on_busy, context=context,
                                   stream_mode=modes, stream_subgraphs=subgraphs, run_id=run_id,
                                   interrupt_before=interrupt_before,
-                                  interrupt_after=interrupt_after)
+                                  interrupt_after=interrupt_after, require_graph=require_graph)
 
     def _check_fork_point(self, thread_id: str, conf: dict[str, Any]) -> None:
         """A run from a past checkpoint: of the root graph, and one the thread has."""

@@ -96,3 +96,26 @@ def _greeter() -> Any:
 
 
 greeter = _greeter()
+
+
+class Seen(TypedDict, total=False):
+    text: str
+    seen: Annotated[list, operator.add]
+
+
+def look(state: Seen) -> dict[str, Any]:
+    """Records the metadata its config carries and has a chat model say `text`, whose
+    `messages` chunks carry that metadata too."""
+    fake = GenericFakeChatModel(messages=iter([AIMessage(content=state.get("text", "hi"))]))
+    fake.invoke("hi")
+    return {"seen": [dict(get_config()["metadata"])]}
+
+
+def _looker() -> Any:
+    builder = StateGraph(Seen)
+    builder.add_node("look", look)
+    builder.add_edge(START, "look")
+    return builder.compile()
+
+
+looker = _looker()

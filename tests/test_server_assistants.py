@@ -30,6 +30,7 @@ GREETER = "tests.server_graphs:greeter"
 NESTED = "tests.server_graphs:nested"
 CHAIN = "tests.dist_graphs:chain"
 CHATTY = "tests.server_graphs:chatty"
+LOOKER = "tests.server_graphs:looker"
 
 cluster, url, client = server_fixtures(
     "assistants-w1", CELERYGRAPH_GRAPHS="tests.dist_graphs,tests.server_graphs")
@@ -137,18 +138,69 @@ def test_a_runs_metadata_takes_its_assistants_and_threads_as_the_reference(clien
         "graph_id": CHAIN, "assistant_id": aid, "cfg": 4, "mine": 3}
 
 
-def test_an_assistant_whose_graph_is_no_longer_served_as_the_reference(client, cluster):
-    """What a redeploy that drops a graph leaves: a user-created assistant of it. As
-    `langgraph dev` answers after a restart without the graph: listed and counted, its
-    versions, update and delete work; get, its graph and schemas are 404s, and so is a
-    search by that graph. A run is a 404 naming the graph here (there the run is created
-    and fails with that 404 as its error)."""
+def test_nodes_see_the_runs_metadata_as_the_reference(client):
+    """The same calls against `langgraph dev` (langgraph-api 0.16.7): a node's
+    `config["metadata"]`, its `messages` chunks' and `tasks` events' metadata and the
+    run's checkpoints' metadata carry the run's merged metadata (assistant's, thread's,
+    request's), its `run_id`, `thread_id` and `run_attempt`; checkpoints also the
+    configurable values.
+    What the reference adds about its own deployment (`langgraph_version`,
+    `langgraph_api_url`, `langgraph_host`, ...) is left out (README)."""
+    aid = client.assistants.create(LOOKER, metadata={"am": 1, "shared": "assistant"},
+                                   config={"configurable": {"cfa": "x"}})["assistant_id"]
+    thread_id = client.threads.create(metadata={"tm": 2, "shared": "thread"})["thread_id"]
+    parts = list(client.runs.stream(
+        thread_id, aid, input={"text": "hi"},
+        stream_mode=["messages-tuple", "values", "tasks"],
+        metadata={"rm": 3, "shared": "request"},
+        config={"metadata": {"cm": 4}, "configurable": {"cf": "y"}}))
+    run_id = parts[0].data["run_id"]
+    merged = {"am": 1, "tm": 2, "rm": 3, "cm": 4, "shared": "request", "graph_id": LOOKER,
+              "assistant_id": aid}
+    assert client.runs.get(thread_id, run_id)["metadata"] == merged
+    seen = {**merged, "run_attempt": 1, "run_id": run_id, "thread_id": thread_id}
+    [node] = [p.data for p in parts if p.event == "values"][-1]["seen"]
+    assert {k: v for k, v in node.items() if not k.startswith("langgraph_")} == seen
+    assert node["langgraph_node"] == "look" and node["langgraph_step"] == 1
+    chunks = [p.data[1] for p in parts if p.event == "messages"]
+    assert chunks and all(seen.items() <= meta.items() for meta in chunks)
+    [task] = [p.data for p in parts if p.event == "tasks" and "input" in p.data]
+    assert task["metadata"] == {k: v for k, v in seen.items() if k != "thread_id"}
+    history = client.threads.get_history(thread_id)
+    assert [s["metadata"]["step"] for s in history] == [1, 0, -1]
+    for state in history:
+        assert {**seen, "cf": "y", "cfa": "x"}.items() - {"thread_id": thread_id}.items() \
+            <= state["metadata"].items()
+    assert client.threads.get_history(thread_id, metadata={"run_id": run_id}) == history
+
+    # A stateless run's nodes see the graph's own assistant's metadata and the request's.
+    out = client.runs.wait(None, LOOKER, input={"text": "hi"}, metadata={"sl": 1})
+    [node] = out["seen"]
+    assert {k: node[k] for k in ("created_by", "graph_id", "assistant_id", "sl",
+                                 "run_attempt")} == {
+        "created_by": "system", "graph_id": LOOKER, "assistant_id": assistant_id(LOOKER),
+        "sl": 1, "run_attempt": 1}
+
+
+GONE = "tests.removed_graphs:old"
+
+
+def orphan(cluster, metadata):
+    """What a redeploy that drops a graph leaves: a user-created assistant of it."""
     store = cluster.client().store
-    gone = "tests.removed_graphs:old"
     aid = str(uuid.uuid4())
     AssistantRecords(store.r, f"{store.prefix}:api").create({
-        "assistant_id": aid, "graph_id": gone, "config": {}, "context": {},
-        "metadata": {"left": "behind"}, "name": "orphan", "description": None})
+        "assistant_id": aid, "graph_id": GONE, "config": {}, "context": {},
+        "metadata": metadata, "name": "orphan", "description": None})
+    return aid
+
+
+def test_an_assistant_whose_graph_is_no_longer_served_as_the_reference(client, cluster):
+    """As `langgraph dev` answers after a restart without the graph: listed and counted,
+    its versions, update and delete work; get, its graph and schemas are 404s, and so is a
+    search by that graph."""
+    gone = GONE
+    aid = orphan(cluster, {"left": "behind"})
 
     assert [a["assistant_id"] for a in client.assistants.search(
         metadata={"left": "behind"})] == [aid]
@@ -159,16 +211,65 @@ def test_an_assistant_whose_graph_is_no_longer_served_as_the_reference(client, c
             call(aid)
     with pytest.raises(NotFoundError):
         client.assistants.search(graph_id=gone)
-    thread_id = client.threads.create()["thread_id"]
-    with pytest.raises(NotFoundError, match="tests.removed_graphs:old"):
-        client.runs.create(thread_id, aid, input={"log": []})
-    assert client.runs.list(thread_id) == []  # refused: nothing stored
-    assert client.threads.get(thread_id)["metadata"] == {}
     assert [v["version"] for v in client.assistants.get_versions(aid)] == [1]
     assert client.assistants.update(aid, metadata={"n": 2})["version"] == 2
     assert client.assistants.set_latest(aid, 1)["version"] == 1
     client.assistants.delete(aid)
     assert client.assistants.count(metadata={"left": "behind"}) == 0
+
+
+def test_a_run_whose_graph_is_no_longer_served_fails_as_the_reference(client, cluster,
+                                                                      url):
+    """As `langgraph dev` (langgraph-api 0.16.7) after a restart without the graph: the run
+    is created (pending), and its start fails it: status `error`, `join` and `wait` give
+    `{"__error__": {"error", "message"}}`, a stream is that `error` event alone (no
+    `metadata` before it), the thread is `error` with the run's graph and assistant in its
+    metadata (its state a 404 naming the graph), and a run created with
+    `if_not_exists="create"` creates its thread. Here the error is the scheduler's
+    `UnknownGraphError` naming the graph. Nothing is left half-done: the thread is free for
+    the next run, and holds no checkpoint."""
+    aid = orphan(cluster, {"left": "behind"})
+    thread_id = client.threads.create(metadata={"x": 1})["thread_id"]
+    run = client.runs.create(thread_id, aid, input={"log": []})
+    assert run["status"] == "pending"
+    assert run["metadata"] == {"left": "behind", "x": 1, "graph_id": GONE,
+                               "assistant_id": aid}
+    failed = client.runs.join(thread_id, run["run_id"])
+    assert failed["__error__"]["error"] == "UnknownGraphError"
+    assert GONE in failed["__error__"]["message"]
+    assert client.runs.get(thread_id, run["run_id"])["status"] == "error"
+    thread = client.threads.get(thread_id)
+    assert thread["status"] == "error" and thread["values"] is None
+    assert thread["metadata"] == {"x": 1, "graph_id": GONE, "assistant_id": aid}
+    # Its state is the graph's to read: 404s naming the graph, as there.
+    for call in (client.threads.get_state, client.threads.get_history,
+                 lambda t: client.threads.update_state(t, {"log": ["x"]})):
+        with pytest.raises(NotFoundError, match=GONE):
+            call(thread_id)
+    assert cluster.client().saver.head(thread_id) is None
+
+    with pytest.raises(Exception, match="UnknownGraphError: .*tests.removed_graphs:old"):
+        client.runs.wait(thread_id, aid, input={"log": []})  # the SDK raises a wait's error
+    assert client.runs.wait(thread_id, aid, input={"log": []}, raise_error=False) == failed
+    parts = list(client.runs.stream(thread_id, aid, input={"log": []},
+                                    stream_mode=["values", "updates"]))
+    assert [(p.event, p.data) for p in parts] == [("error", failed["__error__"])]
+    assert client.runs.wait(None, aid, input={"log": []}, raise_error=False) == failed
+    assert [p.event for p in client.runs.stream(None, aid, input={"log": []})] == ["error"]
+    assert [r["status"] for r in client.runs.list(thread_id)] == ["error"] * 4
+
+    created = str(uuid.uuid4())
+    run = client.runs.create(created, aid, input={"log": []}, if_not_exists="create")
+    assert client.runs.join(created, run["run_id"]) == failed
+    assert client.threads.get(created)["metadata"] == {"graph_id": GONE, "assistant_id": aid}
+    assert client.threads.get(created)["status"] == "error"
+
+    # The failed runs left the thread free: a served graph's run goes on it at once.
+    assert client.runs.wait(thread_id, CHAIN, input={"log": []},
+                            multitask_strategy="reject")["log"]
+    assert cluster.client().store.active_run(thread_id) is None
+    AssistantRecords(cluster.client().store.r,
+                     f"{cluster.client().store.prefix}:api").delete(aid)
 
 
 def test_delete_cancels_its_runs_and_with_delete_threads_its_threads(client, cluster):

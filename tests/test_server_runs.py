@@ -292,3 +292,27 @@ def test_the_javascript_sdk_streams_and_resumes(url):
     assert out["interrupt"]["value"] == "approve?"
     assert out["next"] == ["ask"]
     assert out["final"]["log"] == ["prepare", "answer:js", "finish"]
+
+
+def test_the_javascript_sdk_joins_a_running_runs_stream(url, client):
+    """`joinStream` of `@langchain/langgraph-sdk` (examples/producers/node/join_stream.mjs):
+    a stream dropped mid-run, joined again without an id (what comes from then on) and
+    from the last id it saw (the rest of the run, each chunk once, to its end)."""
+    if shutil.which("node") is None:
+        pytest.skip("no node on PATH")
+    script = ROOT / "examples" / "producers" / "node" / "join_stream.mjs"
+    done = subprocess.run(["node", str(script), url, API_KEYS[0], TALKER,
+                           '{"log": [], "n": 10, "sleep": 0.3}', "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    dropped, live, rest = out["dropped"], out["live"], out["rest"]
+    assert dropped[0]["event"] == "metadata" and dropped[0]["id"] == "0-0"
+    assert [p["data"]["said"] for p in dropped if p["event"] == "custom"] == [0, 1, 2]
+    assert live[0]["event"] == "custom" and live[0]["data"]["said"] > 2
+    said = [p["data"]["said"] for p in dropped + rest if p["event"] == "custom"]
+    assert said == list(range(10))
+    ids = [p["id"] for p in dropped + rest]
+    assert None not in ids and len(ids) == len(set(ids))
+    assert rest[-1]["event"] == "values" and rest[-1]["data"]["log"] == ["intro", "talked"]
+    assert client.runs.get(out["thread_id"], out["run_id"])["status"] == "success"

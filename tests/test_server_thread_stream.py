@@ -116,14 +116,46 @@ def test_a_live_listener_sees_later_runs_and_state_edits_as_the_reference(client
     ]
     assert {name for name, _ in run_events(client, thread_id, first["run_id"])} == {
         "updates", "values"}
-    # Ids: in order across the streams, one per entry. A run's start and a failed run's
-    # error have no entry: the SDK gives them the id before (SSE's last event id).
+    # Ids: every event its own, in order across the streams (as the reference's).
     ids = [i for _, _, i in events]
-    assert all(ids) and ids == sorted(ids, key=id_order)
-    own = [i for name, data, i in events
-           if name != "error" and not (name == "metadata" and "attempt" in data)]
-    assert len(own) == len(set(own))
-    assert [i for i in ids if i not in own] == []
+    assert all(ids) and ids == sorted(ids, key=id_order) and len(ids) == len(set(ids))
+
+
+def test_last_event_id_resumes_after_a_runs_start_and_its_error(client):
+    """The reference gives a run's start `metadata` and a failed run's `error` ids of their
+    own: a reconnect after either goes on right after it, without it again."""
+    thread_id = client.threads.create()["thread_id"]
+    run_ids = []
+    for graph in (CHAIN, FAILING, CHAIN):
+        run = client.runs.create(thread_id, graph, input={"log": []})
+        client.runs.join(thread_id, run["run_id"])
+        run_ids.append(run["run_id"])
+    whole = Listener(client.threads.join_stream(thread_id, last_event_id="-1"),
+                     done_count(3)).finish()
+    ids = [i for _, _, i in whole]
+    assert all(ids) and ids == sorted(ids, key=id_order) and len(ids) == len(set(ids))
+    starts = [n for n, (name, data, _) in enumerate(whole)
+              if name == "metadata" and "attempt" in data]
+    [error] = [n for n, (name, _, _) in enumerate(whole) if name == "error"]
+    assert len(starts) == 3 and whole[error + 1][:2] == run_done(run_ids[1])
+    for at in (*starts, error):
+        left = sum(1 for e in whole[at + 1:] if e[1] in [run_done(r)[1] for r in run_ids])
+        rest = Listener(client.threads.join_stream(thread_id, last_event_id=whole[at][2]),
+                        done_count(left)).finish()
+        assert rest == whole[at + 1:], whole[at]
+
+    # Under `lifecycle` alone there is no `error`: the failed run's `run_done` has the id
+    # its end entry gave the `error` above, and a reconnect after it goes on after it.
+    lifecycle = Listener(client.threads.join_stream(thread_id, stream_mode="lifecycle",
+                                                    last_event_id="-1"),
+                         done_count(3)).finish()
+    assert [e for e in whole if e[0] == "metadata" and "attempt" in e[1]] == [
+        e for e in lifecycle if "attempt" in e[1]]
+    assert (*run_done(run_ids[1]), whole[error][2]) in lifecycle
+    rest = Listener(client.threads.join_stream(thread_id, stream_mode="lifecycle",
+                                               last_event_id=whole[error][2]),
+                    done_count(1)).finish()
+    assert rest == lifecycle[-2:]
 
 
 def test_last_event_id_resumes_and_modes_narrow(client):

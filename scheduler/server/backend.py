@@ -105,10 +105,17 @@ class Backend:
         """`assistant`, if its graph is one a run may name; a user-created assistant whose
         graph the workers no longer publish is a 404 naming the graph, the reference
         server's answer for an assistant whose graph left its registry."""
-        refs = self.graph_refs()
-        if assistant["graph_id"] not in refs:
-            raise graph_not_found(assistant["graph_id"], refs)
+        self.served_graph(assistant["graph_id"])
         return assistant
+
+    def served_graph(self, ref: str) -> ClusterGraph:
+        """The graph a thread's state is read and edited with; a 404 naming it if the
+        workers no longer publish it (a thread left by a graph a redeploy dropped), as the
+        reference answers for such a thread."""
+        refs = self.graph_refs()
+        if ref not in refs:
+            raise graph_not_found(ref, refs)
+        return self.graph(ref)
 
     def created_assistant(self, assistant_id: str) -> dict[str, Any] | None:
         """A user-created assistant, if the request's key may use its graph (for a key

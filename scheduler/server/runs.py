@@ -69,6 +69,9 @@ class Started:
     run_id: str
     selection: sse.Selection
     cancel_on_disconnect: bool
+    # False for a run whose graph is no longer served: its stream is only its `error`
+    # event, with no `metadata` before it, as the reference streams such a run.
+    announced: bool = True
 
 
 def _goto(raw: Any) -> Any:
@@ -89,10 +92,13 @@ def _command(raw: dict[str, Any]) -> Command[Any]:
                    goto=_goto(raw["goto"]) if raw.get("goto") is not None else ())
 
 
-def _run_config(payload: dict[str, Any], thread_id: str, assistant: dict[str, Any]
-                ) -> dict[str, Any]:
-    """The run's config: the assistant's, the request's over it (`configurable` merged key
-    by key), as the reference server merges them."""
+def _run_config(payload: dict[str, Any], thread_id: str, run_id: str,
+                assistant: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """The run's config as the reference server makes it: the assistant's, the request's
+    over it (`configurable` merged key by key) with the run's ids in `configurable`, and
+    the run's merged `metadata`, so its nodes, their `messages` chunks and its checkpoints
+    carry what the run's record shows (and `run_attempt`, always 1: a run here is never
+    started over)."""
     requested = field(payload, "config", dict, {})
     if requested.get("configurable") and payload.get("context"):
         raise ApiError(400, "Cannot specify both configurable and context. Prefer setting "
@@ -103,11 +109,10 @@ def _run_config(payload: dict[str, Any], thread_id: str, assistant: dict[str, An
     conf.update(field(payload, "checkpoint", dict, {}))
     if field(payload, "checkpoint_id", str):
         conf["checkpoint_id"] = payload["checkpoint_id"]
-    conf["thread_id"] = thread_id
+    conf.update(run_id=run_id, thread_id=thread_id, graph_id=assistant["graph_id"],
+                assistant_id=assistant["assistant_id"])
     config["configurable"] = conf
-    metadata = field(payload, "metadata", dict, {})
-    if metadata:
-        config["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    config["metadata"] = {**metadata, "run_attempt": 1}
     return config
 
 
@@ -155,8 +160,11 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     asked = field(payload, "assistant_id", str)
     if asked is None:
         raise ApiError(422, "assistant_id is required")
-    assistant = backend.served(backend.assistant(asked))
+    assistant = backend.assistant(asked)
     ref = assistant["graph_id"]
+    # A user-created assistant whose graph the workers no longer publish: its run is
+    # stored and its start fails it, as the reference creates and fails such a run.
+    served = ref in backend.graph_refs()
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
     field(payload, "stream_resumable", bool)  # checked only: every run's stream resumes here
@@ -198,15 +206,16 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
             if if_not_exists != "create":
                 raise not_found(f"Thread {thread_id!r}")
             created = backend.records.create_thread(thread_id, new_thread)
-    config = _run_config(payload, thread_id, assistant)
     run_id = str(uuid.uuid4())
+    metadata = run_metadata(assistant, existing, requested_metadata)
+    config = _run_config(payload, thread_id, run_id, assistant, metadata)
     kwargs = {k: payload.get(k) for k in ("input", "command", "stream_subgraphs",
                                           "checkpoint_id", "durability", "webhook")}
     kwargs.update(interrupts, config=config, context=context,
                   stream_mode=sorted(selection.modes))
     backend.records.put_run(thread_id, run_id, {
         "assistant_id": assistant["assistant_id"],
-        "metadata": run_metadata(assistant, existing, requested_metadata),
+        "metadata": metadata,
         "multitask_strategy": strategy, "kwargs": kwargs})
     try:
         if webhook is not None:
@@ -217,7 +226,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
         backend.graph(ref).submit(run_input, config, stream_mode=selection.graph_modes,
                                   subgraphs=selection.subgraphs, durability=durability,
                                   context=context, multitask_strategy=strategy, run_id=run_id,
-                                  **interrupts)
+                                  require_graph=served, **interrupts)
     except BaseException:
         backend.records.delete_run(thread_id, run_id)
         if created:
@@ -226,7 +235,7 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     if existing is not None:
         backend.records.update_metadata(thread_id, {"graph_id": ref, "assistant_id":
                                                     assistant["assistant_id"]})
-    return Started(thread_id, run_id, selection, on_disconnect == "cancel")
+    return Started(thread_id, run_id, selection, on_disconnect == "cancel", served)
 
 
 def run_view(backend: Backend, thread_id: str, run_id: str) -> dict[str, Any]:
@@ -300,7 +309,8 @@ async def stream(request: Request) -> StreamingResponse:
     thread_id = request.path_params.get("thread_id")
     started = await blocking(start, backend, thread_id, await body(request),
                              f"POST {request.url.path}")
-    return _streaming(backend, started, sse.START, _paths(started, "stream"), metadata=True)
+    return _streaming(backend, started, sse.START, _paths(started, "stream"),
+                      metadata=started.announced)
 
 
 async def join_stream(request: Request) -> StreamingResponse:

@@ -20,8 +20,11 @@ after that id (`-1`: everything still kept, every run from its start). Event ids
 entries' ids, which one Redis server's clock orders across streams, so reading every
 stream on from an id gives what came after it. Two entries of two runs written in the same
 millisecond can share an id; a client that reconnects between them misses the second.
-A run's start `metadata` and a failed run's `error` have no entry of their own, so they
-carry no id: a client that reconnects just after one gets it again.
+Every event carries an id of its own, as the reference's do, so a reconnect after any of
+them goes on after it: a run's start `metadata` has the id just before its first entry's
+(`just_before`: no entry of its stream falls between them), a failed run's `error` its end
+entry's, and the `run_done` after that error the end entry's sub-id `<end>/0` (after the
+`error`, before any later entry); a run's `run_done` after no `error` has its end entry's.
 
 The stream stays open while the client listens, as the reference's does; it ends once the
 thread is deleted.
@@ -46,9 +49,19 @@ from scheduler.server.backend import Backend, backend_of
 from scheduler.server.http import ApiError, blocking
 from scheduler.server.messages import MessageAccumulator
 from scheduler.server.threads import require_thread
-from scheduler.streams import END, StreamPart, parts_of_reply, rest_of_entry, split_id
+from scheduler.streams import (
+    END,
+    StreamPart,
+    decode,
+    parts_of_reply,
+    rest_of_entry,
+    split_id,
+)
 
 THREAD_MODES = ("run_modes", "lifecycle", "state_update")
+# The largest sequence number of a Redis stream id (`<ms>-<seq>`).
+MAX_SEQ = 2**64 - 1
+FAILED = (RunStatus.FAILED, RunStatus.REJECTED)
 QUERY_PARAMS = frozenset({"stream_mode", "stream_modes"})
 # How often the thread's runs are looked at again for new ones, in seconds.
 DISCOVER_SECONDS = 1.0
@@ -72,6 +85,13 @@ def thread_modes(request: Request) -> frozenset[str]:
     return frozenset(modes or ["run_modes"])
 
 
+def just_before(event_id: str) -> str:
+    """The stream id just before an entry's (of a batch's chunk: before its entry); a run's
+    start `metadata` has the one before its first entry."""
+    ms, _, seq = split_id(event_id)[0].partition("-")
+    return f"{ms}-{int(seq) - 1}" if int(seq) else f"{int(ms) - 1}-{MAX_SEQ}"
+
+
 @dataclass
 class RunFeed:
     """One run of the thread as the thread stream gives it."""
@@ -79,6 +99,7 @@ class RunFeed:
     run_id: str
     selection: sse.Selection
     announce: bool  # its start `metadata` is still to come (read from its start)
+    error_sent: bool = False  # its `error` reached the consumer before it reconnected
     messages: MessageAccumulator = field(default_factory=MessageAccumulator)
 
 
@@ -155,37 +176,49 @@ class ThreadStream:
             key = store.key(self.thread_id, "chunks", run_id)
             if joining and run.status.settled and not await self.backend.aredis.exists(key):
                 continue  # over, and its stream expired: nothing of it is to come
-            start = await self._run_start(key, fresh=not joining)
-            if start is None:
+            selection = _selection(
+                await blocking(self.backend.records.run, self.thread_id, run_id), run)
+            found = await self._run_start(key, selection, fresh=not joining)
+            if found is None:
                 continue
-            feed = RunFeed(run_id, _selection(
-                await blocking(self.backend.records.run, self.thread_id, run_id), run),
-                announce=start == sse.START)
+            start, error_sent = found
+            feed = RunFeed(run_id, selection, announce=start == sse.START,
+                           error_sent=error_sent)
             self.feeds[key], self.cursors[key] = feed, start
             if not feed.announce and "messages" in feed.selection.modes:
                 await sse.prime(self.backend, self.thread_id, run_id, feed.selection, start,
                                 feed.messages)
 
-    async def _run_start(self, key: str, *, fresh: bool) -> str | None:
-        """Where a run's stream is read from: the start for a run that began after the
-        consumer joined (or after `Last-Event-ID`), else where the consumer is; None for a
-        run that ended before (nothing of it is to come)."""
+    async def _run_start(self, key: str, selection: sse.Selection, *, fresh: bool
+                         ) -> tuple[str, bool] | None:
+        """Where a run's stream is read from, and whether the consumer had its `error`
+        already: the start for a run that began after the consumer joined (or whose start
+        `metadata` comes after `Last-Event-ID`), else where the consumer is (just before
+        the end entry for a consumer that had the `error` but not the `run_done`); None
+        for a run whose `run_done` the consumer had (nothing of it is to come)."""
         if fresh:
-            return sse.START
+            return sse.START, False
         r = self.backend.aredis
         newest = cast(list[tuple[bytes, dict[bytes, bytes]]],
                       await r.xrevrange(key, "+", "-", count=1))
         if self.after is None:
             if not newest:
-                return sse.START
-            return None if newest[0][1].get(b"k") == END else newest[0][0].decode()
-        entry = split_id(self.after)[0]
-        if not newest or not await r.xrevrange(key, entry, "-", count=1):
-            return sse.START
-        newest_id = newest[0][0].decode()
-        ended = newest[0][1].get(b"k") == END
-        return None if ended and sse.id_order(newest_id) <= sse.id_order(self.after) else (
-            self.after)
+                return sse.START, False
+            return None if newest[0][1].get(b"k") == END else (newest[0][0].decode(), False)
+        first = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                     await r.xrange(key, "-", "+", count=1))
+        if not first or sse.id_order(self.after) < sse.id_order(
+                just_before(first[0][0].decode())):
+            return sse.START, False
+        newest_id, fields = newest[0][0].decode(), newest[0][1]
+        if fields.get(b"k") != END:
+            return self.after, False
+        end = decode(newest_id, fields)[0]
+        if sse.id_order(self._done_id(newest_id, selection, end)) <= sse.id_order(self.after):
+            return None
+        if self.after == newest_id and self._error(selection, end) is not None:
+            return just_before(newest_id), True
+        return self.after, False
 
     async def _drop_gone(self) -> list[bytes]:
         """Runs that settled without an end entry left to read (their stream expired):
@@ -234,35 +267,48 @@ class ThreadStream:
                 return []
             return [sse.frame("state_update", orjson.loads(part), event_id)]
         feed = self.feeds[key]
-        out = self._started(feed)
+        out = self._started(feed, event_id)
         if part.kind == "end":
             return out + self._done(key, part)
         if "run_modes" in self.modes:
             out += sse.frames(part, feed.selection, feed.messages)
         return out
 
-    def _started(self, feed: RunFeed) -> list[bytes]:
-        """A run's start `metadata`, before its first entry (as the reference sends it when
-        the run starts, not when it is queued)."""
+    def _started(self, feed: RunFeed, first: str | None) -> list[bytes]:
+        """A run's start `metadata`, before its first entry `first` (as the reference
+        sends it when the run starts, not when it is queued), with the id just before it."""
         if not feed.announce:
             return []
         feed.announce = False
-        return self._lifecycle(sse.frame("metadata", {"run_id": feed.run_id, "attempt": 1}))
+        return self._lifecycle(sse.frame("metadata", {"run_id": feed.run_id, "attempt": 1},
+                                         None if first is None else just_before(first)))
+
+    def _error(self, selection: sse.Selection, end: StreamPart) -> tuple[str, Any] | None:
+        """The `error` event a failed run's end gives this consumer (under `run_modes`)."""
+        if "run_modes" not in self.modes or end.status not in FAILED:
+            return None
+        return selection.event(end)
+
+    def _done_id(self, end_id: str, selection: sse.Selection, end: StreamPart) -> str:
+        """The id of a run's `run_done`: after the `error` (the end entry's id) if this
+        consumer gets one, else the end entry's."""
+        return f"{end_id}/0" if self._error(selection, end) is not None else end_id
 
     def _done(self, key: str, end: StreamPart | None) -> list[bytes]:
         """A run's end: a failed run's `error` (under `run_modes`), then `run_done`; the
         run's stream is no longer read."""
         feed = self.feeds.pop(key)
         del self.cursors[key]
-        out = self._started(feed)
-        if end is not None and "run_modes" in self.modes and end.status in (
-                RunStatus.FAILED, RunStatus.REJECTED):
-            found = feed.selection.event(end)
-            if found is not None:
-                out.append(sse.frame(*found))
+        out = self._started(feed, None if end is None else end.id)
+        if end is None:
+            return out + self._lifecycle(sse.frame(
+                "metadata", {"status": "run_done", "run_id": feed.run_id}))
+        error = self._error(feed.selection, end)
+        if error is not None and not feed.error_sent:
+            out.append(sse.frame(*error, end.id))
         return out + self._lifecycle(sse.frame(
             "metadata", {"status": "run_done", "run_id": feed.run_id},
-            None if end is None else end.id))
+            self._done_id(end.id, feed.selection, end)))
 
     def _lifecycle(self, event: bytes) -> list[bytes]:
         return [event] if self.modes & {"run_modes", "lifecycle"} else []

@@ -213,7 +213,8 @@ def _state(backend: Backend, thread_id: str, conf: dict[str, Any], subgraphs: bo
            ) -> dict[str, Any]:
     record = require_thread(backend, thread_id)
     ref = graph_ref(backend, thread_id, record["metadata"])
-    if ref is None or backend.client.saver.head(thread_id) is None:
+    graph = backend.served_graph(ref) if ref is not None else None
+    if graph is None or backend.client.saver.head(thread_id) is None:
         if conf.get("checkpoint_id"):
             raise not_found(f"Checkpoint {conf['checkpoint_id']!r}")
         return views.empty_state()
@@ -221,7 +222,7 @@ def _state(backend: Backend, thread_id: str, conf: dict[str, Any], subgraphs: bo
     if conf.get("checkpoint_id") and backend.client.saver.get_tuple(
             {"configurable": {"checkpoint_ns": "", **config["configurable"]}}) is None:
         raise not_found(f"Checkpoint {conf['checkpoint_id']!r}")
-    snapshot = backend.graph(ref).get_state(config, subgraphs=subgraphs)
+    snapshot = graph.get_state(config, subgraphs=subgraphs)
     return views.thread_state(snapshot)
 
 
@@ -258,7 +259,7 @@ def _update_state(backend: Backend, thread_id: str, payload: dict[str, Any]
     if checkpoint_id:
         conf["checkpoint_id"] = checkpoint_id
     as_node = field(payload, "as_node", str)
-    graph = backend.graph(ref)
+    graph = backend.served_graph(ref)
     try:
         written = graph.update_state({"configurable": conf}, payload.get("values"), as_node)
     except InvalidUpdateError as exc:
@@ -287,8 +288,8 @@ def _history(backend: Backend, thread_id: str, limit: int, before: Any,
     elif isinstance(before, dict) and "configurable" not in before:
         before = {"configurable": before}
     config = {"configurable": {**conf, "thread_id": thread_id}}
-    states = backend.graph(ref).get_state_history(config, filter=metadata or None,
-                                                  before=before, limit=limit)
+    states = backend.served_graph(ref).get_state_history(config, filter=metadata or None,
+                                                         before=before, limit=limit)
     return [views.thread_state(s) for s in states]
 
 
