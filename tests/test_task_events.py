@@ -56,3 +56,35 @@ def test_task_events_off_sends_none(redis_server, tmp_path):
 def test_a_task_events_value_other_than_1_or_0_is_refused(value):
     with pytest.raises(ValueError, match="CELERYGRAPH_TASK_EVENTS"):
         Settings.from_env({"CELERYGRAPH_TASK_EVENTS": value})
+
+
+def test_row_events_go_out_in_order_with_the_time_they_happened(redis_server):
+    """A node's row events are published by a thread of the process (`RowEvents`), off the
+    node's path: in the order sent, each stamped when it was sent, all out after `flush`."""
+    import base64
+    import json
+
+    from scheduler.settings import Settings as Configured
+    from worker.celery_app import create_app
+    from worker.rows import RowEvents
+
+    app = create_app(Configured.from_env({"CELERYGRAPH_BROKER_URL": redis_server.url}))
+    pubsub = redis_server.client().pubsub()
+    pubsub.psubscribe("*task.*")
+    pubsub.get_message(timeout=1)  # the subscription's confirmation
+    sender = RowEvents(app, "w@test")
+    stamps = [time.time() - 100 + i for i in range(20)]
+    for i, stamp in enumerate(stamps):
+        sender.send("task-started", f"row-{i}", stamp, {})
+    assert sender.flush(timeout=10)
+    got = []
+    while (message := pubsub.get_message(timeout=1)) is not None:
+        if message["type"] == "pmessage":
+            envelope = json.loads(message["data"])
+            body = envelope["body"]
+            if envelope["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            got.append(json.loads(body))
+    pubsub.close()
+    assert [(e["uuid"], e["timestamp"], e["hostname"]) for e in got] == [
+        (f"row-{i}", stamp, "w@test") for i, stamp in enumerate(stamps)]

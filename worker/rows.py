@@ -11,8 +11,12 @@ like any worker's.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
+import queue
+import threading
 import time
 import traceback
 import uuid
@@ -41,8 +45,9 @@ class NodeRows:
 
     `own_task_id`: the task the message itself stands for (a `run_node` message's), whose
     row is the message's; None for a batch, whose message row names its nodes but whose
-    tasks each get a row here. The event dispatcher is opened on the first row and held until
-    `close`, so a chain run in place pays for one producer, not one per node.
+    tasks each get a row here. Its events go out through the process's `RowEvents`; `flush`
+    before the message ends, so that Celery's own outcome event for the message's row comes
+    after the one sent for its node (the row then keeps the message's runtime).
     """
 
     def __init__(self, app: Celery, request: Any, thread_id: str, run_id: str,
@@ -56,8 +61,6 @@ class NodeRows:
         self.own_task_id = own_task_id
         self.own_error: BaseException | None = None
         self.enabled = bool(app.conf.worker_send_task_events)
-        self._stack = contextlib.ExitStack()
-        self._dispatcher: EventDispatcher | None = None
 
     def row(self, name: str, checkpoint_id: str, task: algo.Task, *,
             restart: bool = False) -> RowRunner:
@@ -122,20 +125,72 @@ class NodeRows:
             error = self.own_error
             raise NodeFailedError(f"{type(error).__name__}: {error}") from error
 
-    def close(self) -> None:
-        self._stack.close()
-        self._dispatcher = None
+    def flush(self) -> None:
+        """Wait (a little, at most) until this message's row events are out."""
+        if self.enabled:
+            row_events(self.app, self.hostname).flush(RowEvents.FLUSH_AT_EXIT_SECONDS)
 
     def _send(self, kind: str, row_id: str, **fields: Any) -> None:
-        """An event lost to a broker blip costs a row's detail, never the node."""
-        if not self.enabled:
-            return
-        try:
-            if self._dispatcher is None:
-                self._dispatcher = self._stack.enter_context(
-                    self.app.events.default_dispatcher(hostname=self.hostname))
-            self._dispatcher.send(kind, uuid=row_id, **fields)
-        except Exception:  # noqa: BLE001 - see above
-            log.warning("could not send %s for %s", kind, row_id, exc_info=True)
-            with contextlib.suppress(Exception):
-                self.close()
+        """Hand the event to the process's sender, stamped now; an event lost to a broker
+        blip costs a row's detail, never the node."""
+        if self.enabled:
+            row_events(self.app, self.hostname).send(kind, row_id, time.time(), fields)
+
+
+class RowEvents:
+    """A process's thread that publishes row events in the order they were sent, through
+    one event dispatcher of its own (a kombu producer is not to be shared between
+    threads). `flush` waits until everything sent so far is out, and runs at exit."""
+
+    FLUSH_AT_EXIT_SECONDS = 2.0
+
+    def __init__(self, app: Celery, hostname: str | None) -> None:
+        self.app = app
+        self.hostname = hostname
+        self.pid = os.getpid()
+        self._queue: queue.Queue[tuple[str, str, float, dict[str, Any]]] = queue.Queue()
+        self._dispatcher: EventDispatcher | None = None
+        self._stack = contextlib.ExitStack()
+        threading.Thread(target=self._run, name="celerygraph-row-events", daemon=True).start()
+        atexit.register(self.flush, self.FLUSH_AT_EXIT_SECONDS)
+
+    def send(self, kind: str, row_id: str, timestamp: float, fields: dict[str, Any]) -> None:
+        self._queue.put((kind, row_id, timestamp, fields))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Whether everything sent before the call went out (or failed) within `timeout`."""
+        done = threading.Event()
+        self._queue.put(("", "", 0.0, {"done": done}))
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            kind, row_id, timestamp, fields = self._queue.get()
+            if not kind:
+                fields["done"].set()
+                continue
+            try:
+                if self._dispatcher is None:
+                    self._dispatcher = self._stack.enter_context(
+                        self.app.events.default_dispatcher(hostname=self.hostname))
+                self._dispatcher.send(kind, uuid=row_id, timestamp=timestamp, **fields)
+            except Exception:  # noqa: BLE001 - see NodeRows._send
+                log.warning("could not send %s for %s", kind, row_id, exc_info=True)
+                with contextlib.suppress(Exception):
+                    self._stack.close()
+                self._dispatcher = None
+
+
+_senders: dict[tuple[int, str | None], RowEvents] = {}
+_senders_lock = threading.Lock()
+
+
+def row_events(app: Celery, hostname: str | None) -> RowEvents:
+    """This process's sender for `app`'s events under `hostname`; a forked child (a prefork
+    pool process) starts its own."""
+    key = (id(app), hostname)
+    with _senders_lock:
+        sender = _senders.get(key)
+        if sender is None or sender.pid != os.getpid():
+            sender = _senders[key] = RowEvents(app, hostname)
+        return sender

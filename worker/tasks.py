@@ -60,7 +60,7 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
             with tracing.from_message(self.request):
                 run_message(resources(app.settings), app, message, _run_here(self, app), rows)
         finally:
-            rows.close()
+            rows.flush()
         rows.raise_own_failure()
 
     @app.task(name=NODES_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
@@ -77,7 +77,7 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
                 run_message(resources(app.settings), app, message, _run_here(self, app),
                             rows)
         finally:
-            rows.close()
+            rows.flush()
 
 
 def run_message(res: Resources, app: Celery, message: RunNodes,
