@@ -3,9 +3,10 @@
 Set `CELERYGRAPH_FAULTS="memo_saved=0.2,node_started=0.1"` and a process SIGKILLs itself
 with that probability each time it passes the point. Unset (the default), passing a point
 is one lookup in an empty mapping. Points: `node_started` (the node is running),
-`node_returned` (it returned; its memo is not saved yet), `memo_saved` (memo saved; the
-barrier is not marked), `advance_checkpointed` (the next checkpoint is written; its tasks
-are not dispatched).
+`node_returned` (it returned; its memo is not saved yet), `memo_saved` (memo saved and
+counted in the barrier by one script, or with the next step by a kept task's; the run not
+advanced yet), `advance_checkpointed` (the next checkpoint is written; its tasks are not
+dispatched).
 """
 
 from __future__ import annotations

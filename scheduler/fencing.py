@@ -13,9 +13,7 @@ to go with the next step's record in one script (`RunStore.advance_kept`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 from graphdef.checkpoint.base import (
     Checkpoint,
@@ -24,35 +22,22 @@ from graphdef.checkpoint.base import (
     Config,
     checkpoint_config,
 )
-from graphdef.checkpoint.delegate import DelegatingSaver
-from graphdef.checkpoint.redis import HeadPut, PreparedWrites, RedisSaver
+from graphdef.checkpoint.redis import RedisSaver
+from scheduler.deferral import MemoDeferringSaver
 
 
-@dataclass
-class Deferred:
-    """What a `defer`ring saver held back: one task's memo, then the root checkpoint put
-    after it (None: not made yet, or it cannot go in a script of the caller's)."""
-
-    task_id: str
-    memo_seen: bool = False
-    memo: PreparedWrites | None = None
-    put: HeadPut | None = None
-    put_seen: bool = False
-
-
-class FencedSaver(DelegatingSaver):
-    """Delegates to a RedisSaver; `put` becomes a compare-and-set on the thread's head."""
+class FencedSaver(MemoDeferringSaver):
+    """Delegates to a RedisSaver; `put` becomes a compare-and-set on the thread's head. Told
+    to `defer` a kept task's memo, it holds back the root checkpoint put after it too."""
 
     def __init__(self, saver: RedisSaver, lease: tuple[str, str] | None = None) -> None:
         super().__init__(saver)
-        self.saver = saver
         self.lease = lease
         # Called with the expected head just before each write: a streaming run's chunks
         # of the step land before the checkpoint that ends it (`Driver._attach`).
         self.before_put: Callable[[str | None], None] | None = None
         self._head_once: tuple[str | None] | None = None
         self._none_once = False
-        self.deferred: Deferred | None = None
 
     def fence(self, lease: tuple[str, str] | None) -> None:
         """Write only while `lease` (its key, its owner) is held: a loop kept across
@@ -71,36 +56,12 @@ class FencedSaver(DelegatingSaver):
         next write's compare-and-set on no head fails, as any stale writer's does."""
         self._none_once = True
 
-    def defer(self, task_id: str) -> None:
-        """Hold back the root namespace's next memo of `task_id` and the root checkpoint put
-        after it, unwritten, for the caller to write with its own writes (`deferred`); a
-        subgraph's writes and other tasks' memos (its `@task` calls') go through."""
-        self.deferred = Deferred(task_id)
-
-    def write_deferred_memo(self) -> None:
-        """Stop holding back, writing the held-back memo as `put_writes` would have (the
-        first memo wins); a held-back put is dropped: its caller goes the long way, which
-        makes it again."""
-        held, self.deferred = self.deferred, None
-        if held is not None and held.memo is not None:
-            self.saver.write_prepared(held.memo)
-
     def deferred_written(self) -> None:
         """The caller's script stored what was held back: stop holding back, and let the
         saver's caches learn the put (the next put goes on it in one script)."""
         held, self.deferred = self.deferred, None
         if held is not None and held.put is not None:
             self.saver.finish_head_put(held.put, b"ok")
-
-    def put_writes(self, config: Config, writes: Sequence[tuple[str, Any]], task_id: str,
-                   task_path: str = "") -> None:
-        held = self.deferred
-        if (held is not None and held.task_id == task_id and not held.memo_seen
-                and not config["configurable"].get("checkpoint_ns")):
-            held.memo = self.saver.prepare_writes(config, writes, task_id, task_path)
-            held.memo_seen = True
-            return
-        self.saver.put_writes(config, writes, task_id, task_path)
 
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         if self._none_once:

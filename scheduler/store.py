@@ -45,45 +45,73 @@ from scheduler.streams import (
     end_fields,
 )
 
-# KEYS: done set, step hash, events stream, the task's lease, and the run's lease when the
-# caller would advance the run. ARGV: task id, now, event payload, lease owner ('' to leave
-# the lease alone), then the run lease's owner and milliseconds. One script, so the event,
-# the release and the count land together (a lease is never free while its task is not yet
-# counted), in one round trip. Returns 0, 1 for the one caller that completed the step, or
-# 2 when that caller also took the run's lease (the run's `started` marker was set by its
-# start: an advance comes after one).
+# Counts a finished task: announces it, releases its lease if `owner` ('' to leave it alone)
+# still holds it, and counts it done in its step; returns 0, 1 for the one caller that
+# completed the step, or 2 when that caller also took the run's lease for `run_owner` ('' not
+# to) for `ms` (the run's `started` marker was set by its start: an advance comes after one).
+# One script, so the event, the release and the count land together (a lease is never free
+# while its task is not yet counted), in one round trip.
 #
 # A task newly in the set counts itself down the step's `left` (set to `total` as the step is
 # recorded, `_OPEN_STEP`): one HINCRBY, where a count compares `total` with SCARD, two. Only
-# finish_task adds to the set, so `left` is `total` minus the set's size, and exactly one
-# caller takes it to 0. A repeat (not newly added) or a step recorded without `left` (before
-# it existed: it goes below 0) counts as before; one whose record is gone (the run's keys were
+# this adds to the set, so `left` is `total` minus the set's size, and exactly one caller
+# takes it to 0. A repeat (not newly added) or a step recorded without `left` (before it
+# existed: it goes below 0) counts as before; one whose record is gone (the run's keys were
 # dropped) has its stray `left` deleted again.
-_FINISH_TASK = """
-redis.call('XADD', KEYS[3], '*', 'type', 'task_finished', 'data', ARGV[3])
-if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
-local complete = false
-if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  local left = redis.call('HINCRBY', KEYS[2], 'left', -1)
-  if left > 0 then return 0 end
-  complete = left == 0
-end
-if not complete then
-  local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '-1')
-  if total < 0 then
-    if redis.call('HLEN', KEYS[2]) == 1 then redis.call('DEL', KEYS[2]) end
-    return 0
+_FINISH_TASK_FN = """
+local function finish_task(done, step, events, lease, run_lease, task, now, payload, owner,
+                           run_owner, ms)
+  redis.call('XADD', events, '*', 'type', 'task_finished', 'data', payload)
+  if owner ~= '' and redis.call('GET', lease) == owner then redis.call('DEL', lease) end
+  local complete = false
+  if redis.call('SADD', done, task) == 1 then
+    local left = redis.call('HINCRBY', step, 'left', -1)
+    if left > 0 then return 0 end
+    complete = left == 0
   end
-  complete = redis.call('SCARD', KEYS[1]) >= total
-end
-if complete then
-  if redis.call('HSETNX', KEYS[2], 'advance_at', ARGV[2]) == 1 then
-    if KEYS[5] and redis.call('SET', KEYS[5], ARGV[5], 'NX', 'PX', ARGV[6]) then return 2 end
+  if not complete then
+    local total = tonumber(redis.call('HGET', step, 'total') or '-1')
+    if total < 0 then
+      if redis.call('HLEN', step) == 1 then redis.call('DEL', step) end
+      return 0
+    end
+    complete = redis.call('SCARD', done) >= total
+  end
+  if complete and redis.call('HSETNX', step, 'advance_at', now) == 1 then
+    if run_owner ~= '' and redis.call('SET', run_lease, run_owner, 'NX', 'PX', ms) then
+      return 2
+    end
     return 1
   end
+  return 0
 end
-return 0
 """
+
+# KEYS: done set, step hash, events stream, the task's lease, the run's lease, the memo's
+# writes hash, the thread's index, the run's chunk stream and its published set. ARGV: task
+# id, now, event payload, lease owner, run lease owner, its milliseconds, the saver's ttl in
+# ms, the number of memo values and those (`PUT_WRITES_FN`), the number of chunk batches, the
+# stream's length cap, and per batch its key, its number of entries and those. The task's
+# memo and its closing chunks (a streaming run's; after the memo, as ever) land with its
+# count: one round trip where they took two or three, and no crash between them.
+_FINISH_TASK = (REFRESH_FN + PUT_WRITES_FN + PUBLISH_ONCE_FN + _FINISH_TASK_FN + """
+local m = tonumber(ARGV[8])
+if m > 0 then
+  put_writes(KEYS[6], KEYS[7], 9, 8 + m)
+  refresh(KEYS[7], tonumber(ARGV[7]))
+end
+local at = 9 + m
+local max_len = ARGV[at + 1]
+local batches = tonumber(ARGV[at])
+at = at + 2
+for _ = 1, batches do
+  local count = tonumber(ARGV[at + 1])
+  publish_once(KEYS[8], KEYS[9], max_len, ARGV[at], at + 2, at + 1 + count)
+  at = at + 2 + count
+end
+return finish_task(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3],
+                   ARGV[4], ARGV[5], ARGV[6])
+""")
 STEP_COMPLETED = 1
 STEP_COMPLETED_AND_LEASED = 2
 # The task's step was advanced by the same script that saved its memo (`advance_kept`).
@@ -257,6 +285,16 @@ return take_lease(KEYS[8], KEYS[9], ARGV[5], ARGV[6])
 
 
 @dataclass(frozen=True)
+class TaskMemo:
+    """What `RunStore.finish_task` saves with the count: a task's held-back memo (None: none
+    to save) and a streaming run's closing chunks of the task, with the saver's ttl."""
+
+    writes: PreparedWrites | None
+    chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]]
+    ttl_ms: int = 0
+
+
+@dataclass(frozen=True)
 class KeptAdvance:
     """What `RunStore.advance_kept` writes for a kept task (`task_id`, whose lease
     `task_owner` holds) that ended its step `checkpoint_id`: its memo, the put of the next
@@ -319,6 +357,16 @@ class StepView:
     # Of the tasks asked about, those the step was dispatched with. (Whether one is counted
     # done is asked where it matters, as its lease is taken: `acquire_lease`.)
     dispatched: frozenset[str]
+
+
+def _chunk_args(chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]],
+                max_len: int) -> list[Any]:
+    """Chunk batches as a script's arguments take them: the number of batches, the stream's
+    length cap, then per batch its key, its number of entries and those."""
+    args: list[Any] = [len(chunks), max_len]
+    for key, entries in chunks:
+        args += [key, len(entries), *encode_entries(entries)]
+    return args
 
 
 def _event_payload(data: dict[str, Any]) -> bytes:
@@ -688,9 +736,7 @@ class RunStore:
                 *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]
         ms = int(kept.seconds * 1000)
         memo = kept.memo.triples if kept.memo is not None else []
-        chunks: list[Any] = [len(kept.chunks), self.stream_max_len]
-        for key, entries in kept.chunks:
-            chunks += [key, len(entries), *encode_entries(entries)]
+        chunks = _chunk_args(kept.chunks, self.stream_max_len)
         args = [kept.task_owner, orjson.dumps(kept.checkpoint_id), run_id,
                 orjson.dumps(RunStatus.RUNNING), kept.next_owner, ms,
                 *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
@@ -723,9 +769,10 @@ class RunStore:
 
     def finish_task(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
                     lease_owner: str | None = None, run_lease: LeaseWanted | None = None,
-                    **event: Any) -> int:
+                    memo: TaskMemo | None = None, **event: Any) -> int:
         """Announce a finished task, release its lease if `lease_owner` still holds it, and
-        count it, at once.
+        count it, at once; with `memo`, its writes (and a streaming run's closing chunks)
+        are saved in the same script.
 
         STEP_COMPLETED for exactly one caller once the step is complete: the one that
         advances it; STEP_COMPLETED_AND_LEASED when it also took the run's lease for
@@ -739,17 +786,24 @@ class RunStore:
         first (`Heartbeat`). That look finds the run's lease, then the step complete and not
         advanced, and sends the advance again.
         """
-        payload = _event_payload({"task_id": task_id, **event})
+        memo = memo or TaskMemo(None, ())
+        writes = memo.writes
         keys = [self.key(thread_id, "done", run_id, checkpoint_id),
                 self.key(thread_id, "step", run_id, checkpoint_id),
                 self.key(thread_id, "events", run_id),
-                self.key(thread_id, "lease", task_id)]
-        args: list[Any] = [task_id, time.time(), payload, lease_owner or ""]
-        if run_lease is None:
-            return int(self._finish_task(keys=keys, args=args))
-        ms = int(run_lease.seconds * 1000)
-        keys.append(self.key(thread_id, "lease", run_lease.name))
-        args += [run_lease.owner, ms]
+                self.key(thread_id, "lease", task_id),
+                # Keys a call does not use are named all the same (the script leaves them
+                # alone), in the thread's slot like every key of the script.
+                self.key(thread_id, "lease", run_lease.name if run_lease else task_id),
+                *(writes.keys if writes is not None else [self.key(thread_id, "writes")] * 2),
+                self.key(thread_id, "chunks", run_id),
+                self.key(thread_id, "chunks", run_id, "published")]
+        ms = int(run_lease.seconds * 1000) if run_lease else 0
+        triples = writes.triples if writes is not None else []
+        args: list[Any] = [task_id, time.time(), _event_payload({"task_id": task_id, **event}),
+                           lease_owner or "", run_lease.owner if run_lease else "", ms,
+                           memo.ttl_ms, len(triples), *triples,
+                           *_chunk_args(memo.chunks, self.stream_max_len)]
         done = int(self._finish_task(keys=keys, args=args))
         if done == STEP_COMPLETED_AND_LEASED:
             self.deadlines.look_by(thread_id, run_id, self.deadlines.clock.now_ms() + ms)

@@ -477,13 +477,12 @@ class Publisher:
         Live chunks go out as ever."""
         self.held = []
 
-    def release(self, key_prefix: str) -> None:
-        """Stop holding: publish what was held under keys starting with `key_prefix` (in
-        order), drop the rest (what a repeated advance emits and publishes again)."""
+    def take_held(self, key_prefix: str) -> list[tuple[str, list[dict[str, bytes | str]]]]:
+        """Stop holding: what was held under keys starting with `key_prefix`, in order, for
+        the caller's script to publish; the rest is dropped (what a repeated advance emits
+        and publishes again)."""
         held, self.held = self.held or [], None
-        for key, entries in held:
-            if key.startswith(key_prefix):
-                self.stream.publish_once(key, entries)
+        return [(key, entries) for key, entries in held if key.startswith(key_prefix)]
 
     def before_checkpoint(self, parent: str | None) -> None:
         """A driver's chunks of a step, just before the checkpoint that follows `parent` is

@@ -51,3 +51,33 @@ def test_a_finish_for_a_step_whose_record_is_gone_leaves_no_record(redis_server)
     store = RunStore(redis_server.client())
     assert finish(store, "gone", "t0") == 0
     assert not store.r.exists(store.key("th", "step", "r", "gone"))
+
+
+def test_the_memo_and_closing_chunks_land_with_the_count(redis_server):
+    """A task's held-back memo and closing chunks are saved by the script that counts it:
+    one round trip, nothing between them for a crash to fall in."""
+    from graphdef.checkpoint.base import empty_checkpoint
+    from graphdef.checkpoint.redis import RedisSaver
+    from scheduler.store import TaskMemo
+    from scheduler.streams import chunk_fields
+
+    client = redis_server.client()
+    store, saver = RunStore(client), RedisSaver(client)
+    thread = {"thread_id": "memo", "checkpoint_ns": ""}
+    saver.put({"configurable": thread}, {**empty_checkpoint(), "id": "cp"}, {}, {})
+    store.open_step("memo", "r", "cp", {"t0": {"node": "n"}}, {})
+    config = {"configurable": {**thread, "checkpoint_id": "cp"}}
+    chunks = [("task:cp:t0", [chunk_fields(((), "updates", {"n": {"x": 1}}), "t0", "a1")])]
+    memo = TaskMemo(saver.prepare_writes(config, [("x", 1)], "t0"), chunks)
+    done = store.finish_task("memo", "r", "cp", "t0", memo=memo, node="n", outcome="finished")
+    assert done == STEP_COMPLETED
+    assert saver.get_tuple_for_tasks(config, ["t0"]).pending_writes == [("t0", "x", 1)]
+    stream = store.chunk_stream("memo", "r")
+    assert [(p.kind, p.mode, p.data) for p in stream.read()] == [
+        ("chunk", "updates", {"n": {"x": 1}})]
+    # A repeat (a stale copy of the task) changes neither the memo nor the stream.
+    again = TaskMemo(saver.prepare_writes(config, [("x", 2)], "t0"), chunks)
+    assert store.finish_task("memo", "r", "cp", "t0", memo=again, node="n",
+                             outcome="finished") == 0
+    assert saver.get_tuple_for_tasks(config, ["t0"]).pending_writes == [("t0", "x", 1)]
+    assert len(stream.read()) == 1

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -21,11 +22,11 @@ from celery import current_task
 
 from graphdef import algo
 from graphdef.checkpoint.base import CheckpointTuple, Config
-from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
 from scheduler import metrics, registry, tracing
+from scheduler.deferral import MemoDeferringSaver
 from scheduler.driver import Driver, KeptTask
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
@@ -33,16 +34,17 @@ from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import shadow_name
 from scheduler.records import RunRecord
 from scheduler.resources import Resources
-from scheduler.store import FIRST_START, STEP_ADVANCED, LeaseWanted, StepView
+from scheduler.store import FIRST_START, STEP_ADVANCED, LeaseWanted, StepView, TaskMemo
 from scheduler.streams import Publisher
 from worker.rows import NodeResult, NodeRows, RowRunner
 
 log = logging.getLogger(__name__)
 
 
-class OwnWritesSaver(DelegatingSaver):
+class OwnWritesSaver(MemoDeferringSaver):
     """The saver as one task sees it: the checkpoint with only its own and the null task's
-    pending writes, so a task of a wide superstep does not fetch its siblings' memos.
+    pending writes, so a task of a wide superstep does not fetch its siblings' memos. Its
+    memo is held back, to be saved by the script that counts it (`RunStore.finish_task`).
 
     `prefetched`: the step's checkpoint as its batch read it once, for a task that never
     started before (so it has no writes of its own to find).
@@ -51,14 +53,27 @@ class OwnWritesSaver(DelegatingSaver):
     def __init__(self, saver: RedisSaver, task_id: str,
                  prefetched: CheckpointTuple | None = None) -> None:
         super().__init__(saver)
-        self.saver = saver
         self.task_ids = (task_id, NULL_TASK_ID)
         self.prefetched = prefetched
+        self.defer(task_id)
 
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         if self.prefetched is not None:
             return _own_copy(self.prefetched)
         return self.saver.get_tuple_for_tasks(config, self.task_ids)
+
+
+@dataclass
+class TaskOutput:
+    """Where a task's held-back memo (its saver's) and a streaming run's closing chunks of it
+    (its publisher's, once it has one) wait for the script that counts the task."""
+
+    saver: MemoDeferringSaver
+    publisher: Publisher | None = None
+
+    def take(self, ttl_ms: int) -> TaskMemo:
+        chunks = self.publisher.take_held("task:") if self.publisher is not None else []
+        return TaskMemo(self.saver.take_deferred_memo(), chunks, ttl_ms)
 
 
 def prefetch_step(res: Resources, thread_id: str, checkpoint_id: str,
@@ -128,13 +143,14 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
         log.info("task %s ran or is running elsewhere; leaving it", task_id)
         return 0
     saver = OwnWritesSaver(res.saver, task_id, prefetched if grant == FIRST_START else None)
+    output = TaskOutput(saver)
     span = tracing.node_span(run.graph, thread_id, run_id, checkpoint_id, task_id,
                              run_traceparent=run.traceparent, kept_by=kept_by)
     return _run_leased(res, thread_id, run_id, checkpoint_id, task_id, owner,
                        lambda: _run_task(res, run, checkpoint_id, task_id, path,
-                                         view.context, saver, rows,
+                                         view.context, output, rows,
                                          restart=grant != FIRST_START, attempt=owner),
-                       run.graph, span, advance_as)
+                       run.graph, span, advance_as, output)
 
 
 def _take_lease(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
@@ -149,15 +165,16 @@ def _take_lease(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
 def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                 task_id: str, owner: str, run: Callable[[], tuple[str, str]], graph: str,
                 span: AbstractContextManager[tracing.NodeSpan],
-                advance_as: str | None,
+                advance_as: str | None, output: TaskOutput,
                 end_step: Callable[[str, str], int | None] | None = None) -> int:
     """Run a task whose lease `owner` holds, kept by this process's liveness and under its
     trace `span`, then count it (and hand the lease back) in one step; `run` returns its node
     and outcome. If counting it fails, the lease is given back rather than left to lapse:
     a lease the liveness adopted would not lapse while this process lives. `advance_as`:
     the owner for the run's lease, taken as the task is counted if it completes the step.
-    `end_step`: tried first with the node and outcome (`InPlaceEnd`); what it returns, if
-    not None, is the result, the lease handed back by it."""
+    `output`: what the task held back, saved by the count. `end_step`: tried first with
+    the node and outcome (`InPlaceEnd`); what it returns, if not None, is the result, the
+    lease handed back by it."""
     beat = Heartbeat(res.store, thread_id, run_id, task_id, owner, res.settings.lease_seconds,
                      hand_over=True)
     with beat, span as traced:
@@ -168,12 +185,13 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
     try:
         finished = None if end_step is None else end_step(node, outcome)
         if finished is None:
-            res.settings.faults.maybe_crash("memo_saved")
             wanted = None if advance_as is None else LeaseWanted(
                 run_lease(run_id), advance_as, res.settings.lease_seconds)
             finished = res.store.finish_task(thread_id, run_id, checkpoint_id, task_id,
-                                             lease_owner=owner, run_lease=wanted, node=node,
+                                             lease_owner=owner, run_lease=wanted,
+                                             memo=output.take(res.saver.ttl_ms), node=node,
                                              outcome=outcome, worker=_worker_name())
+            res.settings.faults.maybe_crash("memo_saved")
     except BaseException:
         with contextlib.suppress(redis.RedisError):
             beat.give_back()
@@ -184,14 +202,15 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
 
 def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
               path: list[Any] | None, context: dict[str, Any],
-              saver: OwnWritesSaver, rows: NodeRows | None, *,
+              output: TaskOutput, rows: NodeRows | None, *,
               restart: bool, attempt: str) -> tuple[str, str]:
     """Run the task; returns its node and outcome: finished, interrupted, failed or skipped.
-    `attempt`: this run of the task (its lease owner), which tags the chunks it streams."""
+    `attempt`: this run of the task (its lease owner), which tags the chunks it streams.
+    Its memo and closing chunks are held back in `output`, for the count to save."""
     graph = registry.resolve(run.graph)
     loop = RunLoop(
         graph, None, run.config_at(None),
-        checkpointer=saver,
+        checkpointer=output.saver,
         durability="sync", interrupt_before=(), interrupt_after=(),
         stream_modes=run.stream_modes, stream_subgraphs=run.stream_subgraphs,
         resuming=bool(context.get("resuming")), resume_map=context.get("resume_map"),
@@ -199,8 +218,9 @@ def _run_task(res: Resources, run: RunRecord, checkpoint_id: str, task_id: str,
     )
     publisher = None
     if run.stream_modes:
-        publisher = Publisher(res.store.chunk_stream(run.thread_id, run.run_id),
-                              loop.drain_chunks)
+        publisher = output.publisher = Publisher(
+            res.store.chunk_stream(run.thread_id, run.run_id), loop.drain_chunks)
+        publisher.hold()
         loop.listen(publisher.wake)
     loop.load(checkpoint_id)
     loop.apply_null_writes()
@@ -280,16 +300,17 @@ def run_on(loop: RunLoop, task: algo.Task, faults: Faults, row: RowRunner | None
 
 
 def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                    task: algo.Task, loop: RunLoop, row: RowRunner | None = None, *,
-                    graph: str, trace_parent: str | None,
+                    task: algo.Task, loop: RunLoop, saver: MemoDeferringSaver,
+                    row: RowRunner | None = None, *, graph: str, trace_parent: str | None,
                     publisher: Publisher | None = None,
                     lease: tuple[str, int] | None = None,
                     advance_as: str | None = None,
                     in_place: InPlaceEnd | None = None) -> int | None:
     """Run a task that this process's advance just planned and kept (`KeptTask`), on the
-    advance's own loop: no reload of what it holds in memory. As `execute_node` returns;
-    None when another worker took the task meanwhile (this one stalled past the lease): what
-    that one left, a memo perhaps, is only in the store, so run it with `execute_node`.
+    advance's own loop (writing through `saver`): no reload of what it holds in memory. As
+    `execute_node` returns; None when another worker took the task meanwhile (this one
+    stalled past the lease): what that one left, a memo perhaps, is only in the store, so
+    run it with `execute_node`.
     `row`: its Flower row; `trace_parent`: the trace context of the advance that kept it;
     `publisher`: where the loop streams, when the run streams. `lease`: the task's lease
     owner and grant, when the advance took it as it opened the step. `in_place`: ends the
@@ -314,12 +335,16 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
 
     span = tracing.node_span(graph, thread_id, run_id, checkpoint_id, task.id,
                              run_traceparent=None, kept_by=trace_parent)
+    saver.defer(task.id)
+    if publisher is not None:
+        publisher.hold()
     end_step = None
     if in_place is not None:
-        in_place.begin(owner)
+        in_place.owner = owner
         end_step = in_place.end
+    output = TaskOutput(saver, publisher)
     return _run_leased(res, thread_id, run_id, checkpoint_id, task.id, owner, run, graph, span,
-                       advance_as, end_step)
+                       advance_as, output, end_step)
 
 
 class InPlaceEnd:
@@ -327,23 +352,15 @@ class InPlaceEnd:
     (`Driver.advance_kept`): its memo and the next checkpoint are held back by its saver
     while it runs (and a streaming run's closing and step chunks by its publisher), and go
     with the next step's record when that step is again one task to run here. Otherwise
-    the memo is written as it would have been, and the task is counted and its run
-    advanced the long way: with a fresh loop (`loop_spent`) if the attempt got as far as
-    changing the kept one."""
+    the task is counted (saving its memo and closing chunks) and its run advanced the long
+    way: with a fresh loop (`loop_spent`) if the attempt got as far as changing the kept
+    one."""
 
     def __init__(self, res: Resources, app: Any, kept: KeptTask, run_here: str | None) -> None:
         self.res, self.app, self.kept, self.run_here = res, app, kept, run_here
-        self.owner = ""
+        self.owner = ""  # the task's lease owner, once it runs
         self.next: KeptTask | None = None
         self.loop_spent = False
-
-    def begin(self, owner: str) -> None:
-        """The task is about to run under `owner`'s lease: hold its memo back."""
-        self.owner = owner
-        assert self.kept.saver is not None
-        self.kept.saver.defer(self.kept.task_id)
-        if self.kept.publisher is not None:
-            self.kept.publisher.hold()
 
     def end(self, node: str, outcome: str) -> int | None:
         kept = self.kept
@@ -357,14 +374,9 @@ class InPlaceEnd:
             if self.next is not None:
                 self.res.settings.faults.maybe_crash("memo_saved")
                 return STEP_ADVANCED
-        kept.saver.write_deferred_memo()
-        if kept.publisher is not None:
-            # The task's closing chunks, after its memo as ever; a repeated advance on a
-            # fresh loop streams the step's own again.
-            kept.publisher.release("task:")
         if self.loop_spent:
             kept.loop.close(None)
-        return None
+        return None  # counted the long way, saving what the task held back
 
 
 # A store outage must not turn into an acknowledged, lost task: retry until Redis answers.

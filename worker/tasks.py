@@ -119,8 +119,9 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
         if kept is not None and kept.loop is not None and kept.task is not None:
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             in_place = InPlaceEnd(res, app, kept, run_here) if kept.advances_in_place else None
+            assert kept.saver is not None  # a warm loop comes with its saver
             finished = execute_planned(res, thread_id, run_id, checkpoint_id, kept.task,
-                                       kept.loop, row, graph=kept.graph,
+                                       kept.loop, kept.saver, row, graph=kept.graph,
                                        trace_parent=kept.trace_parent,
                                        publisher=kept.publisher, lease=lease,
                                        advance_as=advance_as, in_place=in_place)
