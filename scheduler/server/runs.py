@@ -155,7 +155,8 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     asked = field(payload, "assistant_id", str)
     if asked is None:
         raise ApiError(422, "assistant_id is required")
-    assistant = backend.served(backend.assistant(asked))
+    refs = backend.graph_refs()  # one read of the published graphs for both checks
+    assistant = backend.served(backend.assistant(asked, refs), refs)
     ref = assistant["graph_id"]
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
