@@ -323,23 +323,26 @@ class RunStore:
         """Everything node tasks or an advance check before they act, in one round trip.
         `with_context=False`: the caller wrote the step's context itself and holds it (an
         advance after the task it kept), so it is not read (an empty context)."""
-        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         with self.r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.key(thread_id, "run", run_id))
-            pipe.get(self.key(thread_id, "active"))
-            if with_context:
-                pipe.hget(step_key, "context")
-            for task_id in task_ids:
-                pipe.hexists(step_key, f"task:{task_id}")
-            raw, active, *rest = pipe.execute()
-        context = rest.pop(0) if with_context else None
-        flags = rest
-        return StepView(
-            run=_record(raw),
-            active_run=active.decode() if active is not None else None,
-            context=serde.loads(context) if context is not None else {},
-            dispatched=frozenset(t for t, f in zip(task_ids, flags, strict=True) if f),
-        )
+            view_of = self.queue_step_view(pipe, thread_id, run_id, checkpoint_id, task_ids,
+                                           with_context=with_context)
+            return view_of(pipe.execute())
+
+    def queue_step_view(self, pipe: redis.client.Pipeline, thread_id: str, run_id: str,
+                        checkpoint_id: str, task_ids: Sequence[str] = (), *,
+                        with_context: bool = True) -> Callable[[list[Any]], StepView]:
+        """`step_view`'s reads queued on the caller's `pipe`, first, so that more can go in
+        the same round trip; the function that makes the pipe's replies the view."""
+        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
+        pipe.hgetall(self.key(thread_id, "run", run_id))
+        pipe.get(self.key(thread_id, "active"))
+        if with_context:
+            pipe.hget(step_key, "context")
+        for task_id in task_ids:
+            pipe.hexists(step_key, f"task:{task_id}")
+        count = 2 + with_context + len(task_ids)
+        return lambda replies: _step_view(replies[:count], task_ids, with_context)
+
 
     # ---- thread lock and queue --------------------------------------------------------------
 
@@ -779,6 +782,18 @@ def _str(raw: bytes | str) -> str:
 
 def _raw(raw: bytes | str) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool) -> StepView:
+    """A `StepView` of `queue_step_view`'s replies."""
+    raw, active, *rest = replies
+    context = rest.pop(0) if with_context else None
+    return StepView(
+        run=_record(raw),
+        active_run=active.decode() if active is not None else None,
+        context=serde.loads(context) if context is not None else {},
+        dispatched=frozenset(t for t, f in zip(task_ids, rest, strict=True) if f),
+    )
 
 
 def _record(raw: dict[bytes | str, bytes | str]) -> RunRecord | None:
