@@ -246,22 +246,35 @@ class RunStore:
             raise serde.ValueTooLargeError("input", len(encoded_input), self.max_value_bytes)
         run.created_at = run.updated_at = time.time()
         record = run.as_dict()
-        # The run's first look, before the record: until a start takes the run's lease, it is
-        # what notices a start message that never went out or went down with its scheduler.
-        # The active-runs entry goes with it, in the deadlines shard's slot (not the
-        # thread's: on Redis Cluster the two cannot share a transaction). A create that dies
-        # after this and before the record leaves a look that finds no run: the sweeper
-        # retires the entry and drops the look.
-        with self.r.pipeline(transaction=False) as pipe:
+        # The run's first look, no later than the record: until a start takes the run's
+        # lease, it is what notices a start message that never went out or went down with
+        # its scheduler. The active-runs entry goes with it, in the deadlines shard's slot
+        # (not the thread's). On one Redis all of it is one transaction; on Redis Cluster
+        # the two slots cannot share one, so the look goes first: a create that dies after
+        # it and before the record leaves a look that finds no run, and the sweeper retires
+        # the entry and drops the look.
+        def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id,
                                    self.deadlines.clock.now_ms() + FIRST_LOOK_MS, pipe)
             pipe.sadd(self._active_key(thread_id), _active_member(thread_id, run_id))
-            pipe.execute()
-        with self.r.pipeline(transaction=True) as pipe:
+
+        def store(pipe: redis.client.Pipeline) -> None:
             pipe.hset(self.key(thread_id, "run", run_id),
                       mapping={k: orjson.dumps(v) for k, v in record.items()})
             pipe.set(self.key(thread_id, "run", run_id, "input"), encoded_input)
             pipe.rpush(self.key(thread_id, "runs"), run_id)
+
+        if is_cluster(self.r):
+            with self.r.pipeline(transaction=False) as pipe:
+                look(pipe)
+                pipe.execute()
+            with self.r.pipeline(transaction=True) as pipe:
+                store(pipe)
+                pipe.execute()
+            return
+        with self.r.pipeline(transaction=True) as pipe:
+            look(pipe)
+            store(pipe)
             pipe.execute()
 
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
