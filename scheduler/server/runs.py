@@ -299,8 +299,10 @@ def _streaming(backend: Backend, started: Started, after: str | None,
 async def stream(request: Request) -> StreamingResponse:
     backend = backend_of(request)
     thread_id = request.path_params.get("thread_id")
-    started = await blocking(start, backend, thread_id, await body(request),
-                             f"POST {request.url.path}")
+    payload = await body(request)
+    async with sse.reader_warmed(backend):
+        started = await blocking(start, backend, thread_id, payload,
+                                 f"POST {request.url.path}")
     return _streaming(backend, started, sse.START, _paths(started, "stream"), metadata=True)
 
 
