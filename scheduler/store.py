@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis
@@ -72,6 +72,8 @@ return 0
 """
 STEP_COMPLETED = 1
 STEP_COMPLETED_AND_LEASED = 2
+
+T = TypeVar("T")
 
 _HASH_VALUES_PER_SLICE = 1000  # Lua's unpack takes a few thousand values at most
 
@@ -367,16 +369,24 @@ class RunStore:
         current = self.r.get(key)
         return current is not None and _str(current) == run_id
 
-    def claim_thread_to_start(self, thread_id: str, run_id: str
-                              ) -> tuple[int, RunRecord | None]:
+    def claim_thread_to_start(self, thread_id: str, run_id: str,
+                              then: Callable[[redis.client.Pipeline], Callable[[Any], T]]
+                              ) -> tuple[int, RunRecord | None, T]:
         """`claim_thread` for a run's start: CLAIMED, BUSY (another run has the thread), or
         STARTED_ALREADY when the run dispatched a step or settled (or does not exist); with
-        the run's record as the claim found it (None: no such run)."""
-        code, raw = self._claim_to_start(
-            keys=[self.key(thread_id, "active"), self.key(thread_id, "run", run_id)],
-            args=[run_id, *(orjson.dumps(s) for s in SETTLED)],
-        )
-        return int(code), _record(dict(zip(raw[::2], raw[1::2], strict=True)))
+        the run's record as the claim found it (None: no such run), and what `then` read
+        after the claim in the same round trip: it queues one read on the pipe (a read, so
+        that a retry after NOSCRIPT is harmless) and returns what makes its reply a value."""
+        keys = [self.key(thread_id, "active"), self.key(thread_id, "run", run_id)]
+        args: list[Any] = [run_id, *(orjson.dumps(s) for s in SETTLED)]
+        decode: list[Callable[[Any], T]] = []
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            pipe.evalsha(self._claim_to_start.sha, len(keys), *keys, *args)
+            decode[:] = [then(pipe)]
+
+        (code, raw), after = self._pipelined(queue, self._claim_to_start)
+        return int(code), _record(dict(zip(raw[::2], raw[1::2], strict=True))), decode[0](after)
 
     def record_base_head(self, thread_id: str, run_id: str, head: str | None
                          ) -> tuple[str | None, Any]:

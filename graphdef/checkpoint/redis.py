@@ -681,6 +681,14 @@ class RedisSaver(BaseCheckpointSaver):
         newest = self._client.zrevrange(cps, 0, 0)
         return _decode_id(newest[0], cps) if newest else None
 
+    def queue_head(self, pipe: redis.client.Pipeline, thread_id: str, ns: str = ""
+                   ) -> Callable[[Any], str | None]:
+        """Queue `head`'s read on the caller's `pipe`; the function that makes its reply the
+        id. For a caller that sends something else first anyway."""
+        cps = self._keys(str(thread_id), ns).cps
+        pipe.zrevrange(cps, 0, 0)
+        return lambda newest: _decode_id(newest[0], cps) if newest else None
+
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         target = Target.of(config)
         return self._load(target.thread_id, target.ns, target.checkpoint_id)
