@@ -125,7 +125,7 @@ def started_single(res: Resources, thread_id: str) -> tuple[str, str, str]:
     return run_id, checkpoint_id, task_id
 
 
-def test_a_lone_task_reads_its_checkpoint_with_its_step_view(res):
+def test_a_lone_task_reads_its_checkpoint_with_its_step_view(res, monkeypatch):
     run_id, checkpoint_id, task_id = started_single(res, "lone")
     config = {"configurable": {"thread_id": "lone", "checkpoint_ns": "",
                                "checkpoint_id": checkpoint_id}}
@@ -135,8 +135,13 @@ def test_a_lone_task_reads_its_checkpoint_with_its_step_view(res):
     assert view == res.store.step_view("lone", run_id, checkpoint_id, [task_id])
     assert task_id in view.dispatched
     assert saved is not None and saved == expected
+    loads: list[object] = []
+    real_load = RedisSaver.get_tuple_for_tasks
+    monkeypatch.setattr(RedisSaver, "get_tuple_for_tasks",
+                        lambda self, *a: loads.append(a) or real_load(self, *a))
     assert execute_node(res, "lone", run_id, checkpoint_id, task_id)
     assert ran(res, "lone") == {"one": 1}
+    assert loads == []  # the node ran on the checkpoint read with its step view
 
 
 def test_a_lone_task_whose_memo_is_saved_loads_its_own_checkpoint(res, monkeypatch):

@@ -20,7 +20,7 @@ import redis
 from celery import current_task
 
 from graphdef import algo
-from graphdef.checkpoint.base import CheckpointTuple, Config
+from graphdef.checkpoint.base import CheckpointTuple, Config, Target
 from graphdef.checkpoint.delegate import DelegatingSaver
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
@@ -43,8 +43,10 @@ class OwnWritesSaver(DelegatingSaver):
     """The saver as one task sees it: the checkpoint with only its own and the null task's
     pending writes, so a task of a wide superstep does not fetch its siblings' memos.
 
-    `prefetched`: the step's checkpoint as its batch read it once, for a task that never
-    started before (so it has no writes of its own to find).
+    `prefetched`: the step's checkpoint as its batch (or a lone task with its step view)
+    read it once, for a task that never started before (so it has no writes of its own to
+    find); it answers for that checkpoint only, not for a subgraph's namespace that the
+    task's nodes load through the same saver.
     """
 
     def __init__(self, saver: RedisSaver, task_id: str,
@@ -55,7 +57,8 @@ class OwnWritesSaver(DelegatingSaver):
         self.prefetched = prefetched
 
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
-        if self.prefetched is not None:
+        if self.prefetched is not None and (
+                Target.of(config) == Target.of(self.prefetched.config)):
             return _own_copy(self.prefetched)
         return self.saver.get_tuple_for_tasks(config, self.task_ids)
 
