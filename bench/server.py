@@ -12,8 +12,12 @@ langgraph-runtime-inmem (`--langgraph`, default `langgraph` on PATH; it is not i
 `make venv`: `pip install "langgraph-cli[inmem]"` into any venv with LangGraph), its
 defaults otherwise. Without it, its column says why it did not run.
 
+Both servers are up at once and measured in turns (`--rounds`: each measure is split into
+that many rounds, ours then the reference's in each): on a machine shared with other work,
+a burst of it then falls on both sides rather than on whichever ran at the time.
+
 Usage: python bench/server.py [--runs N] [--concurrency C] [--streams S] [--workers W]
-                              [--langgraph PATH] [--quick]
+                              [--rounds R] [--langgraph PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -94,37 +98,65 @@ def reference(workdir: Path, langgraph: str) -> Iterator[str]:
         log.close()
 
 
-def throughput(url: str, runs: int, concurrency: int) -> float:
-    """Runs per second through `runs.wait`, `concurrency` clients at once."""
-    clients = [get_sync_client(url=url) for _ in range(concurrency)]
+class Side:
+    """One server under measurement: its clients, kept across rounds, and what they took."""
 
-    def one(i: int) -> None:
-        out = clients[i % concurrency].runs.wait(None, GRAPH, input={"log": []})
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.clients = [get_sync_client(url=url) for _ in range(concurrency)]
+        self.runs = 0
+        self.seconds = 0.0
+        self.first_chunks: list[float] = []
+        for i in range(concurrency):  # warm up: imports, connections
+            self.wait(i)
+        for _ in range(2):
+            self.first_chunk()
+
+    def wait(self, i: int) -> None:
+        out = self.clients[i % len(self.clients)].runs.wait(None, GRAPH, input={"log": []})
         assert out == EXPECTED, out
 
-    for i in range(concurrency):  # warm up: imports, connections
-        one(i)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(runs)))
-    return runs / (time.perf_counter() - started)
-
-
-def first_chunk(url: str, streams: int) -> float:
-    """Median seconds from `runs.stream` to its first event after `metadata`."""
-    client = get_sync_client(url=url)
-    samples = []
-    for _ in range(streams + 2):
+    def throughput_round(self, runs: int) -> None:
+        """`runs` runs through `runs.wait`, all the clients at once."""
         started = time.perf_counter()
-        for part in client.runs.stream(None, GRAPH, input={"log": []}, stream_mode="updates"):
+        with ThreadPoolExecutor(len(self.clients)) as pool:
+            list(pool.map(self.wait, range(runs)))
+        self.seconds += time.perf_counter() - started
+        self.runs += runs
+
+    def first_chunk(self) -> float:
+        """Seconds from `runs.stream` to its first event after `metadata`."""
+        started = time.perf_counter()
+        for part in self.clients[0].runs.stream(None, GRAPH, input={"log": []},
+                                                stream_mode="updates"):
             if part.event != "metadata":
-                samples.append(time.perf_counter() - started)
-                break
-    return statistics.median(samples[2:])
+                return time.perf_counter() - started
+        raise AssertionError("the stream ended without a chunk")
+
+    def first_chunk_round(self, streams: int) -> None:
+        self.first_chunks += [self.first_chunk() for _ in range(streams)]
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.seconds
+
+    @property
+    def first_chunk_median(self) -> float:
+        return statistics.median(self.first_chunks)
 
 
-def measure(url: str, args: argparse.Namespace) -> tuple[float, float]:
-    return throughput(url, args.runs, args.concurrency), first_chunk(url, args.streams)
+def shares(total: int, rounds: int) -> list[int]:
+    """`total` split into `rounds` near-equal parts, none empty."""
+    rounds = max(1, min(rounds, total))
+    return [total // rounds + (1 if i < total % rounds else 0) for i in range(rounds)]
+
+
+def measure_in_turns(sides: list[Side], args: argparse.Namespace) -> None:
+    for runs in shares(args.runs, args.rounds):
+        for side in sides:
+            side.throughput_round(runs)
+    for streams in shares(args.streams, args.rounds):
+        for side in sides:
+            side.first_chunk_round(streams)
 
 
 def main() -> None:
@@ -134,39 +166,43 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--streams", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="turns each measure is split into, ours then the reference's")
     parser.add_argument("--langgraph", default=shutil.which("langgraph") or "langgraph")
     parser.add_argument("--quick", action="store_true", help="a few runs: a smoke test")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.concurrency, args.streams = 10, 2, 3
+        args.runs, args.concurrency, args.streams, args.rounds = 10, 2, 3, 2
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        with ours(Path(tmp) / "ours", args.workers) as url:
-            our_rate, our_first = measure(url, args)
-        theirs: tuple[float, float] | None = None
-        why = ""
+    why = ""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as up:
+        mine = Side(up.enter_context(ours(Path(tmp) / "ours", args.workers)),
+                    args.concurrency)
+        theirs: Side | None = None
         if shutil.which(args.langgraph) is None:
             why = f"not run: {args.langgraph!r} not found (pip install 'langgraph-cli[inmem]')"
         else:
             (Path(tmp) / "ref").mkdir()
             try:
-                with reference(Path(tmp) / "ref", args.langgraph) as url:
-                    theirs = measure(url, args)
+                theirs = Side(up.enter_context(reference(Path(tmp) / "ref", args.langgraph)),
+                              args.concurrency)
             except RuntimeError as exc:
                 why = f"not run: {str(exc).splitlines()[0]}"
+        measure_in_turns([mine] if theirs is None else [mine, theirs], args)
     print(f"{args.runs} runs.wait, {args.concurrency} at once; first chunk: median of "
-          f"{args.streams}; {args.workers} workers; load average {load_before:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after (on {os.cpu_count()} cores: other work skews both)")
+          f"{args.streams}; {args.workers} workers; in {args.rounds} rounds, the two servers "
+          f"in turns; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+          f"(on {os.cpu_count()} cores: other work skews both)")
     print(f"{'measure':<34}{'celerygraph':>14}{'reference':>14}{'ratio':>10}")
-    rows = [("runs/s (runs.wait, 3 nodes)", our_rate, theirs[0] if theirs else None,
+    rows = [("runs/s (runs.wait, 3 nodes)", mine.rate, theirs.rate if theirs else None,
              "aim >= 1.0"),
-            ("first streamed chunk, ms", our_first * 1000,
-             theirs[1] * 1000 if theirs else None, "aim <= 2.0")]
-    for name, mine, other, aim in rows:
+            ("first streamed chunk, ms", mine.first_chunk_median * 1000,
+             theirs.first_chunk_median * 1000 if theirs else None, "aim <= 2.0")]
+    for name, ours_, other, aim in rows:
         if other is None:
-            print(f"{name:<34}{mine:>14.1f}{why:>14}")
+            print(f"{name:<34}{ours_:>14.1f}{why:>14}")
         else:
-            print(f"{name:<34}{mine:>14.1f}{other:>14.1f}{mine / other:>9.2f}x  ({aim})")
+            print(f"{name:<34}{ours_:>14.1f}{other:>14.1f}{ours_ / other:>9.2f}x  ({aim})")
 
 
 if __name__ == "__main__":

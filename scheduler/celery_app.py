@@ -16,15 +16,20 @@ from celery import Celery
 
 from scheduler import beat
 from scheduler.amqp import ShadowNamedAMQP
+from scheduler.broker_clients import ClientReusingConnection
 from scheduler.faults import Faults
 from scheduler.settings import Settings
+
+
+class _AMQP(ShadowNamedAMQP):
+    Connection = ClientReusingConnection
 
 
 class CeleryGraphApp(Celery):
     """A Celery app configured for celerygraph, with the settings it was configured from."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__("celerygraph", broker=settings.broker_url, amqp=ShadowNamedAMQP)
+        super().__init__("celerygraph", broker=settings.broker_url, amqp=_AMQP)
         self.settings = settings
         self.conf.update(
             task_acks_late=True,

@@ -159,7 +159,9 @@ class Driver:
 
     def start(self, thread_id: str, run_id: str) -> Outcome:
         """Take the thread, apply the run's input or command, and dispatch the first step."""
-        claim, run = self.store.claim_thread_to_start(thread_id, run_id)
+        # The thread's head, read with the claim: a start that takes the thread needs it.
+        claim, run, head = self.store.claim_thread_to_start(
+            thread_id, run_id, lambda pipe: self.res.saver.queue_head(pipe, thread_id))
         if run is None:
             raise UnknownRunError(f"no run {run_id!r} on thread {thread_id!r}")
         if claim == STARTED_ALREADY:
@@ -169,12 +171,11 @@ class Driver:
             return self._busy(run)
         with tracing.run_span(run.graph, thread_id, run_id, run.traceparent) as traceparent:
             run.traceparent = traceparent
-            return self._start_claimed(run)
+            return self._start_claimed(run, head)
 
-    def _start_claimed(self, run: RunRecord) -> Outcome:
-        """`start`, once the run holds its thread."""
+    def _start_claimed(self, run: RunRecord, head: str | None) -> Outcome:
+        """`start`, once the run holds its thread (whose head was `head` then)."""
         thread_id, run_id = run.thread_id, run.run_id
-        head = self.res.saver.head(thread_id)
         run.base_head, run_input = self.store.record_base_head(thread_id, run_id, head)
         try:
             graph = registry.resolve(run.graph)

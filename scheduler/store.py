@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis
@@ -116,6 +116,8 @@ STEP_COMPLETED = 1
 STEP_COMPLETED_AND_LEASED = 2
 # The task's step was advanced by the same script that saved its memo (`advance_kept`).
 STEP_ADVANCED = 3
+
+T = TypeVar("T")
 
 _HASH_VALUES_PER_SLICE = 1000  # Lua's unpack takes a few thousand values at most
 
@@ -413,22 +415,35 @@ class RunStore:
             raise serde.ValueTooLargeError("input", len(encoded_input), self.max_value_bytes)
         run.created_at = run.updated_at = time.time()
         record = run.as_dict()
-        # The run's first look, before the record: until a start takes the run's lease, it is
-        # what notices a start message that never went out or went down with its scheduler.
-        # The active-runs entry goes with it, in the deadlines shard's slot (not the
-        # thread's: on Redis Cluster the two cannot share a transaction). A create that dies
-        # after this and before the record leaves a look that finds no run: the sweeper
-        # retires the entry and drops the look.
-        with self.r.pipeline(transaction=False) as pipe:
+        # The run's first look, no later than the record: until a start takes the run's
+        # lease, it is what notices a start message that never went out or went down with
+        # its scheduler. The active-runs entry goes with it, in the deadlines shard's slot
+        # (not the thread's). On one Redis all of it is one transaction; on Redis Cluster
+        # the two slots cannot share one, so the look goes first: a create that dies after
+        # it and before the record leaves a look that finds no run, and the sweeper retires
+        # the entry and drops the look.
+        def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id,
                                    self.deadlines.clock.now_ms() + FIRST_LOOK_MS, pipe)
             pipe.sadd(self._active_key(thread_id), _active_member(thread_id, run_id))
-            pipe.execute()
-        with self.r.pipeline(transaction=True) as pipe:
+
+        def store(pipe: redis.client.Pipeline) -> None:
             pipe.hset(self.key(thread_id, "run", run_id),
                       mapping={k: orjson.dumps(v) for k, v in record.items()})
             pipe.set(self.key(thread_id, "run", run_id, "input"), encoded_input)
             pipe.rpush(self.key(thread_id, "runs"), run_id)
+
+        if is_cluster(self.r):
+            with self.r.pipeline(transaction=False) as pipe:
+                look(pipe)
+                pipe.execute()
+            with self.r.pipeline(transaction=True) as pipe:
+                store(pipe)
+                pipe.execute()
+            return
+        with self.r.pipeline(transaction=True) as pipe:
+            look(pipe)
+            store(pipe)
             pipe.execute()
 
     def run(self, thread_id: str, run_id: str) -> RunRecord | None:
@@ -490,23 +505,26 @@ class RunStore:
         """Everything node tasks or an advance check before they act, in one round trip.
         `with_context=False`: the caller wrote the step's context itself and holds it (an
         advance after the task it kept), so it is not read (an empty context)."""
-        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         with self.r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.key(thread_id, "run", run_id))
-            pipe.get(self.key(thread_id, "active"))
-            if with_context:
-                pipe.hget(step_key, "context")
-            for task_id in task_ids:
-                pipe.hexists(step_key, f"task:{task_id}")
-            raw, active, *rest = pipe.execute()
-        context = rest.pop(0) if with_context else None
-        flags = rest
-        return StepView(
-            run=_record(raw),
-            active_run=active.decode() if active is not None else None,
-            context=serde.loads(context) if context is not None else {},
-            dispatched=frozenset(t for t, f in zip(task_ids, flags, strict=True) if f),
-        )
+            view_of = self.queue_step_view(pipe, thread_id, run_id, checkpoint_id, task_ids,
+                                           with_context=with_context)
+            return view_of(pipe.execute())
+
+    def queue_step_view(self, pipe: redis.client.Pipeline, thread_id: str, run_id: str,
+                        checkpoint_id: str, task_ids: Sequence[str] = (), *,
+                        with_context: bool = True) -> Callable[[list[Any]], StepView]:
+        """`step_view`'s reads queued on the caller's `pipe`, first, so that more can go in
+        the same round trip; the function that makes the pipe's replies the view."""
+        step_key = self.key(thread_id, "step", run_id, checkpoint_id)
+        pipe.hgetall(self.key(thread_id, "run", run_id))
+        pipe.get(self.key(thread_id, "active"))
+        if with_context:
+            pipe.hget(step_key, "context")
+        for task_id in task_ids:
+            pipe.hexists(step_key, f"task:{task_id}")
+        count = 2 + with_context + len(task_ids)
+        return lambda replies: _step_view(replies[:count], task_ids, with_context)
+
 
     # ---- thread lock and queue --------------------------------------------------------------
 
@@ -518,16 +536,24 @@ class RunStore:
         current = self.r.get(key)
         return current is not None and _str(current) == run_id
 
-    def claim_thread_to_start(self, thread_id: str, run_id: str
-                              ) -> tuple[int, RunRecord | None]:
+    def claim_thread_to_start(self, thread_id: str, run_id: str,
+                              then: Callable[[redis.client.Pipeline], Callable[[Any], T]]
+                              ) -> tuple[int, RunRecord | None, T]:
         """`claim_thread` for a run's start: CLAIMED, BUSY (another run has the thread), or
         STARTED_ALREADY when the run dispatched a step or settled (or does not exist); with
-        the run's record as the claim found it (None: no such run)."""
-        code, raw = self._claim_to_start(
-            keys=[self.key(thread_id, "active"), self.key(thread_id, "run", run_id)],
-            args=[run_id, *(orjson.dumps(s) for s in SETTLED)],
-        )
-        return int(code), _record(dict(zip(raw[::2], raw[1::2], strict=True)))
+        the run's record as the claim found it (None: no such run), and what `then` read
+        after the claim in the same round trip: it queues one read on the pipe (a read, so
+        that a retry after NOSCRIPT is harmless) and returns what makes its reply a value."""
+        keys = [self.key(thread_id, "active"), self.key(thread_id, "run", run_id)]
+        args: list[Any] = [run_id, *(orjson.dumps(s) for s in SETTLED)]
+        decode: list[Callable[[Any], T]] = []
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            pipe.evalsha(self._claim_to_start.sha, len(keys), *keys, *args)
+            decode[:] = [then(pipe)]
+
+        (code, raw), after = self._pipelined(queue, self._claim_to_start)
+        return int(code), _record(dict(zip(raw[::2], raw[1::2], strict=True))), decode[0](after)
 
     def record_base_head(self, thread_id: str, run_id: str, head: str | None
                          ) -> tuple[str | None, Any]:
@@ -1004,6 +1030,18 @@ def _str(raw: bytes | str) -> str:
 
 def _raw(raw: bytes | str) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool) -> StepView:
+    """A `StepView` of `queue_step_view`'s replies."""
+    raw, active, *rest = replies
+    context = rest.pop(0) if with_context else None
+    return StepView(
+        run=_record(raw),
+        active_run=active.decode() if active is not None else None,
+        context=serde.loads(context) if context is not None else {},
+        dispatched=frozenset(t for t, f in zip(task_ids, rest, strict=True) if f),
+    )
 
 
 def _record(raw: dict[bytes | str, bytes | str]) -> RunRecord | None:

@@ -72,7 +72,7 @@ def guard_envelopes(transport: Any) -> None:
     open_channels: list[Any] = list(transport.channels or ())  # the stubs lack `handlers`
     for channel in open_channels:
         channel.handlers["BRPOP"] = _refusing_non_json(channel._brpop_read)
-    transport.Channel = _NonJsonRefusingChannel
+    transport.Channel = _refusing(transport.Channel)
 
 
 def _refusing_non_json(read: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,8 +91,22 @@ def _refusing_non_json(read: Callable[..., Any]) -> Callable[..., Any]:
     return read_or_refuse
 
 
-class _NonJsonRefusingChannel(kombu_redis.Channel):
+class _NonJsonRefusingChannel:
+    """Mixed in before the transport's own channel class (`_refusing`)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         channel: Any = self  # the stubs lack `handlers` and `_brpop_read`
         channel.handlers["BRPOP"] = _refusing_non_json(channel._brpop_read)
+
+
+_channel_classes: dict[type, type] = {}
+
+
+def _refusing(channel_class: type) -> type:
+    """The transport's channel class (a Sentinel one, one that reuses its client) with
+    `_NonJsonRefusingChannel` mixed in, one class per class."""
+    if channel_class not in _channel_classes:
+        _channel_classes[channel_class] = type(channel_class.__name__,
+                                               (_NonJsonRefusingChannel, channel_class), {})
+    return _channel_classes[channel_class]

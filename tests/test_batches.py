@@ -1,7 +1,8 @@
 """Reads a worker reuses instead of repeating must not make a finished task run again: a
 batch of a wide superstep's tasks (`celerygraph.run_nodes`) reads its step and checkpoint
-once, and a task kept in place runs on the loop of the advance that planned it. A task that
-finished, or saved its memo, elsewhere after such a read is not run again.
+once, a lone task reads its checkpoint with its step view, and a task kept in place runs on
+the loop of the advance that planned it. A task that finished, or saved its memo, elsewhere
+after such a read is not run again.
 
 Driven in-process against a private Redis (the driver's messages are recorded, not sent), so
 the interleaving is forced rather than hoped for.
@@ -13,6 +14,7 @@ import pytest
 
 import tests.dist_graphs as dist_graphs
 from graphdef.checkpoint.redis import RedisSaver
+from graphdef.constants import NULL_TASK_ID
 from scheduler import registry
 from scheduler.driver import Driver
 from scheduler.protocol import NodeRef
@@ -23,7 +25,7 @@ from scheduler.store import RunStore
 from tests.recording_app import RecordingApp
 from tests.redis_server import redis_server
 from worker import tasks
-from worker.node import execute_node, execute_planned, prefetch_step
+from worker.node import execute_node, execute_planned, prefetch_step, view_and_checkpoint
 
 
 @pytest.fixture
@@ -104,3 +106,66 @@ def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch
     assert execute_node(res, thread_id, run_id, kept.checkpoint_id, kept.task_id, kept.path)
     runs = {field.split("|")[0]: n for field, n in runs_per_task(res, thread_id).items()}
     assert runs == {"a": 1, "b": 1, "slow": 1}
+
+
+def ran(res: Resources, thread_id: str) -> dict[str, int]:
+    """How many times each node ran on the thread."""
+    return {field.split("|")[0]: n for field, n in runs_per_task(res, thread_id).items()}
+
+
+def started_single(res: Resources, thread_id: str) -> tuple[str, str, str]:
+    """A run of `single` started: its run id, its step's checkpoint and its one task."""
+    registry.register("tests.dist_graphs:single", dist_graphs.single)
+    app = RecordingApp()
+    run_id = create_run(res.store, graph="tests.dist_graphs:single", run_input={"log": []},
+                        thread_id=thread_id, validate=False)
+    assert Driver(res, app).start(thread_id, run_id).status == "running"
+    [(name, (_, _, checkpoint_id, task_id, _))] = app.sent
+    assert name == "celerygraph.run_node"
+    return run_id, checkpoint_id, task_id
+
+
+def test_a_lone_task_reads_its_checkpoint_with_its_step_view(res, monkeypatch):
+    run_id, checkpoint_id, task_id = started_single(res, "lone")
+    config = {"configurable": {"thread_id": "lone", "checkpoint_ns": "",
+                               "checkpoint_id": checkpoint_id}}
+    # Read first the usual way, which loads the script on this new Redis.
+    expected = res.saver.get_tuple_for_tasks(config, [task_id, NULL_TASK_ID])
+    view, saved = view_and_checkpoint(res, "lone", run_id, checkpoint_id, task_id)
+    assert view == res.store.step_view("lone", run_id, checkpoint_id, [task_id])
+    assert task_id in view.dispatched
+    assert saved is not None and saved == expected
+    loads: list[object] = []
+    real_load = RedisSaver.get_tuple_for_tasks
+    monkeypatch.setattr(RedisSaver, "get_tuple_for_tasks",
+                        lambda self, *a: loads.append(a) or real_load(self, *a))
+    assert execute_node(res, "lone", run_id, checkpoint_id, task_id)
+    assert ran(res, "lone") == {"one": 1}
+    assert loads == []  # the node ran on the checkpoint read with its step view
+
+
+def test_a_lone_task_whose_memo_is_saved_loads_its_own_checkpoint(res, monkeypatch):
+    """Its process died after the memo: the read with the view is not used, the task's own
+    load finds the memo, and the task is counted without running again."""
+    run_id, checkpoint_id, task_id = started_single(res, "memo")
+    with monkeypatch.context() as dying:
+        dying.setattr(RunStore, "finish_task", lambda *a, **k: (_ for _ in ()).throw(
+            ConnectionError("died after the memo")))
+        with pytest.raises(ConnectionError):
+            execute_node(res, "memo", run_id, checkpoint_id, task_id)
+    res.store.r.delete(res.store.key("memo", "lease", task_id))
+    # The script is loaded (the task loaded its checkpoint): the read finds the memo.
+    assert view_and_checkpoint(res, "memo", run_id, checkpoint_id, task_id)[1] is None
+    assert execute_node(res, "memo", run_id, checkpoint_id, task_id)
+    assert ran(res, "memo") == {"one": 1}
+
+
+def test_a_lone_task_on_a_redis_without_the_load_script_loads_its_own(res):
+    """A Redis that restarted (or flushed its scripts) answers the read with NOSCRIPT: the
+    view is used, the checkpoint is not, and the task's own load loads the script."""
+    run_id, checkpoint_id, task_id = started_single(res, "noscript")
+    res.store.r.script_flush()
+    view, saved = view_and_checkpoint(res, "noscript", run_id, checkpoint_id, task_id)
+    assert task_id in view.dispatched and saved is None
+    assert execute_node(res, "noscript", run_id, checkpoint_id, task_id)
+    assert ran(res, "noscript") == {"one": 1}

@@ -21,7 +21,7 @@ import redis
 from celery import current_task
 
 from graphdef import algo
-from graphdef.checkpoint.base import CheckpointTuple, Config
+from graphdef.checkpoint.base import CheckpointTuple, Config, Target
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
@@ -46,8 +46,10 @@ class OwnWritesSaver(MemoDeferringSaver):
     pending writes, so a task of a wide superstep does not fetch its siblings' memos. Its
     memo is held back, to be saved by the script that counts it (`RunStore.finish_task`).
 
-    `prefetched`: the step's checkpoint as its batch read it once, for a task that never
-    started before (so it has no writes of its own to find).
+    `prefetched`: the step's checkpoint as its batch (or a lone task with its step view)
+    read it once, for a task that never started before (so it has no writes of its own to
+    find); it answers for that checkpoint only, not for a subgraph's namespace that the
+    task's nodes load through the same saver.
     """
 
     def __init__(self, saver: RedisSaver, task_id: str,
@@ -58,7 +60,8 @@ class OwnWritesSaver(MemoDeferringSaver):
         self.defer(task_id)
 
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
-        if self.prefetched is not None:
+        if self.prefetched is not None and (
+                Target.of(config) == Target.of(self.prefetched.config)):
             return _own_copy(self.prefetched)
         return self.saver.get_tuple_for_tasks(config, self.task_ids)
 
@@ -86,6 +89,34 @@ def prefetch_step(res: Resources, thread_id: str, checkpoint_id: str,
     if saved is None or any(w[0] != NULL_TASK_ID for w in saved.pending_writes):
         return None
     return saved
+
+
+def view_and_checkpoint(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                        task_id: str) -> tuple[StepView, CheckpointTuple | None]:
+    """The step view a lone task checks and its checkpoint, in one round trip: the
+    checkpoint serves only a task whose lease is a first start (`OwnWritesSaver`), and is
+    None, the task then loading its own, when the read finds writes other than the null
+    task's or fails (a server that lacks the load script yet, a corrupt checkpoint: the
+    task's own load reports what is wrong)."""
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                               "checkpoint_id": checkpoint_id}}
+    with res.store.r.pipeline(transaction=False) as pipe:
+        view_of = res.store.queue_step_view(pipe, thread_id, run_id, checkpoint_id, [task_id])
+        checkpoint_of = res.saver.queue_load_for_tasks(pipe, config, [task_id, NULL_TASK_ID])
+        *replies, found = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    view = view_of(replies)
+    if isinstance(found, Exception):
+        return view, None
+    try:
+        saved = checkpoint_of(found)
+    except Exception:  # noqa: BLE001 - the task's own load raises it where it is handled
+        return view, None
+    if saved is None or any(w[0] != NULL_TASK_ID for w in saved.pending_writes):
+        return view, None
+    return view, saved
 
 
 def _own_copy(saved: CheckpointTuple) -> CheckpointTuple:
@@ -126,8 +157,8 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     `kept_by`: the trace context of the advance that kept the task to run here; `lease`:
     the task's lease owner and grant, when that advance took it as it opened the step.
     """
-    store = res.store
-    view = view or store.step_view(thread_id, run_id, checkpoint_id, [task_id])
+    if view is None:
+        view, prefetched = view_and_checkpoint(res, thread_id, run_id, checkpoint_id, task_id)
     run = view.run
     if run is None:
         log.warning("ignoring node task %s: thread %r has no run %r", task_id, thread_id, run_id)

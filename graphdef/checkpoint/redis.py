@@ -29,7 +29,7 @@ import builtins
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -721,6 +721,14 @@ class RedisSaver(BaseCheckpointSaver):
         newest = self._client.zrevrange(cps, 0, 0)
         return _decode_id(newest[0], cps) if newest else None
 
+    def queue_head(self, pipe: redis.client.Pipeline, thread_id: str, ns: str = ""
+                   ) -> Callable[[Any], str | None]:
+        """Queue `head`'s read on the caller's `pipe`; the function that makes its reply the
+        id. For a caller that sends something else first anyway."""
+        cps = self._keys(str(thread_id), ns).cps
+        pipe.zrevrange(cps, 0, 0)
+        return lambda newest: _decode_id(newest[0], cps) if newest else None
+
     def get_tuple(self, config: Config) -> CheckpointTuple | None:
         target = Target.of(config)
         return self._load(target.thread_id, target.ns, target.checkpoint_id)
@@ -732,6 +740,19 @@ class RedisSaver(BaseCheckpointSaver):
         return self._load(target.thread_id, target.ns, target.checkpoint_id,
                           only_tasks=",".join(task_ids))
 
+    def queue_load_for_tasks(self, pipe: redis.client.Pipeline, config: Config,
+                             task_ids: Sequence[str]
+                             ) -> Callable[[Any], CheckpointTuple | None]:
+        """Queue `get_tuple_for_tasks`'s read on the caller's `pipe` (by EVALSHA: a server
+        that lacks the script answers NoScriptError, which the caller treats as nothing
+        read); the function that makes its reply the tuple. For a caller that reads other
+        things first anyway: the checkpoint comes in the same round trip."""
+        target = Target.of(config)
+        keys = self._keys(target.thread_id, target.ns)
+        pipe.evalsha(self._load_script.sha, 5, keys.cps, keys.cp, keys.meta, keys.refs,
+                     keys.blob, target.checkpoint_id or "", keys.writes, ",".join(task_ids))
+        return lambda found: self._loaded(target.thread_id, target.ns, found)
+
     def _load(
         self, thread_id: str, ns: str, checkpoint_id: str | None, metadata: Any = None,
         only_tasks: str = "",
@@ -741,6 +762,12 @@ class RedisSaver(BaseCheckpointSaver):
             keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob],
             args=[checkpoint_id or "", keys.writes, only_tasks],
         )
+        return self._loaded(thread_id, ns, found, metadata)
+
+    def _loaded(self, thread_id: str, ns: str, found: Any, metadata: Any = None
+                ) -> CheckpointTuple | None:
+        """The tuple of the load script's reply `found`."""
+        keys = self._keys(thread_id, ns)
         if not found:
             return None
         if found[0] == b"corrupt":

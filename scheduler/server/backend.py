@@ -91,28 +91,29 @@ class Backend:
         """The graph an `assistant_id` names (see `assistant`)."""
         return str(self.assistant(assistant)["graph_id"])
 
-    def assistant(self, assistant: str) -> dict[str, Any]:
+    def assistant(self, assistant: str, refs: list[str] | None = None) -> dict[str, Any]:
         """The assistant an `assistant_id` names: a user-created assistant's UUID, a graph's
         assistant's UUID, a graph reference, or a graph's attribute name when only one graph
         has it. 404 for an unknown UUID, 422 for anything else unknown (as the reference
-        server)."""
+        server). `refs`: `graph_refs()` as the caller read it for this request."""
         created = self.created_assistant(assistant)
         if created is not None:
             return created
-        return system_assistant(self.graph_ref(assistant))
+        return system_assistant(self.graph_ref(assistant, refs))
 
-    def served(self, assistant: dict[str, Any]) -> dict[str, Any]:
+    def served(self, assistant: dict[str, Any], refs: list[str] | None = None
+               ) -> dict[str, Any]:
         """`assistant`, if its graph is one a run may name; a user-created assistant whose
         graph the workers no longer publish is a 404 naming the graph, the reference
         server's answer for an assistant whose graph left its registry."""
-        self.served_graph(assistant["graph_id"])
+        self.served_graph(assistant["graph_id"], refs)
         return assistant
 
-    def served_graph(self, ref: str) -> ClusterGraph:
+    def served_graph(self, ref: str, refs: list[str] | None = None) -> ClusterGraph:
         """The graph a thread's state is read and edited with; a 404 naming it if the
         workers no longer publish it (a thread left by a graph a redeploy dropped), as the
-        reference answers for such a thread."""
-        refs = self.graph_refs()
+        reference answers for such a thread. `refs`: `graph_refs()` as the caller read it."""
+        refs = self.graph_refs() if refs is None else refs
         if ref not in refs:
             raise graph_not_found(ref, refs)
         return self.graph(ref)
@@ -127,10 +128,10 @@ class Backend:
         """The user-created assistants of the graphs the request's key may use."""
         return [a for a in self.assistants.all() if may_use(a["graph_id"])]
 
-    def graph_ref(self, assistant: str) -> str:
+    def graph_ref(self, assistant: str, refs: list[str] | None = None) -> str:
         """The graph a graph reference, a graph's attribute name or a graph's assistant's
         UUID names; 404 for an unknown UUID, 422 for anything else unknown."""
-        refs = self.graph_refs()
+        refs = self.graph_refs() if refs is None else refs
         if assistant in refs:
             return assistant
         by_name = [r for r in refs if r.rsplit(":", 1)[-1] == assistant]

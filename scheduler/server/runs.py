@@ -160,11 +160,12 @@ def start(backend: Backend, thread_id: str | None, payload: dict[str, Any], wher
     asked = field(payload, "assistant_id", str)
     if asked is None:
         raise ApiError(422, "assistant_id is required")
-    assistant = backend.assistant(asked)
+    refs = backend.graph_refs()  # one read of the published graphs for both uses
+    assistant = backend.assistant(asked, refs)
     ref = assistant["graph_id"]
     # A user-created assistant whose graph the workers no longer publish: its run is
     # stored and its start fails it, as the reference creates and fails such a run.
-    served = ref in backend.graph_refs()
+    served = ref in refs
     selection = sse.Selection(sse.api_modes(payload.get("stream_mode", "values")),
                               bool(field(payload, "stream_subgraphs", bool, False)))
     field(payload, "stream_resumable", bool)  # checked only: every run's stream resumes here
@@ -307,8 +308,10 @@ def _streaming(backend: Backend, started: Started, after: str | None,
 async def stream(request: Request) -> StreamingResponse:
     backend = backend_of(request)
     thread_id = request.path_params.get("thread_id")
-    started = await blocking(start, backend, thread_id, await body(request),
-                             f"POST {request.url.path}")
+    payload = await body(request)
+    async with sse.reader_warmed(backend):
+        started = await blocking(start, backend, thread_id, payload,
+                                 f"POST {request.url.path}")
     return _streaming(backend, started, sse.START, _paths(started, "stream"),
                       metadata=started.announced)
 

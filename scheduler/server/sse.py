@@ -18,6 +18,8 @@ chunks; a failed (or, started on a busy thread under `reject`, refused) run ends
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import re
 import time
@@ -25,6 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis
 import redis.asyncio
 
 from scheduler.records import RunStatus
@@ -141,6 +144,21 @@ async def _read(r: redis.asyncio.Redis, key: str, after: str, block_ms: int | No
         if parts:
             return parts
     return parts_of_reply(await r.xread({key: entry}, block=block_ms, count=1000))
+
+
+@contextlib.asynccontextmanager
+async def reader_warmed(backend: Backend) -> AsyncIterator[None]:
+    """A connection for the stream's reader made ready while the body runs (a run's start,
+    in a thread). A client that leaves mid-read takes its reader's connection with it (one
+    with a reply pending cannot go back to the pool), so a new stream may find none idle,
+    and opening one (connect, `HELLO`) stood between its start and its first `XREAD`.
+    A failure here is the reader's to meet, not the start's."""
+    warming = asyncio.ensure_future(backend.aredis.ping())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await warming
 
 
 async def run_parts(backend: Backend, thread_id: str, run_id: str, after: str = "0-0"
