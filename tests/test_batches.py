@@ -39,6 +39,17 @@ def res(monkeypatch):
         monkeypatch.setattr(dist_graphs, "_client", None)
 
 
+def memo_then_die(res: Resources):  # noqa: ANN201 - a stand-in for RunStore.finish_task
+    """A `finish_task` that saves the task's memo and dies before counting it: a worker of
+    a release that saved the memo apart from its count (one script since), met during a
+    rolling upgrade."""
+    def finish_task(store, *args, memo=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        res.saver.write_prepared(memo.writes)
+        raise ConnectionError("died after the memo")
+
+    return finish_task
+
+
 def runs_per_task(res: Resources, thread_id: str) -> dict[str, int]:
     raw = res.store.r.hgetall(f"runs:{thread_id}")
     return {k.decode(): int(v) for k, v in raw.items()}
@@ -57,11 +68,11 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
     prefetched = prefetch_step(res, thread_id, checkpoint_id, ids)
     assert prefetched is not None
     # After the batch's reads: another worker finishes task 0, and another saves the memo
-    # of task 1 and dies before counting it (its lease lapses).
+    # of task 1 and dies before counting it (its lease lapses): a worker of a release that
+    # saved the memo apart from its count, during a rolling upgrade (now one script).
     assert not execute_node(res, thread_id, run_id, checkpoint_id, *batch[0])
     with monkeypatch.context() as dying:
-        dying.setattr(RunStore, "finish_task", lambda *a, **k: (_ for _ in ()).throw(
-            ConnectionError("died after the memo")))
+        dying.setattr(RunStore, "finish_task", memo_then_die(res))
         with pytest.raises(ConnectionError):
             execute_node(res, thread_id, run_id, checkpoint_id, *batch[1])
     res.store.r.delete(res.store.key(thread_id, "lease", ids[1]))
@@ -92,17 +103,17 @@ def test_a_kept_task_taken_elsewhere_meanwhile_is_not_run_again(res, monkeypatch
     kept = outcome.kept
     assert kept.loop is not None and kept.task.name == "slow"
     # This worker stalls past the lease; the sweeper sends `slow` elsewhere, where it saves
-    # its memo and dies before counting it.
+    # its memo and dies before counting it (a worker of an earlier release, as above).
     with monkeypatch.context() as dying:
-        dying.setattr(RunStore, "finish_task", lambda *a, **k: (_ for _ in ()).throw(
-            ConnectionError("died after the memo")))
+        dying.setattr(RunStore, "finish_task", memo_then_die(res))
         with pytest.raises(ConnectionError):
             execute_node(res, thread_id, run_id, kept.checkpoint_id, kept.task_id, kept.path)
     res.store.r.delete(res.store.key(thread_id, "lease", kept.task_id))
     # Back, this worker must not run `slow` on the loop it kept: it goes the ordinary way,
     # which finds the memo.
     assert execute_planned(res, thread_id, run_id, kept.checkpoint_id, kept.task,
-                           kept.loop, graph=kept.graph, trace_parent=kept.trace_parent) is None
+                           kept.loop, kept.saver, graph=kept.graph,
+                           trace_parent=kept.trace_parent) is None
     assert execute_node(res, thread_id, run_id, kept.checkpoint_id, kept.task_id, kept.path)
     runs = {field.split("|")[0]: n for field, n in runs_per_task(res, thread_id).items()}
     assert runs == {"a": 1, "b": 1, "slow": 1}
@@ -145,12 +156,12 @@ def test_a_lone_task_reads_its_checkpoint_with_its_step_view(res, monkeypatch):
 
 
 def test_a_lone_task_whose_memo_is_saved_loads_its_own_checkpoint(res, monkeypatch):
-    """Its process died after the memo: the read with the view is not used, the task's own
-    load finds the memo, and the task is counted without running again."""
+    """Its process died after the memo (`memo_then_die`): the read with the view is not
+    used, the task's own load finds the memo, and the task is counted without running
+    again."""
     run_id, checkpoint_id, task_id = started_single(res, "memo")
     with monkeypatch.context() as dying:
-        dying.setattr(RunStore, "finish_task", lambda *a, **k: (_ for _ in ()).throw(
-            ConnectionError("died after the memo")))
+        dying.setattr(RunStore, "finish_task", memo_then_die(res))
         with pytest.raises(ConnectionError):
             execute_node(res, "memo", run_id, checkpoint_id, task_id)
     res.store.r.delete(res.store.key("memo", "lease", task_id))
