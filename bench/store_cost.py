@@ -107,15 +107,34 @@ class Counted:
         self.r.config_resetstat()
         cpu = self.cpu()
         own = work()
+        self.settle()
         cpu = self.cpu() - cpu
+        calls = self.calls()
+        calls.subtract(own)
+        return Phase(+calls, cpu, units)
+
+    def calls(self) -> Counter[str]:
         calls: Counter[str] = Counter()
         for name, stats in self.r.info("commandstats").items():
             command = name.removeprefix("cmdstat_")
             if command == "info" or command.startswith("config"):
                 continue
             calls[command] = int(stats["calls"])
-        calls.subtract(own)
-        return Phase(+calls, cpu, units)
+        return calls
+
+    def settle(self, quiet: float = 0.15, most: float = 3.0) -> None:
+        """Wait until no `PUBLISH` lands for `quiet` seconds (at most `most`): a worker
+        publishes its node rows' task events from a thread of its own, which can still be
+        sending when a run's result is read, and they belong to the work, not to the
+        phase after it."""
+        deadline = time.monotonic() + most
+        last = self.calls()["publish"]
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.calls()["publish"]
+            if now == last:
+                return
+            last = now
 
 
 class Bench:
