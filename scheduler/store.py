@@ -87,6 +87,27 @@ local function finish_task(done, step, events, lease, run_lease, task, now, payl
 end
 """
 
+# Chunk batches from ARGV[at..] (their number, the stream's length cap, then per batch its
+# key, its number of entries and those): `publish_batches` publishes each once
+# (`PUBLISH_ONCE_FN`) and `past_batches` only finds where they end; both return the index past
+# them. For the scripts that save a task's closing chunks with its memo.
+_CHUNK_BATCHES_FN = """
+local function past_batches(at)
+  local pos = at + 2
+  for _ = 1, tonumber(ARGV[at]) do pos = pos + 2 + tonumber(ARGV[pos + 1]) end
+  return pos
+end
+local function publish_batches(stream, published, at)
+  local pos = at + 2
+  for _ = 1, tonumber(ARGV[at]) do
+    local count = tonumber(ARGV[pos + 1])
+    publish_once(stream, published, ARGV[at + 1], ARGV[pos], pos + 2, pos + 1 + count)
+    pos = pos + 2 + count
+  end
+  return pos
+end
+"""
+
 # KEYS: done set, step hash, events stream, the task's lease, the run's lease, the memo's
 # writes hash, the thread's index, the run's chunk stream and its published set. ARGV: task
 # id, now, event payload, lease owner, run lease owner, its milliseconds, the saver's ttl in
@@ -94,21 +115,14 @@ end
 # stream's length cap, and per batch its key, its number of entries and those. The task's
 # memo and its closing chunks (a streaming run's; after the memo, as ever) land with its
 # count: one round trip where they took two or three, and no crash between them.
-_FINISH_TASK = (REFRESH_FN + PUT_WRITES_FN + PUBLISH_ONCE_FN + _FINISH_TASK_FN + """
+_FINISH_TASK = (REFRESH_FN + PUT_WRITES_FN + PUBLISH_ONCE_FN + _CHUNK_BATCHES_FN
+                + _FINISH_TASK_FN + """
 local m = tonumber(ARGV[8])
 if m > 0 then
   put_writes(KEYS[6], KEYS[7], 9, 8 + m)
   refresh(KEYS[7], tonumber(ARGV[7]))
 end
-local at = 9 + m
-local max_len = ARGV[at + 1]
-local batches = tonumber(ARGV[at])
-at = at + 2
-for _ = 1, batches do
-  local count = tonumber(ARGV[at + 1])
-  publish_once(KEYS[8], KEYS[9], max_len, ARGV[at], at + 2, at + 1 + count)
-  at = at + 2 + count
-end
+publish_batches(KEYS[8], KEYS[9], 9 + m)
 return finish_task(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3],
                    ARGV[4], ARGV[5], ARGV[6])
 """)
@@ -178,6 +192,29 @@ redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', ARGV[n + 2])
 return 1
 """
 
+# Writes a step's record from ARGV[first..]: the number of hash values n, those (field, value,
+# ...) into `step`, the run's step and updated_at into `run`, the number of events and a (type,
+# data) per event onto `events`; returns the index past them. Shared by the scripts that open
+# a step (`_OPEN_STEP`, `_ADVANCE_KEPT`), which delete the step's keys first.
+_RECORD_STEP_FN = f"""
+local function record_step(step, run, events, first)
+  local n = tonumber(ARGV[first])
+  local slice = {_HASH_VALUES_PER_SLICE}
+  for from = first + 1, first + n, slice do
+    redis.call('HSET', step, unpack(ARGV, from, math.min(first + n, from + slice - 1)))
+  end
+  local i = first + 1 + n
+  redis.call('HSET', run, 'step', ARGV[i], 'updated_at', ARGV[i + 1])
+  local count = tonumber(ARGV[i + 2])
+  i = i + 3
+  for _ = 1, count do
+    redis.call('XADD', events, '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+    i = i + 2
+  end
+  return i
+end
+"""
+
 # Records a dispatched step. KEYS: step hash, done set, run record, events stream, and for a
 # step whose one task the driver keeps to run in place: the run's lease, the task's lease and
 # its started marker. ARGV: the number of step hash values, those (field, value, ...), the
@@ -188,21 +225,9 @@ return 1
 # are deleted first even when its checkpoint is new: an advancer stalled between its put and
 # this script finds the step recorded by the advance that carried on from its head, and the
 # done set and `left` must start over together.
-_OPEN_STEP = _TAKE_LEASE + f"""
+_OPEN_STEP = _TAKE_LEASE + _RECORD_STEP_FN + """
 redis.call('DEL', KEYS[1], KEYS[2])
-local n = tonumber(ARGV[1])
-local slice = {_HASH_VALUES_PER_SLICE}
-for first = 2, 1 + n, slice do
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(1 + n, first + slice - 1)))
-end
-local i = 2 + n
-redis.call('HSET', KEYS[3], 'step', ARGV[i], 'updated_at', ARGV[i + 1])
-local events = tonumber(ARGV[i + 2])
-i = i + 3
-for _ = 1, events do
-  redis.call('XADD', KEYS[4], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
-  i = i + 2
-end
+local i = record_step(KEYS[1], KEYS[3], KEYS[4], 1)
 if not KEYS[5] then return 1 end
 if redis.call('GET', KEYS[5]) == ARGV[i] then redis.call('DEL', KEYS[5]) end
 return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
@@ -242,8 +267,8 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # (`PUBLISH_ONCE_FN`: the task's closing chunks, the step's, the next step's plan), then the
 # put's arguments to the end. Returns the next task's grant as `_ACQUIRE_LEASE` does, or why
 # nothing was written: 'lease', 'run', 'guard', 'base' or {'head', newest}.
-_ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONCE_FN + _TAKE_LEASE
-                 + f"""
+_ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONCE_FN
+                 + _CHUNK_BATCHES_FN + _TAKE_LEASE + _RECORD_STEP_FN + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'run' end
 local run = redis.call('HMGET', KEYS[3], 'status', 'step', 'stop_requested')
@@ -256,31 +281,14 @@ local i = 8 + n
 local events = tonumber(ARGV[i + 2])
 local memo = i + 3 + 2 * events
 local chunks = memo + 1 + tonumber(ARGV[memo])
-local batches = {{}}
-local put = chunks + 2
-for _ = 1, tonumber(ARGV[chunks]) do
-  batches[#batches + 1] = put
-  put = put + 2 + tonumber(ARGV[put + 1])
-end
+local put = past_batches(chunks)
 local done = put_child_of_head(11, false, put, #ARGV)
 if done ~= 'ok' then return done end
 if chunks > memo + 1 then put_writes(KEYS[10], KEYS[17], memo + 1, chunks - 1) end
 refresh(KEYS[17], tonumber(ARGV[put]))
-for _, at in ipairs(batches) do
-  publish_once(KEYS[18], KEYS[19], ARGV[chunks + 1], ARGV[at], at + 2,
-               at + 1 + tonumber(ARGV[at + 1]))
-end
+publish_batches(KEYS[18], KEYS[19], chunks)
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[20], KEYS[21])
-local slice = {_HASH_VALUES_PER_SLICE}
-for first = 8, 7 + n, slice do
-  redis.call('HSET', KEYS[5], unpack(ARGV, first, math.min(7 + n, first + slice - 1)))
-end
-redis.call('HSET', KEYS[3], 'step', ARGV[i], 'updated_at', ARGV[i + 1])
-local e = i + 3
-for _ = 1, events do
-  redis.call('XADD', KEYS[7], '*', 'type', ARGV[e], 'data', ARGV[e + 1])
-  e = e + 2
-end
+record_step(KEYS[5], KEYS[3], KEYS[7], 7)
 redis.call('DEL', KEYS[1])
 return take_lease(KEYS[8], KEYS[9], ARGV[5], ARGV[6])
 """)
@@ -524,7 +532,6 @@ class RunStore:
             pipe.hexists(step_key, f"task:{task_id}")
         count = 2 + with_context + len(task_ids)
         return lambda replies: _step_view(replies[:count], task_ids, with_context)
-
 
     # ---- thread lock and queue --------------------------------------------------------------
 

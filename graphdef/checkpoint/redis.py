@@ -530,7 +530,6 @@ def _parse_write(field: bytes, record: bytes) -> tuple[bytes, StoredWrite]:
     return seq, (task_id, idx, header[0], record[newline + 1 :])
 
 
-
 @dataclass(frozen=True)
 class HeadPut:
     """A checkpoint put on a known head, as `PUT_CHILD_OF_HEAD_FN`'s keys (7) and arguments
