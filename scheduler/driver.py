@@ -278,11 +278,12 @@ class Driver:
             return None
         todo = [t for t in loop.tasks.values() if not t.writes]
         held = saver.deferred
-        if (len(todo) != 1 or todo[0].node.hidden or held.put is None
-                or self._task_infos(run, todo)[todo[0].id]["queue"] != self.run_here):
+        if len(todo) != 1 or todo[0].node.hidden or held.put is None:
             return None
         task, checkpoint_id = todo[0], loop.checkpoint["id"]
         infos = self._task_infos(run, todo)
+        if infos[task.id]["queue"] != self.run_here:
+            return None
         if publisher is not None:
             publisher.publish_once(f"dispatch:{checkpoint_id}")
         metrics.superstep(run.graph)
