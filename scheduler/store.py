@@ -194,8 +194,9 @@ return 1
 
 # Writes a step's record from ARGV[first..]: the number of hash values n, those (field, value,
 # ...) into `step`, the run's step and updated_at into `run`, the number of events and a (type,
-# data) per event onto `events`; returns the index past them. Shared by the scripts that open
-# a step (`_OPEN_STEP`, `_ADVANCE_KEPT`), which delete the step's keys first.
+# data) per event onto `events`, all in one entry (`RunStore.events` reads its events apart:
+# one `XADD` where each event took one); returns the index past them. Shared by the scripts
+# that open a step (`_OPEN_STEP`, `_ADVANCE_KEPT`), which delete the step's keys first.
 _RECORD_STEP_FN = f"""
 local function record_step(step, run, events, first)
   local n = tonumber(ARGV[first])
@@ -207,11 +208,17 @@ local function record_step(step, run, events, first)
   redis.call('HSET', run, 'step', ARGV[i], 'updated_at', ARGV[i + 1])
   local count = tonumber(ARGV[i + 2])
   i = i + 3
-  for _ = 1, count do
-    redis.call('XADD', events, '*', 'type', ARGV[i], 'data', ARGV[i + 1])
-    i = i + 2
+  if count == 0 then return i end
+  local entry = {{'type', ARGV[i], 'data', ARGV[i + 1]}}
+  for k = 1, count - 1 do
+    local at = i + 2 * k
+    entry[#entry + 1] = 'type/' .. k
+    entry[#entry + 1] = ARGV[at]
+    entry[#entry + 1] = 'data/' .. k
+    entry[#entry + 1] = ARGV[at + 1]
   end
-  return i
+  redis.call('XADD', events, '*', unpack(entry))
+  return i + 2 * count
 end
 """
 
@@ -244,10 +251,14 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # nobody else runs or counts the task, so no other advance of this step can exist; a lease
 # that lapsed (its owner stalled) and was taken or released by another fails the first check,
 # and the caller falls back to saving its memo, where the first memo wins. The run's lease
-# must be free (a rollback or another driver holds it while it writes), the run running on
-# this step with no stop asked of it, and the thread still the run's; the checkpoint goes on
-# the head as every put does. Every check comes before the first write, so a refusal stores
-# nothing, and a crash before the script is a crash before the memo: the task runs again.
+# must be free (a rollback holds it while it drops the run's checkpoints: a checkpoint put
+# on the head between its read of them and its drop would outlive the rollback), and the run
+# running on this step with no stop asked of it; the checkpoint goes on the head as every
+# put does. The thread's active run is not read: a running run holds its thread, for only
+# `end_run` frees it, in the transaction that ends the run, and a start's claim takes it
+# before the run is marked running. Every check comes before the first write, so a refusal
+# stores nothing, and a crash before the script is a crash before the memo: the task runs
+# again.
 #
 # The ended step's record goes (its task was never counted in it): a sweeper that read the
 # run on that step just before finds no task of it to send again, and a message for its task
@@ -255,11 +266,11 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # (uncounted, its lease gone) and run again. The new step's keys are deleted too, in the same
 # command, as `_OPEN_STEP` does.
 #
-# KEYS: the task's lease, the run's lease, the run's record, the thread's active run, the next
-# step's hash and done set, the events stream, the next task's lease and started marker, the
+# KEYS: the task's lease, the run's lease, the run's record, the next step's hash and done
+# set, the events stream, the next task's lease and started marker, the
 # memo's writes hash, the checkpoint's 7 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
 # stream and its published set, then the ended step's hash and done set. ARGV: the task's
-# owner, the run's step as stored, the run id, the running status as stored, the next task's
+# owner, the run's step as stored, the running status as stored, the next task's
 # owner and its lease's milliseconds, then the step's values as `_OPEN_STEP` takes them (the
 # number of hash values, those, the next step, updated_at, the number of events, events), the
 # number of memo values and those (`PUT_WRITES_FN`), the number of chunk batches, the
@@ -272,25 +283,24 @@ _ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONC
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'run' end
 local run = redis.call('HMGET', KEYS[3], 'status', 'step', 'stop_requested')
-if run[1] ~= ARGV[4] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null') then
+if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null') then
   return 'run'
 end
-if redis.call('GET', KEYS[4]) ~= ARGV[3] then return 'run' end
-local n = tonumber(ARGV[7])
-local i = 8 + n
+local n = tonumber(ARGV[6])
+local i = 7 + n
 local events = tonumber(ARGV[i + 2])
 local memo = i + 3 + 2 * events
 local chunks = memo + 1 + tonumber(ARGV[memo])
 local put = past_batches(chunks)
-local done = put_child_of_head(11, false, put, #ARGV)
+local done = put_child_of_head(10, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if chunks > memo + 1 then put_writes(KEYS[10], KEYS[17], memo + 1, chunks - 1) end
-refresh(KEYS[17], tonumber(ARGV[put]))
-publish_batches(KEYS[18], KEYS[19], chunks)
-redis.call('DEL', KEYS[5], KEYS[6], KEYS[20], KEYS[21])
-record_step(KEYS[5], KEYS[3], KEYS[7], 7)
+if chunks > memo + 1 then put_writes(KEYS[9], KEYS[16], memo + 1, chunks - 1) end
+refresh(KEYS[16], tonumber(ARGV[put]))
+publish_batches(KEYS[17], KEYS[18], chunks)
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[19], KEYS[20])
+record_step(KEYS[4], KEYS[3], KEYS[6], 6)
 redis.call('DEL', KEYS[1])
-return take_lease(KEYS[8], KEYS[9], ARGV[5], ARGV[6])
+return take_lease(KEYS[7], KEYS[8], ARGV[4], ARGV[5])
 """)
 
 
@@ -377,6 +387,19 @@ def _chunk_args(chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]],
     for key, entries in chunks:
         args += [key, len(entries), *encode_entries(entries)]
     return args
+
+
+def _entry_events(entry_id: bytes, fields: dict[bytes, bytes], skip: int = -1
+                  ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The events of one entry of a run's events stream, those after index `skip`."""
+    entry = _str(entry_id)
+    alone = b"type/1" not in fields
+    k = 0
+    while (kind := fields.get(b"type" if k == 0 else f"type/{k}".encode())) is not None:
+        if k > skip:
+            data = fields[b"data" if k == 0 else f"data/{k}".encode()]
+            yield (entry if alone else f"{entry}/{k}", _str(kind), serde.loads(data))
+        k += 1
 
 
 def _event_payload(data: dict[str, Any]) -> bytes:
@@ -758,7 +781,7 @@ class RunStore:
         put = kept.put
         keys = [self.key(thread_id, "lease", kept.task_id),
                 self.key(thread_id, "lease", kept.run_lease),
-                self.key(thread_id, "run", run_id), self.key(thread_id, "active"),
+                self.key(thread_id, "run", run_id),
                 *self._step_keys(thread_id, run_id, kept.next_checkpoint_id)[:2],
                 self.key(thread_id, "events", run_id),
                 self.key(thread_id, "lease", kept.next_task_id),
@@ -770,7 +793,7 @@ class RunStore:
         ms = int(kept.seconds * 1000)
         memo = kept.memo.triples if kept.memo is not None else []
         chunks = _chunk_args(kept.chunks, self.stream_max_len)
-        args = [kept.task_owner, orjson.dumps(kept.checkpoint_id), run_id,
+        args = [kept.task_owner, orjson.dumps(kept.checkpoint_id),
                 orjson.dumps(RunStatus.RUNNING), kept.next_owner, ms,
                 *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
                                  kept.events),
@@ -997,13 +1020,23 @@ class RunStore:
     def events(
         self, thread_id: str, run_id: str, after: str = "0-0", block_ms: int | None = None
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """The run's events after id `after`: (id, type, data). An entry holds one event or
+        several written together (a step's, `record_step`). A lone event has its entry's id;
+        of several, the k-th (from 0) has `<entry id>/<k>`, and reading on from one of those
+        skips the events before it in its entry (as a batch's chunk ids do,
+        `scheduler.streams`)."""
         key = self.key(thread_id, "events", run_id)
+        entry, _, index = after.partition("/")
+        if index:
+            for event_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]],
+                                         self.r.xrange(key, entry, entry)):
+                yield from _entry_events(event_id, fields, skip=int(index))
         # A RESP2 reply (the protocol our clients speak): [(stream, [(id, fields), ...])].
         reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                     self.r.xread({key: after}, block=block_ms, count=1000))
+                     self.r.xread({key: entry}, block=block_ms, count=1000))
         for _, entries in reply or ():
             for event_id, fields in entries:
-                yield (_str(event_id), _str(fields[b"type"]), serde.loads(fields[b"data"]))
+                yield from _entry_events(event_id, fields)
 
     # ---- graph registry -------------------------------------------------------------------
 

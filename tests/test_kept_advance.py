@@ -109,8 +109,10 @@ def refuse_other_step(store, saver):
     store.update_run(THREAD, RUN, step="c0")
 
 
-def refuse_thread_not_the_runs(store, saver):
-    store.r.set(store.key(THREAD, "active"), "r2")
+def refuse_run_ended(store, saver):
+    """The thread is freed only with the run's end (`end_run`): the status refuses it."""
+    assert store.end_run(THREAD, RUN, RunStatus.INTERRUPTED)
+    assert store.active_run(THREAD) is None
 
 
 def refuse_head_moved(store, saver):
@@ -119,7 +121,7 @@ def refuse_head_moved(store, saver):
 
 @pytest.mark.parametrize("change", [
     refuse_lease_lost, refuse_lease_lapsed, refuse_run_lease_held, refuse_cancelled,
-    refuse_stop_requested, refuse_other_step, refuse_thread_not_the_runs, refuse_head_moved,
+    refuse_stop_requested, refuse_other_step, refuse_run_ended, refuse_head_moved,
 ])
 def test_a_failed_check_writes_nothing(setup, change):
     store, saver, advance = setup

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -140,9 +140,18 @@ class NodeRows:
 class RowEvents:
     """A process's thread that publishes row events in the order they were sent, through
     one event dispatcher of its own (a kombu producer is not to be shared between
-    threads). `flush` waits until everything sent so far is out, and runs at exit."""
+    threads). `flush` waits until everything sent so far is out, and runs at exit.
+
+    What was sent while the thread published, or within `LINGER_SECONDS` of the first
+    event it woke for, goes out as one message of Celery's multi-event form (a list body,
+    routing key `task.multi`), which every Celery event receiver, Flower's too, takes event
+    by event: a chain step's row is its received, started and succeeded events in about one
+    `PUBLISH` instead of three. Flower sees a row a few milliseconds later.
+    """
 
     FLUSH_AT_EXIT_SECONDS = 2.0
+    LINGER_SECONDS = 0.005
+    MAX_BATCH = 200
 
     def __init__(self, app: Celery, hostname: str | None) -> None:
         self.app = app
@@ -165,20 +174,45 @@ class RowEvents:
 
     def _run(self) -> None:
         while True:
-            kind, row_id, timestamp, fields = self._queue.get()
-            if not kind:
-                fields["done"].set()
-                continue
-            try:
-                if self._dispatcher is None:
-                    self._dispatcher = self._stack.enter_context(
-                        self.app.events.default_dispatcher(hostname=self.hostname))
-                self._dispatcher.send(kind, uuid=row_id, timestamp=timestamp, **fields)
-            except Exception:  # noqa: BLE001 - see NodeRows._send
-                log.warning("could not send %s for %s", kind, row_id, exc_info=True)
-                with contextlib.suppress(Exception):
-                    self._stack.close()
-                self._dispatcher = None
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.LINGER_SECONDS
+            while batch[-1][0] and len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0)))
+                except queue.Empty:
+                    break
+            self._publish([event for event in batch if event[0]])
+            for kind, _, _, fields in batch:
+                if not kind:
+                    fields["done"].set()
+
+    def _publish(self, events: list[tuple[str, str, float, dict[str, Any]]]) -> None:
+        """Publish `events` as one message; on failure they are lost (see `NodeRows._send`)."""
+        if not events:
+            return
+        try:
+            dispatcher = self._dispatcher or self._stack.enter_context(self._open())
+            self._dispatcher = dispatcher
+            for kind, row_id, timestamp, fields in events:
+                dispatcher.send(kind, uuid=row_id, timestamp=timestamp, **fields)
+            dispatcher.flush(errors=False)
+        except Exception:  # noqa: BLE001 - see NodeRows._send
+            log.warning("could not send %d row event(s), from %s for %s", len(events),
+                        events[0][0], events[0][1], exc_info=True)
+            with contextlib.suppress(Exception):
+                self._stack.close()
+            self._dispatcher = None
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[EventDispatcher]:
+        """A dispatcher that buffers the `task` group's events until `flush` (what
+        `app.events.default_dispatcher` gives, buffering added)."""
+        events = self.app.events
+        with (self.app.amqp.producer_pool.acquire(block=True) as producer,
+              events.Dispatcher(producer.connection, self.hostname, True, producer.channel,
+                                False, buffer_group=("task",),
+                                buffer_limit=self.MAX_BATCH + 1) as dispatcher):
+            yield dispatcher
 
 
 _senders: dict[tuple[int, str | None], RowEvents] = {}
