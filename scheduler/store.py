@@ -264,11 +264,11 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # run on that step just before finds no task of it to send again, and a message for its task
 # that comes late finds it not dispatched. Were the record left, the task would look lost
 # (uncounted, its lease gone) and run again. The new step's keys are deleted too, in the same
-# command, as `_OPEN_STEP` does.
+# command, as `_OPEN_STEP` does, and so is the kept task's lease: the checks are behind us.
 #
 # KEYS: the task's lease, the run's lease, the run's record, the next step's hash and done
 # set, the events stream, the next task's lease and started marker, the
-# memo's writes hash, the checkpoint's 7 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
+# memo's writes hash, the checkpoint's 5 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
 # stream and its published set, then the ended step's hash and done set. ARGV: the task's
 # owner, the run's step as stored, the running status as stored, the next task's
 # owner and its lease's milliseconds, then the step's values as `_OPEN_STEP` takes them (the
@@ -294,12 +294,11 @@ local chunks = memo + 1 + tonumber(ARGV[memo])
 local put = past_batches(chunks)
 local done = put_child_of_head(10, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if chunks > memo + 1 then put_writes(KEYS[9], KEYS[16], memo + 1, chunks - 1) end
-refresh(KEYS[16], tonumber(ARGV[put]))
-publish_batches(KEYS[17], KEYS[18], chunks)
-redis.call('DEL', KEYS[4], KEYS[5], KEYS[19], KEYS[20])
+if chunks > memo + 1 then put_writes(KEYS[9], KEYS[14], memo + 1, chunks - 1) end
+refresh(KEYS[14], tonumber(ARGV[put]))
+publish_batches(KEYS[15], KEYS[16], chunks)
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[17], KEYS[18], KEYS[1])
 record_step(KEYS[4], KEYS[3], KEYS[6], 6)
-redis.call('DEL', KEYS[1])
 return take_lease(KEYS[7], KEYS[8], ARGV[4], ARGV[5])
 """)
 
@@ -786,7 +785,7 @@ class RunStore:
                 self.key(thread_id, "events", run_id),
                 self.key(thread_id, "lease", kept.next_task_id),
                 self.key(thread_id, "started", kept.next_task_id),
-                kept.memo.keys[0] if kept.memo is not None else put.keys[6], *put.keys,
+                kept.memo.keys[0] if kept.memo is not None else put.keys[4], *put.keys,
                 self.key(thread_id, "chunks", run_id),
                 self.key(thread_id, "chunks", run_id, "published"),
                 *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]

@@ -779,8 +779,21 @@ def redis_load(server: RedisServer, *, with_filter: bool = True) -> list[BaseExc
         return load_everything(saver, with_filter=with_filter)
 
 
+# A checkpoint's metadata and refs are fields of its namespace's `cp` hash, beside its row.
+_CP_FIELDS = {"cp": b"", "meta": b":m", "refs": b":r"}
+
+
 def hash_keys(raw: redis.Redis, kind: str) -> list[bytes]:
-    return sorted(raw.keys(f"cg:{{t}}:{kind}:*"))
+    return sorted(raw.keys(f"cg:{{t}}:{'cp' if kind in _CP_FIELDS else kind}:*"))
+
+
+def hash_fields(raw: redis.Redis, kind: str, key: bytes) -> list[bytes]:
+    """The fields of `key` that hold records of `kind`."""
+    fields = sorted(raw.hkeys(key))
+    if kind not in _CP_FIELDS:
+        return fields
+    return [f for f in fields
+            if (f[-2:] if f[-2:] in (b":m", b":r") else b"") == _CP_FIELDS[kind]]
 
 
 def split_record(kind: str, record: bytes) -> tuple[bytes, bytes]:
@@ -816,7 +829,7 @@ def redis_tamper_and_load(
         raw.zadd(key, {new_member if isinstance(new_member, bytes | str) else str(new_member): 0})
         what = f"{key!r} member {member!r} -> {new_member!r}"
     else:
-        field = data.draw(st.sampled_from(sorted(raw.hkeys(key))), label="field")
+        field = data.draw(st.sampled_from(hash_fields(raw, kind, key)), label="field")
         record = raw.hget(key, field)
         header, payload = split_record(kind, record)
         if part == "field":
@@ -887,6 +900,23 @@ def _each(key: str, value: bytes) -> Callable[[redis.Redis], None]:
     return apply
 
 
+def _fields(kind: str, value: bytes) -> Callable[[redis.Redis], None]:
+    """Set every record of `kind` ("cp": rows, "meta", "refs") in the `cp` hash."""
+    def apply(raw: redis.Redis) -> None:
+        for field in hash_fields(raw, kind, b"cg:{t}:cp:_"):
+            raw.hset(b"cg:{t}:cp:_", field, value)
+
+    return apply
+
+
+def _fields_gone(kind: str) -> Callable[[redis.Redis], None]:
+    def apply(raw: redis.Redis) -> None:
+        for field in hash_fields(raw, kind, b"cg:{t}:cp:_"):
+            raw.hdel(b"cg:{t}:cp:_", field)
+
+    return apply
+
+
 def _writes(value: bytes) -> Callable[[redis.Redis], None]:
     def apply(raw: redis.Redis) -> None:
         for key in raw.keys("cg:{t}:writes:_:*"):
@@ -897,9 +927,9 @@ def _writes(value: bytes) -> Callable[[redis.Redis], None]:
 
 
 REDIS_CASES_OK: dict[str, Callable[[redis.Redis], Any]] = {
-    "metadata not JSON": _each("cg:{t}:meta:_", b"\xff"),
-    "metadata gone": lambda r: r.delete("cg:{t}:meta:_"),
-    "refs pointing nowhere": _each("cg:{t}:refs:_", b'{"p":null,"f":["9:nowhere:items"]}'),
+    "metadata not JSON": _fields("meta", b"\xff"),
+    "metadata gone": _fields_gone("meta"),
+    "refs pointing nowhere": _fields("refs", b'{"p":null,"f":["9:nowhere:items"]}'),
     "blob empty": _each("cg:{t}:blob:_", b""),
     "blob of unknown kind": _each("cg:{t}:blob:_", b"x|[1]"),
     "blob without a separator": _each("cg:{t}:blob:_", b"f[1]"),
@@ -934,18 +964,18 @@ def test_redis_delta_cycle_is_reported_not_followed(
 
 
 REDIS_CASES_BUGGY: dict[str, Callable[[redis.Redis], Any]] = {
-    "refs not JSON (Lua error)": _each("cg:{t}:refs:_", b"\xff\x00"),
-    "refs a list (Lua error)": _each("cg:{t}:refs:_", b"[1,2]"),
-    "refs without f (Lua error)": _each("cg:{t}:refs:_", b'{"p":null}'),
-    "refs gone (Lua error)": lambda r: r.delete("cg:{t}:refs:_"),
-    "refs without p (KeyError)": _each("cg:{t}:refs:_", b'{"f":[]}'),
-    "ref field without colons (ValueError)": _each("cg:{t}:refs:_", b'{"p":null,"f":["abc"]}'),
-    "ref field with a bad version (ValueError)": _each(
-        "cg:{t}:refs:_", b'{"p":null,"f":["x:abc:items"]}'
+    "refs not JSON (Lua error)": _fields("refs", b"\xff\x00"),
+    "refs a list (Lua error)": _fields("refs", b"[1,2]"),
+    "refs without f (Lua error)": _fields("refs", b'{"p":null}'),
+    "refs gone (Lua error)": _fields_gone("refs"),
+    "refs without p (KeyError)": _fields("refs", b'{"f":[]}'),
+    "ref field without colons (ValueError)": _fields("refs", b'{"p":null,"f":["abc"]}'),
+    "ref field with a bad version (ValueError)": _fields(
+        "refs", b'{"p":null,"f":["x:abc:items"]}'
     ),
-    "ref field a number (AttributeError)": _each("cg:{t}:refs:_", b'{"p":null,"f":[5]}'),
-    "checkpoint row not JSON (JSONDecodeError)": _each("cg:{t}:cp:_", b"\xff"),
-    "checkpoint row a list (TypeError)": _each("cg:{t}:cp:_", b"[1]"),
+    "ref field a number (AttributeError)": _fields("refs", b'{"p":null,"f":[5]}'),
+    "checkpoint row not JSON (JSONDecodeError)": _fields("cp", b"\xff"),
+    "checkpoint row a list (TypeError)": _fields("cp", b"[1]"),
     "delta base version not an int (ValueError)": _each("cg:{t}:blob:_", b"dzz:x|[1]"),
     "delta base not UTF-8 (UnicodeDecodeError)": _each("cg:{t}:blob:_", b"d\xff:\xfe|[1]"),
     "write without a header line (ValueError)": _writes(b"000000000000[1]"),
@@ -959,7 +989,7 @@ REDIS_CASES_BUGGY: dict[str, Callable[[redis.Redis], Any]] = {
     "checkpoint id not UTF-8 (UnicodeDecodeError in list)": lambda r: r.zadd(
         "cg:{t}:cps:_", {b"\xff\xff": 0}
     ),
-    "metadata a list (AttributeError in list with a filter)": _each("cg:{t}:meta:_", b"[1]"),
+    "metadata a list (AttributeError in list with a filter)": _fields("meta", b"[1]"),
 }
 
 

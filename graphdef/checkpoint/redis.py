@@ -4,12 +4,16 @@ Key layout (``P`` is the prefix, ``T`` the thread's hash tag, ``N`` an encoded n
 
 - ``P:{T}:keys``          set of every other key of the thread (for TTL, prune and delete)
 - ``P:{T}:cps:N``         sorted set of checkpoint ids, all score 0, so ordered as text (= age)
-- ``P:{T}:cp:N``          hash checkpoint id -> checkpoint row (serde bytes, no values)
-- ``P:{T}:meta:N``        hash checkpoint id -> metadata (serde bytes)
-- ``P:{T}:refs:N``        hash checkpoint id -> JSON ``{"p": parent id, "f": [blob fields]}``
+- ``P:{T}:cp:N``          hash of three fields per checkpoint: ``<id>`` -> checkpoint row
+                          (serde bytes, no values), ``<id>:m`` -> metadata (serde bytes),
+                          ``<id>:r`` -> JSON ``{"p": parent id, "f": [blob fields]}``
 - ``P:{T}:blob:N``        hash ``<version>:<digest>:<channel>`` -> blob record (``_blob_record``)
 - ``P:{T}:latest:N``      hash ``<version>:<channel>`` -> digest of that version's newest blob
 - ``P:{T}:writes:N:<id>`` hash ``<idx>:<task id>`` -> pending write record (one per checkpoint)
+
+A checkpoint's row, metadata and refs share one hash so that a put writes them with one
+``HSET`` and a load reads them with one ``HMGET`` (Redis counts a script's commands one by
+one; three hashes cost two commands more per step).
 
 Every key of a thread carries the same ``{T}`` hash tag, so a thread lives in one Redis Cluster
 slot and every script and transaction below touches one slot. Scripts reach the thread's keys
@@ -153,8 +157,8 @@ return 1
 
 # The put of a checkpoint whose parent is the namespace's head and whose channel refs the
 # writer already knows (`_RefsCache`), or of a namespace's first checkpoint: checks and
-# writes in one script, no WATCH round trips. KEYS[k..k+6]: cps, cp, meta, refs, blob, latest,
-# index, then at k+7 the guard key if `guarded`. ARGV[a..]: ttl in ms, expected head ('' for
+# writes in one script, no WATCH round trips. KEYS[k..k+4]: cps, cp, blob, latest, index, then
+# at k+5 the guard key if `guarded`. ARGV[a..]: ttl in ms, expected head ('' for
 # none), guard value, checkpoint id, checkpoint, metadata, refs row, the number of delta bases
 # that must be stored and those blob fields, then (blob field, record, latest field, digest)
 # per blob, to ARGV[last]. Returns 'ok'; 'guard' (the guard key holds another value);
@@ -164,15 +168,15 @@ return 1
 # checkpoint with other writes (`scheduler.store`).
 PUT_CHILD_OF_HEAD_FN = """
 local function put_child_of_head(k, guarded, a, last)
-  local cps, cp, meta, refs, blobs, latest, index = unpack(KEYS, k, k + 6)
-  if guarded and redis.call('GET', KEYS[k + 7]) ~= ARGV[a + 2] then return 'guard' end
+  local cps, cp, blobs, latest, index = unpack(KEYS, k, k + 4)
+  if guarded and redis.call('GET', KEYS[k + 5]) ~= ARGV[a + 2] then return 'guard' end
   local newest = redis.call('ZREVRANGE', cps, 0, 0)
   if (newest[1] or '') ~= ARGV[a + 1] then return {'head', newest[1] or false} end
   local bases = tonumber(ARGV[a + 7])
   for i = a + 8, a + 7 + bases do
     if redis.call('HEXISTS', blobs, ARGV[i]) == 0 then return 'base' end
   end
-  if ARGV[a + 1] == '' then redis.call('SADD', index, cps, cp, meta, refs, blobs, latest) end
+  if ARGV[a + 1] == '' then redis.call('SADD', index, cps, cp, blobs, latest) end
   local digests = {}
   for i = a + 8 + bases, last, 4 do
     redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
@@ -181,9 +185,7 @@ local function put_child_of_head(k, guarded, a, last)
   end
   if #digests > 0 then redis.call('HSET', latest, unpack(digests)) end
   local id = ARGV[a + 3]
-  redis.call('HSET', cp, id, ARGV[a + 4])
-  redis.call('HSET', meta, id, ARGV[a + 5])
-  redis.call('HSET', refs, id, ARGV[a + 6])
+  redis.call('HSET', cp, id, ARGV[a + 4], id .. ':m', ARGV[a + 5], id .. ':r', ARGV[a + 6])
   redis.call('ZADD', cps, 0, id)
   return 'ok'
 end
@@ -193,8 +195,8 @@ _PUT_CHILD_OF_HEAD_LUA = (
     REFRESH_FN
     + PUT_CHILD_OF_HEAD_FN
     + """
-local done = put_child_of_head(1, KEYS[8] ~= nil, 1, #ARGV)
-if done == 'ok' then refresh(KEYS[7], tonumber(ARGV[1])) end
+local done = put_child_of_head(1, KEYS[6] ~= nil, 1, #ARGV)
+if done == 'ok' then refresh(KEYS[5], tonumber(ARGV[1])) end
 return done
 """
 )
@@ -238,7 +240,7 @@ local function heads(row)
 end
 """
 
-# KEYS cps, cp, meta, refs, blob; ARGV[1] checkpoint id ('' = newest), ARGV[2] writes key
+# KEYS cps, cp, blob; ARGV[1] checkpoint id ('' = newest), ARGV[2] writes key
 # prefix. Returns false (no such checkpoint), {'corrupt', what is wrong, id}, or
 # {'ok', id, checkpoint, metadata, refs, {field, blob, ...}, writes}. The newest id of the
 # index without a checkpoint row is corrupt, not an empty thread (a runner would start over).
@@ -252,19 +254,18 @@ if indexed then
   if #newest == 0 then return false end
   id = newest[1]
 end
-local checkpoint = redis.call('HGET', KEYS[2], id)
+local row = redis.call('HMGET', KEYS[2], id, id .. ':m', id .. ':r')
+local checkpoint, metadata, refs = row[1], row[2], row[3]
 if not checkpoint then
   if indexed then return {'corrupt', 'is the newest in the index but has no row', id} end
   return false
 end
-local metadata = redis.call('HGET', KEYS[3], id)
 if not metadata then return {'corrupt', 'has no metadata', id} end
-local refs = redis.call('HGET', KEYS[4], id)
 if not refs then return {'corrupt', 'has no channel refs', id} end
 local stack, why = heads(refs)
 if not stack then return {'corrupt', 'has channel refs that ' .. why, id} end
 local found = {}
-chain(KEYS[5], stack, function(field, blob)
+chain(KEYS[3], stack, function(field, blob)
   found[#found + 1] = field
   found[#found + 1] = blob
 end)
@@ -319,11 +320,12 @@ for _, cps in ipairs(redis.call('SMEMBERS', index)) do
     local dropped = {}
     for _, id in ipairs(doomed) do dropped[id] = true end
     local kept = {}
-    local rows = redis.call('HGETALL', tp .. 'refs:' .. ns)
+    local rows = redis.call('HGETALL', tp .. 'cp:' .. ns)
     for i = 1, #rows, 2 do
-      if not dropped[rows[i]] then
+      local id = string.match(rows[i], '^(.*):r$')
+      if id and not dropped[id] then
         local fields, why = heads(rows[i + 1])
-        if not fields then return {'corrupt', 'has channel refs that ' .. why, rows[i]} end
+        if not fields then return {'corrupt', 'has channel refs that ' .. why, id} end
         for _, field in ipairs(fields) do kept[#kept + 1] = field end
       end
     end
@@ -333,12 +335,10 @@ end
 for _, plan in ipairs(plans) do
   local cps, ns, doomed, kept = plan[1], plan[2], plan[3], plan[4]
   do
-    local refs, blobs, latest = tp .. 'refs:' .. ns, tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
+    local blobs, latest = tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
     for _, id in ipairs(doomed) do
       redis.call('ZREM', cps, id)
-      redis.call('HDEL', tp .. 'cp:' .. ns, id)
-      redis.call('HDEL', tp .. 'meta:' .. ns, id)
-      redis.call('HDEL', refs, id)
+      redis.call('HDEL', tp .. 'cp:' .. ns, id, id .. ':m', id .. ':r')
       local writes = tp .. 'writes:' .. ns .. ':' .. id
       redis.call('DEL', writes)
       redis.call('SREM', index, writes)
@@ -382,7 +382,7 @@ return 1
 # KEYS[1] thread index; ARGV[1] thread key prefix. Sums the payload hashes' value lengths.
 _STORED_BYTES_LUA = """
 local tp = ARGV[1]
-local counted = {cp = true, meta = true, refs = true, blob = true, writes = true}
+local counted = {cp = true, blob = true, writes = true}
 local total = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local kind = string.match(string.sub(key, #tp + 1), '^(%a+):')
@@ -406,6 +406,16 @@ def _ns_part(ns: str) -> str:
 
 def _ns_of_part(part: str) -> str:
     return "" if part == "_" else unb64(part)
+
+
+def _meta_field(checkpoint_id: str) -> str:
+    """A checkpoint's metadata field in its namespace's `cp` hash (beside its row's, its id)."""
+    return f"{checkpoint_id}:m"
+
+
+def _refs_field(checkpoint_id: str) -> str:
+    """A checkpoint's channel refs field in its namespace's `cp` hash."""
+    return f"{checkpoint_id}:r"
 
 
 def _blob_field(channel: str, ref: BlobRef) -> str:
@@ -532,7 +542,7 @@ def _parse_write(field: bytes, record: bytes) -> tuple[bytes, StoredWrite]:
 
 @dataclass(frozen=True)
 class HeadPut:
-    """A checkpoint put on a known head, as `PUT_CHILD_OF_HEAD_FN`'s keys (7) and arguments
+    """A checkpoint put on a known head, as `PUT_CHILD_OF_HEAD_FN`'s keys (5) and arguments
     (ttl, head, guard value: left empty, for the caller to fill, then the rest)."""
 
     keys: list[str]
@@ -558,16 +568,14 @@ class _Keys:
     thread: str  # P:{T}:
     index: str
     cps: str
-    cp: str
-    meta: str
-    refs: str
+    cp: str  # rows, metadata and refs (`_meta_field`, `_refs_field`)
     blob: str
     latest: str
     writes: str  # prefix: + checkpoint id
 
     @property
     def namespace_keys(self) -> tuple[str, ...]:
-        return (self.cps, self.cp, self.meta, self.refs, self.blob, self.latest)
+        return (self.cps, self.cp, self.blob, self.latest)
 
 
 class _RefsCache:
@@ -679,8 +687,6 @@ class RedisSaver(BaseCheckpointSaver):
             index=tp + "keys",
             cps=f"{tp}cps:{part}",
             cp=f"{tp}cp:{part}",
-            meta=f"{tp}meta:{part}",
-            refs=f"{tp}refs:{part}",
             blob=f"{tp}blob:{part}",
             latest=f"{tp}latest:{part}",
             writes=f"{tp}writes:{part}:",
@@ -748,8 +754,8 @@ class RedisSaver(BaseCheckpointSaver):
         things first anyway: the checkpoint comes in the same round trip."""
         target = Target.of(config)
         keys = self._keys(target.thread_id, target.ns)
-        pipe.evalsha(self._load_script.sha, 5, keys.cps, keys.cp, keys.meta, keys.refs,
-                     keys.blob, target.checkpoint_id or "", keys.writes, ",".join(task_ids))
+        pipe.evalsha(self._load_script.sha, 3, keys.cps, keys.cp, keys.blob,
+                     target.checkpoint_id or "", keys.writes, ",".join(task_ids))
         return lambda found: self._loaded(target.thread_id, target.ns, found)
 
     def _load(
@@ -758,7 +764,7 @@ class RedisSaver(BaseCheckpointSaver):
     ) -> CheckpointTuple | None:
         keys = self._keys(thread_id, ns)
         found = self._load_script(
-            keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob],
+            keys=[keys.cps, keys.cp, keys.blob],
             args=[checkpoint_id or "", keys.writes, only_tasks],
         )
         return self._loaded(thread_id, ns, found, metadata)
@@ -844,7 +850,7 @@ class RedisSaver(BaseCheckpointSaver):
             if filter:
                 pipe = self._client.pipeline(transaction=False)
                 for cid, t, n in batch:
-                    pipe.hget(self._keys(t, n).meta, cid)
+                    pipe.hget(self._keys(t, n).cp, _meta_field(cid))
                 metadatas = [
                     None if raw is None else self._decode_metadata(raw) for raw in pipe.execute()
                 ]
@@ -993,7 +999,7 @@ class RedisSaver(BaseCheckpointSaver):
                 stored += [_blob_field(blob.channel, blob.ref), _blob_record(blob),
                            f"{blob.version}:{blob.channel}", blob.digest]
         return HeadPut(
-            keys=[keys.cps, keys.cp, keys.meta, keys.refs, keys.blob, keys.latest, keys.index],
+            keys=[keys.cps, keys.cp, keys.blob, keys.latest, keys.index],
             args=[self._ttl_ms, head or "", "", prepared.checkpoint_id, prepared.checkpoint,
                   prepared.metadata, _refs_row(head, refs), len(bases), *bases, *stored],
             prepared=prepared, refs=refs, head=head)
@@ -1025,7 +1031,7 @@ class RedisSaver(BaseCheckpointSaver):
             if pending.requires is not None:
                 reads.hexists(keys.blob, _blob_field(pending.channel, pending.requires))
         if target.checkpoint_id is not None:
-            reads.hget(keys.refs, target.checkpoint_id)
+            reads.hget(keys.cp, _refs_field(target.checkpoint_id))
         found = iter(reads.execute())
         blobs = [
             p if p.requires is None or next(found) else self.codec.without_base(p)
@@ -1057,9 +1063,9 @@ class RedisSaver(BaseCheckpointSaver):
             if blob is not None:
                 pipe.hsetnx(keys.blob, _blob_field(blob.channel, blob.ref), _blob_record(blob))
                 pipe.hset(keys.latest, f"{blob.version}:{blob.channel}", blob.digest)
-        pipe.hset(keys.cp, cid, prepared.checkpoint)
-        pipe.hset(keys.meta, cid, prepared.metadata)
-        pipe.hset(keys.refs, cid, _refs_row(prepared.target.checkpoint_id, refs))
+        pipe.hset(keys.cp, mapping={
+            cid: prepared.checkpoint, _meta_field(cid): prepared.metadata,
+            _refs_field(cid): _refs_row(prepared.target.checkpoint_id, refs)})
         pipe.zadd(keys.cps, {cid: 0})
         pipe.sadd(keys.index, *keys.namespace_keys)
         if self._ttl_ms:
