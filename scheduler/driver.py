@@ -292,7 +292,7 @@ class Driver:
             next_owner = new_owner()
             grant = self.store.advance_kept(run.thread_id, run.run_id, KeptAdvance(
                 checkpoint_id=kept.checkpoint_id, task_id=kept.task_id, task_owner=task_owner,
-                run_lease=run_lease(run.run_id), memo=held.memo, put=held.put,
+                memo=held.memo, put=held.put,
                 next_checkpoint_id=checkpoint_id, tasks=infos,
                 context={"resuming": bool(loop.resuming), "resume_map": loop.resume_map},
                 events=[("task_finished", finished),
@@ -588,6 +588,10 @@ def roll_back(res: Resources, send: Sender, thread_id: str, run_id: str, *, by: 
         run = res.store.run(thread_id, run_id)
         if run is None or run.status.terminal:
             return False
+        # Before the read of what to drop: from here no kept task ends its step in place
+        # (`RunStore.advance_kept` does not read the run's lease), and what one put before
+        # is among what is read.
+        res.store.update_run(thread_id, run_id, rolling_back=by)
         ids = res.saver.checkpoint_ids(thread_id)
         base = run.base_head
         written = ids[ids.index(base) + 1:] if base in ids else (ids if base is None else [])

@@ -90,6 +90,9 @@ class RunRecord:
     # The run asked to take this one's thread with `multitask_strategy="interrupt"`: this
     # run stops at its next superstep boundary (`Driver._drive`).
     stop_requested: str | None = None
+    # The run `roll_back` is cancelling, and for whom: no kept task of it ends its step in
+    # place from then on (`RunStore.advance_kept`).
+    rolling_back: str | None = None
     # The run's own pause points (LangGraph's `invoke(..., interrupt_before=...)`): node
     # names or "*"; None: the compiled graph's.
     interrupt_before: list[str] | str | None = None

@@ -250,15 +250,16 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # Fencing without the run's lease: the task's lease is the fence. While its owner holds it,
 # nobody else runs or counts the task, so no other advance of this step can exist; a lease
 # that lapsed (its owner stalled) and was taken or released by another fails the first check,
-# and the caller falls back to saving its memo, where the first memo wins. The run's lease
-# must be free (a rollback holds it while it drops the run's checkpoints: a checkpoint put
-# on the head between its read of them and its drop would outlive the rollback), and the run
-# running on this step with no stop asked of it; the checkpoint goes on the head as every
-# put does. The thread's active run is not read: a running run holds its thread, for only
-# `end_run` frees it, in the transaction that ends the run, and a start's claim takes it
-# before the run is marked running. Every check comes before the first write, so a refusal
-# stores nothing, and a crash before the script is a crash before the memo: the task runs
-# again.
+# and the caller falls back to saving its memo, where the first memo wins. The run must be
+# running on this step with no stop asked of it and no rollback under way (`roll_back` marks
+# the run before it reads which checkpoints to drop: a checkpoint put on the head between
+# that read and its drop would outlive the rollback); the checkpoint goes on the head as every
+# put does. Two things are not read, for the run's record answers for them: the run's lease
+# (while a task of the run's step is uncounted, only a rollback takes it, and its mark is
+# read), and the thread's active run (a running run holds its thread: only `end_run` frees
+# it, in the transaction that ends the run, and a start's claim takes it before the run is
+# marked running). Every check comes before the first write, so a refusal stores nothing, and
+# a crash before the script is a crash before the memo: the task runs again.
 #
 # The ended step's record goes (its task was never counted in it): a sweeper that read the
 # run on that step just before finds no task of it to send again, and a message for its task
@@ -266,7 +267,7 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # (uncounted, its lease gone) and run again. The new step's keys are deleted too, in the same
 # command, as `_OPEN_STEP` does, and so is the kept task's lease: the checks are behind us.
 #
-# KEYS: the task's lease, the run's lease, the run's record, the next step's hash and done
+# KEYS: the task's lease, the run's record, the next step's hash and done
 # set, the events stream, the next task's lease and started marker, the
 # memo's writes hash, the checkpoint's 5 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
 # stream and its published set, then the ended step's hash and done set. ARGV: the task's
@@ -281,9 +282,9 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 _ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONCE_FN
                  + _CHUNK_BATCHES_FN + _TAKE_LEASE + _RECORD_STEP_FN + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'run' end
-local run = redis.call('HMGET', KEYS[3], 'status', 'step', 'stop_requested')
-if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null') then
+local run = redis.call('HMGET', KEYS[2], 'status', 'step', 'stop_requested', 'rolling_back')
+if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null')
+    or (run[4] and run[4] ~= 'null') then
   return 'run'
 end
 local n = tonumber(ARGV[6])
@@ -292,14 +293,14 @@ local events = tonumber(ARGV[i + 2])
 local memo = i + 3 + 2 * events
 local chunks = memo + 1 + tonumber(ARGV[memo])
 local put = past_batches(chunks)
-local done = put_child_of_head(10, false, put, #ARGV)
+local done = put_child_of_head(9, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if chunks > memo + 1 then put_writes(KEYS[9], KEYS[14], memo + 1, chunks - 1) end
-refresh(KEYS[14], tonumber(ARGV[put]))
-publish_batches(KEYS[15], KEYS[16], chunks)
-redis.call('DEL', KEYS[4], KEYS[5], KEYS[17], KEYS[18], KEYS[1])
-record_step(KEYS[4], KEYS[3], KEYS[6], 6)
-return take_lease(KEYS[7], KEYS[8], ARGV[4], ARGV[5])
+if chunks > memo + 1 then put_writes(KEYS[8], KEYS[13], memo + 1, chunks - 1) end
+refresh(KEYS[13], tonumber(ARGV[put]))
+publish_batches(KEYS[14], KEYS[15], chunks)
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[16], KEYS[17], KEYS[1])
+record_step(KEYS[3], KEYS[2], KEYS[5], 6)
+return take_lease(KEYS[6], KEYS[7], ARGV[4], ARGV[5])
 """)
 
 
@@ -318,13 +319,11 @@ class KeptAdvance:
     """What `RunStore.advance_kept` writes for a kept task (`task_id`, whose lease
     `task_owner` holds) that ended its step `checkpoint_id`: its memo, the put of the next
     checkpoint, and the next step's record (as `open_step` takes it) whose one task's lease
-    it takes for `next_owner`, for `seconds`. `run_lease`: the run's lease, which must be
-    free."""
+    it takes for `next_owner`, for `seconds`."""
 
     checkpoint_id: str
     task_id: str
     task_owner: str
-    run_lease: str
     memo: PreparedWrites | None
     put: HeadPut
     next_checkpoint_id: str
@@ -779,13 +778,12 @@ class RunStore:
         long way: memo, count, advance under the run's lease)."""
         put = kept.put
         keys = [self.key(thread_id, "lease", kept.task_id),
-                self.key(thread_id, "lease", kept.run_lease),
                 self.key(thread_id, "run", run_id),
                 *self._step_keys(thread_id, run_id, kept.next_checkpoint_id)[:2],
                 self.key(thread_id, "events", run_id),
                 self.key(thread_id, "lease", kept.next_task_id),
                 self.key(thread_id, "started", kept.next_task_id),
-                kept.memo.keys[0] if kept.memo is not None else put.keys[4], *put.keys,
+                kept.memo.keys[0] if kept.memo is not None else put.keys[-1], *put.keys,
                 self.key(thread_id, "chunks", run_id),
                 self.key(thread_id, "chunks", run_id, "published"),
                 *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]

@@ -52,7 +52,7 @@ def setup(redis_server):
 
     def advance() -> KeptAdvance:
         return KeptAdvance(
-            checkpoint_id="c1", task_id=TASK, task_owner="owner", run_lease=f"run-{RUN}",
+            checkpoint_id="c1", task_id=TASK, task_owner="owner",
             memo=saver.prepare_writes(config("c1"), [("x", 2)], TASK),
             put=saver.prepare_head_put(config("c1"), checkpoint("c2", 2), {"step": 1},
                                        {"x": 2}, "c1"),
@@ -93,8 +93,8 @@ def refuse_lease_lapsed(store, saver):
     store.r.delete(store.key(THREAD, "lease", TASK))
 
 
-def refuse_run_lease_held(store, saver):
-    store.r.set(store.key(THREAD, "lease", f"run-{RUN}"), "a driver")
+def refuse_rolling_back(store, saver):
+    store.update_run(THREAD, RUN, rolling_back="r2")
 
 
 def refuse_cancelled(store, saver):
@@ -120,7 +120,7 @@ def refuse_head_moved(store, saver):
 
 
 @pytest.mark.parametrize("change", [
-    refuse_lease_lost, refuse_lease_lapsed, refuse_run_lease_held, refuse_cancelled,
+    refuse_lease_lost, refuse_lease_lapsed, refuse_rolling_back, refuse_cancelled,
     refuse_stop_requested, refuse_other_step, refuse_run_ended, refuse_head_moved,
 ])
 def test_a_failed_check_writes_nothing(setup, change):
