@@ -267,8 +267,15 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # (uncounted, its lease gone) and run again. The new step's keys are deleted too, in the same
 # command, as `_OPEN_STEP` does, and so is the kept task's lease: the checks are behind us.
 #
+# The next task is new (its checkpoint is put here, on the head), so it never started: its
+# lease is taken without the `started` marker key that `_ACQUIRE_LEASE` reads and sets. That
+# it started (its process runs it at once) is a field of the step's record instead
+# (`started_field`, in the step's one `HSET`), which the sweeper reads with the record; the
+# sweeper sets the marker key before it sends a lost task again, so that the next taker of
+# the lease hears it is a restart.
+#
 # KEYS: the task's lease, the run's record, the next step's hash and done
-# set, the events stream, the next task's lease and started marker, the
+# set, the events stream, the next task's lease, the
 # memo's writes hash, the checkpoint's 5 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
 # stream and its published set, then the ended step's hash and done set. ARGV: the task's
 # owner, the run's step as stored, the running status as stored, the next task's
@@ -280,7 +287,7 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # put's arguments to the end. Returns the next task's grant as `_ACQUIRE_LEASE` does, or why
 # nothing was written: 'lease', 'run', 'guard', 'base' or {'head', newest}.
 _ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONCE_FN
-                 + _CHUNK_BATCHES_FN + _TAKE_LEASE + _RECORD_STEP_FN + """
+                 + _CHUNK_BATCHES_FN + _RECORD_STEP_FN + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
 local run = redis.call('HMGET', KEYS[2], 'status', 'step', 'stop_requested', 'rolling_back')
 if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null')
@@ -293,14 +300,15 @@ local events = tonumber(ARGV[i + 2])
 local memo = i + 3 + 2 * events
 local chunks = memo + 1 + tonumber(ARGV[memo])
 local put = past_batches(chunks)
-local done = put_child_of_head(9, false, put, #ARGV)
+local done = put_child_of_head(8, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if chunks > memo + 1 then put_writes(KEYS[8], KEYS[13], memo + 1, chunks - 1) end
-refresh(KEYS[13], tonumber(ARGV[put]))
-publish_batches(KEYS[14], KEYS[15], chunks)
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[16], KEYS[17], KEYS[1])
+if chunks > memo + 1 then put_writes(KEYS[7], KEYS[12], memo + 1, chunks - 1) end
+refresh(KEYS[12], tonumber(ARGV[put]))
+publish_batches(KEYS[13], KEYS[14], chunks)
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[15], KEYS[16], KEYS[1])
 record_step(KEYS[3], KEYS[2], KEYS[5], 6)
-return take_lease(KEYS[6], KEYS[7], ARGV[4], ARGV[5])
+if redis.call('SET', KEYS[6], ARGV[4], 'NX', 'PX', ARGV[5]) then return 1 end
+return 0
 """)
 
 
@@ -385,6 +393,12 @@ def _chunk_args(chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]],
     for key, entries in chunks:
         args += [key, len(entries), *encode_entries(entries)]
     return args
+
+
+def started_field(task_id: str) -> str:
+    """The field of a step's record that says its task `task_id` started, for a task whose
+    lease was taken as the step was recorded (`_ADVANCE_KEPT`) without a marker key."""
+    return f"started:{task_id}"
 
 
 def _entry_events(entry_id: bytes, fields: dict[bytes, bytes], skip: int = -1
@@ -754,9 +768,10 @@ class RunStore:
 
     @staticmethod
     def _step_args(checkpoint_id: str, tasks: dict[str, dict[str, Any]],
-                   context: dict[str, Any],
-                   events: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
-        """A step record's values, as `_OPEN_STEP` takes them."""
+                   context: dict[str, Any], events: Sequence[tuple[str, dict[str, Any]]],
+                   started: dict[str, str] | None = None) -> list[Any]:
+        """A step record's values, as `_OPEN_STEP` takes them; `started`: tasks that start
+        as the step is recorded (`_ADVANCE_KEPT`), by their lease's owner."""
         now = time.time()
         fields: list[Any] = [
             "total", len(tasks), "left", len(tasks), "opened_at", now,
@@ -764,6 +779,8 @@ class RunStore:
         ]
         for tid, info in tasks.items():
             fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
+        for tid, owner in (started or {}).items():
+            fields += [started_field(tid), owner]
         args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
                            len(events)]
         for kind, data in events:
@@ -782,7 +799,6 @@ class RunStore:
                 *self._step_keys(thread_id, run_id, kept.next_checkpoint_id)[:2],
                 self.key(thread_id, "events", run_id),
                 self.key(thread_id, "lease", kept.next_task_id),
-                self.key(thread_id, "started", kept.next_task_id),
                 kept.memo.keys[0] if kept.memo is not None else put.keys[-1], *put.keys,
                 self.key(thread_id, "chunks", run_id),
                 self.key(thread_id, "chunks", run_id, "published"),
@@ -793,7 +809,7 @@ class RunStore:
         args = [kept.task_owner, orjson.dumps(kept.checkpoint_id),
                 orjson.dumps(RunStatus.RUNNING), kept.next_owner, ms,
                 *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
-                                 kept.events),
+                                 kept.events, {kept.next_task_id: kept.next_owner}),
                 len(memo), *memo, *chunks, *put.args]
         expires = self.deadlines.clock.now_ms() + ms
 
@@ -811,9 +827,16 @@ class RunStore:
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
 
     def note_redispatch(self, thread_id: str, run_id: str, checkpoint_id: str, task_id: str,
-                        info: dict[str, Any]) -> None:
-        self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
-                    orjson.dumps(info))
+                        info: dict[str, Any], started: bool) -> None:
+        """The sweeper sends a lost task again with `info`; one that `started` has its
+        `started` marker key set (a kept task's was a field of its step's record), so that
+        whoever takes its lease next hears it is a restart (`_ACQUIRE_LEASE`)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
+                      orjson.dumps(info))
+            if started:
+                pipe.set(self.key(thread_id, "started", task_id), "sweeper", nx=True)
+            pipe.execute()
 
     def note_readvance(self, thread_id: str, run_id: str, checkpoint_id: str,
                        at: float) -> None:

@@ -34,6 +34,7 @@ from scheduler.leases import run_lease
 from scheduler.protocol import Advance, NodeRef, RunNodes, Sender, StartRun
 from scheduler.records import RunRecord, RunStatus
 from scheduler.resources import Resources
+from scheduler.store import started_field
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class Sweeper:
         for task_id in undone:
             task = tasks[task_id]
             ttl_ms, started = leases[task_id]
+            started = started or started_field(task_id) in info
             if ttl_ms == -1:
                 continue  # adopted: its holder's liveness watches it
             dispatched_at = float(task.get("dispatched_at", now))
@@ -239,7 +241,7 @@ class Sweeper:
             metrics.lease_expired()
         attempt = int(task.get("attempt", 1)) + 1
         store.note_redispatch(thread_id, run_id, checkpoint_id, task_id,
-                              {**task, "attempt": attempt, "dispatched_at": now})
+                              {**task, "attempt": attempt, "dispatched_at": now}, started)
         store.add_event(thread_id, run_id, "task_redispatched", task_id=task_id,
                         node=task.get("node"), attempt=attempt)
         log.warning("re-dispatching lost task %s (%s), attempt %d",

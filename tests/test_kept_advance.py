@@ -14,7 +14,7 @@ from graphdef.checkpoint.base import empty_checkpoint
 from graphdef.checkpoint.memory import InMemorySaver
 from graphdef.checkpoint.redis import RedisSaver
 from scheduler.records import RunRecord, RunStatus
-from scheduler.store import FIRST_START, KeptAdvance, RunStore
+from scheduler.store import FIRST_START, RESTART, KeptAdvance, RunStore, started_field
 from tests.cluster import Cluster
 from tests.dist_graphs import straight_builder
 from tests.test_distributed import runs
@@ -83,6 +83,22 @@ def test_it_writes_memo_checkpoint_step_and_the_next_tasks_lease_at_once(setup):
     # message for its task finds it not dispatched.
     assert store.step_view(THREAD, RUN, "c1", [TASK]).dispatched == frozenset()
     assert [kind for _, kind, _ in store.events(THREAD, RUN)] == ["task_finished"]
+
+
+def test_the_next_task_started_is_in_the_step_record_and_a_redispatch_makes_it_a_restart(
+        setup):
+    """The next task's lease is taken without a `started` marker key: the step's record says
+    it started. The sweeper, sending it again once its lease is gone, sets the key, so that
+    the new taker hears it is a restart."""
+    store, saver, advance = setup
+    assert store.advance_kept(THREAD, RUN, advance()) == FIRST_START
+    assert not store.r.exists(store.key(THREAD, "started", NEXT))
+    info, tasks, done = store.step_state(THREAD, RUN, "c2")
+    assert info[started_field(NEXT)] == "next-owner" and NEXT in tasks and not done
+    store.r.delete(store.key(THREAD, "lease", NEXT))  # its process died; the lease lapsed
+    store.note_redispatch(THREAD, RUN, "c2", NEXT, {**tasks[NEXT], "attempt": 2}, started=True)
+    assert store.acquire_lease(THREAD, NEXT, "another", 30, unless_done=(RUN, "c2"),
+                               run_id=RUN) == RESTART
 
 
 def refuse_lease_lost(store, saver):
