@@ -276,7 +276,7 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 #
 # KEYS: the task's lease, the run's record, the next step's hash and done
 # set, the events stream, the next task's lease, the
-# memo's writes hash, the checkpoint's 5 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
+# memo's writes hash, the checkpoint's 4 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
 # stream and its published set, then the ended step's hash and done set. ARGV: the task's
 # owner, the run's step as stored, the running status as stored, the next task's
 # owner and its lease's milliseconds, then the step's values as `_OPEN_STEP` takes them (the
@@ -302,10 +302,10 @@ local chunks = memo + 1 + tonumber(ARGV[memo])
 local put = past_batches(chunks)
 local done = put_child_of_head(8, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if chunks > memo + 1 then put_writes(KEYS[7], KEYS[12], memo + 1, chunks - 1) end
-refresh(KEYS[12], tonumber(ARGV[put]))
-publish_batches(KEYS[13], KEYS[14], chunks)
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[15], KEYS[16], KEYS[1])
+if chunks > memo + 1 then put_writes(KEYS[7], KEYS[11], memo + 1, chunks - 1) end
+refresh(KEYS[11], tonumber(ARGV[put]))
+publish_batches(KEYS[12], KEYS[13], chunks)
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[14], KEYS[15], KEYS[1])
 record_step(KEYS[3], KEYS[2], KEYS[5], 6)
 if redis.call('SET', KEYS[6], ARGV[4], 'NX', 'PX', ARGV[5]) then return 1 end
 return 0

@@ -779,8 +779,9 @@ def redis_load(server: RedisServer, *, with_filter: bool = True) -> list[BaseExc
         return load_everything(saver, with_filter=with_filter)
 
 
-# A checkpoint's metadata and refs are fields of its namespace's `cp` hash, beside its row.
-_CP_FIELDS = {"cp": b"", "meta": b":m", "refs": b":r"}
+# A checkpoint's row, metadata and refs are fields of its namespace's `cp` hash, told apart by
+# their first letter.
+_CP_FIELDS = {"cp": b"c:", "meta": b"m:", "refs": b"r:"}
 
 
 def hash_keys(raw: redis.Redis, kind: str) -> list[bytes]:
@@ -792,8 +793,7 @@ def hash_fields(raw: redis.Redis, kind: str, key: bytes) -> list[bytes]:
     fields = sorted(raw.hkeys(key))
     if kind not in _CP_FIELDS:
         return fields
-    return [f for f in fields
-            if (f[-2:] if f[-2:] in (b":m", b":r") else b"") == _CP_FIELDS[kind]]
+    return [f for f in fields if f.startswith(_CP_FIELDS[kind])]
 
 
 def split_record(kind: str, record: bytes) -> tuple[bytes, bytes]:

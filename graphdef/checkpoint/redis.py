@@ -4,16 +4,18 @@ Key layout (``P`` is the prefix, ``T`` the thread's hash tag, ``N`` an encoded n
 
 - ``P:{T}:keys``          set of every other key of the thread (for TTL, prune and delete)
 - ``P:{T}:cps:N``         sorted set of checkpoint ids, all score 0, so ordered as text (= age)
-- ``P:{T}:cp:N``          hash of three fields per checkpoint: ``<id>`` -> checkpoint row
-                          (serde bytes, no values), ``<id>:m`` -> metadata (serde bytes),
-                          ``<id>:r`` -> JSON ``{"p": parent id, "f": [blob fields]}``
+- ``P:{T}:cp:N``          hash, three fields per checkpoint: ``c:<id>`` -> checkpoint row
+                          (serde bytes, no values), ``m:<id>`` -> metadata (serde bytes),
+                          ``r:<id>`` -> JSON ``{"p": parent id, "f": [blob fields]}``; and
+                          ``l:<version>:<channel>`` -> digest of that version's newest blob
 - ``P:{T}:blob:N``        hash ``<version>:<digest>:<channel>`` -> blob record (``_blob_record``)
-- ``P:{T}:latest:N``      hash ``<version>:<channel>`` -> digest of that version's newest blob
 - ``P:{T}:writes:N:<id>`` hash ``<idx>:<task id>`` -> pending write record (one per checkpoint)
 
-A checkpoint's row, metadata and refs share one hash so that a put writes them with one
-``HSET`` and a load reads them with one ``HMGET`` (Redis counts a script's commands one by
-one; three hashes cost two commands more per step).
+A checkpoint's row, metadata and refs and its channels' newest digests share one hash, so
+that a put writes them with one ``HSET`` and a load reads them with one ``HMGET`` (Redis
+counts a script's commands one by one: four hashes cost three commands more per step). A
+field's kind is its first letter, so no checkpoint id or channel name can make two fields
+one.
 
 Every key of a thread carries the same ``{T}`` hash tag, so a thread lives in one Redis Cluster
 slot and every script and transaction below touches one slot. Scripts reach the thread's keys
@@ -157,8 +159,8 @@ return 1
 
 # The put of a checkpoint whose parent is the namespace's head and whose channel refs the
 # writer already knows (`_RefsCache`), or of a namespace's first checkpoint: checks and
-# writes in one script, no WATCH round trips. KEYS[k..k+4]: cps, cp, blob, latest, index, then
-# at k+5 the guard key if `guarded`. ARGV[a..]: ttl in ms, expected head ('' for
+# writes in one script, no WATCH round trips. KEYS[k..k+3]: cps, cp, blob, index, then at k+4
+# the guard key if `guarded`. ARGV[a..]: ttl in ms, expected head ('' for
 # none), guard value, checkpoint id, checkpoint, metadata, refs row, the number of delta bases
 # that must be stored and those blob fields, then (blob field, record, latest field, digest)
 # per blob, to ARGV[last]. Returns 'ok'; 'guard' (the guard key holds another value);
@@ -168,24 +170,23 @@ return 1
 # checkpoint with other writes (`scheduler.store`).
 PUT_CHILD_OF_HEAD_FN = """
 local function put_child_of_head(k, guarded, a, last)
-  local cps, cp, blobs, latest, index = unpack(KEYS, k, k + 4)
-  if guarded and redis.call('GET', KEYS[k + 5]) ~= ARGV[a + 2] then return 'guard' end
+  local cps, cp, blobs, index = unpack(KEYS, k, k + 3)
+  if guarded and redis.call('GET', KEYS[k + 4]) ~= ARGV[a + 2] then return 'guard' end
   local newest = redis.call('ZREVRANGE', cps, 0, 0)
   if (newest[1] or '') ~= ARGV[a + 1] then return {'head', newest[1] or false} end
   local bases = tonumber(ARGV[a + 7])
   for i = a + 8, a + 7 + bases do
     if redis.call('HEXISTS', blobs, ARGV[i]) == 0 then return 'base' end
   end
-  if ARGV[a + 1] == '' then redis.call('SADD', index, cps, cp, blobs, latest) end
-  local digests = {}
+  if ARGV[a + 1] == '' then redis.call('SADD', index, cps, cp, blobs) end
+  local id = ARGV[a + 3]
+  local fields = {'c:' .. id, ARGV[a + 4], 'm:' .. id, ARGV[a + 5], 'r:' .. id, ARGV[a + 6]}
   for i = a + 8 + bases, last, 4 do
     redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
-    digests[#digests + 1] = ARGV[i + 2]
-    digests[#digests + 1] = ARGV[i + 3]
+    fields[#fields + 1] = ARGV[i + 2]
+    fields[#fields + 1] = ARGV[i + 3]
   end
-  if #digests > 0 then redis.call('HSET', latest, unpack(digests)) end
-  local id = ARGV[a + 3]
-  redis.call('HSET', cp, id, ARGV[a + 4], id .. ':m', ARGV[a + 5], id .. ':r', ARGV[a + 6])
+  redis.call('HSET', cp, unpack(fields))
   redis.call('ZADD', cps, 0, id)
   return 'ok'
 end
@@ -195,8 +196,8 @@ _PUT_CHILD_OF_HEAD_LUA = (
     REFRESH_FN
     + PUT_CHILD_OF_HEAD_FN
     + """
-local done = put_child_of_head(1, KEYS[6] ~= nil, 1, #ARGV)
-if done == 'ok' then refresh(KEYS[5], tonumber(ARGV[1])) end
+local done = put_child_of_head(1, KEYS[5] ~= nil, 1, #ARGV)
+if done == 'ok' then refresh(KEYS[4], tonumber(ARGV[1])) end
 return done
 """
 )
@@ -254,7 +255,7 @@ if indexed then
   if #newest == 0 then return false end
   id = newest[1]
 end
-local row = redis.call('HMGET', KEYS[2], id, id .. ':m', id .. ':r')
+local row = redis.call('HMGET', KEYS[2], 'c:' .. id, 'm:' .. id, 'r:' .. id)
 local checkpoint, metadata, refs = row[1], row[2], row[3]
 if not checkpoint then
   if indexed then return {'corrupt', 'is the newest in the index but has no row', id} end
@@ -321,24 +322,29 @@ for _, cps in ipairs(redis.call('SMEMBERS', index)) do
     for _, id in ipairs(doomed) do dropped[id] = true end
     local kept = {}
     local rows = redis.call('HGETALL', tp .. 'cp:' .. ns)
+    local latest = {}
     for i = 1, #rows, 2 do
-      local id = string.match(rows[i], '^(.*):r$')
+      local id = string.match(rows[i], '^r:(.*)$')
+      if string.sub(rows[i], 1, 2) == 'l:' then
+        latest[#latest + 1] = string.sub(rows[i], 3)
+        latest[#latest + 1] = rows[i + 1]
+      end
       if id and not dropped[id] then
         local fields, why = heads(rows[i + 1])
         if not fields then return {'corrupt', 'has channel refs that ' .. why, id} end
         for _, field in ipairs(fields) do kept[#kept + 1] = field end
       end
     end
-    plans[#plans + 1] = {cps, ns, doomed, kept}
+    plans[#plans + 1] = {cps, ns, doomed, kept, latest}
   end
 end
 for _, plan in ipairs(plans) do
-  local cps, ns, doomed, kept = plan[1], plan[2], plan[3], plan[4]
+  local cps, ns, doomed, kept, entries = plan[1], plan[2], plan[3], plan[4], plan[5]
   do
-    local blobs, latest = tp .. 'blob:' .. ns, tp .. 'latest:' .. ns
+    local blobs, cp = tp .. 'blob:' .. ns, tp .. 'cp:' .. ns
     for _, id in ipairs(doomed) do
       redis.call('ZREM', cps, id)
-      redis.call('HDEL', tp .. 'cp:' .. ns, id, id .. ':m', id .. ':r')
+      redis.call('HDEL', cp, 'c:' .. id, 'm:' .. id, 'r:' .. id)
       local writes = tp .. 'writes:' .. ns .. ':' .. id
       redis.call('DEL', writes)
       redis.call('SREM', index, writes)
@@ -353,14 +359,13 @@ for _, plan in ipairs(plans) do
         redis.call('HDEL', blobs, field)
       end
     end
-    local entries = redis.call('HGETALL', latest)
     for i = 1, #entries, 2 do
       local version, channel = string.match(entries[i], '^([^:]*):(.*)$')
       if version and not live[version .. ':' .. entries[i + 1] .. ':' .. channel] then
         if remaining[entries[i]] then
-          redis.call('HSET', latest, entries[i], remaining[entries[i]])
+          redis.call('HSET', cp, 'l:' .. entries[i], remaining[entries[i]])
         else
-          redis.call('HDEL', latest, entries[i])
+          redis.call('HDEL', cp, 'l:' .. entries[i])
         end
       end
     end
@@ -408,14 +413,24 @@ def _ns_of_part(part: str) -> str:
     return "" if part == "_" else unb64(part)
 
 
+def _row_field(checkpoint_id: str) -> str:
+    """A checkpoint's row field in its namespace's `cp` hash."""
+    return f"c:{checkpoint_id}"
+
+
 def _meta_field(checkpoint_id: str) -> str:
-    """A checkpoint's metadata field in its namespace's `cp` hash (beside its row's, its id)."""
-    return f"{checkpoint_id}:m"
+    """A checkpoint's metadata field in its namespace's `cp` hash."""
+    return f"m:{checkpoint_id}"
 
 
 def _refs_field(checkpoint_id: str) -> str:
     """A checkpoint's channel refs field in its namespace's `cp` hash."""
-    return f"{checkpoint_id}:r"
+    return f"r:{checkpoint_id}"
+
+
+def _latest_field(version: int, channel: str) -> str:
+    """The field of the digest of `channel`'s newest blob of `version`, in the `cp` hash."""
+    return f"l:{version}:{channel}"
 
 
 def _blob_field(channel: str, ref: BlobRef) -> str:
@@ -542,7 +557,7 @@ def _parse_write(field: bytes, record: bytes) -> tuple[bytes, StoredWrite]:
 
 @dataclass(frozen=True)
 class HeadPut:
-    """A checkpoint put on a known head, as `PUT_CHILD_OF_HEAD_FN`'s keys (5) and arguments
+    """A checkpoint put on a known head, as `PUT_CHILD_OF_HEAD_FN`'s keys (4) and arguments
     (ttl, head, guard value: left empty, for the caller to fill, then the rest)."""
 
     keys: list[str]
@@ -568,14 +583,13 @@ class _Keys:
     thread: str  # P:{T}:
     index: str
     cps: str
-    cp: str  # rows, metadata and refs (`_meta_field`, `_refs_field`)
+    cp: str  # rows, metadata, refs and newest digests (`_row_field` and its siblings)
     blob: str
-    latest: str
     writes: str  # prefix: + checkpoint id
 
     @property
     def namespace_keys(self) -> tuple[str, ...]:
-        return (self.cps, self.cp, self.blob, self.latest)
+        return (self.cps, self.cp, self.blob)
 
 
 class _RefsCache:
@@ -688,7 +702,6 @@ class RedisSaver(BaseCheckpointSaver):
             cps=f"{tp}cps:{part}",
             cp=f"{tp}cp:{part}",
             blob=f"{tp}blob:{part}",
-            latest=f"{tp}latest:{part}",
             writes=f"{tp}writes:{part}:",
         )
 
@@ -916,7 +929,7 @@ class RedisSaver(BaseCheckpointSaver):
             done = self._put_on_known_head(keys, prepared, expected, guard)
             if done is not None:
                 return done
-        watched = [keys.blob, keys.latest] + ([keys.cps] if check_head else [])
+        watched = [keys.blob, keys.cp] + ([keys.cps] if check_head else [])
         if guard is not None:
             watched.append(guard[0])
         with self._client.pipeline(transaction=True) as pipe:
@@ -997,9 +1010,9 @@ class RedisSaver(BaseCheckpointSaver):
             blob = pending.blob
             if blob is not None:
                 stored += [_blob_field(blob.channel, blob.ref), _blob_record(blob),
-                           f"{blob.version}:{blob.channel}", blob.digest]
+                           _latest_field(blob.version, blob.channel), blob.digest]
         return HeadPut(
-            keys=[keys.cps, keys.cp, keys.blob, keys.latest, keys.index],
+            keys=[keys.cps, keys.cp, keys.blob, keys.index],
             args=[self._ttl_ms, head or "", "", prepared.checkpoint_id, prepared.checkpoint,
                   prepared.metadata, _refs_row(head, refs), len(bases), *bases, *stored],
             prepared=prepared, refs=refs, head=head)
@@ -1044,7 +1057,7 @@ class RedisSaver(BaseCheckpointSaver):
                 parent_refs = _parse_refs(raw)[1]
 
         def latest(channel: str, version: int) -> str | None:
-            digest = pipe.hget(keys.latest, f"{version}:{channel}")  # immediate while watching
+            digest = pipe.hget(keys.cp, _latest_field(version, channel))  # immediate: watching
             return None if digest is None else digest.decode()
 
         return blobs, prepared.refs(blobs, parent_refs, latest)
@@ -1058,14 +1071,15 @@ class RedisSaver(BaseCheckpointSaver):
         refs: dict[str, BlobRef],
     ) -> None:
         cid = prepared.checkpoint_id
+        fields: dict[str, bytes | str] = {
+            _row_field(cid): prepared.checkpoint, _meta_field(cid): prepared.metadata,
+            _refs_field(cid): _refs_row(prepared.target.checkpoint_id, refs)}
         for pending in blobs:
             blob = pending.blob
             if blob is not None:
                 pipe.hsetnx(keys.blob, _blob_field(blob.channel, blob.ref), _blob_record(blob))
-                pipe.hset(keys.latest, f"{blob.version}:{blob.channel}", blob.digest)
-        pipe.hset(keys.cp, mapping={
-            cid: prepared.checkpoint, _meta_field(cid): prepared.metadata,
-            _refs_field(cid): _refs_row(prepared.target.checkpoint_id, refs)})
+                fields[_latest_field(blob.version, blob.channel)] = blob.digest
+        pipe.hset(keys.cp, mapping=fields)
         pipe.zadd(keys.cps, {cid: 0})
         pipe.sadd(keys.index, *keys.namespace_keys)
         if self._ttl_ms:
