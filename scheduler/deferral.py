@@ -26,6 +26,9 @@ class Deferred:
 
     task_id: str
     memo_seen: bool = False
+    # Another write went through to the root namespace meanwhile (an `@task` call's memo):
+    # the step's writes hash is no longer known to be empty.
+    passed_root: bool = False
     memo: PreparedWrites | None = None
     put: HeadPut | None = None
     put_seen: bool = False
@@ -59,4 +62,6 @@ class MemoDeferringSaver(DelegatingSaver):
             held.memo = self.saver.prepare_writes(config, writes, task_id, task_path)
             held.memo_seen = True
             return
+        if held is not None and not config["configurable"].get("checkpoint_ns"):
+            held.passed_root = True
         self.saver.put_writes(config, writes, task_id, task_path)

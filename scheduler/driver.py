@@ -81,6 +81,8 @@ class KeptTask:
     # The run as the advance that kept the task read it; what can change while it runs
     # (status, step, a stop asked of it) is checked again by whatever advances it.
     run: RunRecord | None = None
+    # The step's checkpoint had no pending writes as the step opened (its loop had none).
+    fresh_writes: bool = False
 
     @property
     def advances_in_place(self) -> bool:
@@ -300,7 +302,8 @@ class Driver:
                         ("dispatched", {"step": loop.step, "tasks": [task.name]})],
                 next_task_id=task.id, next_owner=next_owner,
                 seconds=self.res.settings.lease_seconds,
-                chunks=publisher.held or () if publisher is not None else ()))
+                chunks=publisher.held or () if publisher is not None else (),
+                memo_fresh=kept.fresh_writes and not held.passed_root))
         if grant is None:
             return None
         saver.deferred_written()
@@ -309,7 +312,8 @@ class Driver:
         return KeptTask(checkpoint_id, task.id, list(task.path), infos[task.id]["shadow"],
                         graph=run.graph, trace_parent=traceparent, loop=loop, task=task,
                         saver=saver, publisher=publisher, lease=(next_owner, grant),
-                        resuming=bool(loop.resuming), run=run)
+                        resuming=bool(loop.resuming), run=run,
+                        fresh_writes=not loop.pending_writes)
 
     # ---- the drive ------------------------------------------------------------------------
 
@@ -436,7 +440,7 @@ class Driver:
                 saver=self.saver if warm else None,
                 publisher=self.publisher if warm else None,
                 lease=(task_owner, grant) if hand_over is not None else None,
-                resuming=bool(loop.resuming), run=run,
+                resuming=bool(loop.resuming), run=run, fresh_writes=warm,
             ))
         self.store.open_step(thread_id, run_id, checkpoint_id, infos, context, events)
         for queue, batch in self._batches(todo, infos):

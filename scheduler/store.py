@@ -119,7 +119,7 @@ _FINISH_TASK = (REFRESH_FN + PUT_WRITES_FN + PUBLISH_ONCE_FN + _CHUNK_BATCHES_FN
                 + _FINISH_TASK_FN + """
 local m = tonumber(ARGV[8])
 if m > 0 then
-  put_writes(KEYS[6], KEYS[7], 9, 8 + m)
+  put_writes(KEYS[6], KEYS[7], 9, 8 + m, false)
   refresh(KEYS[7], tonumber(ARGV[7]))
 end
 publish_batches(KEYS[8], KEYS[9], 9 + m)
@@ -279,7 +279,8 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # memo's writes hash, the checkpoint's 4 keys (`PUT_CHILD_OF_HEAD_FN`), the run's chunk
 # stream and its published set, then the ended step's hash and done set. ARGV: the task's
 # owner, the run's step as stored, the running status as stored, the next task's
-# owner and its lease's milliseconds, then the step's values as `_OPEN_STEP` takes them (the
+# owner and its lease's milliseconds, '1' if the memo's writes hash is known to be empty
+# (`KeptAdvance.memo_fresh`), then the step's values as `_OPEN_STEP` takes them (the
 # number of hash values, those, the next step, updated_at, the number of events, events), the
 # number of memo values and those (`PUT_WRITES_FN`), the number of chunk batches, the
 # stream's length cap, and per batch its key, its number of entries and those
@@ -294,19 +295,21 @@ if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null')
     or (run[4] and run[4] ~= 'null') then
   return 'run'
 end
-local n = tonumber(ARGV[6])
-local i = 7 + n
+local n = tonumber(ARGV[7])
+local i = 8 + n
 local events = tonumber(ARGV[i + 2])
 local memo = i + 3 + 2 * events
 local chunks = memo + 1 + tonumber(ARGV[memo])
 local put = past_batches(chunks)
 local done = put_child_of_head(8, false, put, #ARGV)
 if done ~= 'ok' then return done end
-if chunks > memo + 1 then put_writes(KEYS[7], KEYS[11], memo + 1, chunks - 1) end
+if chunks > memo + 1 then
+  put_writes(KEYS[7], KEYS[11], memo + 1, chunks - 1, ARGV[6] == '1')
+end
 refresh(KEYS[11], tonumber(ARGV[put]))
 publish_batches(KEYS[12], KEYS[13], chunks)
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[14], KEYS[15], KEYS[1])
-record_step(KEYS[3], KEYS[2], KEYS[5], 6)
+record_step(KEYS[3], KEYS[2], KEYS[5], 7)
 if redis.call('SET', KEYS[6], ARGV[4], 'NX', 'PX', ARGV[5]) then return 1 end
 return 0
 """)
@@ -343,6 +346,10 @@ class KeptAdvance:
     seconds: float
     # A streaming run's chunks held back to go with these writes (`Publisher.hold`).
     chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]] = ()
+    # The memo's writes hash is empty: the step's checkpoint had no pending writes when it
+    # was put, and nothing but the held-back memo was written under it since (its `HLEN`
+    # is then not read).
+    memo_fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -808,6 +815,7 @@ class RunStore:
         chunks = _chunk_args(kept.chunks, self.stream_max_len)
         args = [kept.task_owner, orjson.dumps(kept.checkpoint_id),
                 orjson.dumps(RunStatus.RUNNING), kept.next_owner, ms,
+                "1" if kept.memo_fresh else "0",
                 *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
                                  kept.events, {kept.next_task_id: kept.next_owner}),
                 len(memo), *memo, *chunks, *put.args]

@@ -85,6 +85,21 @@ def test_it_writes_memo_checkpoint_step_and_the_next_tasks_lease_at_once(setup):
     assert [kind for _, kind, _ in store.events(THREAD, RUN)] == ["task_finished"]
 
 
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_memo_known_fresh_is_saved_without_reading_the_hash(setup, fresh):
+    """`memo_fresh`: the caller knows the step's writes hash is empty, so the script does
+    not read its length; the memo lands the same, first in the order writes are read."""
+    store, saver, advance = setup
+    prepared = advance()
+    counted = store.r.info("commandstats").get("cmdstat_hlen", {}).get("calls", 0)
+    assert store.advance_kept(THREAD, RUN, KeptAdvance(
+        **{**prepared.__dict__, "memo_fresh": fresh})) == FIRST_START
+    after = store.r.info("commandstats").get("cmdstat_hlen", {}).get("calls", 0)
+    assert after - counted == (0 if fresh else 1)
+    memo = saver.get_tuple(config("c1")).pending_writes
+    assert [(t, c, v) for t, c, v in memo] == [(TASK, "x", 2)]
+
+
 def test_the_next_task_started_is_in_the_step_record_and_a_redispatch_makes_it_a_restart(
         setup):
     """The next task's lease is taken without a `started` marker key: the step's record says

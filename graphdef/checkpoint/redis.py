@@ -110,11 +110,12 @@ _TOUCH_LUA = REFRESH_FN + "refresh(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
 # first wrote in. The first memo wins: a field already there is left alone unless flagged.
 # One read of the fields and one HSET, whatever the number of writes (one HSETNX for a lone
 # write that must not overwrite); the hash is listed in the thread's index by the call that
-# creates it (a hash that exists is listed already). A function, so that a script of the
-# scheduler's that saves a memo with other writes (`scheduler.store`) runs the same code.
+# creates it (a hash that exists is listed already). `fresh`: the caller knows the hash is
+# empty (no read). A function, so that a script of the scheduler's that saves a memo with
+# other writes (`scheduler.store`) runs the same code.
 PUT_WRITES_FN = f"""
-local function put_writes(writes, index, first, last)
-  local seq = redis.call('HLEN', writes)
+local function put_writes(writes, index, first, last, fresh)
+  local seq = fresh and 0 or redis.call('HLEN', writes)
   local created = seq == 0
   -- In slices: Lua's unpack takes a few thousand values at most.
   for from = first, last, 3 * {_WRITES_PER_SLICE} do
@@ -151,7 +152,7 @@ _PUT_WRITES_LUA = (
     REFRESH_FN
     + PUT_WRITES_FN
     + """
-put_writes(KEYS[1], KEYS[2], 2, #ARGV)
+put_writes(KEYS[1], KEYS[2], 2, #ARGV, false)
 refresh(KEYS[2], tonumber(ARGV[1]))
 return 1
 """
