@@ -638,3 +638,26 @@ def test_a_namespaces_first_put_is_one_script_and_refuses_a_thread_with_a_head(
         saver.delete_thread("fresh")
         saver.delete_thread("warm")
         assert not client.keys("*fresh*")  # every key it wrote was listed
+
+
+def test_a_fork_storing_a_blob_already_stored_loads_every_checkpoint_right(
+        server: RedisServer) -> None:
+    """A fork re-puts versions an older lineage stored, with the same values (so the same
+    blob fields): whole records may be written over stored ones, deltas never are (a delta
+    over a stored record could loop a chain through a newer base). Every checkpoint of both
+    lineages loads its own values, from a saver that remembers nothing too."""
+    items = [list(range(i)) for i in range(40, 46)]
+    with new_saver(server) as first, new_saver(server) as second:
+        main = History(first, "t")
+        lineage = [main.step(items=value, flag=i % 2) for i, value in enumerate(items)]
+        fork = History(second, "t")
+        fork.config = lineage[1]
+        fork.values = {"items": items[1], "flag": 1}
+        fork.versions = {"items": 2, "flag": 2}
+        forked = [fork.step(items=value, flag=(i + 2) % 2)
+                  for i, value in enumerate(items[2:])]
+    with new_saver(server) as cold:
+        for config, value in [*zip(lineage, items, strict=True),
+                              *zip(forked, items[2:], strict=True)]:
+            loaded = cold.get(config)
+            assert loaded is not None and loaded["channel_values"]["items"] == value

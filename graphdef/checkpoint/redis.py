@@ -166,7 +166,12 @@ return 1
 # that must be stored and those blob fields, then (blob field, record, latest field, digest)
 # per blob, to ARGV[last]. Returns 'ok'; 'guard' (the guard key holds another value);
 # {'head', newest id}; or 'base' (a delta base is gone: the caller puts the slow way); every
-# check is made before the first write. A namespace with a head has its keys in the index
+# check is made before the first write. A blob field names its content (version, digest,
+# channel), so a full or empty record written over one already stored changes nothing, and
+# all of them go in one HSET; a delta is set only where none is (HSETNX): written over a
+# stored record, it could make a delta chain through a newer base loop back on itself (a
+# fork's put of a version an older lineage stored, based on the newest blob of its channel).
+# A namespace with a head has its keys in the index
 # already (its first put listed them). A function, for the scheduler's scripts that write a
 # checkpoint with other writes (`scheduler.store`).
 PUT_CHILD_OF_HEAD_FN = """
@@ -182,11 +187,18 @@ local function put_child_of_head(k, guarded, a, last)
   if ARGV[a + 1] == '' then redis.call('SADD', index, cps, cp, blobs) end
   local id = ARGV[a + 3]
   local fields = {'c:' .. id, ARGV[a + 4], 'm:' .. id, ARGV[a + 5], 'r:' .. id, ARGV[a + 6]}
+  local whole = {}
   for i = a + 8 + bases, last, 4 do
-    redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
+    if string.byte(ARGV[i + 1]) == 100 then  -- 'd': a delta keeps the record stored first
+      redis.call('HSETNX', blobs, ARGV[i], ARGV[i + 1])
+    else
+      whole[#whole + 1] = ARGV[i]
+      whole[#whole + 1] = ARGV[i + 1]
+    end
     fields[#fields + 1] = ARGV[i + 2]
     fields[#fields + 1] = ARGV[i + 3]
   end
+  if #whole > 0 then redis.call('HSET', blobs, unpack(whole)) end
   redis.call('HSET', cp, unpack(fields))
   redis.call('ZADD', cps, 0, id)
   return 'ok'
