@@ -922,24 +922,18 @@ class RunStore:
         run's look is pushed once, to the leases' expiry, before any is taken."""
         if not owners:
             return []
-        ms = int(seconds * 1000)
-        expires = self.deadlines.clock.now_ms() + ms
         done = self.key(thread_id, "done", run_id, checkpoint_id)
-
-        def look(pipe: redis.client.Pipeline) -> None:
-            self.deadlines.look_by(thread_id, run_id, expires, pipe)
-
-        def take(pipe: redis.client.Pipeline) -> None:
-            for at in range(0, len(owners), _LEASES_PER_SCRIPT):
-                keys: list[str] = [done]
-                args: list[Any] = [ms]
-                for task_id, owner in owners[at:at + _LEASES_PER_SCRIPT]:
-                    keys += [self.key(thread_id, "lease", task_id),
-                             self.key(thread_id, "started", task_id)]
-                    args += [task_id, owner]
-                pipe.evalsha(self._acquire_batch.sha, len(keys), *keys, *args)
-
-        replies = self._in_order([look, take], self._acquire_batch)[1:]
+        ms = int(seconds * 1000)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for at in range(0, len(owners), _LEASES_PER_SCRIPT):
+            keys: list[str] = [done]
+            args: list[Any] = [ms]
+            for task_id, owner in owners[at:at + _LEASES_PER_SCRIPT]:
+                keys += [self.key(thread_id, "lease", task_id),
+                         self.key(thread_id, "started", task_id)]
+                args += [task_id, owner]
+            calls.append((keys, args))
+        replies = self._after_look_each(thread_id, run_id, ms, self._acquire_batch, calls)
         return [int(grant) for reply in replies for grant in reply]
 
     def _after_look(self, thread_id: str, run_id: str, ms: int, script: Any,
@@ -947,15 +941,22 @@ class RunStore:
         """Run a lease-taking `script` once the run's look is pushed to no later than the
         lease's expiry, `ms` from now: dying between the two leaves a look that finds
         nothing to do, never a lease no look watches. In order (`_in_order`)."""
+        return int(self._after_look_each(thread_id, run_id, ms, script, [(keys, args)])[0])
+
+    def _after_look_each(self, thread_id: str, run_id: str, ms: int, script: Any,
+                         calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """`_after_look` with the script run once per (keys, args) of `calls`, all after the
+        one look; their replies."""
         expires = self.deadlines.clock.now_ms() + ms
 
         def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id, expires, pipe)
 
         def run(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-        return int(self._in_order([look, run], script)[-1])
+        return self._in_order([look, run], script)[1:]
 
     def adopt_leases(self, leases: Sequence[tuple[str, str, str]],
                      listing: Callable[[redis.client.Pipeline], None]) -> list[bool]:
