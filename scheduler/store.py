@@ -408,6 +408,7 @@ class StepView:
     """A run, its thread's active run, and one step (and task) of it, read together."""
 
     run: RunRecord | None
+    # None too when not read: node tasks do not ask (`with_active`), only an advance does.
     active_run: str | None
     context: dict[str, Any]
     # Of the tasks asked about, those the step was dispatched with. (Whether one is counted
@@ -556,31 +557,36 @@ class RunStore:
         return sorted(threads_matching(keys, self.prefix, ":runs"))
 
     def step_view(self, thread_id: str, run_id: str, checkpoint_id: str,
-                  task_ids: Sequence[str] = (), *, with_context: bool = True) -> StepView:
+                  task_ids: Sequence[str] = (), *, with_context: bool = True,
+                  with_active: bool = True) -> StepView:
         """Everything node tasks or an advance check before they act, in one round trip.
         `with_context=False`: the caller wrote the step's context itself and holds it (an
-        advance after the task it kept), so it is not read (an empty context)."""
+        advance after the task it kept), so it is not read (an empty context).
+        `with_active=False`: the thread's active run is not read (None): a node task does
+        not check it (its advance does, under the run's lease)."""
         with self.r.pipeline(transaction=False) as pipe:
             view_of = self.queue_step_view(pipe, thread_id, run_id, checkpoint_id, task_ids,
-                                           with_context=with_context)
+                                           with_context=with_context, with_active=with_active)
             return view_of(pipe.execute())
 
     def queue_step_view(self, pipe: redis.client.Pipeline, thread_id: str, run_id: str,
                         checkpoint_id: str, task_ids: Sequence[str] = (), *,
-                        with_context: bool = True) -> Callable[[list[Any]], StepView]:
+                        with_context: bool = True, with_active: bool = True
+                        ) -> Callable[[list[Any]], StepView]:
         """`step_view`'s reads queued on the caller's `pipe`, first, so that more can go in
         the same round trip; the function that makes the pipe's replies the view."""
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         pipe.hgetall(self.key(thread_id, "run", run_id))
-        pipe.get(self.key(thread_id, "active"))
+        if with_active:
+            pipe.get(self.key(thread_id, "active"))
         if with_context:
             pipe.hget(step_key, "context")
         if task_ids:
             # One HMGET for every task asked about: a batch's view costs a command, not one
             # a task. A task the step was dispatched with has a value.
             pipe.hmget(step_key, [f"task:{task_id}" for task_id in task_ids])
-        count = 2 + with_context + bool(task_ids)
-        return lambda replies: _step_view(replies[:count], task_ids, with_context)
+        count = 1 + with_active + with_context + bool(task_ids)
+        return lambda replies: _step_view(replies[:count], task_ids, with_context, with_active)
 
     # ---- thread lock and queue --------------------------------------------------------------
 
@@ -1116,9 +1122,11 @@ def _raw(raw: bytes | str) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
 
 
-def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool) -> StepView:
+def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool,
+               with_active: bool) -> StepView:
     """A `StepView` of `queue_step_view`'s replies."""
-    raw, active, *rest = replies
+    raw, *rest = replies
+    active = rest.pop(0) if with_active else None
     context = rest.pop(0) if with_context else None
     infos = rest[0] if task_ids else []
     return StepView(

@@ -101,7 +101,8 @@ def view_and_checkpoint(res: Resources, thread_id: str, run_id: str, checkpoint_
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                "checkpoint_id": checkpoint_id}}
     with res.store.r.pipeline(transaction=False) as pipe:
-        view_of = res.store.queue_step_view(pipe, thread_id, run_id, checkpoint_id, [task_id])
+        view_of = res.store.queue_step_view(pipe, thread_id, run_id, checkpoint_id, [task_id],
+                                            with_active=False)
         checkpoint_of = res.saver.queue_load_for_tasks(pipe, config, [task_id, NULL_TASK_ID])
         *replies, found = pipe.execute(raise_on_error=False)
     for reply in replies:
