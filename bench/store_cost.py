@@ -9,7 +9,7 @@ command) and `INFO cpu` (used_cpu_sys + used_cpu_user of redis-server) at its en
 
 - a chain of one-node supersteps run in place (`sync`): commands and CPU per superstep, beside
   one bare Celery `delay().get()` round trip (the peer of `bench/bench_graphs.py`);
-- one superstep of N `Send` tasks: commands and CPU per task;
+- one superstep of N `Send` tasks (500, 200, 20): commands and CPU per task;
 - idle: commands/s and CPU with nothing running, then with N nodes parked (blocked in a
   node) for each N, and per parked node above the idle baseline; with them parked, the time
   of one `Sweeper.sweep()` pass over every shard of the sweep's index, run from this process
@@ -69,7 +69,7 @@ SETTLE_SECONDS = 3.0
 @dataclass
 class Sizes:
     chain: int = 50
-    fanouts: tuple[int, ...] = (200, 20)
+    fanouts: tuple[int, ...] = (500, 200, 20)
     parked: tuple[int, ...] = (0, 200)
     window: float = 5.0  # seconds an idle phase is counted over
     sweeps: int = 3
@@ -338,8 +338,8 @@ def report(bench: Bench, results: dict[str, list[Phase]], sweeps: dict[int, list
                       for i, (c, w) in enumerate(zip(line, widths, strict=True))))
     print()
     print("ratios are to one bare Celery round trip measured in the same run on the same Redis")
-    for label, phases in (("superstep", step), ("round trip", trip),
-                          (f"{sizes.fanouts[0]}-Send task", results[f"fanout {sizes.fanouts[0]}"])):
+    fanouts = [(f"{n}-Send task", results[f"fanout {n}"]) for n in sizes.fanouts]
+    for label, phases in (("superstep", step), ("round trip", trip), *fanouts):
         calls = sorted(med_calls(phases).items(), key=lambda kv: -kv[1])
         shown = ", ".join(f"{name} {count:.2f}" for name, count in calls if count >= 0.05)
         print(f"per {label}: {shown}")

@@ -222,7 +222,11 @@ class Heartbeat:
     """Hold a taken lease in this process's liveness until the `with` block ends, then
     release it; with `hand_over`, a block that ends without an error leaves the release to
     the caller's next write (`RunStore.finish_task`, one round trip less), after which the
-    caller calls `handed_over` (or `give_back` if that write failed)."""
+    caller calls `handed_over` (or `give_back` if that write failed).
+
+    A lease taken before its task runs (a batch message's, `RunStore.acquire_leases`) is
+    kept from the moment it is taken (`keep`), the block entered when its task runs; one
+    whose task will not run here after all is `drop`ped."""
 
     def __init__(self, store: RunStore, thread_id: str, run_id: str, name: str, owner: str,
                  seconds: float, *, hand_over: bool = False):
@@ -230,17 +234,39 @@ class Heartbeat:
         self.hand_over = hand_over
         self.hold = Hold(thread_id, run_id, name, owner, seconds)
         self._listed = False
+        self._kept = False
+
+    def keep(self) -> Heartbeat:
+        """Have this process's liveness keep the lease, from now until the block ends."""
+        if not self._kept:
+            liveness(self.store).hold(self.hold)
+            self._kept = True
+        return self
 
     def __enter__(self) -> Heartbeat:
-        liveness(self.store).hold(self.hold)
-        return self
+        return self.keep()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._let_go()
+        if exc_type is None and self.hand_over:
+            return
+        self.give_back()
+
+    def drop(self) -> None:
+        """Stop keeping a kept lease whose task will not run here, and release it; nothing
+        if its block ran (which let it go)."""
+        if self._kept:
+            self._let_go()
+            self.give_back()
+
+    def _let_go(self) -> None:
+        """Stop keeping the lease; if it was listed, first push its run's look."""
         hold = self.hold
         live = liveness(self.store)
+        self._kept = False
         self._listed = live.let_go(hold)
         if self._listed:
             # Its holder's beat no longer covers what this lease covered: look again soon.
@@ -251,9 +277,6 @@ class Heartbeat:
             except redis.RedisError:
                 live.released(hold, ok=False)  # the beat pushes the look, then releases
                 raise
-        if exc_type is None and self.hand_over:
-            return
-        self.give_back()
 
     def handed_over(self) -> None:
         """The caller's write released the lease."""

@@ -159,6 +159,52 @@ return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 FIRST_START = 1
 RESTART = 2
 
+# Takes the leases of a batch message's tasks (`run_nodes`) at once, each task its own lease
+# and `started` marker as `_ACQUIRE_LEASE` takes them, so the sweeper sees each task as it
+# sees a lone one. KEYS: the step's done set, then per task its lease and its started
+# marker. ARGV: the leases' milliseconds, then per task its id and its owner. Returns per
+# task 0 (counted done, or its lease is held), FIRST_START or RESTART. Per task one SET
+# where `_ACQUIRE_LEASE` costs three and a script call: the done set is asked once
+# (SMISMEMBER), and the started markers of the leases taken are read and set once (MGET,
+# MSET), which gives each the grant `SET ... GET` would have.
+#
+# Crash reasoning. The caller pushes the run's look to the leases' expiry before this
+# script, in order (`RunStore.acquire_leases`): dying between the two leaves a look that
+# finds nothing to do. One script, so a lease is never taken without its started marker.
+# Taken before their tasks run, the leases of a batch's later tasks are kept by the
+# process's liveness from the moment they are taken (`Heartbeat.keep`), as a running
+# task's is; so a worker that dies mid-batch leaves each of them to lapse (fresh) or to be
+# revoked with its holder (adopted), and the sweeper sends those tasks again, started, with
+# no memo: each runs once elsewhere. Tasks of the batch that finished were counted, memo
+# and all, by their own `_FINISH_TASK` at their own end, and are never run again; a task
+# the batch will not run after all (the message failed half-way) has its lease given back.
+_ACQUIRE_LEASES = """
+local n = (#ARGV - 1) / 2
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 * i] end
+local done = redis.call('SMISMEMBER', KEYS[1], unpack(ids))
+local grants, taken, markers = {}, {}, {}
+for i = 1, n do
+  grants[i] = 0
+  if done[i] == 0 and redis.call('SET', KEYS[2 * i], ARGV[2 * i + 1], 'NX', 'PX', ARGV[1]) then
+    taken[#taken + 1] = i
+    markers[#markers + 1] = KEYS[2 * i + 1]
+  end
+end
+if #taken == 0 then return grants end
+local before = redis.call('MGET', unpack(markers))
+local set = {}
+for j, i in ipairs(taken) do
+  grants[i] = before[j] and 2 or 1
+  set[#set + 1] = markers[j]
+  set[#set + 1] = ARGV[2 * i + 1]
+end
+redis.call('MSET', unpack(set))
+return grants
+"""
+# Tasks per `_ACQUIRE_LEASES` call (Lua's unpack takes a few thousand values at most).
+_LEASES_PER_SCRIPT = 500
+
 # KEYS: the thread's active-run key, the run's record. ARGV: the run id, then the stored form
 # of each settled status. Returns the outcome and the run's record as the script found it
 # (empty: no such run). One script, so that a start cannot take the thread of a run that
@@ -385,6 +431,7 @@ class StepView:
     """A run, its thread's active run, and one step (and task) of it, read together."""
 
     run: RunRecord | None
+    # None too when not read: node tasks do not ask (`with_active`), only an advance does.
     active_run: str | None
     context: dict[str, Any]
     # Of the tasks asked about, those the step was dispatched with. (Whether one is counted
@@ -442,6 +489,7 @@ class RunStore:
         self._release = client.register_script(_RELEASE_IF_OWNER)
         self._adopt = client.register_script(_ADOPT_IF_OWNER)
         self._acquire = client.register_script(_ACQUIRE_LEASE)
+        self._acquire_batch = client.register_script(_ACQUIRE_LEASES)
         self._claim_to_start = client.register_script(_CLAIM_TO_START)
         self._mark_running = client.register_script(_MARK_RUNNING)
         self._open_step = client.register_script(_OPEN_STEP)
@@ -551,29 +599,36 @@ class RunStore:
         return sorted(threads_matching(keys, self.prefix, ":runs"))
 
     def step_view(self, thread_id: str, run_id: str, checkpoint_id: str,
-                  task_ids: Sequence[str] = (), *, with_context: bool = True) -> StepView:
+                  task_ids: Sequence[str] = (), *, with_context: bool = True,
+                  with_active: bool = True) -> StepView:
         """Everything node tasks or an advance check before they act, in one round trip.
         `with_context=False`: the caller wrote the step's context itself and holds it (an
-        advance after the task it kept), so it is not read (an empty context)."""
+        advance after the task it kept), so it is not read (an empty context).
+        `with_active=False`: the thread's active run is not read (None): a node task does
+        not check it (its advance does, under the run's lease)."""
         with self.r.pipeline(transaction=False) as pipe:
             view_of = self.queue_step_view(pipe, thread_id, run_id, checkpoint_id, task_ids,
-                                           with_context=with_context)
+                                           with_context=with_context, with_active=with_active)
             return view_of(pipe.execute())
 
     def queue_step_view(self, pipe: redis.client.Pipeline, thread_id: str, run_id: str,
                         checkpoint_id: str, task_ids: Sequence[str] = (), *,
-                        with_context: bool = True) -> Callable[[list[Any]], StepView]:
+                        with_context: bool = True, with_active: bool = True
+                        ) -> Callable[[list[Any]], StepView]:
         """`step_view`'s reads queued on the caller's `pipe`, first, so that more can go in
         the same round trip; the function that makes the pipe's replies the view."""
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         pipe.hgetall(self.key(thread_id, "run", run_id))
-        pipe.get(self.key(thread_id, "active"))
+        if with_active:
+            pipe.get(self.key(thread_id, "active"))
         if with_context:
             pipe.hget(step_key, "context")
-        for task_id in task_ids:
-            pipe.hexists(step_key, f"task:{task_id}")
-        count = 2 + with_context + len(task_ids)
-        return lambda replies: _step_view(replies[:count], task_ids, with_context)
+        if task_ids:
+            # One HMGET for every task asked about: a batch's view costs a command, not one
+            # a task. A task the step was dispatched with has a value.
+            pipe.hmget(step_key, [f"task:{task_id}" for task_id in task_ids])
+        count = 1 + with_active + with_context + bool(task_ids)
+        return lambda replies: _step_view(replies[:count], task_ids, with_context, with_active)
 
     # ---- thread lock and queue --------------------------------------------------------------
 
@@ -917,20 +972,48 @@ class RunStore:
         ms = int(seconds * 1000)
         return self._after_look(thread_id, run_id, ms, self._acquire, keys, [owner, ms, name])
 
+    def acquire_leases(self, thread_id: str, run_id: str, checkpoint_id: str,
+                       owners: Sequence[tuple[str, str]], seconds: float) -> list[int]:
+        """`acquire_lease` for each (task, owner) of a batch of step `checkpoint_id`'s tasks,
+        at once (`_ACQUIRE_LEASES`, with the crash reasoning): each grant, in order. The
+        run's look is pushed once, to the leases' expiry, before any is taken."""
+        if not owners:
+            return []
+        done = self.key(thread_id, "done", run_id, checkpoint_id)
+        ms = int(seconds * 1000)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for at in range(0, len(owners), _LEASES_PER_SCRIPT):
+            keys: list[str] = [done]
+            args: list[Any] = [ms]
+            for task_id, owner in owners[at:at + _LEASES_PER_SCRIPT]:
+                keys += [self.key(thread_id, "lease", task_id),
+                         self.key(thread_id, "started", task_id)]
+                args += [task_id, owner]
+            calls.append((keys, args))
+        replies = self._after_look_each(thread_id, run_id, ms, self._acquire_batch, calls)
+        return [int(grant) for reply in replies for grant in reply]
+
     def _after_look(self, thread_id: str, run_id: str, ms: int, script: Any,
                     keys: list[str], args: list[Any]) -> int:
         """Run a lease-taking `script` once the run's look is pushed to no later than the
         lease's expiry, `ms` from now: dying between the two leaves a look that finds
         nothing to do, never a lease no look watches. In order (`_in_order`)."""
+        return int(self._after_look_each(thread_id, run_id, ms, script, [(keys, args)])[0])
+
+    def _after_look_each(self, thread_id: str, run_id: str, ms: int, script: Any,
+                         calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """`_after_look` with the script run once per (keys, args) of `calls`, all after the
+        one look; their replies."""
         expires = self.deadlines.clock.now_ms() + ms
 
         def look(pipe: redis.client.Pipeline) -> None:
             self.deadlines.look_by(thread_id, run_id, expires, pipe)
 
         def run(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-        return int(self._in_order([look, run], script)[-1])
+        return self._in_order([look, run], script)[1:]
 
     def adopt_leases(self, leases: Sequence[tuple[str, str, str]],
                      listing: Callable[[redis.client.Pipeline], None]) -> list[bool]:
@@ -1100,15 +1183,19 @@ def _raw(raw: bytes | str) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
 
 
-def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool) -> StepView:
+def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool,
+               with_active: bool) -> StepView:
     """A `StepView` of `queue_step_view`'s replies."""
-    raw, active, *rest = replies
+    raw, *rest = replies
+    active = rest.pop(0) if with_active else None
     context = rest.pop(0) if with_context else None
+    infos = rest[0] if task_ids else []
     return StepView(
         run=_record(raw),
         active_run=active.decode() if active is not None else None,
         context=serde.loads(context) if context is not None else {},
-        dispatched=frozenset(t for t, f in zip(task_ids, rest, strict=True) if f),
+        dispatched=frozenset(t for t, info in zip(task_ids, infos, strict=True)
+                             if info is not None),
     )
 
 

@@ -101,7 +101,8 @@ def view_and_checkpoint(res: Resources, thread_id: str, run_id: str, checkpoint_
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                "checkpoint_id": checkpoint_id}}
     with res.store.r.pipeline(transaction=False) as pipe:
-        view_of = res.store.queue_step_view(pipe, thread_id, run_id, checkpoint_id, [task_id])
+        view_of = res.store.queue_step_view(pipe, thread_id, run_id, checkpoint_id, [task_id],
+                                            with_active=False)
         checkpoint_of = res.saver.queue_load_for_tasks(pipe, config, [task_id, NULL_TASK_ID])
         *replies, found = pipe.execute(raise_on_error=False)
     for reply in replies:
@@ -145,7 +146,8 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                  view: StepView | None = None,
                  prefetched: CheckpointTuple | None = None,
                  rows: NodeRows | None = None, kept_by: str | None = None,
-                 lease: tuple[str, int] | None = None, advance_as: str | None = None) -> int:
+                 lease: tuple[str, int] | None = None, advance_as: str | None = None,
+                 beat: Heartbeat | None = None) -> int:
     """Run the task unless finished elsewhere; STEP_COMPLETED when this call completed the
     superstep, STEP_COMPLETED_AND_LEASED when counting it also took the run's lease for
     `advance_as` (the caller's advance then need not take it); else 0 (falsy).
@@ -155,7 +157,8 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
     task counted done, and a task taken before (which may have left a memo since the batch
     read) loads its own writes. `rows`: the Flower rows of the message running it.
     `kept_by`: the trace context of the advance that kept the task to run here; `lease`:
-    the task's lease owner and grant, when that advance took it as it opened the step.
+    the task's lease owner and grant, when that advance (or the task's batch,
+    `worker.batch_leases`) took it; `beat`: what keeps a lease its batch took, since then.
     """
     if view is None:
         view, prefetched = view_and_checkpoint(res, thread_id, run_id, checkpoint_id, task_id)
@@ -181,7 +184,7 @@ def execute_node(res: Resources, thread_id: str, run_id: str, checkpoint_id: str
                        lambda: _run_task(res, run, checkpoint_id, task_id, path,
                                          view.context, output, rows,
                                          restart=grant != FIRST_START, attempt=owner),
-                       run.graph, span, advance_as, output)
+                       run.graph, span, advance_as, output, beat=beat)
 
 
 def _take_lease(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
@@ -197,7 +200,8 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                 task_id: str, owner: str, run: Callable[[], tuple[str, str]], graph: str,
                 span: AbstractContextManager[tracing.NodeSpan],
                 advance_as: str | None, output: TaskOutput,
-                end_step: Callable[[str, str], int | None] | None = None) -> int:
+                end_step: Callable[[str, str], int | None] | None = None,
+                beat: Heartbeat | None = None) -> int:
     """Run a task whose lease `owner` holds, kept by this process's liveness and under its
     trace `span`, then count it (and hand the lease back) in one step; `run` returns its node
     and outcome. If counting it fails, the lease is given back rather than left to lapse:
@@ -205,9 +209,10 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
     the owner for the run's lease, taken as the task is counted if it completes the step.
     `output`: what the task held back, saved by the count. `end_step`: tried first with
     the node and outcome (`InPlaceEnd`); what it returns, if not None, is the result, the
-    lease handed back by it."""
-    beat = Heartbeat(res.store, thread_id, run_id, task_id, owner, res.settings.lease_seconds,
-                     hand_over=True)
+    lease handed back by it. `beat`: what keeps the lease already, if it was taken before
+    its task's turn (a batch's, `worker.batch_leases`)."""
+    beat = beat or Heartbeat(res.store, thread_id, run_id, task_id, owner,
+                             res.settings.lease_seconds, hand_over=True)
     with beat, span as traced:
         began = time.perf_counter()
         node, outcome = run()

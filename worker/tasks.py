@@ -31,6 +31,7 @@ from scheduler.protocol import (
 )
 from scheduler.resources import Resources, resources
 from scheduler.store import STEP_COMPLETED_AND_LEASED, StepView
+from worker.batch_leases import BatchLeases, TakenLease
 from worker.node import InPlaceEnd, execute_node, execute_planned, prefetch_step
 from worker.rows import NodeRows
 
@@ -83,18 +84,26 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
 def run_message(res: Resources, app: Celery, message: RunNodes,
                 run_here: str | None, rows: NodeRows | None = None) -> None:
     """Run a message's tasks one after the other; each keeps its own lease and memo, so a
-    crash costs only the task it interrupts. A batch reads its step and checkpoint once.
-    `rows`: the Flower rows of the tasks that are not the message's own."""
+    crash costs only the task it interrupts. A batch reads its step and checkpoint once,
+    and takes its tasks' leases at once (`worker.batch_leases`), giving back those of the
+    tasks it did not get to. `rows`: the Flower rows of the tasks that are not the
+    message's own."""
     res.load_graphs()
-    view = prefetched = None
-    if len(message.tasks) > 1:
-        task_ids = [t.task_id for t in message.tasks]
-        view = res.store.step_view(message.thread_id, message.run_id, message.checkpoint_id,
-                                   task_ids)
-        prefetched = prefetch_step(res, message.thread_id, message.checkpoint_id, task_ids)
-    for ref in message.tasks:
-        run_and_advance(res, app, message.thread_id, message.run_id, message.checkpoint_id,
-                        ref, run_here, view, prefetched, rows)
+    thread_id, run_id, checkpoint_id = message.thread_id, message.run_id, message.checkpoint_id
+    if len(message.tasks) == 1:
+        run_and_advance(res, app, thread_id, run_id, checkpoint_id, message.tasks[0],
+                        run_here, rows=rows)
+        return
+    task_ids = [t.task_id for t in message.tasks]
+    view = res.store.step_view(thread_id, run_id, checkpoint_id, task_ids, with_active=False)
+    prefetched = prefetch_step(res, thread_id, checkpoint_id, task_ids)
+    leases = BatchLeases(res, thread_id, run_id, checkpoint_id, task_ids, view)
+    try:
+        for ref in message.tasks:
+            run_and_advance(res, app, thread_id, run_id, checkpoint_id, ref, run_here, view,
+                            prefetched, rows, leases.take(ref.task_id))
+    finally:
+        leases.drop_rest()
 
 
 def _run_here(task: Any, app: CeleryGraphApp) -> str | None:
@@ -107,15 +116,19 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
                     checkpoint_id: str, ref: NodeRef, run_here: str | None,
                     view: StepView | None = None,
                     prefetched: CheckpointTuple | None = None,
-                    rows: NodeRows | None = None) -> None:
+                    rows: NodeRows | None = None, taken: TakenLease | None = None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
-    step's task while the advance hands one back."""
+    step's task while the advance hands one back. `taken`: the task's lease, if its batch
+    took it (`worker.batch_leases`)."""
     task_id, path = ref.task_id, ref.path
     kept: KeptTask | None = None
     while True:
         finished: int | None = None
         advance_as = new_owner()  # the run's lease, if counting the task takes it
         lease = None if kept is None else kept.lease
+        beat = None
+        if taken is not None:
+            lease, beat, taken = (taken.owner, taken.grant), taken.beat, None
         if kept is not None and kept.loop is not None and kept.task is not None:
             row = None if rows is None else rows.row(kept.shadow, checkpoint_id, kept.task)
             in_place = InPlaceEnd(res, app, kept, run_here) if kept.advances_in_place else None
@@ -137,7 +150,7 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
             finished = execute_node(res, thread_id, run_id, checkpoint_id, task_id, path, view,
                                     prefetched, rows,
                                     kept_by=kept.trace_parent if kept is not None else None,
-                                    lease=lease, advance_as=advance_as)
+                                    lease=lease, advance_as=advance_as, beat=beat)
         view = prefetched = None  # the batch's reads are of its own step only
         if not finished:
             return
