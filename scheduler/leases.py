@@ -278,6 +278,12 @@ class Heartbeat:
                 live.released(hold, ok=False)  # the beat pushes the look, then releases
                 raise
 
+    @property
+    def listed(self) -> bool:
+        """Whether the lease was listed in its holder's `held` set when the block ended (it
+        may have been adopted: it does not lapse by itself, so it must be released)."""
+        return self._listed
+
     def handed_over(self) -> None:
         """The caller's write released the lease."""
         if self._listed:

@@ -223,8 +223,14 @@ def _run_leased(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
         if finished is None:
             wanted = None if advance_as is None else LeaseWanted(
                 run_lease(run_id), advance_as, res.settings.lease_seconds)
+            # A task that finished for good with a lease never adopted leaves it to lapse
+            # (within a lease lifetime): its count stops any second run, and releasing it
+            # would cost two commands. One that paused or failed releases it, for a resume
+            # or a retry may take the same task again at once.
+            release = beat.listed or outcome != "finished"
             finished = res.store.finish_task(thread_id, run_id, checkpoint_id, task_id,
-                                             lease_owner=owner, run_lease=wanted,
+                                             lease_owner=owner if release else None,
+                                             run_lease=wanted,
                                              memo=output.take(res.saver.ttl_ms), node=node,
                                              outcome=outcome, worker=_worker_name())
             res.settings.faults.maybe_crash("memo_saved")

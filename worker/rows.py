@@ -150,7 +150,7 @@ class RowEvents:
     """
 
     FLUSH_AT_EXIT_SECONDS = 2.0
-    LINGER_SECONDS = 0.005
+    LINGER_SECONDS = 0.02
     MAX_BATCH = 200
 
     def __init__(self, app: Celery, hostname: str | None) -> None:
