@@ -65,7 +65,7 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
     assert name == "celerygraph.run_nodes" and len(batch) == 4
     ids = [task_id for task_id, _ in batch]
     view = res.store.step_view(thread_id, run_id, checkpoint_id, ids)
-    prefetched = prefetch_step(res, thread_id, checkpoint_id, ids)
+    prefetched = prefetch_step(res, thread_id, run_id, checkpoint_id, ids)
     assert prefetched is not None
     # After the batch's reads: another worker finishes task 0, and another saves the memo
     # of task 1 and dies before counting it (its lease lapses): a worker of a release that
@@ -181,3 +181,27 @@ def test_a_lone_task_on_a_redis_without_the_load_script_loads_its_own(res):
     assert task_id in view.dispatched and saved is None
     assert execute_node(res, "noscript", run_id, checkpoint_id, task_id)
     assert ran(res, "noscript") == {"one": 1}
+
+
+def test_later_messages_of_a_step_read_no_checkpoint_in_the_same_process(res, monkeypatch):
+    """A step sent as several messages: the process that runs the first reads the step's
+    checkpoint once (`worker.step_checkpoints`); its later messages read none, and every
+    task runs once and the run ends as one message would have it."""
+    from scheduler.protocol import RunNodes
+
+    registry.register("tests.dist_graphs:fanout", dist_graphs.fanout)
+    app = RecordingApp()
+    run_id = create_run(res.store, graph="tests.dist_graphs:fanout", run_input={"n": 6},
+                        thread_id="cached", validate=False)
+    assert Driver(res, app).start("cached", run_id).status == "running"
+    [(_, (thread_id, _, checkpoint_id, batch))] = app.sent
+    loads = []
+    real = res.saver.get_tuple_for_tasks
+    monkeypatch.setattr(res.saver, "get_tuple_for_tasks",
+                        lambda config, ids: loads.append(list(ids)) or real(config, ids))
+    for part in (batch[:2], batch[2:4], batch[4:]):
+        refs = tuple(NodeRef(task_id, path) for task_id, path in part)
+        tasks.run_message(res, app, RunNodes(thread_id, run_id, checkpoint_id, refs), "nodes")
+    assert loads.count([NULL_TASK_ID]) == 1
+    assert sorted(runs_per_task(res, thread_id).values()) == [1] * 7  # six `work`, `total`
+    assert res.store.run(thread_id, run_id).status == "done"

@@ -37,6 +37,7 @@ from scheduler.resources import Resources
 from scheduler.store import FIRST_START, STEP_ADVANCED, LeaseWanted, StepView, TaskMemo
 from scheduler.streams import Publisher
 from worker.rows import NodeResult, NodeRows, RowRunner
+from worker.step_checkpoints import step_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,20 @@ class TaskOutput:
         return TaskMemo(self.saver.take_deferred_memo(), chunks, ttl_ms)
 
 
-def prefetch_step(res: Resources, thread_id: str, checkpoint_id: str,
+def prefetch_step(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
                   task_ids: list[str]) -> CheckpointTuple | None:
-    """The step's checkpoint, read once for a batch of its tasks; None (each task loads its
-    own) if any of them, or a call one made, already left writes: a memo, an interrupt."""
+    """The step's checkpoint, read once for a batch of its tasks (or not at all, when this
+    process read it for an earlier message of the step: `worker.step_checkpoints`), with
+    its null task's writes only. A task of the batch that left writes (a memo, an
+    interrupt, a call's) started before, so it does not use it (`OwnWritesSaver`)."""
+    key = (thread_id, run_id, checkpoint_id)
+    if (saved := step_checkpoints.get(key)) is not None:
+        return saved
     config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                "checkpoint_id": checkpoint_id}}
-    saved = res.saver.get_tuple_for_tasks(config, [*task_ids, NULL_TASK_ID])
-    if saved is None or any(w[0] != NULL_TASK_ID for w in saved.pending_writes):
-        return None
+    saved = res.saver.get_tuple_for_tasks(config, [NULL_TASK_ID])
+    if saved is not None:
+        step_checkpoints.put(key, saved)
     return saved
 
 

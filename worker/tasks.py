@@ -96,7 +96,7 @@ def run_message(res: Resources, app: Celery, message: RunNodes,
         return
     task_ids = [t.task_id for t in message.tasks]
     view = res.store.step_view(thread_id, run_id, checkpoint_id, task_ids, with_active=False)
-    prefetched = prefetch_step(res, thread_id, checkpoint_id, task_ids)
+    prefetched = prefetch_step(res, thread_id, run_id, checkpoint_id, task_ids)
     leases = BatchLeases(res, thread_id, run_id, checkpoint_id, task_ids, view)
     try:
         for ref in message.tasks:
