@@ -50,18 +50,25 @@ def memo_then_die(res: Resources):  # noqa: ANN201 - a stand-in for RunStore.fin
     return finish_task
 
 
+def started_fanout(res: Resources, thread_id: str, n: int):  # noqa: ANN201 - a test helper
+    """A fan-out of `n` started, its step sent as one message: the app that recorded it, the
+    run id and the one (task name, args) sent."""
+    registry.register("tests.dist_graphs:fanout", dist_graphs.fanout)
+    app = RecordingApp()
+    run_id = create_run(res.store, graph="tests.dist_graphs:fanout", run_input={"n": n},
+                        thread_id=thread_id, validate=False)
+    assert Driver(res, app).start(thread_id, run_id).status == "running"
+    [sent] = app.sent
+    return app, run_id, sent
+
+
 def runs_per_task(res: Resources, thread_id: str) -> dict[str, int]:
     raw = res.store.r.hgetall(f"runs:{thread_id}")
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monkeypatch):
-    registry.register("tests.dist_graphs:fanout", dist_graphs.fanout)
-    app = RecordingApp()
-    run_id = create_run(res.store, graph="tests.dist_graphs:fanout", run_input={"n": 4},
-                        thread_id="batch", validate=False)
-    assert Driver(res, app).start("batch", run_id).status == "running"
-    [(name, (thread_id, _, checkpoint_id, batch))] = app.sent
+    app, run_id, (name, (thread_id, _, checkpoint_id, batch)) = started_fanout(res, "batch", 4)
     assert name == "celerygraph.run_nodes" and len(batch) == 4
     ids = [task_id for task_id, _ in batch]
     view = res.store.step_view(thread_id, run_id, checkpoint_id, ids)
@@ -189,12 +196,7 @@ def test_later_messages_of_a_step_read_no_checkpoint_in_the_same_process(res, mo
     task runs once and the run ends as one message would have it."""
     from scheduler.protocol import RunNodes
 
-    registry.register("tests.dist_graphs:fanout", dist_graphs.fanout)
-    app = RecordingApp()
-    run_id = create_run(res.store, graph="tests.dist_graphs:fanout", run_input={"n": 6},
-                        thread_id="cached", validate=False)
-    assert Driver(res, app).start("cached", run_id).status == "running"
-    [(_, (thread_id, _, checkpoint_id, batch))] = app.sent
+    app, run_id, (_, (thread_id, _, checkpoint_id, batch)) = started_fanout(res, "cached", 6)
     loads = []
     real = res.saver.get_tuple_for_tasks
     monkeypatch.setattr(res.saver, "get_tuple_for_tasks",
