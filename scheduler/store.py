@@ -630,6 +630,22 @@ class RunStore:
         count = 1 + with_active + with_context + bool(task_ids)
         return lambda replies: _step_view(replies[:count], task_ids, with_context, with_active)
 
+    def run_and_step(self, thread_id: str, run_id: str, checkpoint_id: str
+                     ) -> tuple[RunRecord | None, dict[str, Any] | None, frozenset[str]]:
+        """A run's record and its dispatched step's context (None: no such step recorded)
+        and the tasks it was dispatched with, in one round trip: what a batch message's
+        worker keeps of the step for its later messages (`worker.step_cache`)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key(thread_id, "run", run_id))
+            pipe.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
+            raw_run, raw_step = pipe.execute()
+        if not raw_step:
+            return _record(raw_run), None, frozenset()
+        fields = {_str(k): v for k, v in raw_step.items()}
+        context = serde.loads(fields["context"]) if "context" in fields else {}
+        return (_record(raw_run), context,
+                frozenset(k[5:] for k in fields if k.startswith("task:")))
+
     # ---- thread lock and queue --------------------------------------------------------------
 
     def claim_thread(self, thread_id: str, run_id: str) -> bool:

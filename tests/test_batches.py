@@ -25,7 +25,7 @@ from scheduler.store import RunStore
 from tests.recording_app import RecordingApp
 from tests.redis_server import redis_server
 from worker import tasks
-from worker.node import execute_node, execute_planned, prefetch_step, view_and_checkpoint
+from worker.node import batch_reads, execute_node, execute_planned, view_and_checkpoint
 
 
 @pytest.fixture
@@ -71,8 +71,7 @@ def test_tasks_finished_after_the_batch_read_its_step_do_not_run_again(res, monk
     app, run_id, (name, (thread_id, _, checkpoint_id, batch)) = started_fanout(res, "batch", 4)
     assert name == "celerygraph.run_nodes" and len(batch) == 4
     ids = [task_id for task_id, _ in batch]
-    view = res.store.step_view(thread_id, run_id, checkpoint_id, ids)
-    prefetched = prefetch_step(res, thread_id, run_id, checkpoint_id, ids)
+    view, prefetched = batch_reads(res, thread_id, run_id, checkpoint_id, ids)
     assert prefetched is not None
     # After the batch's reads: another worker finishes task 0, and another saves the memo
     # of task 1 and dies before counting it (its lease lapses): a worker of a release that
@@ -192,18 +191,20 @@ def test_a_lone_task_on_a_redis_without_the_load_script_loads_its_own(res):
 
 def test_later_messages_of_a_step_read_no_checkpoint_in_the_same_process(res, monkeypatch):
     """A step sent as several messages: the process that runs the first reads the step's
-    checkpoint once (`worker.step_checkpoints`); its later messages read none, and every
-    task runs once and the run ends as one message would have it."""
+    record and checkpoint once (`worker.step_cache`); its later messages read only the
+    run's record, and every task runs once and the run ends as one message would have it."""
     from scheduler.protocol import RunNodes
 
     app, run_id, (_, (thread_id, _, checkpoint_id, batch)) = started_fanout(res, "cached", 6)
-    loads = []
-    real = res.saver.get_tuple_for_tasks
+    loads, steps = [], []
+    real_load, real_step = res.saver.get_tuple_for_tasks, res.store.run_and_step
     monkeypatch.setattr(res.saver, "get_tuple_for_tasks",
-                        lambda config, ids: loads.append(list(ids)) or real(config, ids))
+                        lambda config, ids: loads.append(list(ids)) or real_load(config, ids))
+    monkeypatch.setattr(res.store, "run_and_step",
+                        lambda *args: steps.append(args) or real_step(*args))
     for part in (batch[:2], batch[2:4], batch[4:]):
         refs = tuple(NodeRef(task_id, path) for task_id, path in part)
         tasks.run_message(res, app, RunNodes(thread_id, run_id, checkpoint_id, refs), "nodes")
-    assert loads.count([NULL_TASK_ID]) == 1
+    assert loads.count([NULL_TASK_ID]) == 1 and len(steps) == 1
     assert sorted(runs_per_task(res, thread_id).values()) == [1] * 7  # six `work`, `total`
     assert res.store.run(thread_id, run_id).status == "done"

@@ -37,7 +37,7 @@ from scheduler.resources import Resources
 from scheduler.store import FIRST_START, STEP_ADVANCED, LeaseWanted, StepView, TaskMemo
 from scheduler.streams import Publisher
 from worker.rows import NodeResult, NodeRows, RowRunner
-from worker.step_checkpoints import step_checkpoints
+from worker.step_cache import StepReads, step_cache
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +80,29 @@ class TaskOutput:
         return TaskMemo(self.saver.take_deferred_memo(), chunks, ttl_ms)
 
 
-def prefetch_step(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
-                  task_ids: list[str]) -> CheckpointTuple | None:
-    """The step's checkpoint, read once for a batch of its tasks (or not at all, when this
-    process read it for an earlier message of the step: `worker.step_checkpoints`), with
-    its null task's writes only. A task of the batch that left writes (a memo, an
-    interrupt, a call's) started before, so it does not use it (`OwnWritesSaver`)."""
+def batch_reads(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
+                task_ids: list[str]) -> tuple[StepView, CheckpointTuple | None]:
+    """What a batch of a step's tasks checks and runs on, read once for the batch: the step
+    view (the run, the step's context, which of the tasks it was dispatched with) and the
+    step's checkpoint with its null task's writes only. Of a step this process read for an
+    earlier message (`worker.step_cache`), only the run's record is read. A task of the
+    batch that left writes (a memo, an interrupt, a call's) started before, so it does not
+    use the checkpoint (`OwnWritesSaver`)."""
     key = (thread_id, run_id, checkpoint_id)
-    if (saved := step_checkpoints.get(key)) is not None:
-        return saved
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
-                               "checkpoint_id": checkpoint_id}}
-    saved = res.saver.get_tuple_for_tasks(config, [NULL_TASK_ID])
-    if saved is not None:
-        step_checkpoints.put(key, saved)
-    return saved
+    step = step_cache.get(key)
+    if step is None:
+        run, context, dispatched = res.store.run_and_step(thread_id, run_id, checkpoint_id)
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                                   "checkpoint_id": checkpoint_id}}
+        step = StepReads(context or {}, dispatched,
+                         res.saver.get_tuple_for_tasks(config, [NULL_TASK_ID])
+                         if context is not None else None)
+        if context is not None and step.checkpoint is not None:
+            step_cache.put(key, step)
+    else:
+        run = res.store.run(thread_id, run_id)
+    view = StepView(run, None, step.context, step.dispatched.intersection(task_ids))
+    return view, step.checkpoint
 
 
 def view_and_checkpoint(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,

@@ -32,7 +32,7 @@ from scheduler.protocol import (
 from scheduler.resources import Resources, resources
 from scheduler.store import STEP_COMPLETED_AND_LEASED, StepView
 from worker.batch_leases import BatchLeases, TakenLease
-from worker.node import InPlaceEnd, execute_node, execute_planned, prefetch_step
+from worker.node import InPlaceEnd, batch_reads, execute_node, execute_planned
 from worker.rows import NodeRows
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def run_message(res: Resources, app: Celery, message: RunNodes,
                         run_here, rows=rows)
         return
     task_ids = [t.task_id for t in message.tasks]
-    view = res.store.step_view(thread_id, run_id, checkpoint_id, task_ids, with_active=False)
-    prefetched = prefetch_step(res, thread_id, run_id, checkpoint_id, task_ids)
+    view, prefetched = batch_reads(res, thread_id, run_id, checkpoint_id, task_ids)
     leases = BatchLeases(res, thread_id, run_id, checkpoint_id, task_ids, view)
     try:
         for ref in message.tasks:
