@@ -43,6 +43,7 @@ from scheduler.streams import (
     ChunkStream,
     encode_entries,
     end_fields,
+    split_id,
 )
 
 # Counts a finished task: announces it, releases its lease if `owner` ('' to leave it alone)
@@ -603,9 +604,8 @@ class RunStore:
                   with_active: bool = True) -> StepView:
         """Everything node tasks or an advance check before they act, in one round trip.
         `with_context=False`: the caller wrote the step's context itself and holds it (an
-        advance after the task it kept), so it is not read (an empty context).
-        `with_active=False`: the thread's active run is not read (None): a node task does
-        not check it (its advance does, under the run's lease)."""
+        advance after the task it kept), so it is not read (an empty context);
+        `with_active` as `queue_step_view` takes it."""
         with self.r.pipeline(transaction=False) as pipe:
             view_of = self.queue_step_view(pipe, thread_id, run_id, checkpoint_id, task_ids,
                                            with_context=with_context, with_active=with_active)
@@ -616,7 +616,9 @@ class RunStore:
                         with_context: bool = True, with_active: bool = True
                         ) -> Callable[[list[Any]], StepView]:
         """`step_view`'s reads queued on the caller's `pipe`, first, so that more can go in
-        the same round trip; the function that makes the pipe's replies the view."""
+        the same round trip; the function that makes the pipe's replies the view.
+        `with_active=False`: the thread's active run is not read (None): a node task does
+        not check it (its advance does, under the run's lease)."""
         step_key = self.key(thread_id, "step", run_id, checkpoint_id)
         pipe.hgetall(self.key(thread_id, "run", run_id))
         if with_active:
@@ -1153,11 +1155,11 @@ class RunStore:
         skips the events before it in its entry (as a batch's chunk ids do,
         `scheduler.streams`)."""
         key = self.key(thread_id, "events", run_id)
-        entry, _, index = after.partition("/")
-        if index:
+        entry, index = split_id(after)
+        if index is not None:
             for event_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]],
                                          self.r.xrange(key, entry, entry)):
-                yield from _entry_events(event_id, fields, skip=int(index))
+                yield from _entry_events(event_id, fields, skip=index)
         # A RESP2 reply (the protocol our clients speak): [(stream, [(id, fields), ...])].
         reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
                      self.r.xread({key: entry}, block=block_ms, count=1000))

@@ -21,7 +21,7 @@ import redis
 from celery import current_task
 
 from graphdef import algo
-from graphdef.checkpoint.base import CheckpointTuple, Config, Target
+from graphdef.checkpoint.base import CheckpointTuple, Config, Target, checkpoint_config
 from graphdef.checkpoint.redis import RedisSaver
 from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
@@ -92,8 +92,7 @@ def batch_reads(res: Resources, thread_id: str, run_id: str, checkpoint_id: str,
     step = step_cache.get(key)
     if step is None:
         run, context, dispatched = res.store.run_and_step(thread_id, run_id, checkpoint_id)
-        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
-                                   "checkpoint_id": checkpoint_id}}
+        config = checkpoint_config(thread_id, "", checkpoint_id)
         step = StepReads(context or {}, dispatched,
                          res.saver.get_tuple_for_tasks(config, [NULL_TASK_ID])
                          if context is not None else None)
@@ -112,8 +111,7 @@ def view_and_checkpoint(res: Resources, thread_id: str, run_id: str, checkpoint_
     None, the task then loading its own, when the read finds writes other than the null
     task's or fails (a server that lacks the load script yet, a corrupt checkpoint: the
     task's own load reports what is wrong)."""
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
-                               "checkpoint_id": checkpoint_id}}
+    config = checkpoint_config(thread_id, "", checkpoint_id)
     with res.store.r.pipeline(transaction=False) as pipe:
         view_of = res.store.queue_step_view(pipe, thread_id, run_id, checkpoint_id, [task_id],
                                             with_active=False)

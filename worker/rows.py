@@ -146,7 +146,7 @@ class RowEvents:
     event it woke for, goes out as one message of Celery's multi-event form (a list body,
     routing key `task.multi`), which every Celery event receiver, Flower's too, takes event
     by event: a chain step's row is its received, started and succeeded events in about one
-    `PUBLISH` instead of three. Flower sees a row a few milliseconds later.
+    `PUBLISH` instead of three. Flower sees a row up to `LINGER_SECONDS` later.
     """
 
     FLUSH_AT_EXIT_SECONDS = 2.0

@@ -397,7 +397,8 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS[1] thread index; ARGV[1] thread key prefix. Sums the payload hashes' value lengths.
+# KEYS[1] thread index; ARGV[1] thread key prefix. Sums the payload hashes' value lengths (of
+# a `cp` hash, not its newest-digest fields: bookkeeping, not payload).
 _STORED_BYTES_LUA = """
 local tp = ARGV[1]
 local counted = {cp = true, blob = true, writes = true}
@@ -406,7 +407,9 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local kind = string.match(string.sub(key, #tp + 1), '^(%a+):')
   if kind and counted[kind] then
     for _, field in ipairs(redis.call('HKEYS', key)) do
-      total = total + redis.call('HSTRLEN', key, field)
+      if kind ~= 'cp' or string.sub(field, 1, 2) ~= 'l:' then
+        total = total + redis.call('HSTRLEN', key, field)
+      end
     end
   end
 end
