@@ -34,7 +34,7 @@ from scheduler.errors import RunFailedError, ThreadBusyError, UnknownGraphError,
 from scheduler.protocol import Sender, StartRun
 from scheduler.records import SETTLED, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.runs import check_graph, create_run
+from scheduler.runs import check_graph, create_run, start_queue
 from scheduler.settings import Settings
 from scheduler.store import new_run_id
 from scheduler.streams import StreamPart, stream_is_over
@@ -247,8 +247,9 @@ class Client:
         fails it (UnknownGraphError), as the Agent Server fails a run of an assistant whose
         graph left its registry, in the thread's turn.
         """
+        queue = None
         if require_graph:
-            check_graph(self.store, graph)
+            queue = start_queue(check_graph(self.store, graph), routes, self.settings)
         thread_id = thread_id or new_run_id()
         run_id = run_id or new_run_id()
         claimed = self.store.claim_thread(thread_id, run_id)
@@ -262,12 +263,13 @@ class Client:
                        config=config, durability=durability, on_busy=on_busy,
                        run_id=run_id, routes=routes, context=context,
                        stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
-                       interrupt_before=interrupt_before, interrupt_after=interrupt_after)
+                       interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                       start_queue=queue if claimed else None)
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
         if claimed:
-            self._start(graph, thread_id, run_id)
+            self._start(graph, thread_id, run_id, queue)
         elif on_busy in ("interrupt", "rollback"):
             # A busy thread: the start finds it so, and stops or rolls back the active run.
             self.send.start(StartRun(thread_id, run_id))
@@ -275,10 +277,11 @@ class Client:
             self.store.wait_behind_active(thread_id, run_id)
         return RunHandle(self, thread_id, run_id)
 
-    def _start(self, graph: str, thread_id: str, run_id: str) -> None:
+    def _start(self, graph: str, thread_id: str, run_id: str, queue: str | None) -> None:
         """Start a run that holds its thread: here, when `start_here` and this process loads
         `graph` (the scheduler's start without the broker hop to it: 4-5 ms less before the
-        first node is sent), else by a message to the scheduler queue.
+        first node is sent), else by a message to a node worker of `queue`, which runs the
+        first task in place (`runs.start_queue`), or, with no such queue, to the scheduler.
 
         Crash reasoning, as for a scheduler that dies mid-start: the run was stored (and
         its look scheduled, `RunStore.create_run`) before this; a process killed here leaves
@@ -298,7 +301,10 @@ class Client:
             else:
                 if outcome.status is not Stopped.BUSY:
                     return
-        self.send.start(StartRun(thread_id, run_id))
+        if queue is not None:
+            self.send.start_and_run(thread_id, run_id, graph, queue)
+        else:
+            self.send.start(StartRun(thread_id, run_id))
 
     def resume(self, thread_id: str, command: Command[Any] | Any, *, durability: str = "async",
                on_busy: str = "reject", context: Any = None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from graphdef import algo
+from graphdef import algo, serde
 from graphdef.errors import (
     GraphInterrupt,
     GraphRecursionError,
@@ -35,7 +35,15 @@ from scheduler.leases import Heartbeat, new_owner, run_lease
 from scheduler.protocol import NodeRef, RunNodes, Sender, StartRun, shadow_name
 from scheduler.records import ErrorInfo, RunRecord, RunStatus
 from scheduler.resources import Resources
-from scheduler.store import BUSY, FIRST_START, STARTED_ALREADY, HandOver, KeptAdvance, RunStore
+from scheduler.store import (
+    BUSY,
+    FIRST_START,
+    STARTED_ALREADY,
+    HandOver,
+    KeptAdvance,
+    KeptEnd,
+    RunStore,
+)
 from scheduler.streams import Publisher
 
 log = logging.getLogger(__name__)
@@ -252,11 +260,12 @@ class Driver:
         return self._drive(run, loop, after_barrier=after_barrier)
 
     def advance_kept(self, kept: KeptTask, task_owner: str,
-                     finished: dict[str, Any]) -> KeptTask | None:
+                     finished: dict[str, Any]) -> KeptTask | Outcome | None:
         """End the step of a kept task that finished, whose memo and next checkpoint its
         saver held back (`FencedSaver.defer`), in one script with the next step's record,
         when the next step is again one task to run here (`RunStore.advance_kept`): the next
-        step's task, kept. None when it is not (the run ends, fans out, pauses, fails, or
+        step's task, kept. When no step follows, the run ends in one script too
+        (`_end_kept`): its Outcome. None when neither (the run fans out, pauses, fails, or
         another process moved it): nothing is written, and the caller goes the long way
         from the held-back memo on, with a fresh loop. `finished`: the task's
         `task_finished` event. Needs no run lease (the task's is the fence), so none is
@@ -274,10 +283,13 @@ class Driver:
             if publisher is not None:
                 publisher.discard()  # the step's plan, streamed when it was dispatched
             loop.finish_step()
-            if not loop.prepare_step():
-                return None
+            last = not loop.prepare_step()
         except Exception:  # noqa: BLE001 - the long way meets it again, and reports it
             return None
+        if last:
+            return self._end_kept(kept, task_owner, [
+                ("task_finished", finished),
+                ("step", {"step": step, "checkpoint_id": loop.checkpoint["id"]})])
         todo = [t for t in loop.tasks.values() if not t.writes]
         held = saver.deferred
         if len(todo) != 1 or todo[0].node.hidden or held.put is None:
@@ -314,6 +326,39 @@ class Driver:
                         saver=saver, publisher=publisher, lease=(next_owner, grant),
                         resuming=bool(loop.resuming), run=run,
                         fresh_writes=not loop.pending_writes)
+
+    def _end_kept(self, kept: KeptTask, task_owner: str,
+                  events: list[tuple[str, dict[str, Any]]]) -> Outcome | None:
+        """`advance_kept` when the step after the kept task's plans nothing and the run is
+        done: its memo, last checkpoint, output and end go in one script
+        (`RunStore.end_kept`), where `_drive` and `_finish` would take a dozen round trips
+        after counting it. None (nothing written) for a run that ends otherwise (out of
+        steps), streams (its stream's end entry goes the long way) or compacts at its end
+        (`exit` durability), or that another process moved meanwhile."""
+        loop, saver, run = kept.loop, kept.saver, kept.run
+        assert loop is not None and saver is not None and run is not None
+        held = saver.deferred
+        if (loop.status != "done" or held is None or held.put is None or run.stream_modes
+                or run.durability == "exit"):
+            return None
+        try:
+            loop.close(None)
+            end = KeptEnd(checkpoint_id=kept.checkpoint_id, task_id=kept.task_id,
+                          task_owner=task_owner, memo=held.memo, put=held.put,
+                          output=loop.output, events=events,
+                          memo_fresh=kept.fresh_writes and not held.passed_root)
+            queued = self.store.end_kept(run.thread_id, run.run_id, end)
+        except serde.SerdeError:
+            return None  # the long way fails the run, naming what could not be stored
+        if queued is None:
+            return None
+        saver.deferred_written()
+        metrics.run_ended(run.graph, RunStatus.DONE)
+        if queued:
+            self._start_queued(run.thread_id)
+        if self.res.settings.run_ttl:
+            self.store.expire_thread(run.thread_id, self.res.settings.run_ttl)
+        return Outcome(RunStatus.DONE, output=loop.output)
 
     # ---- the drive ------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from graphdef.stream import check_modes
 from scheduler import registry
 from scheduler.errors import UnknownGraphError
 from scheduler.records import RunRecord, RunStatus, encode_context
+from scheduler.settings import Settings
 from scheduler.store import RunStore, new_run_id
 
 # What a run does when its thread is busy (LangGraph's `multitask_strategy`): fail, wait,
@@ -17,17 +18,44 @@ from scheduler.store import RunStore, new_run_id
 BUSY_POLICIES = ("reject", "enqueue", "interrupt", "rollback")
 
 
-def check_graph(store: RunStore, ref: str) -> None:
+def check_graph(store: RunStore, ref: str) -> dict[str, Any]:
+    """What a producer may know of `ref` (`registry.describe`): this process's own view of a
+    graph it loads, else what the workers published; an error naming it if neither."""
     if ":" not in ref:
         raise UnknownGraphError(
             f"Graph reference {ref!r} must look like 'package.module:attribute'"
         )
-    if ref in registry.known() or store.graph_known(ref):
-        return
+    loaded = registry.known().get(ref)
+    if loaded is not None:
+        return registry.describe(loaded)
+    published = store.graph_description(ref)
+    if published is not None:
+        return published
     raise UnknownGraphError(
         f"Unknown graph {ref!r}: no worker loads it (set CELERYGRAPH_GRAPHS on the workers); "
         f"known graphs: {store.published_graphs() or sorted(registry.known())}"
     )
+
+
+def start_queue(described: dict[str, Any], routes: dict[str, str] | None,
+                settings: Settings) -> str | None:
+    """The node queue a run of the `described` graph starts on (`worker.tasks`,
+    `start_and_run`), or None for the scheduler queue.
+
+    A node worker that starts a run runs its first task in place when that task is bound for
+    the worker's own queue: a broker round trip and a cold first step less than a start on
+    the scheduler, which sends the first task on. Only the default node queue is chosen, and
+    only when a node of the graph is served there under this run's `routes`: the workers on
+    it then load the graph. One that does not (a graph whose only node there is never
+    reached) passes the start on to the scheduler queue.
+    """
+    if not settings.chain_in_place:
+        return None
+    routes = routes or {}
+    queues = described.get("queues") or {}
+    home = settings.node_queue
+    nodes = described.get("nodes") or []
+    return home if any((routes.get(n) or queues.get(n) or home) == home for n in nodes) else None
 
 
 def check_interrupt_nodes(store: RunStore, ref: str, name: str, nodes: Any
@@ -68,12 +96,14 @@ def create_run(
     stream_subgraphs: bool = False,
     interrupt_before: list[str] | str | None = None,
     interrupt_after: list[str] | str | None = None,
+    start_queue: str | None = None,
 ) -> str:
     """Validate, then store the run record and input in one transaction; returns the run id.
     `context`: the run's `Runtime.context`, kept in the record. `stream_mode`: the modes
     its chunks are streamed in (`RunHandle.stream`); None streams nothing.
     `interrupt_before`/`interrupt_after`: the run's own pause points (node names or "*"),
-    checked against the graph's nodes where this process knows them."""
+    checked against the graph's nodes where this process knows them. `start_queue`: the
+    node queue its start goes to (`start_queue`), None for the scheduler queue."""
     if validate:
         check_graph(store, graph)
     if durability not in DURABILITY_MODES:
@@ -92,7 +122,8 @@ def create_run(
                   durability=durability, on_busy=on_busy, config=config or {},
                   routes=routes or {}, context=encode_context(context),
                   stream_modes=modes, stream_subgraphs=bool(stream_subgraphs and modes),
-                  interrupt_before=interrupt_before, interrupt_after=interrupt_after),
+                  interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                  start_queue=start_queue),
         run_input,
     )
     return run_id

@@ -239,24 +239,15 @@ redis.call('XADD', KEYS[2], '*', 'type', 'started', 'data', ARGV[n + 2])
 return 1
 """
 
-# Writes a step's record from ARGV[first..]: the number of hash values n, those (field, value,
-# ...) into `step`, the run's step and updated_at into `run`, the number of events and a (type,
-# data) per event onto `events`, all in one entry (`RunStore.events` reads its events apart:
-# one `XADD` where each event took one); returns the index past them. Shared by the scripts
-# that open a step (`_OPEN_STEP`, `_ADVANCE_KEPT`), which delete the step's keys first.
-_RECORD_STEP_FN = f"""
-local function record_step(step, run, events, first)
-  local n = tonumber(ARGV[first])
-  local slice = {_HASH_VALUES_PER_SLICE}
-  for from = first + 1, first + n, slice do
-    redis.call('HSET', step, unpack(ARGV, from, math.min(first + n, from + slice - 1)))
-  end
-  local i = first + 1 + n
-  redis.call('HSET', run, 'step', ARGV[i], 'updated_at', ARGV[i + 1])
-  local count = tonumber(ARGV[i + 2])
-  i = i + 3
+# Appends events to `events` as one entry (`RunStore.events` reads them apart: one `XADD`
+# where each event took one): their number at ARGV[first], then a (type, data) per event;
+# returns the index past them. Shared by the scripts that record a step or end a run.
+_ADD_EVENTS_FN = """
+local function add_events(events, first)
+  local count = tonumber(ARGV[first])
+  local i = first + 1
   if count == 0 then return i end
-  local entry = {{'type', ARGV[i], 'data', ARGV[i + 1]}}
+  local entry = {'type', ARGV[i], 'data', ARGV[i + 1]}
   for k = 1, count - 1 do
     local at = i + 2 * k
     entry[#entry + 1] = 'type/' .. k
@@ -266,6 +257,23 @@ local function record_step(step, run, events, first)
   end
   redis.call('XADD', events, '*', unpack(entry))
   return i + 2 * count
+end
+"""
+
+# Writes a step's record from ARGV[first..]: the number of hash values n, those (field, value,
+# ...) into `step`, the run's step and updated_at into `run`, then its events
+# (`add_events`); returns the index past them. Shared by the scripts that open a step
+# (`_OPEN_STEP`, `_ADVANCE_KEPT`), which delete the step's keys first.
+_RECORD_STEP_FN = _ADD_EVENTS_FN + f"""
+local function record_step(step, run, events, first)
+  local n = tonumber(ARGV[first])
+  local slice = {_HASH_VALUES_PER_SLICE}
+  for from = first + 1, first + n, slice do
+    redis.call('HSET', step, unpack(ARGV, from, math.min(first + n, from + slice - 1)))
+  end
+  local i = first + 1 + n
+  redis.call('HSET', run, 'step', ARGV[i], 'updated_at', ARGV[i + 1])
+  return add_events(events, i + 2)
 end
 """
 
@@ -285,6 +293,23 @@ local i = record_step(KEYS[1], KEYS[3], KEYS[4], 1)
 if not KEYS[5] then return 1 end
 if redis.call('GET', KEYS[5]) == ARGV[i] then redis.call('DEL', KEYS[5]) end
 return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
+"""
+
+
+# Why a kept task may not end its step in place, or nil: the task's lease is no longer
+# `ARGV[1]`'s (KEYS[1]), or the run (KEYS[2]) is not running (`ARGV[3]`) on step `ARGV[2]`
+# with no stop asked of it and no rollback under way. Shared by `_ADVANCE_KEPT` and
+# `_END_KEPT`, whose comments give the reasoning.
+_KEPT_GUARD_FN = """
+local function kept_refused()
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
+  local run = redis.call('HMGET', KEYS[2], 'status', 'step', 'stop_requested', 'rolling_back')
+  if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null')
+      or (run[4] and run[4] ~= 'null') then
+    return 'run'
+  end
+  return nil
+end
 """
 
 
@@ -335,13 +360,9 @@ return take_lease(KEYS[6], KEYS[7], ARGV[i + 1], ARGV[i + 2])
 # put's arguments to the end. Returns the next task's grant as `_ACQUIRE_LEASE` does, or why
 # nothing was written: 'lease', 'run', 'guard', 'base' or {'head', newest}.
 _ADVANCE_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + PUBLISH_ONCE_FN
-                 + _CHUNK_BATCHES_FN + _RECORD_STEP_FN + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease' end
-local run = redis.call('HMGET', KEYS[2], 'status', 'step', 'stop_requested', 'rolling_back')
-if run[1] ~= ARGV[3] or run[2] ~= ARGV[2] or (run[3] and run[3] ~= 'null')
-    or (run[4] and run[4] ~= 'null') then
-  return 'run'
-end
+                 + _CHUNK_BATCHES_FN + _RECORD_STEP_FN + _KEPT_GUARD_FN + """
+local refused = kept_refused()
+if refused then return refused end
 local n = tonumber(ARGV[7])
 local i = 8 + n
 local events = tonumber(ARGV[i + 2])
@@ -359,6 +380,47 @@ redis.call('DEL', KEYS[3], KEYS[4], KEYS[14], KEYS[15], KEYS[1])
 record_step(KEYS[3], KEYS[2], KEYS[5], 7)
 if redis.call('SET', KEYS[6], ARGV[4], 'NX', 'PX', ARGV[5]) then return 1 end
 return 0
+""")
+
+
+# Ends a run whose kept task finished its last step (`Driver.advance_kept`, when the step
+# after it plans nothing), in one script where the long way takes a dozen round trips (the
+# memo with the count, the run's lease, the step view, a reload, the checkpoint, the output,
+# the status and event, the queue): the task's memo, the last checkpoint on the head, the
+# output, the `done` status with the step's events, and the thread freed. The checks, the
+# fencing and the ended step's keys are those of `_ADVANCE_KEPT` (the same reasoning); the
+# writes of `end_run` land together here as they do in its transaction, so a thread is never
+# free under a run still marked running. The run leaves the active-runs index after this
+# (another slot on Redis Cluster), its look pushed to FIRST_LOOK_MS ahead before it, as
+# `end_run` does. Returns the number of runs queued on the thread (their start follows), or
+# why nothing was written as `_ADVANCE_KEPT` does. A streaming run or one with `exit`
+# durability ends the long way (its stream's end entry, its compaction).
+#
+# KEYS: the task's lease, the run's record, its events stream, the memo's writes hash, the
+# checkpoint's 4 keys (`PUT_CHILD_OF_HEAD_FN`), the run's output, the thread's active run,
+# its queue of waiting runs, then the ended step's hash and done set. ARGV: the task's owner,
+# the run's step as stored, the running status as stored, '1' if the memo's writes hash is
+# known to be empty, the run id, the output, the number of the record's values and those
+# (field, value, ...), the events (`add_events`), the number of memo values and those
+# (`PUT_WRITES_FN`), then the put's arguments to the end.
+_END_KEPT = (REFRESH_FN + PUT_WRITES_FN + PUT_CHILD_OF_HEAD_FN + _ADD_EVENTS_FN
+             + _KEPT_GUARD_FN + """
+local refused = kept_refused()
+if refused then return refused end
+local n = tonumber(ARGV[7])
+local events = 8 + n
+local memo = events + 1 + 2 * tonumber(ARGV[events])
+local put = memo + 1 + tonumber(ARGV[memo])
+local done = put_child_of_head(5, false, put, #ARGV)
+if done ~= 'ok' then return done end
+if put > memo + 1 then put_writes(KEYS[4], KEYS[8], memo + 1, put - 1, ARGV[4] == '1') end
+refresh(KEYS[8], tonumber(ARGV[put]))
+redis.call('DEL', KEYS[12], KEYS[13], KEYS[1])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
+add_events(KEYS[3], events)
+redis.call('SET', KEYS[9], ARGV[6])
+if redis.call('GET', KEYS[10]) == ARGV[5] then redis.call('DEL', KEYS[10]) end
+return redis.call('LLEN', KEYS[11])
 """)
 
 
@@ -396,6 +458,23 @@ class KeptAdvance:
     # The memo's writes hash is empty: the step's checkpoint had no pending writes when it
     # was put, and nothing but the held-back memo was written under it since (its `HLEN`
     # is then not read).
+    memo_fresh: bool = False
+
+
+@dataclass(frozen=True)
+class KeptEnd:
+    """What `RunStore.end_kept` writes for a kept task (`task_id`, whose lease `task_owner`
+    holds) that finished its run's last step `checkpoint_id`: its memo, the put of the last
+    checkpoint, the run's output and the step's events before the `done` one."""
+
+    checkpoint_id: str
+    task_id: str
+    task_owner: str
+    memo: PreparedWrites | None
+    put: HeadPut
+    output: Any
+    events: Sequence[tuple[str, dict[str, Any]]]
+    # As `KeptAdvance.memo_fresh`.
     memo_fresh: bool = False
 
 
@@ -495,6 +574,7 @@ class RunStore:
         self._mark_running = client.register_script(_MARK_RUNNING)
         self._open_step = client.register_script(_OPEN_STEP)
         self._advance_kept = client.register_script(_ADVANCE_KEPT)
+        self._end_kept = client.register_script(_END_KEPT)
         self.deadlines = Deadlines(client, self.prefix)
 
     @classmethod
@@ -903,6 +983,44 @@ class RunStore:
         found = self._in_order([look, advance], self._advance_kept)[-1]
         return found if isinstance(found, int) else None
 
+    def end_kept(self, thread_id: str, run_id: str, kept: KeptEnd) -> int | None:
+        """End a run whose kept task finished its last step, with the task's memo and the
+        last checkpoint, at once (`_END_KEPT`, with the crash reasoning): the number of runs
+        queued on the thread, or None when nothing was written (the caller goes the long
+        way, as for `advance_kept`)."""
+        put = kept.put
+        keys = [self.key(thread_id, "lease", kept.task_id),
+                self.key(thread_id, "run", run_id),
+                self.key(thread_id, "events", run_id),
+                kept.memo.keys[0] if kept.memo is not None else put.keys[-1], *put.keys,
+                self.key(thread_id, "run", run_id, "output"),
+                self.key(thread_id, "active"),
+                self.key(thread_id, "queue"),
+                *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]
+        now = time.time()
+        fields = {"status": RunStatus.DONE, "finished_at": now, "updated_at": now}
+        values = [x for k, v in fields.items() for x in (k, orjson.dumps(v))]
+        events = [*kept.events, (RunStatus.DONE, {"output": kept.output, "interrupts": []})]
+        memo = kept.memo.triples if kept.memo is not None else []
+        args = [kept.task_owner, orjson.dumps(kept.checkpoint_id),
+                orjson.dumps(RunStatus.RUNNING), "1" if kept.memo_fresh else "0", run_id,
+                serde.dumps(kept.output, root="output"), len(values), *values,
+                len(events), *(x for kind, data in events for x in (kind, _event_payload(data))),
+                len(memo), *memo, *put.args]
+        look_at = self.deadlines.clock.now_ms() + FIRST_LOOK_MS
+
+        def look(pipe: redis.client.Pipeline) -> None:
+            self.deadlines.look_by(thread_id, run_id, look_at, pipe)
+
+        def end(pipe: redis.client.Pipeline) -> None:
+            pipe.evalsha(self._end_kept.sha, len(keys), *keys, *args)
+
+        queued = self._in_order([look, end], self._end_kept)[-1]
+        if not isinstance(queued, int):
+            return None
+        self.retire(thread_id, run_id)
+        return queued
+
     def mark_sent(self, thread_id: str, run_id: str, checkpoint_id: str) -> None:
         """Every task of the step reached the broker (a dispatch can die half-way)."""
         self.r.hset(self.key(thread_id, "step", run_id, checkpoint_id), "sent", 1)
@@ -1174,13 +1292,15 @@ class RunStore:
             self.r.hset(f"{self.prefix}:graphs",
                         mapping={ref: orjson.dumps(info) for ref, info in graphs.items()})
 
-    def graph_known(self, ref: str) -> bool:
-        return bool(self.r.hexists(f"{self.prefix}:graphs", ref))
+    def graph_description(self, ref: str) -> dict[str, Any] | None:
+        """The graph as the workers published it (`registry.describe`); None if none did."""
+        raw = self.r.hget(f"{self.prefix}:graphs", ref)
+        return None if raw is None else cast(dict[str, Any], orjson.loads(cast(bytes, raw)))
 
     def graph_nodes(self, ref: str) -> list[str] | None:
         """The nodes of a graph as the workers published it; None if none did."""
-        raw = self.r.hget(f"{self.prefix}:graphs", ref)
-        return None if raw is None else list(orjson.loads(cast(bytes, raw)).get("nodes", []))
+        described = self.graph_description(ref)
+        return None if described is None else list(described.get("nodes", []))
 
     def published_graphs(self) -> list[str]:
         return sorted(_str(k) for k in self.r.hkeys(f"{self.prefix}:graphs"))

@@ -171,7 +171,8 @@ class Sweeper:
             age = now - run.updated_at
             if age <= grace:
                 return grace - age
-            if not driven and self._queue_length(self.res.settings.scheduler_queue, {}):
+            start_queue = run.start_queue or self.res.settings.scheduler_queue
+            if not driven and self._queue_length(start_queue, {}):
                 # No driver ever took it: its start message waits behind others (1,000 runs
                 # submitted at once). Another copy would only lengthen the queue.
                 return _waiting(age, grace)

@@ -131,8 +131,9 @@ def test_sigkill_worker_mid_node_rabbitmq_broker(redis_server, tmp_path, rabbit_
 def test_sigkill_scheduler_mid_run_then_restart(redis_server, tmp_path):
     """Node workers advance the supersteps they complete; the scheduler starts runs (and
     takes advances a worker hands it). It dies here mid-start, after writing the run's first
-    checkpoint and before dispatching anything: nothing moves until a scheduler is back."""
-    cluster = Cluster(tmp_path, redis_server.url)
+    checkpoint and before dispatching anything: nothing moves until a scheduler is back.
+    Without chain in place the scheduler starts every run (`runs.start_queue`)."""
+    cluster = Cluster(tmp_path, redis_server.url, CELERYGRAPH_CHAIN_IN_PLACE="0")
     try:
         cluster.start("w1")
         cluster.env["CELERYGRAPH_FAULTS"] = "advance_checkpointed=1"
@@ -153,6 +154,41 @@ def test_sigkill_scheduler_mid_run_then_restart(redis_server, tmp_path):
         }
     finally:
         cluster.stop()
+
+
+def test_sigkill_worker_mid_start_then_the_scheduler_starts_it(redis_server, tmp_path):
+    """A run starts on a node worker (`runs.start_queue`). One killed mid-start, after the
+    run's first checkpoint and before anything was dispatched, leaves the run to the sweeper,
+    which sends its start to the scheduler; that start carries on from what the dead one
+    wrote, and every node runs once."""
+    cluster = Cluster(tmp_path, redis_server.url)
+    try:
+        cluster.start_scheduler()
+        cluster.env["CELERYGRAPH_FAULTS"] = "advance_checkpointed=1"
+        cluster.start("w1", concurrency=1)
+        cluster.env["CELERYGRAPH_FAULTS"] = ""
+        handle = cluster.client().submit("tests.dist_graphs:chain", {"log": []},
+                                         thread_id="start-crash")
+        deadline = time.monotonic() + 30
+        while "SIGKILL" not in cluster.log("w1") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "SIGKILL" in cluster.log("w1"), cluster.log("w1")[-2000:]
+        cluster.kill("w1")
+        record = handle.record()
+        assert record.status == "running" and record.step is None and record.has_base_head
+        assert client_head(cluster, "start-crash") is not None  # its first checkpoint
+        assert runs_per_task(redis_server, "start-crash") == {}
+        cluster.start("w2")
+        assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
+        assert runs_per_task(redis_server, "start-crash") == {
+            "a": [1], "b": [1], "slow": [1], "d": [1]
+        }
+    finally:
+        cluster.stop()
+
+
+def client_head(cluster: Cluster, thread_id: str) -> str | None:
+    return cluster.client().saver.head(thread_id)
 
 
 def test_concurrent_producers_on_one_thread_one_wins(redis_server, tmp_path):

@@ -237,9 +237,11 @@ def test_a_chain_of_lone_steps_runs_in_place_unless_disabled(redis_server, tmp_p
                                          thread_id=thread_id)
         assert handle.result(timeout=60)["log"] == ["a", "b", "slow", "d"]
         names = sorted(received_names(cluster, "w"))
-        # Step one is `a` and `b` side by side (sent); `slow` and `d` are lone steps.
+        # Step one is `a` and `b` side by side (sent); `slow` and `d` are lone steps. In
+        # place, the run starts on the worker too (`runs.start_queue`); else on the scheduler.
         sent = ["a", "b"] if in_place == "1" else ["a", "b", "d", "slow"]
-        assert names == [f"chain.{n}" for n in sent]
+        start = ["celerygraph.start_and_run"] if in_place == "1" else []
+        assert names == start + [f"chain.{n}" for n in sent]
         assert runs(redis_server, thread_id) == {"a": 1, "b": 1, "slow": 1, "d": 1}
         kinds = [e.type for e in handle.events()]
         assert kinds.count("dispatched") == 3 and kinds.count("task_finished") == 4, kinds
@@ -264,9 +266,10 @@ def test_a_wide_superstep_goes_several_tasks_to_a_message(redis_server, tmp_path
                                          thread_id="batched")
         assert sorted(handle.result(timeout=60)["log"][:10]) == list(range(10))
         assert runs(redis_server, "batched") == {"work": 10, "total": 1}
-        # 10 tasks, at most 3 messages: 4 + 4 + 2; `total` then runs in place.
-        assert sorted(received_names(cluster, "w")) == ["fanout.work(x2)", "fanout.work(x4)",
-                                                        "fanout.work(x4)"]
+        # The start, then 10 tasks in at most 3 messages: 4 + 4 + 2; `total` then runs in
+        # place.
+        assert sorted(received_names(cluster, "w")) == [
+            "celerygraph.start_and_run", "fanout.work(x2)", "fanout.work(x4)", "fanout.work(x4)"]
         finished = [e for e in handle.events() if e.type == "task_finished"]
         assert len(finished) == 11 and len({e.data["task_id"] for e in finished}) == 11
     finally:

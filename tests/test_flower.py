@@ -172,7 +172,7 @@ def test_every_node_of_a_chain_has_a_row_in_place_or_not(cluster, flower_listeni
     assert {uuid: t["name"] for uuid, t in nodes.items()} == sent
     assert all(t["state"] == "SUCCESS" for t in nodes.values()), nodes
     assert_rows_complete(rows, "flower-chain", handle.id)
-    # a and b went through the broker (sent by the scheduler, on the nodes queue); slow and d
+    # a and b went through the broker (sent by the start, on the nodes queue); slow and d
     # ran inside the message that finished the step before, whose id is their parent.
     by_name = {t["name"]: t for t in nodes.values()}
     for name in ("chain.a", "chain.b"):
@@ -180,13 +180,15 @@ def test_every_node_of_a_chain_has_a_row_in_place_or_not(cluster, flower_listeni
     for name in ("chain.slow", "chain.d"):
         assert not by_name[name]["sent"], by_name[name]
         assert by_name[name]["parent_id"] in nodes, by_name[name]
-    # The scheduler's start task is listed by its name, on the scheduler worker; no advance
-    # task in between: the node task that completes a step advances the run itself.
+    # The start task is listed by its name, on a node worker (`runs.start_queue`), which
+    # sent a and b; no scheduler task at all: the node task that completes a step advances
+    # the run itself.
     everything = get(cluster, "/api/tasks")[1].values()
     names = {t["name"]: t for t in everything if handle.id in (t.get("kwargs") or "")
              + (t.get("args") or "")}
-    assert names["celerygraph.start_run"]["worker"].startswith("scheduler@")
-    assert "celerygraph.advance" not in names
+    start = names["celerygraph.start_and_run"]
+    assert start["routing_key"] == "nodes" and not start["worker"].startswith("scheduler@")
+    assert "celerygraph.start_run" not in names and "celerygraph.advance" not in names
 
 
 def test_a_fan_out_and_its_gather_each_have_a_row(cluster, flower_listening):

@@ -1,9 +1,11 @@
 """A kept task's step ended in one script (`RunStore.advance_kept`, `Driver.advance_kept`).
 
 On a real Redis: the script writes the memo, the next checkpoint and the next step's record
-with its task's lease, or, when any of its checks fails, nothing at all. On real workers: a
-chain run in place goes that way (its steps have no done set: nobody counted them) and ends
-as in-process, with the same history and memos.
+with its task's lease, or, when any of its checks fails, nothing at all; so does the one that
+ends a run after its last kept task (`RunStore.end_kept`). On real workers: a chain run in
+place goes that way from its first task (kept by its start on a node worker) to its end (its
+steps have no done set: nobody counted them), with the same history and memos as
+in-process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from graphdef.checkpoint.base import empty_checkpoint
 from graphdef.checkpoint.memory import InMemorySaver
 from graphdef.checkpoint.redis import RedisSaver
 from scheduler.records import RunRecord, RunStatus
-from scheduler.store import FIRST_START, RESTART, KeptAdvance, RunStore, started_field
+from scheduler.store import FIRST_START, RESTART, KeptAdvance, KeptEnd, RunStore, started_field
 from tests.cluster import Cluster
 from tests.dist_graphs import straight_builder
 from tests.test_distributed import runs
@@ -163,6 +165,47 @@ def test_a_failed_check_writes_nothing(setup, change):
     assert thread_keys(store) == before
 
 
+def ending(saver: RedisSaver) -> KeptEnd:
+    """The end of the run after `TASK`, its last step: memo, last checkpoint, output."""
+    return KeptEnd(
+        checkpoint_id="c1", task_id=TASK, task_owner="owner",
+        memo=saver.prepare_writes(config("c1"), [("x", 2)], TASK),
+        put=saver.prepare_head_put(config("c1"), checkpoint("c2", 2), {"step": 1},
+                                   {"x": 2}, "c1"),
+        output={"x": 2},
+        events=[("task_finished", {"task_id": TASK}), ("step", {"step": 0})])
+
+
+def test_the_last_kept_task_ends_the_run_in_its_script(setup):
+    store, saver, _ = setup
+    store.r.rpush(store.key(THREAD, "queue"), "r2")  # a run waiting for the thread
+    assert store.end_kept(THREAD, RUN, ending(saver)) == 1
+    assert saver.head(THREAD) == "c2"
+    memo = saver.get_tuple(config("c1")).pending_writes
+    assert [(t, c, v) for t, c, v in memo] == [(TASK, "x", 2)]
+    run = store.run(THREAD, RUN)
+    assert run.status == RunStatus.DONE and run.finished_at and run.step == "c1"
+    assert store.output(THREAD, RUN) == {"x": 2}
+    assert store.active_run(THREAD) is None
+    assert [kind for _, kind, _ in store.events(THREAD, RUN)] == [
+        "task_finished", "step", "done"]
+    assert not store.r.exists(store.key(THREAD, "lease", TASK))
+    assert store.step_view(THREAD, RUN, "c1", [TASK]).dispatched == frozenset()
+
+
+@pytest.mark.parametrize("change", [
+    refuse_lease_lost, refuse_lease_lapsed, refuse_rolling_back, refuse_cancelled,
+    refuse_stop_requested, refuse_other_step, refuse_run_ended, refuse_head_moved,
+])
+def test_an_end_that_fails_a_check_writes_nothing(setup, change):
+    store, saver, _ = setup
+    prepared = ending(saver)
+    change(store, saver)
+    before = thread_keys(store)
+    assert store.end_kept(THREAD, RUN, prepared) is None
+    assert thread_keys(store) == before
+
+
 @pytest.fixture(scope="module")
 def cluster(redis_server, tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url)
@@ -187,15 +230,19 @@ def test_a_chain_run_in_place_ends_its_steps_in_one_script(cluster, redis_server
     names = [f"s{i}" for i in range(8)]
     assert handle.result(timeout=60) == {"log": names}
     assert runs(redis_server, "straight") == dict.fromkeys(names, 1)
-    counted = counted_steps(RunStore(redis_server.client()), client, "straight", handle.id)
-    # The first node's step is counted (its task came in a message, not kept) and so is
-    # the last's (the run ends there): every step between ended in its kept task's script,
-    # which dropped its record.
-    assert len(counted) == 2, counted
-    assert len(list(redis_server.client().scan_iter(
-        match=f"cg:{{straight}}:step:{handle.id}:*"))) == 2
+    store = RunStore(redis_server.client())
+    # The run started on a node worker (`runs.start_queue`), which kept its first task; the
+    # last one ended the run in its script (`RunStore.end_kept`). No step was counted the
+    # long way, and every step's record went with the script that ended the step.
+    assert store.run("straight", handle.id).start_queue == "nodes"
+    assert counted_steps(store, client, "straight", handle.id) == []
+    assert list(redis_server.client().scan_iter(
+        match=f"cg:{{straight}}:step:{handle.id}:*")) == []
     kinds = [e.type for e in handle.events()]
     assert kinds.count("task_finished") == 8 and kinds.count("dispatched") == 8
+    assert kinds[-3:] == ["task_finished", "step", "done"]
+    assert store.active_run("straight") is None
+    assert store.output("straight", handle.id) == {"log": names}
 
     monkeypatch.setenv("CELERYGRAPH_STORE_URL", redis_server.url)
     local = straight_builder(8).compile(checkpointer=InMemorySaver())
@@ -224,5 +271,6 @@ def test_a_streamed_chain_in_place_streams_what_in_process_streams(cluster, redi
     assert ours == list(local.stream({"log": []}, {"configurable": {"thread_id": "local-s"}},
                                      stream_mode=modes))
     run_id = client.store.runs_of("straight-s")[-1]
+    # Only the last step is counted: a streaming run ends the long way (its stream's end).
     assert len(counted_steps(RunStore(redis_server.client()), client, "straight-s",
-                             run_id)) == 2
+                             run_id)) == 1

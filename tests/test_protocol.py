@@ -34,7 +34,8 @@ def _wire_table(text: str) -> dict[str, str]:
 def test_the_readme_documents_the_protocols_wire_format() -> None:
     readme = (ROOT / "README.md").read_text()
     documented = _wire_table(protocol.__doc__ or "")
-    assert set(documented) == {protocol.START_TASK, protocol.ADVANCE_TASK,
+    assert set(documented) == {protocol.START_TASK, protocol.START_AND_RUN_TASK,
+                               protocol.ADVANCE_TASK,
                                protocol.NODE_TASK, protocol.NODES_TASK,
                                protocol.CRON_TASK, protocol.WEBHOOK_TASK}
     for name, arguments in documented.items():
@@ -68,6 +69,14 @@ def test_messages_keep_their_argument_order(message: object, expected: tuple) ->
         assert options["headers"] == {protocol.RUN_HEADER: args[1],
                                       protocol.THREAD_HEADER: args[0]}
         assert options["shadow"] == "g.n"
+
+
+def test_a_start_on_a_node_queue_keeps_its_argument_order() -> None:
+    app = CapturingApp()
+    Sender(app, "scheduler").start_and_run("t", "r", "pkg.mod:graph", "nodes")
+    [(name, args, kwargs, options)] = app.calls
+    assert (name, args, kwargs, options["queue"]) == (
+        protocol.START_AND_RUN_TASK, ["t", "r", "pkg.mod:graph"], {}, "nodes")
 
 
 def test_a_redispatch_carries_the_same_headers_and_a_task_id_of_its_own() -> None:

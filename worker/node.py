@@ -27,7 +27,7 @@ from graphdef.constants import NULL_TASK_ID
 from graphdef.loop import RunLoop
 from scheduler import metrics, registry, tracing
 from scheduler.deferral import MemoDeferringSaver
-from scheduler.driver import Driver, KeptTask
+from scheduler.driver import Driver, KeptTask, Outcome
 from scheduler.errors import StaleTaskError
 from scheduler.faults import Faults
 from scheduler.leases import Heartbeat, new_owner, run_lease
@@ -401,11 +401,16 @@ def execute_planned(res: Resources, thread_id: str, run_id: str, checkpoint_id: 
                        advance_as, output, end_step)
 
 
+# What `InPlaceEnd.end` returns when the task's script ended its run: nothing follows.
+RUN_ENDED = 0
+
+
 class InPlaceEnd:
     """Ends the step of a kept task (`KeptTask.advances_in_place`) in one script
     (`Driver.advance_kept`): its memo and the next checkpoint are held back by its saver
     while it runs (and a streaming run's closing and step chunks by its publisher), and go
-    with the next step's record when that step is again one task to run here. Otherwise
+    with the next step's record when that step is again one task to run here, or with the
+    run's end when no step follows (RUN_ENDED). Otherwise
     the task is counted (saving its memo and closing chunks) and its run advanced the long
     way: with a fresh loop (`loop_spent`) if the attempt got as far as changing the kept
     one."""
@@ -424,7 +429,11 @@ class InPlaceEnd:
             event = {"task_id": kept.task_id, "node": node, "outcome": outcome,
                      "worker": _worker_name()}
             driver = Driver(self.res, self.app, run_here=self.run_here)
-            self.next = driver.advance_kept(kept, self.owner, event)
+            advanced = driver.advance_kept(kept, self.owner, event)
+            if isinstance(advanced, Outcome):
+                self.res.settings.faults.maybe_crash("memo_saved")
+                return RUN_ENDED
+            self.next = advanced
             if self.next is not None:
                 self.res.settings.faults.maybe_crash("memo_saved")
                 return STEP_ADVANCED

@@ -3,7 +3,8 @@
 The worker that completes a superstep's barrier advances the run itself (under the run's
 lease), rather than sending a message to the scheduler queue and waiting for it: one broker
 round trip less per superstep. When the next superstep is a single task bound for the queue
-this message came from, that task runs here too (`CELERYGRAPH_CHAIN_IN_PLACE`).
+this message came from, that task runs here too (`CELERYGRAPH_CHAIN_IN_PLACE`). So does a
+run's first task when the run's start came to this queue (`start_and_run`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import redis
 from celery import Celery
 
 from graphdef.checkpoint.base import CheckpointTuple
-from scheduler import tracing
+from scheduler import registry, tracing
 from scheduler.celery_app import CeleryGraphApp
 from scheduler.driver import KeptTask, Stopped, with_run_lease
 from scheduler.leases import new_owner
 from scheduler.protocol import (
     NODE_TASK,
     NODES_TASK,
+    START_AND_RUN_TASK,
     Advance,
     NodeRef,
     RunNodes,
     Sender,
+    StartRun,
     TaskPath,
     parse_node_refs,
 )
@@ -81,6 +84,40 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
             rows.flush()
 
 
+    @app.task(name=START_AND_RUN_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
+    def start_and_run(self: Any, thread_id: str, run_id: str, graph: str) -> None:
+        rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=None)
+        try:
+            with tracing.from_message(self.request):
+                start_here(resources(app.settings), app, thread_id, run_id, graph,
+                           _run_here(self, app), rows)
+        finally:
+            rows.flush()
+
+
+def start_here(res: Resources, app: Celery, thread_id: str, run_id: str, graph: str,
+               run_here: str | None, rows: NodeRows | None = None) -> None:
+    """Start a run whose start came to this node queue (`runs.start_queue`), and run its
+    first task here if it is a lone task bound for this queue, as an advance's kept task.
+
+    A process that does not load `graph` passes the start on to the scheduler queue. One
+    that finds the run's lease held leaves the run to its holder: a start or the sweeper's
+    look, which sends the start again if that holder dies (`Sweeper.look`). Starting is
+    safe to repeat: a start of a started run does nothing (`RunStore.claim_thread_to_start`).
+    """
+    res.load_graphs()
+    if graph not in registry.known():
+        log.info("run %s: graph %r is not loaded here; the scheduler starts it", run_id, graph)
+        Sender(app, res.settings.scheduler_queue).start(StartRun(thread_id, run_id))
+        return
+    outcome = with_run_lease(res, app, thread_id, run_id,
+                             lambda d: d.start(thread_id, run_id), run_here=run_here, wait=0)
+    kept = outcome.kept
+    if kept is not None:
+        run_and_advance(res, app, thread_id, run_id, kept.checkpoint_id,
+                        NodeRef(kept.task_id, kept.path), run_here, rows=rows, kept=kept)
+
+
 def run_message(res: Resources, app: Celery, message: RunNodes,
                 run_here: str | None, rows: NodeRows | None = None) -> None:
     """Run a message's tasks one after the other; each keeps its own lease and memo, so a
@@ -115,12 +152,12 @@ def run_and_advance(res: Resources, app: Celery, thread_id: str, run_id: str,
                     checkpoint_id: str, ref: NodeRef, run_here: str | None,
                     view: StepView | None = None,
                     prefetched: CheckpointTuple | None = None,
-                    rows: NodeRows | None = None, taken: TakenLease | None = None) -> None:
+                    rows: NodeRows | None = None, taken: TakenLease | None = None,
+                    kept: KeptTask | None = None) -> None:
     """Run the task; if it completed its superstep, advance the run, and go on with the next
     step's task while the advance hands one back. `taken`: the task's lease, if its batch
-    took it (`worker.batch_leases`)."""
+    took it (`worker.batch_leases`); `kept`: the task, as a start here handed it back."""
     task_id, path = ref.task_id, ref.path
-    kept: KeptTask | None = None
     while True:
         finished: int | None = None
         advance_as = new_owner()  # the run's lease, if counting the task takes it
