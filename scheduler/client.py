@@ -161,6 +161,9 @@ class RunHandle:
         A run not recorded yet is waited for too: a producer that chose its run id (any
         language, `start_run` with `run_id`) may wait before the scheduler took its message.
         """
+        return self._settled(timeout).status
+
+    def _settled(self, timeout: float | None) -> RunRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         last = "0-0"
         run: RunRecord | None = None
@@ -171,25 +174,34 @@ class RunHandle:
                     f"not recorded on thread {self.thread_id!r}")
                 raise TimeoutError(f"run {self.id} {state} after {timeout} s")
             block = 200 if remaining is None else max(1, min(200, int(remaining * 1000)))
-            run, last = read_again(partial(self._progress, last, block), (run, last))
+            run, last = read_again(partial(self._progress, last, block, run), (run, last))
             if run is not None and run.status.settled:
-                return run.status
+                return run
 
-    def _progress(self, after: str, block_ms: int) -> tuple[RunRecord | None, str]:
-        """The run's record, and unless it settled, the id of its newest event after
-        `after` once one comes (within `block_ms`): waiting wakes on the run's events."""
-        run = self.client.store.run(self.thread_id, self.id)
-        if run is not None and run.status.settled:
-            return run, after
-        for event_id, _, _ in self.client.store.events(self.thread_id, self.id, after,
-                                                       block_ms=block_ms):
-            after = event_id
+    def _progress(self, after: str, block_ms: int, run: RunRecord | None
+                  ) -> tuple[RunRecord | None, str]:
+        """The id of the run's newest event after `after` once one comes (within
+        `block_ms`), and its record, read first and then again only when an event that
+        settles a run came (every settling writes one: `RunStore.end_run`) or none came in
+        time: a waiting producer costs one read per step's events, not two. `run`: the
+        record as read last."""
+        if after == "0-0":
+            run = self.client.store.run(self.thread_id, self.id)
+            if run is not None and run.status.settled:
+                return run, after
+        came = settling = False
+        for event_id, kind, _ in self.client.store.events(self.thread_id, self.id, after,
+                                                          block_ms=block_ms):
+            after, came = event_id, True
+            settling = settling or kind in SETTLED
+        if settling or not came:
+            run = self.client.store.run(self.thread_id, self.id)
         return run, after
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's output (with `__interrupt__` when paused); raises if it failed."""
-        status = self.wait(timeout)
-        error = self.record().error
+        run = self._settled(timeout)
+        status, error = run.status, run.error
         if status == RunStatus.FAILED:
             raise RunFailedError(error or {})
         if status == RunStatus.REJECTED:
@@ -263,8 +275,7 @@ class Client:
                        config=config, durability=durability, on_busy=on_busy,
                        run_id=run_id, routes=routes, context=context,
                        stream_mode=stream_mode, stream_subgraphs=stream_subgraphs,
-                       interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                       start_queue=queue if claimed else None)
+                       interrupt_before=interrupt_before, interrupt_after=interrupt_after)
         except BaseException:
             self.store.release_thread(thread_id, run_id)
             raise
@@ -302,7 +313,7 @@ class Client:
                 if outcome.status is not Stopped.BUSY:
                     return
         if queue is not None:
-            self.send.start_and_run(thread_id, run_id, graph, queue)
+            self.send.start_and_run(thread_id, run_id, queue)
         else:
             self.send.start(StartRun(thread_id, run_id))
 

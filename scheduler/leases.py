@@ -33,12 +33,12 @@ Crash reasoning:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
 import threading
 import time
-import uuid
 import weakref
 from dataclasses import dataclass, field
 from enum import Enum
@@ -56,9 +56,22 @@ BEATS_PER_LIFETIME = 3
 RETRY_SECONDS = 0.1  # after a failed beat: the deadline does not wait for the next one
 
 
+_owner_prefix = ""
+_owner_pid = 0
+_owner_count = itertools.count()
+
+
 def new_owner() -> str:
-    """A lease holder's id: which host and process holds it, unique per holding."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A lease holder's id: which host and process holds it, unique per holding.
+
+    A process (a forked pool child too) draws a random token once, then counts: ids are
+    taken twice a step of a chain, where a host lookup and a uuid each time showed in the
+    profile. The token keeps apart two processes that had the same pid."""
+    global _owner_prefix, _owner_pid
+    pid = os.getpid()
+    if pid != _owner_pid:
+        _owner_prefix, _owner_pid = f"{socket.gethostname()}:{pid}:{os.urandom(4).hex()}", pid
+    return f"{_owner_prefix}:{next(_owner_count):x}"
 
 
 def run_lease(run_id: str) -> str:

@@ -9,9 +9,9 @@ workers of the previous release may still read what an upgraded producer sends.
 - `celerygraph.start_run`, on the scheduler queue: kwargs `thread_id`, and `run_id` of a
   stored run, or `graph` and `input` (optional `config`, `durability`, `on_busy`, `routes`,
   `run_id`).
-- `celerygraph.start_and_run`, on a node queue: args `[thread_id, run_id, graph]` of a
-  stored run; a node worker starts it and runs its first task in place when it is bound
-  for that queue (`runs.start_queue`), or passes the start on to the scheduler queue.
+- `celerygraph.start_and_run`, on a node queue: args `[thread_id, run_id]` of a stored run;
+  a node worker starts it and runs its first task in place when it is bound for that queue
+  (`runs.start_queue`), or passes the start on to the scheduler queue.
 - `celerygraph.advance`, on the scheduler queue: args `[thread_id, run_id, checkpoint_id]`.
 - `celerygraph.run_node`, on the node's queue: args
   `[thread_id, run_id, checkpoint_id, task_id, path]`.
@@ -134,9 +134,9 @@ class Sender:
         self.app.send_task(START_TASK, kwargs=message.kwargs(), queue=self.scheduler_queue,
                            headers=tracing.message_headers() or None)
 
-    def start_and_run(self, thread_id: str, run_id: str, graph: str, queue: str) -> None:
+    def start_and_run(self, thread_id: str, run_id: str, queue: str) -> None:
         """Start a stored run on a node worker of `queue` (`runs.start_queue`)."""
-        self.app.send_task(START_AND_RUN_TASK, args=[thread_id, run_id, graph], queue=queue,
+        self.app.send_task(START_AND_RUN_TASK, args=[thread_id, run_id], queue=queue,
                            headers=tracing.message_headers() or None)
 
     def advance(self, message: Advance, *, deduplicate: bool = False) -> None:

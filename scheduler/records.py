@@ -97,9 +97,6 @@ class RunRecord:
     # names or "*"; None: the compiled graph's.
     interrupt_before: list[str] | str | None = None
     interrupt_after: list[str] | str | None = None
-    # The node queue its start message went to (`runs.start_queue`); None: the scheduler's.
-    # The sweeper reads that queue's length to tell a start waiting behind others.
-    start_queue: str | None = None
 
     def run_context(self) -> Any:
         """The run's context as the producer gave it; loops coerce it to the graph's

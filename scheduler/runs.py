@@ -96,14 +96,12 @@ def create_run(
     stream_subgraphs: bool = False,
     interrupt_before: list[str] | str | None = None,
     interrupt_after: list[str] | str | None = None,
-    start_queue: str | None = None,
 ) -> str:
     """Validate, then store the run record and input in one transaction; returns the run id.
     `context`: the run's `Runtime.context`, kept in the record. `stream_mode`: the modes
     its chunks are streamed in (`RunHandle.stream`); None streams nothing.
     `interrupt_before`/`interrupt_after`: the run's own pause points (node names or "*"),
-    checked against the graph's nodes where this process knows them. `start_queue`: the
-    node queue its start goes to (`start_queue`), None for the scheduler queue."""
+    checked against the graph's nodes where this process knows them."""
     if validate:
         check_graph(store, graph)
     if durability not in DURABILITY_MODES:
@@ -122,8 +120,7 @@ def create_run(
                   durability=durability, on_busy=on_busy, config=config or {},
                   routes=routes or {}, context=encode_context(context),
                   stream_modes=modes, stream_subgraphs=bool(stream_subgraphs and modes),
-                  interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                  start_queue=start_queue),
+                  interrupt_before=interrupt_before, interrupt_after=interrupt_after),
         run_input,
     )
     return run_id

@@ -171,10 +171,11 @@ class Sweeper:
             age = now - run.updated_at
             if age <= grace:
                 return grace - age
-            start_queue = run.start_queue or self.res.settings.scheduler_queue
-            if not driven and self._queue_length(start_queue, {}):
+            if not driven and self._queue_length(self.res.settings.scheduler_queue, {}):
                 # No driver ever took it: its start message waits behind others (1,000 runs
-                # submitted at once). Another copy would only lengthen the queue.
+                # submitted at once). Another copy would only lengthen the queue. A start
+                # sent to a node queue (`runs.start_queue`) gets its copy on the scheduler
+                # queue all the same: no worker may be taking that queue at all.
                 return _waiting(age, grace)
             self._send_start(run)
             return grace

@@ -73,10 +73,10 @@ def test_messages_keep_their_argument_order(message: object, expected: tuple) ->
 
 def test_a_start_on_a_node_queue_keeps_its_argument_order() -> None:
     app = CapturingApp()
-    Sender(app, "scheduler").start_and_run("t", "r", "pkg.mod:graph", "nodes")
+    Sender(app, "scheduler").start_and_run("t", "r", "nodes")
     [(name, args, kwargs, options)] = app.calls
     assert (name, args, kwargs, options["queue"]) == (
-        protocol.START_AND_RUN_TASK, ["t", "r", "pkg.mod:graph"], {}, "nodes")
+        protocol.START_AND_RUN_TASK, ["t", "r"], {}, "nodes")
 
 
 def test_a_redispatch_carries_the_same_headers_and_a_task_id_of_its_own() -> None:

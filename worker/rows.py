@@ -89,7 +89,9 @@ class NodeRows:
             # Two events, as a message's task has: Flower's workers page counts task-received
             # as Processed, and its prefetched-tasks gauge falls on a task-started of a row
             # whose received time it knows, so one merged event would skew both.
-            self._send("task-received", row_id, name=name, args=saferepr(args), kwargs="{}",
+            # Ids and a path: plain `repr` gives what Celery's `saferepr` would, without
+            # its generic walk (which showed in a chain step's profile).
+            self._send("task-received", row_id, name=name, args=repr(args), kwargs="{}",
                        root_id=self.root_id, parent_id=self.message_id, retries=0, eta=None,
                        expires=None)
             self._send("task-started", row_id)
@@ -115,7 +117,7 @@ class NodeRows:
             if own:
                 self.own_error = error
         else:
-            self._send("task-succeeded", row_id, result=saferepr(outcome), runtime=runtime)
+            self._send("task-succeeded", row_id, result=repr(outcome), runtime=runtime)
         return outcome
 
     def raise_own_failure(self) -> None:

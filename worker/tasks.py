@@ -85,29 +85,36 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
 
 
     @app.task(name=START_AND_RUN_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
-    def start_and_run(self: Any, thread_id: str, run_id: str, graph: str) -> None:
+    def start_and_run(self: Any, thread_id: str, run_id: str) -> None:
         rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=None)
         try:
             with tracing.from_message(self.request):
-                start_here(resources(app.settings), app, thread_id, run_id, graph,
-                           _run_here(self, app), rows)
+                start_in_place(resources(app.settings), app, thread_id, run_id,
+                               _run_here(self, app), rows)
         finally:
             rows.flush()
 
 
-def start_here(res: Resources, app: Celery, thread_id: str, run_id: str, graph: str,
-               run_here: str | None, rows: NodeRows | None = None) -> None:
+def start_in_place(res: Resources, app: Celery, thread_id: str, run_id: str,
+                   run_here: str | None, rows: NodeRows | None = None) -> None:
     """Start a run whose start came to this node queue (`runs.start_queue`), and run its
     first task here if it is a lone task bound for this queue, as an advance's kept task.
 
-    A process that does not load `graph` passes the start on to the scheduler queue. One
-    that finds the run's lease held leaves the run to its holder: a start or the sweeper's
-    look, which sends the start again if that holder dies (`Sweeper.look`). Starting is
-    safe to repeat: a start of a started run does nothing (`RunStore.claim_thread_to_start`).
+    The run's record is read first: a message for no run writes nothing, and a process that
+    does not load the run's graph passes the start on to the scheduler queue. One that
+    finds the run's lease held leaves the run to its holder: a start, or the sweeper's look,
+    which sends the start again if that holder dies (`Sweeper.look`). Starting is safe to
+    repeat: a start of a started run does nothing (`RunStore.claim_thread_to_start`).
     """
     res.load_graphs()
-    if graph not in registry.known():
-        log.info("run %s: graph %r is not loaded here; the scheduler starts it", run_id, graph)
+    run = res.store.run(thread_id, run_id)
+    if run is None:
+        log.warning("ignoring %s: thread %r has no run %r", START_AND_RUN_TASK, thread_id,
+                    run_id)
+        return
+    if run.graph not in registry.known():
+        log.info("run %s: graph %r is not loaded here; the scheduler starts it", run_id,
+                 run.graph)
         Sender(app, res.settings.scheduler_queue).start(StartRun(thread_id, run_id))
         return
     outcome = with_run_lease(res, app, thread_id, run_id,
