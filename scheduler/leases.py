@@ -124,13 +124,18 @@ class Liveness:
         self._unreleased: list[Hold] = []  # adopted leases whose release failed
         self._last_beat = 0.0
         self._retry_at = 0.0
+        self._wake_at: float | None = None  # when the thread wakes next (None: when told)
         self._changed = threading.Condition()
         threading.Thread(target=self._run, name="celerygraph-liveness", daemon=True).start()
 
     def hold(self, hold: Hold) -> None:
+        """Keep `hold`; the thread is woken only if it would wake too late to adopt it: a
+        chain takes a lease a step, and waking the thread each time costs the node's thread
+        a turn at the GIL."""
         with self._changed:
             self._holds.add(hold)
-            self._changed.notify()
+            if self._wake_at is None or hold.since + hold.seconds * ADOPT_AFTER < self._wake_at:
+                self._changed.notify()
 
     def let_go(self, hold: Hold) -> bool:
         """Stop keeping `hold`; True if it is listed in `held` (adopted, or being adopted):
@@ -154,7 +159,9 @@ class Liveness:
         while True:
             with self._changed:
                 while (wait := self._wait()) != 0.0:
+                    self._wake_at = None if wait is None else time.monotonic() + wait
                     self._changed.wait(wait)
+                self._wake_at = time.monotonic()
                 now = time.monotonic()
                 adopt = [h for h in self._holds if h.state is State.LISTED or (
                     h.state is State.FRESH and now - h.since >= h.seconds * ADOPT_AFTER)]

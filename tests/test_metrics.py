@@ -130,8 +130,10 @@ def test_counters_move_while_a_run_goes(cluster):
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_queue_depth_counts_the_messages_no_worker_took(broker, request, tmp_path):
-    """With no node worker up, the first superstep's messages wait in the node queue: the
-    scheduler reads them from the broker when scraped (LLEN; a passive queue_declare)."""
+    """With no node worker up, the run's start waits in the node queue (`runs.start_queue`);
+    no driver takes it, so the sweeper sends it to the scheduler too, whose start sends the
+    first superstep's messages to the node queue: the scheduler reads them from the broker
+    when scraped (LLEN; a passive queue_declare)."""
     server = RedisServer(tmp_path / "redis")
     if broker == "redis":
         queues = {"nodes": "nodes", "scheduler": "scheduler"}
@@ -146,7 +148,7 @@ def test_queue_depth_counts_the_messages_no_worker_took(broker, request, tmp_pat
         cluster.start_scheduler("depth-scheduler", env=metrics_env(tmp_path, port))
         cluster.client().submit("tests.dist_graphs:chain", {"log": []}, thread_id="waits")
         eventually(lambda: total(scrape(port), "celerygraph_queue_depth",
-                                 queue=queues["nodes"]) == 2)  # a and b
+                                 queue=queues["nodes"]) == 3)  # the start, a and b
         assert total(scrape(port), "celerygraph_active_runs") == 1
     finally:
         cluster.stop()

@@ -145,7 +145,8 @@ class RowEvents:
     threads). `flush` waits until everything sent so far is out, and runs at exit.
 
     What was sent while the thread published, or within `LINGER_SECONDS` of the first
-    event it woke for, goes out as one message of Celery's multi-event form (a list body,
+    event it woke for (a `flush` cuts that short), goes out as one message of Celery's
+    multi-event form (a list body,
     routing key `task.multi`), which every Celery event receiver, Flower's too, takes event
     by event: a chain step's row is its received, started and succeeded events in about one
     `PUBLISH` instead of three. Flower sees a row up to `LINGER_SECONDS` later.
@@ -161,6 +162,7 @@ class RowEvents:
         self.pid = os.getpid()
         self._queue: queue.Queue[tuple[str, str, float, dict[str, Any]]] = queue.Queue()
         self._dispatcher: EventDispatcher | None = None
+        self._hurry = threading.Event()  # a flush waits: linger no longer
         self._stack = contextlib.ExitStack()
         threading.Thread(target=self._run, name="celerygraph-row-events", daemon=True).start()
         atexit.register(self.flush, self.FLUSH_AT_EXIT_SECONDS)
@@ -172,15 +174,20 @@ class RowEvents:
         """Whether everything sent before the call went out (or failed) within `timeout`."""
         done = threading.Event()
         self._queue.put(("", "", 0.0, {"done": done}))
+        self._hurry.set()
         return done.wait(timeout)
 
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self.LINGER_SECONDS
-            while batch[-1][0] and len(batch) < self.MAX_BATCH:
+            if batch[0][0]:
+                # Linger asleep, not woken by each event sent meanwhile (a chain step sends
+                # three, and each wake takes the GIL from the node's thread).
+                self._hurry.wait(self.LINGER_SECONDS)
+            self._hurry.clear()
+            while len(batch) < self.MAX_BATCH:
                 try:
-                    batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0)))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             self._publish([event for event in batch if event[0]])
