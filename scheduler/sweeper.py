@@ -160,14 +160,25 @@ class Sweeper:
         grace = self.res.settings.lease_seconds
         now = time.time()
         run, lease_ms, driven = store.run_and_lease(thread_id, run_id, run_lease(run_id))
-        if run is None or run.status.terminal:
+        if run is None or run.status.settled:
+            # Ended, or paused (nothing happens until a resume, which is a run of its own):
+            # `end_run` retires it after its transaction, and this look is what retires it
+            # when the process died in between.
             store.retire(thread_id, run_id)
             return None
         if lease_ms != -2:
             # A driver starts or advances it; if it dies, its lease lapses or is revoked.
             return lease_ms / 1000 if lease_ms > 0 else grace
-        if run.status == RunStatus.QUEUED or (run.status == RunStatus.RUNNING and not run.step):
-            # Never started, or its start died before dispatching the first step.
+        if run.status == RunStatus.WAITING:
+            # Queued behind a run that ended before this one joined the queue.
+            if store.active_run(thread_id) is None and store.claim_thread(thread_id, run_id):
+                store.unqueue(thread_id, run_id)
+                self._send_start(run)
+                return grace
+            return _waiting(now - run.updated_at, grace)
+        if not run.step:
+            # Queued: never started, or running: its start died before dispatching the first
+            # step.
             age = now - run.updated_at
             if age <= grace:
                 return grace - age
@@ -179,16 +190,7 @@ class Sweeper:
                 return _waiting(age, grace)
             self._send_start(run)
             return grace
-        if run.status == RunStatus.WAITING:
-            # Queued behind a run that ended before this one joined the queue.
-            if store.active_run(thread_id) is None and store.claim_thread(thread_id, run_id):
-                store.unqueue(thread_id, run_id)
-                self._send_start(run)
-                return grace
-            return _waiting(now - run.updated_at, grace)
-        if run.status == RunStatus.RUNNING and run.step:
-            return self._look_step(run, run.step, now, grace)
-        return None  # interrupted: nothing happens until a resume, which is a run of its own
+        return self._look_step(run, run.step, now, grace)
 
     def _look_step(self, run: RunRecord, checkpoint_id: str, now: float,
                    grace: float) -> float | None:

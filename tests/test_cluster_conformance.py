@@ -156,17 +156,19 @@ def test_the_sweeper_retires_what_a_create_left_half_written(
                           run_member("half", "r")) is None
 
 
+@pytest.mark.parametrize("status", [RunStatus.DONE, RunStatus.INTERRUPTED])
 def test_the_sweeper_retires_a_run_whose_end_died_before_leaving_the_index(
-        empty: RedisClusterProcesses) -> None:
+        empty: RedisClusterProcesses, status: RunStatus) -> None:
     """An end that stored the run's status and freed its thread (one transaction, the
     thread's slot), then died before the active-runs SREM (another slot): the look the end
-    pushed first finds the run ended and retires it."""
+    pushed first finds the run ended, or paused (the fault storm found one left listed),
+    and retires it."""
     sweeper, store = _sweeper_on(empty.url)
     store.create_run(RunRecord("ended", "r", graph="g", status=RunStatus.RUNNING), None)
     assert store.claim_thread("ended", "r")
     due_key, member = store.deadlines.due_key_of_thread("ended"), run_member("ended", "r")
     store.r.zrem(due_key, member)  # a look that found leases watching all: no look left
-    assert store.end_run("ended", "r", RunStatus.DONE)
+    assert store.end_run("ended", "r", status)
     # As if the process died between the transaction and the SREM: still listed. The look
     # end_run pushed is due within FIRST_LOOK_MS; made due now rather than waited for.
     store.r.sadd(store.deadlines.key(shard_of("ended"), "active-runs"), "ended\x00r")

@@ -83,7 +83,6 @@ def register_node_tasks(app: CeleryGraphApp) -> None:
         finally:
             rows.flush()
 
-
     @app.task(name=START_AND_RUN_TASK, bind=True, shared=False, **RETRY_ON_STORE_ERRORS)
     def start_and_run(self: Any, thread_id: str, run_id: str) -> None:
         rows = NodeRows(app, self.request, thread_id, run_id, own_task_id=None)
