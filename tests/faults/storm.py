@@ -784,7 +784,9 @@ class Storm:
                     and when >= t and last_start_before(when)):
                 found.append((when, "node_returned"))
         for stopped, resumed in self.faults.pauses.get(pgid, []):
-            if stopped <= end and resumed + STALE_START >= t:
+            # As a kill: a pause that begins after the node returned and before its memo was
+            # saved (within MEMO_WINDOW) keeps its lease from being released in time.
+            if stopped <= end + MEMO_WINDOW and resumed + STALE_START >= t:
                 found.append((stopped, "paused"))
         for down, up in self.faults.outages:
             if down <= end + MEMO_WINDOW and up >= t - 2 * self.cfg.lease_seconds:
