@@ -354,10 +354,7 @@ class Driver:
             return None
         saver.deferred_written()
         metrics.run_ended(run.graph, RunStatus.DONE)
-        if queued:
-            self._start_queued(run.thread_id)
-        if self.res.settings.run_ttl:
-            self.store.expire_thread(run.thread_id, self.res.settings.run_ttl)
+        self._after_end(run.thread_id, queued=bool(queued))
         return Outcome(RunStatus.DONE, output=loop.output)
 
     # ---- the drive ------------------------------------------------------------------------
@@ -557,7 +554,13 @@ class Driver:
         if self.store.end_run(thread_id, run_id, status, streaming=bool(run.stream_modes),
                               **data):
             metrics.run_ended(run.graph, status)
-        self._start_queued(thread_id)
+        self._after_end(thread_id)
+
+    def _after_end(self, thread_id: str, *, queued: bool = True) -> None:
+        """What follows a run's end: the run waiting on its thread starts (`queued`: one
+        may be waiting), and a finished thread's keys get their lifetime (CELERYGRAPH_RUN_TTL)."""
+        if queued:
+            self._start_queued(thread_id)
         if self.res.settings.run_ttl:
             self.store.expire_thread(thread_id, self.res.settings.run_ttl)
 

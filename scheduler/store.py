@@ -529,6 +529,10 @@ def _chunk_args(chunks: Sequence[tuple[str, Sequence[dict[str, bytes | str]]]],
     return args
 
 
+# A step record's field of one task's info: `task:<task id>`.
+_TASK_FIELD = "task:"
+
+
 def started_field(task_id: str) -> str:
     """The field of a step's record that says its task `task_id` started, for a task whose
     lease was taken as the step was recorded (`_ADVANCE_KEPT`) without a marker key."""
@@ -708,7 +712,7 @@ class RunStore:
         if task_ids:
             # One HMGET for every task asked about: a batch's view costs a command, not one
             # a task. A task the step was dispatched with has a value.
-            pipe.hmget(step_key, [f"task:{task_id}" for task_id in task_ids])
+            pipe.hmget(step_key, [_TASK_FIELD + task_id for task_id in task_ids])
         count = 1 + with_active + with_context + bool(task_ids)
         return lambda replies: _step_view(replies[:count], task_ids, with_context, with_active)
 
@@ -723,10 +727,9 @@ class RunStore:
             raw_run, raw_step = pipe.execute()
         if not raw_step:
             return _record(raw_run), None, frozenset()
-        fields = {_str(k): v for k, v in raw_step.items()}
+        fields, tasks = _step_record(raw_step)
         context = serde.loads(fields["context"]) if "context" in fields else {}
-        return (_record(raw_run), context,
-                frozenset(k[5:] for k in fields if k.startswith("task:")))
+        return _record(raw_run), context, frozenset(tasks)
 
     # ---- thread lock and queue --------------------------------------------------------------
 
@@ -814,10 +817,7 @@ class RunStore:
         that dies between the two leaves an ended run listed as active, and that look finds
         it ended and retires it (`Sweeper.look`).
         """
-        now = time.time()
-        fields = {"status": status, "finished_at": now, "updated_at": now}
-        if "error" in data:
-            fields["error"] = data["error"]
+        fields = _end_fields(status, data)
         payload = _event_payload(data)
 
         def end(pipe: redis.client.Pipeline) -> None:
@@ -938,7 +938,8 @@ class RunStore:
             "context", serde.dumps(context, root="context"),
         ]
         for tid, info in tasks.items():
-            fields += [f"task:{tid}", orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
+            fields += [_TASK_FIELD + tid,
+                       orjson.dumps({**info, "dispatched_at": now, "attempt": 1})]
         for tid, owner in (started or {}).items():
             fields += [started_field(tid), owner]
         args: list[Any] = [len(fields), *fields, orjson.dumps(checkpoint_id), orjson.dumps(now),
@@ -959,7 +960,7 @@ class RunStore:
                 *self._step_keys(thread_id, run_id, kept.next_checkpoint_id)[:2],
                 self.key(thread_id, "events", run_id),
                 self.key(thread_id, "lease", kept.next_task_id),
-                kept.memo.keys[0] if kept.memo is not None else put.keys[-1], *put.keys,
+                _memo_key(kept.memo, put), *put.keys,
                 self.key(thread_id, "chunks", run_id),
                 self.key(thread_id, "chunks", run_id, "published"),
                 *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]
@@ -972,15 +973,8 @@ class RunStore:
                 *self._step_args(kept.next_checkpoint_id, kept.tasks, kept.context,
                                  kept.events, {kept.next_task_id: kept.next_owner}),
                 len(memo), *memo, *chunks, *put.args]
-        expires = self.deadlines.clock.now_ms() + ms
-
-        def look(pipe: redis.client.Pipeline) -> None:
-            self.deadlines.look_by(thread_id, run_id, expires, pipe)
-
-        def advance(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(self._advance_kept.sha, len(keys), *keys, *args)
-
-        found = self._in_order([look, advance], self._advance_kept)[-1]
+        [found] = self._after_look_each(thread_id, run_id, ms, self._advance_kept,
+                                        [(keys, args)])
         return found if isinstance(found, int) else None
 
     def end_kept(self, thread_id: str, run_id: str, kept: KeptEnd) -> int | None:
@@ -992,30 +986,23 @@ class RunStore:
         keys = [self.key(thread_id, "lease", kept.task_id),
                 self.key(thread_id, "run", run_id),
                 self.key(thread_id, "events", run_id),
-                kept.memo.keys[0] if kept.memo is not None else put.keys[-1], *put.keys,
+                _memo_key(kept.memo, put), *put.keys,
                 self.key(thread_id, "run", run_id, "output"),
                 self.key(thread_id, "active"),
                 self.key(thread_id, "queue"),
                 *self._step_keys(thread_id, run_id, kept.checkpoint_id)[:2]]
-        now = time.time()
-        fields = {"status": RunStatus.DONE, "finished_at": now, "updated_at": now}
-        values = [x for k, v in fields.items() for x in (k, orjson.dumps(v))]
-        events = [*kept.events, (RunStatus.DONE, {"output": kept.output, "interrupts": []})]
+        done = {"output": kept.output, "interrupts": []}
+        values = [x for k, v in _end_fields(RunStatus.DONE, done).items()
+                  for x in (k, orjson.dumps(v))]
+        events = [*kept.events, (RunStatus.DONE, done)]
         memo = kept.memo.triples if kept.memo is not None else []
         args = [kept.task_owner, orjson.dumps(kept.checkpoint_id),
                 orjson.dumps(RunStatus.RUNNING), "1" if kept.memo_fresh else "0", run_id,
                 serde.dumps(kept.output, root="output"), len(values), *values,
                 len(events), *(x for kind, data in events for x in (kind, _event_payload(data))),
                 len(memo), *memo, *put.args]
-        look_at = self.deadlines.clock.now_ms() + FIRST_LOOK_MS
-
-        def look(pipe: redis.client.Pipeline) -> None:
-            self.deadlines.look_by(thread_id, run_id, look_at, pipe)
-
-        def end(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(self._end_kept.sha, len(keys), *keys, *args)
-
-        queued = self._in_order([look, end], self._end_kept)[-1]
+        [queued] = self._after_look_each(thread_id, run_id, FIRST_LOOK_MS, self._end_kept,
+                                         [(keys, args)])
         if not isinstance(queued, int):
             return None
         self.retire(thread_id, run_id)
@@ -1031,7 +1018,7 @@ class RunStore:
         `started` marker key set (a kept task's was a field of its step's record), so that
         whoever takes its lease next hears it is a restart (`_ACQUIRE_LEASE`)."""
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(thread_id, "step", run_id, checkpoint_id), f"task:{task_id}",
+            pipe.hset(self.key(thread_id, "step", run_id, checkpoint_id), _TASK_FIELD + task_id,
                       orjson.dumps(info))
             if started:
                 pipe.set(self.key(thread_id, "started", task_id), "sweeper", nx=True)
@@ -1231,11 +1218,9 @@ class RunStore:
             pipe.hgetall(self.key(thread_id, "step", run_id, checkpoint_id))
             pipe.smembers(self.key(thread_id, "done", run_id, checkpoint_id))
             raw, done = pipe.execute()
-        fields = {_str(k): v for k, v in raw.items()}
-        tasks = {k[5:]: orjson.loads(v) for k, v in fields.items() if k.startswith("task:")}
-        info = {k: _str(v) for k, v in fields.items()
-                if not k.startswith("task:") and k != "context"}
-        return info, tasks, {_str(t) for t in done}
+        fields, tasks = _step_record(raw)
+        info = {k: _str(v) for k, v in fields.items() if k != "context"}
+        return info, {t: orjson.loads(v) for t, v in tasks.items()}, {_str(t) for t in done}
 
     def task_leases(self, thread_id: str, task_ids: Sequence[str]) -> dict[str, tuple[int, bool]]:
         """Per task: its lease's remaining milliseconds (`PTTL`) and whether it ever started."""
@@ -1335,6 +1320,35 @@ def _step_view(replies: list[Any], task_ids: Sequence[str], with_context: bool,
         dispatched=frozenset(t for t, info in zip(task_ids, infos, strict=True)
                              if info is not None),
     )
+
+
+def _step_record(raw: dict[Any, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A step's record as stored: its own fields, and its tasks' infos (still encoded) by
+    task id, from their `task:<id>` fields."""
+    fields: dict[str, Any] = {}
+    tasks: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = _str(key)
+        if name.startswith(_TASK_FIELD):
+            tasks[name[len(_TASK_FIELD):]] = value
+        else:
+            fields[name] = value
+    return fields, tasks
+
+
+def _end_fields(status: RunStatus, data: dict[str, Any]) -> dict[str, Any]:
+    """What a run's record takes when it ends with `status` (and its event's `data`)."""
+    now = time.time()
+    fields: dict[str, Any] = {"status": status, "finished_at": now, "updated_at": now}
+    if "error" in data:
+        fields["error"] = data["error"]
+    return fields
+
+
+def _memo_key(memo: PreparedWrites | None, put: HeadPut) -> str:
+    """The writes hash a kept task's script saves `memo` in; without a memo, a key of the
+    put's (the same slot) in its place, which the script then leaves alone."""
+    return memo.keys[0] if memo is not None else put.keys[-1]
 
 
 def _record(raw: dict[bytes | str, bytes | str]) -> RunRecord | None:

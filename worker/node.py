@@ -430,12 +430,11 @@ class InPlaceEnd:
                      "worker": _worker_name()}
             driver = Driver(self.res, self.app, run_here=self.run_here)
             advanced = driver.advance_kept(kept, self.owner, event)
-            if isinstance(advanced, Outcome):
+            if advanced is not None:
                 self.res.settings.faults.maybe_crash("memo_saved")
-                return RUN_ENDED
-            self.next = advanced
-            if self.next is not None:
-                self.res.settings.faults.maybe_crash("memo_saved")
+                if isinstance(advanced, Outcome):
+                    return RUN_ENDED
+                self.next = advanced
                 return STEP_ADVANCED
         if self.loop_spent:
             kept.loop.close(None)
